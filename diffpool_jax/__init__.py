@@ -1,0 +1,12 @@
+"""diffpool_jax: hierarchical graph pooling (DiffPool, Ying et al. 2018) in JAX/Flax."""
+
+from diffpool_jax.graphs import (GraphBatch, dense_batch, from_graphs_tuple,
+                                 to_graphs_tuple)
+from diffpool_jax.layers import (DenseGCNConv, DenseSAGEConv, DenseSumConv,
+                                 GNNStack, MaskedBatchNorm)
+from diffpool_jax.model import (PRESETS, DiffPool, DiffPoolConfig, PoolLevel,
+                                auxiliary_loss, count_params, masked_readout,
+                                preset)
+from diffpool_jax.pooling import DiffPoolResult, dense_diff_pool
+
+__version__ = "0.1.0"

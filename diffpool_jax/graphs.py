@@ -1,0 +1,159 @@
+"""Padded dense graph batches and conversion from/to NumPy graphs and jraph.
+
+Host side (NumPy) builders produce a `GraphBatch` of NumPy arrays; pass it
+through `jax.device_put` (or straight into a jitted function) to move it to
+the device. Every graph of a batch is padded to the same static node count N,
+and a batch may hold padding graphs (zero nodes) to reach a static batch size.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import flax.struct
+import jraph
+import numpy as np
+
+from diffpool_jax.checks import check_dim, check_rank
+
+
+@flax.struct.dataclass
+class GraphBatch:
+  """B graphs, each padded to N nodes; a pytree usable inside jit and vmap.
+
+  Attributes:
+    x: [B, N, F] float node features, zero on padded nodes.
+    adj: [B, N, N] float adjacency, zero on padded rows and columns.
+    node_mask: [B, N] bool, True for real nodes (always a prefix of N).
+    labels: [B] int32 graph labels (0 for padding graphs).
+    n_node: [B] int32 real node counts; 0 marks a padding graph.
+  """
+  x: np.ndarray
+  adj: np.ndarray
+  node_mask: np.ndarray
+  labels: np.ndarray
+  n_node: np.ndarray
+
+  @property
+  def graph_mask(self):
+    """[B] bool, True for real (non-padding) graphs."""
+    return self.n_node > 0
+
+
+def dense_batch(edges: Sequence[np.ndarray],
+                features: Sequence[np.ndarray],
+                labels: Sequence[int],
+                num_nodes: int,
+                batch_size: Optional[int] = None,
+                edge_weights: Optional[Sequence[np.ndarray]] = None,
+                ) -> GraphBatch:
+  """Pads NumPy graphs into one dense `GraphBatch` (host side).
+
+  Args:
+    edges: per graph, an [E_i, 2] int array of directed (row, col) entries
+      with 0-based node ids local to the graph. List both directions for an
+      undirected edge. Repeated entries are set once, not summed.
+    features: per graph, an [n_i, F] float array; n_i is the node count, so
+      isolated nodes are kept.
+    labels: per graph, an int label.
+    num_nodes: N, the static padded node count; every n_i must be <= N.
+    batch_size: B >= len(edges); the rest is filled with padding graphs.
+      Defaults to len(edges).
+    edge_weights: optional per graph [E_i] float weights (default 1.0).
+
+  Returns:
+    A `GraphBatch` of NumPy arrays: x [B,N,F] float32, adj [B,N,N] float32,
+    node_mask [B,N] bool, labels [B] int32, n_node [B] int32.
+  """
+  num_graphs = len(features)
+  if len(edges) != num_graphs or len(labels) != num_graphs:
+    raise ValueError(
+        f"dense_batch: got {len(edges)} edge arrays, {num_graphs} feature "
+        f"arrays and {len(labels)} labels; they must be equal")
+  batch_size = num_graphs if batch_size is None else batch_size
+  if batch_size < num_graphs:
+    raise ValueError(f"dense_batch: batch_size={batch_size} is smaller than "
+                     f"the {num_graphs} graphs given")
+  if num_graphs == 0 and batch_size == 0:
+    raise ValueError("dense_batch: no graphs and batch_size 0")
+  num_features = features[0].shape[1] if num_graphs else 1
+  x = np.zeros((batch_size, num_nodes, num_features), np.float32)
+  adj = np.zeros((batch_size, num_nodes, num_nodes), np.float32)
+  n_node = np.zeros((batch_size,), np.int32)
+  label_array = np.zeros((batch_size,), np.int32)
+  for i in range(num_graphs):
+    feats = np.asarray(features[i])
+    check_rank(feats, 2, f"features[{i}]", "[n_i,F]", "dense_batch")
+    check_dim(feats, 1, num_features, f"features[{i}]",
+              "the feature width of features[0]", "dense_batch")
+    n = feats.shape[0]
+    if n > num_nodes:
+      raise ValueError(f"dense_batch: graph {i} has {n} nodes, more than "
+                       f"num_nodes={num_nodes}")
+    edge_array = np.asarray(edges[i], dtype=np.int64).reshape(-1, 2)
+    if edge_array.size and (edge_array.min() < 0 or edge_array.max() >= n):
+      raise ValueError(f"dense_batch: edges[{i}] has a node id outside "
+                       f"0..{n - 1}")
+    weights = (np.ones(len(edge_array), np.float32) if edge_weights is None
+               else np.asarray(edge_weights[i], np.float32))
+    x[i, :n] = feats
+    adj[i, edge_array[:, 0], edge_array[:, 1]] = weights
+    n_node[i] = n
+    label_array[i] = labels[i]
+  node_mask = np.arange(num_nodes)[None, :] < n_node[:, None]
+  return GraphBatch(x=x, adj=adj, node_mask=node_mask, labels=label_array,
+                    n_node=n_node)
+
+
+def to_graphs_tuple(batch: GraphBatch) -> jraph.GraphsTuple:
+  """Converts a dense batch to a `jraph.GraphsTuple` (host side, NumPy).
+
+  Padding graphs become zero-node graphs. Edges are the non-zero adjacency
+  entries in row-major order, `edges` holds their weights [E] and `globals`
+  the graph labels [B].
+  """
+  x = np.asarray(batch.x)
+  adj = np.asarray(batch.adj)
+  node_mask = np.asarray(batch.node_mask)
+  n_node = np.asarray(batch.n_node)
+  offsets = np.concatenate([[0], np.cumsum(n_node)[:-1]])
+  graph_ids, rows, cols = np.nonzero(adj)
+  return jraph.GraphsTuple(
+      nodes=x[node_mask],
+      edges=adj[graph_ids, rows, cols],
+      senders=(rows + offsets[graph_ids]).astype(np.int32),
+      receivers=(cols + offsets[graph_ids]).astype(np.int32),
+      n_node=n_node.astype(np.int32),
+      n_edge=np.bincount(graph_ids, minlength=len(n_node)).astype(np.int32),
+      globals=np.asarray(batch.labels).astype(np.int32))
+
+
+def from_graphs_tuple(graph: jraph.GraphsTuple, num_nodes: int) -> GraphBatch:
+  """Converts a `jraph.GraphsTuple` to a dense batch padded to `num_nodes`.
+
+  `edges` may be None (weights 1) or [E] / [E, 1] weights; `globals` may be
+  None (labels 0) or [G] / [G, 1] integer labels. Host side (NumPy).
+  """
+  n_node = np.asarray(graph.n_node)
+  n_edge = np.asarray(graph.n_edge)
+  nodes = np.asarray(graph.nodes)
+  if nodes.ndim == 1:
+    nodes = nodes[:, None]
+  node_offsets = np.concatenate([[0], np.cumsum(n_node)])
+  edge_offsets = np.concatenate([[0], np.cumsum(n_edge)])
+  senders = np.asarray(graph.senders)
+  receivers = np.asarray(graph.receivers)
+  weights = (np.ones(len(senders), np.float32) if graph.edges is None
+             else np.asarray(graph.edges, np.float32).reshape(len(senders)))
+  labels = (np.zeros(len(n_node), np.int32) if graph.globals is None
+            else np.asarray(graph.globals).reshape(len(n_node)))
+  edges, features, edge_weights = [], [], []
+  for g in range(len(n_node)):
+    node_slice = slice(node_offsets[g], node_offsets[g + 1])
+    edge_slice = slice(edge_offsets[g], edge_offsets[g + 1])
+    local = np.stack([senders[edge_slice], receivers[edge_slice]], axis=1)
+    edges.append(local - node_offsets[g])
+    features.append(nodes[node_slice])
+    edge_weights.append(weights[edge_slice])
+  return dense_batch(edges, features, labels, num_nodes,
+                     edge_weights=edge_weights)

@@ -1,0 +1,191 @@
+"""Dense graph convolutions, masked batch norm and GNN stacks (flax.linen).
+
+All layers take x [B,N,F], adj [B,N,N] and node_mask [B,N] bool, and keep
+padded nodes exactly zero in their output.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+CONV_TYPES = ("sage", "gcn", "sum")
+
+# Xavier-uniform with the ReLU gain, as the authors' GraphConv initialises.
+xavier_relu_init = nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")
+
+
+def propagate(adj: jax.Array, x: jax.Array, linear: nn.Dense) -> jax.Array:
+  """adj @ linear(x) for a bias-free linear map, in the cheaper order.
+
+  (A X) W and A (X W) are equal; transforming first is cheaper when the
+  layer narrows the features, aggregating first when it widens them.
+
+  Args:
+    adj: [B, N, N]; x: [B, N, F]; linear: a bias-free nn.Dense to width H.
+
+  Returns:
+    [B, N, H].
+  """
+  if x.shape[-1] > linear.features:
+    return adj @ linear(x)
+  return linear(adj @ x)
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+  """x / max(||x||_2, eps) over the last axis; zero rows stay zero."""
+  sq_norm = jnp.sum(x * x, axis=-1, keepdims=True)
+  return x * jax.lax.rsqrt(jnp.maximum(sq_norm, eps * eps))
+
+
+class DenseSAGEConv(nn.Module):
+  """GraphSAGE-mean: mean over neighbours (W_rel) plus root term (W_root, b).
+
+  out_i = W_rel (sum_j A_ij x_j / max(deg_i, 1)) + W_root x_i + b, as
+  PyTorch Geometric's DenseSAGEConv.
+  """
+  features: int
+
+  @nn.compact
+  def __call__(self, x, adj, node_mask):
+    degree = jnp.maximum(jnp.sum(adj, axis=-1, keepdims=True), 1.0)
+    lin_rel = nn.Dense(self.features, use_bias=False, name="lin_rel")
+    out = propagate(adj, x, lin_rel) / degree
+    out = out + nn.Dense(self.features, name="lin_root")(x)
+    return out * node_mask[..., None]
+
+
+class DenseGCNConv(nn.Module):
+  """GCN: D^-1/2 (A + I) D^-1/2 X W + b, self-loops set to weight 1.
+
+  Any existing diagonal entry is replaced by 1 (PyTorch Geometric's
+  DenseGCNConv); the self-loop is added without forming an N x N identity.
+  """
+  features: int
+
+  @nn.compact
+  def __call__(self, x, adj, node_mask):
+    diagonal = jnp.diagonal(adj, axis1=-2, axis2=-1)[..., None]
+    degree = jnp.sum(adj, axis=-1, keepdims=True) - diagonal + 1.0
+    inv_sqrt = jax.lax.rsqrt(degree)
+    h = nn.Dense(self.features, use_bias=False, name="linear")(x) * inv_sqrt
+    out = (adj @ h + (1.0 - diagonal) * h) * inv_sqrt
+    out = out + self.param("bias", nn.initializers.zeros, (self.features,))
+    return out * node_mask[..., None]
+
+
+class DenseSumConv(nn.Module):
+  """The authors' GraphConv: A X W + b, no self term (RexYing/diffpool)."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x, adj, node_mask):
+    linear = nn.Dense(self.features, use_bias=False,
+                      kernel_init=xavier_relu_init, name="linear")
+    out = propagate(adj, x, linear)
+    out = out + self.param("bias", nn.initializers.zeros, (self.features,))
+    return out * node_mask[..., None]
+
+
+def make_conv(conv: str, features: int, name: str) -> nn.Module:
+  """The dense convolution named `conv` ("sage", "gcn" or "sum")."""
+  classes = {"sage": DenseSAGEConv, "gcn": DenseGCNConv, "sum": DenseSumConv}
+  if conv not in classes:
+    raise ValueError(f"unknown conv {conv!r}; expected one of {CONV_TYPES}")
+  return classes[conv](features, name=name)
+
+
+class MaskedBatchNorm(nn.Module):
+  """Batch norm over the real nodes of a batch, per feature channel.
+
+  Training uses the mean and (biased) variance of the real nodes and updates
+  running averages (`momentum` keeps that share of the old value; 0.9 is
+  PyTorch's momentum 0.1; the running variance is unbiased, as PyTorch's).
+  A batch without real nodes leaves the running averages unchanged.
+  Evaluation uses the running averages. Padded nodes stay zero.
+  """
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  affine: bool = True
+
+  @nn.compact
+  def __call__(self, x, node_mask, train: bool):
+    """x: [B, N, F], node_mask: [B, N] bool -> [B, N, F]."""
+    features = x.shape[-1]
+    running_mean = self.variable("batch_stats", "mean", jnp.zeros,
+                                 (features,), jnp.float32)
+    running_var = self.variable("batch_stats", "var", jnp.ones,
+                                (features,), jnp.float32)
+    weight = node_mask[..., None].astype(x.dtype)
+    if train:
+      count = jnp.sum(weight)
+      safe_count = jnp.maximum(count, 1.0)
+      mean = jnp.sum(x * weight, axis=(0, 1)) / safe_count
+      var = jnp.sum(jnp.square((x - mean) * weight), axis=(0, 1)) / safe_count
+      if not self.is_initializing():
+        unbiased = var * count / jnp.maximum(count - 1.0, 1.0)
+        keep = self.momentum
+        has_nodes = count > 0
+        running_mean.value = jnp.where(
+            has_nodes, keep * running_mean.value + (1 - keep) * mean,
+            running_mean.value)
+        running_var.value = jnp.where(
+            has_nodes, keep * running_var.value + (1 - keep) * unbiased,
+            running_var.value)
+    else:
+      mean, var = running_mean.value, running_var.value
+    y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
+    if self.affine:
+      y = y * self.param("scale", nn.initializers.ones, (features,))
+      y = y + self.param("bias", nn.initializers.zeros, (features,))
+    return y * weight
+
+
+class GNNStack(nn.Module):
+  """A stack of dense graph convolutions with the usual trimmings.
+
+  Each layer: dropout on its input -> conv -> optional L2 normalisation ->
+  ReLU -> optional masked batch norm. The last layer gets ReLU and batch norm
+  only when `activate_last` (PyTorch Geometric's example does, the authors'
+  code does not). Output: every layer's output concatenated (`concat`) or
+  the last layer's.
+
+  Attributes:
+    conv: "sage", "gcn" or "sum".
+    widths: output width of each layer, e.g. (64, 64, 32).
+    l2_normalize: L2-normalise each layer's node embeddings.
+    batch_norm: apply `MaskedBatchNorm` after the activation.
+    bn_affine: give the batch norm a learned scale and bias.
+    concat: concatenate every layer's output.
+    activate_last: apply ReLU (and batch norm) after the last layer too.
+    dropout: dropout rate on each layer's input (training only).
+  """
+  conv: str
+  widths: Sequence[int]
+  l2_normalize: bool = False
+  batch_norm: bool = True
+  bn_affine: bool = True
+  concat: bool = True
+  activate_last: bool = False
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, adj, node_mask, train: bool):
+    """x [B,N,F], adj [B,N,N], node_mask [B,N] -> [B,N,sum(widths) or last]."""
+    outputs = []
+    for i, width in enumerate(self.widths):
+      if self.dropout > 0:
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      x = make_conv(self.conv, width, name=f"conv{i}")(x, adj, node_mask)
+      if self.l2_normalize:
+        x = l2_normalize(x)
+      if i < len(self.widths) - 1 or self.activate_last:
+        x = nn.relu(x)
+        if self.batch_norm:
+          x = MaskedBatchNorm(affine=self.bn_affine, name=f"bn{i}")(
+              x, node_mask, train)
+      outputs.append(x)
+    return jnp.concatenate(outputs, axis=-1) if self.concat else x

@@ -1,0 +1,132 @@
+"""Dense convolutions, masked batch norm and GNN stacks vs NumPy references."""
+
+import jax
+import numpy as np
+import pytest
+
+from diffpool_jax.layers import (DenseGCNConv, DenseSAGEConv, DenseSumConv,
+                                 GNNStack, MaskedBatchNorm, l2_normalize)
+from tests.helpers import random_batch, repad
+
+
+def sage_reference(p, x, a):
+  degree = np.maximum(a.sum(1, keepdims=True), 1.0)
+  return ((a @ x) / degree) @ p["lin_rel"]["kernel"] + (
+      x @ p["lin_root"]["kernel"] + p["lin_root"]["bias"])
+
+
+def gcn_reference(p, x, a):
+  a_hat = a.copy()
+  np.fill_diagonal(a_hat, 1.0)
+  d = 1.0 / np.sqrt(a_hat.sum(1))
+  return (d[:, None] * a_hat * d[None, :]) @ x @ p["linear"]["kernel"] + p[
+      "bias"]
+
+
+def sum_reference(p, x, a):
+  return a @ x @ p["linear"]["kernel"] + p["bias"]
+
+
+@pytest.mark.parametrize("conv, reference", [
+    (DenseSAGEConv, sage_reference), (DenseGCNConv, gcn_reference),
+    (DenseSumConv, sum_reference)])
+@pytest.mark.parametrize("width", [3, 9])  # narrower and wider than F=5
+def test_conv_matches_reference_and_zeroes_padding(conv, reference, width):
+  batch = random_batch(np.random.default_rng(0), (6, 9, 1), 10)
+  # A weighted adjacency with a few self-loops exercises the GCN diagonal.
+  adj = batch.adj * 0.5
+  adj[0, 0, 0] = 2.0
+  layer = conv(width)
+  params = layer.init(jax.random.key(1), batch.x, adj, batch.node_mask)
+  out = np.asarray(layer.apply(params, batch.x, adj, batch.node_mask))
+  p = jax.tree_util.tree_map(lambda v: np.asarray(v, np.float64),
+                             params["params"])
+  for i, n in enumerate(batch.n_node):
+    want = reference(p, batch.x[i, :n].astype(np.float64),
+                     adj[i, :n, :n].astype(np.float64))
+    np.testing.assert_allclose(out[i, :n], want, rtol=1e-5, atol=1e-5)
+    assert np.all(out[i, n:] == 0)
+
+
+def test_l2_normalize_keeps_zero_rows_and_finite_gradient():
+  x = np.array([[3.0, 4.0], [0.0, 0.0]], np.float32)
+  np.testing.assert_allclose(np.asarray(l2_normalize(x)),
+                             [[0.6, 0.8], [0.0, 0.0]], rtol=1e-6)
+  grad = jax.grad(lambda v: l2_normalize(v).sum())(x)
+  assert np.all(np.isfinite(np.asarray(grad)))
+
+
+def test_masked_batch_norm_uses_real_nodes_only():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(3, 6, 4)).astype(np.float32) * 3 + 1
+  mask = np.arange(6)[None] < np.array([[6], [2], [0]])
+  x = x * mask[..., None]
+  bn = MaskedBatchNorm()
+  variables = bn.init(jax.random.key(0), x, mask, train=False)
+  out, updates = bn.apply(variables, x, mask, train=True,
+                          mutable=["batch_stats"])
+  real = x[mask].astype(np.float64)
+  mean, var = real.mean(0), real.var(0)
+  want = (x - mean) / np.sqrt(var + 1e-5) * mask[..., None]
+  np.testing.assert_allclose(np.asarray(out), want, rtol=1e-4, atol=1e-5)
+  stats = updates["batch_stats"]
+  np.testing.assert_allclose(np.asarray(stats["mean"]), 0.1 * mean, rtol=1e-5)
+  unbiased = real.var(0, ddof=1)
+  np.testing.assert_allclose(np.asarray(stats["var"]), 0.9 + 0.1 * unbiased,
+                             rtol=1e-5)
+  # Evaluation uses the running averages.
+  evaluated = bn.apply({**variables, **updates}, x, mask, train=False)
+  want_eval = ((x - stats["mean"]) / np.sqrt(stats["var"] + 1e-5)
+               * mask[..., None])
+  np.testing.assert_allclose(np.asarray(evaluated), want_eval, rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_masked_batch_norm_ignores_batches_without_nodes():
+  x = np.zeros((2, 3, 4), np.float32)
+  mask = np.zeros((2, 3), bool)
+  bn = MaskedBatchNorm()
+  variables = bn.init(jax.random.key(0), x, mask, train=False)
+  out, updates = bn.apply(variables, x, mask, train=True,
+                          mutable=["batch_stats"])
+  assert np.all(np.asarray(out) == 0)
+  np.testing.assert_array_equal(np.asarray(updates["batch_stats"]["mean"]), 0)
+  np.testing.assert_array_equal(np.asarray(updates["batch_stats"]["var"]), 1)
+
+
+@pytest.mark.parametrize("conv", ["sage", "gcn", "sum"])
+@pytest.mark.parametrize("concat, activate_last", [(True, False),
+                                                   (False, True)])
+def test_gnn_stack_padding_invariant_and_zero(conv, concat, activate_last):
+  batch = random_batch(np.random.default_rng(2), (5, 8, 2), 8)
+  big = repad(batch, 20)
+  stack = GNNStack(conv=conv, widths=(6, 6, 4), l2_normalize=True,
+                   concat=concat, activate_last=activate_last)
+  variables = stack.init(jax.random.key(0), batch.x, batch.adj,
+                         batch.node_mask, train=False)
+  for train in (False, True):
+    small_out, _ = stack.apply(variables, batch.x, batch.adj,
+                               batch.node_mask, train=train,
+                               mutable=["batch_stats"])
+    big_out, _ = stack.apply(variables, big.x, big.adj, big.node_mask,
+                             train=train, mutable=["batch_stats"])
+    np.testing.assert_allclose(np.asarray(big_out)[:, :8],
+                               np.asarray(small_out), rtol=1e-5, atol=1e-6)
+    assert np.all(np.asarray(big_out)[~big.node_mask] == 0)
+  width = 16 if concat else 4
+  assert small_out.shape == (3, 8, width)
+
+
+def test_gnn_stack_dropout_needs_train_flag():
+  batch = random_batch(np.random.default_rng(3), (5, 8), 8)
+  stack = GNNStack(conv="sage", widths=(16, 16), dropout=0.5)
+  variables = stack.init(jax.random.key(0), batch.x, batch.adj,
+                         batch.node_mask, train=False)
+  evaluated = [stack.apply(variables, batch.x, batch.adj, batch.node_mask,
+                           train=False) for _ in range(2)]
+  np.testing.assert_array_equal(*map(np.asarray, evaluated))
+  trained = [stack.apply(variables, batch.x, batch.adj, batch.node_mask,
+                         train=True, mutable=["batch_stats"],
+                         rngs={"dropout": jax.random.key(seed)})[0]
+             for seed in (0, 1)]
+  assert not np.allclose(*map(np.asarray, trained))

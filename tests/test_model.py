@@ -1,0 +1,217 @@
+"""The DiffPool classifier: presets, invariances, gradients, shape errors."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import diffpool_jax as dp
+from diffpool_jax.graphs import GraphBatch
+from tests.helpers import random_batch, repad
+
+PRESET_NAMES = tuple(dp.PRESETS)
+# Every test uses batches of these shapes so that eager op compilations are
+# shared between tests (it keeps the suite fast on CPU).
+SIZES, NUM_NODES = (12, 5, 16, 1), 16
+
+
+def make_batch(seed, sizes=SIZES, **kwargs):
+  return random_batch(np.random.default_rng(seed), sizes, NUM_NODES, **kwargs)
+
+
+def build(name, batch, max_nodes=32, num_classes=3, **overrides):
+  model = dp.DiffPool(dp.preset(name, **overrides), num_classes=num_classes,
+                      max_nodes=max_nodes)
+  variables = model.init(jax.random.key(0), batch.x, batch.adj,
+                         batch.node_mask)
+  return model, variables
+
+
+def run(model, variables, batch, train):
+  (logits, levels), _ = model.apply(variables, batch.x, batch.adj,
+                                    batch.node_mask, train=train,
+                                    mutable=["batch_stats"])
+  return logits, levels
+
+
+def loss_terms(levels):
+  return np.array([[float(l.link_loss), float(l.entropy_loss)]
+                   for l in levels]).reshape(-1, 2)
+
+
+def test_public_imports():
+  assert callable(dp.dense_diff_pool)
+  assert issubclass(dp.DiffPool, dp.DiffPool.__mro__[1])
+  assert set(PRESET_NAMES) >= {"paper", "original", "pyg", "flat"}
+
+
+def pyg_example_param_count(features, classes, max_nodes):
+  """Counted by hand from PyG's examples/proteins_diff_pool.py layout."""
+  def sage(i, o):
+    return 2 * i * o + o
+  def gnn(i, h, o, lin):
+    count = sage(i, h) + sage(h, h) + sage(h, o) + 2 * (2 * h + o)
+    return count + ((2 * h + o) * o + o if lin else 0)
+  k1 = int(np.ceil(0.25 * max_nodes))
+  k2 = int(np.ceil(0.25 * k1))
+  return (gnn(features, 64, k1, True) + gnn(features, 64, 64, False)
+          + gnn(192, 64, k2, True) + 2 * gnn(192, 64, 64, False)
+          + 192 * 64 + 64 + 64 * classes + classes)
+
+
+def original_param_count(features, classes, max_nodes):
+  """The authors' SoftPoolingGcnEncoder with its defaults (no BN params)."""
+  def conv(i, o):
+    return i * o + o
+  k = int(0.1 * max_nodes)
+  embed0 = conv(features, 20) + conv(20, 20) + conv(20, 20)
+  assign = conv(features, 20) + conv(20, 20) + conv(20, k) + (40 + k) * k + k
+  embed1 = conv(60, 20) + conv(20, 20) + conv(20, 20)
+  mlp = 120 * 50 + 50 + 50 * classes + classes
+  return embed0 + assign + embed1 + mlp
+
+
+@pytest.mark.parametrize("name, counter", [
+    ("pyg", pyg_example_param_count), ("original", original_param_count)])
+def test_param_counts_match_the_peers(name, counter):
+  model = dp.DiffPool(dp.preset(name), num_classes=6, max_nodes=126)
+  x = jnp.zeros((2, 126, 21))
+  shapes = jax.eval_shape(model.init, jax.random.key(0), x,
+                          jnp.zeros((2, 126, 126)), jnp.ones((2, 126), bool))
+  assert dp.count_params(shapes["params"]) == counter(21, 6, 126)
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_forward_and_backward(name):
+  """Finite, non-zero gradients; finite also on degenerate graphs."""
+  batch = make_batch(1)
+  model, variables = build(name, batch)
+  logits, levels = run(model, variables, batch, train=True)
+  chex.assert_shape(logits, (4, 3))
+  assert len(levels) == model.config.num_levels
+
+  @jax.jit
+  def grad(params, batch):
+    def loss(params):
+      (lg, lv), _ = model.apply({**variables, "params": params}, batch.x,
+                                batch.adj, batch.node_mask, train=True,
+                                mutable=["batch_stats"])
+      ce = -jnp.mean(jax.nn.log_softmax(lg)[jnp.arange(4), batch.labels])
+      levels_loss = sum(l.link_loss + l.entropy_loss for l in lv)
+      return ce + dp.auxiliary_loss(lv, model.config) + levels_loss
+    return jax.grad(loss)(params)
+
+  leaves = jax.tree_util.tree_leaves(grad(variables["params"], batch))
+  assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
+  assert any(np.any(np.asarray(g) != 0) for g in leaves)
+  # One-node graphs, isolated nodes, no edges, a padding graph, and features
+  # large enough to saturate the assignment softmax (near-one-hot S).
+  degenerate = make_batch(6, sizes=(1, 1, 6, 0), edge_prob=0.0)
+  degenerate = degenerate.replace(x=degenerate.x * np.float32(1e3))
+  leaves = jax.tree_util.tree_leaves(grad(variables["params"], degenerate))
+  assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
+
+
+def test_cluster_counts():
+  assert dp.preset("paper").cluster_counts(126) == (32, 8)
+  assert dp.preset("original").cluster_counts(126) == (12,)
+  assert dp.preset("pyg").cluster_counts(620) == (155, 39)
+  assert dp.preset("flat").cluster_counts(126) == ()
+  assert dp.preset("paper", num_clusters=(10, 3, 1)).cluster_counts(9) == (
+      10, 3, 1)
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+@pytest.mark.parametrize("train", [False, True])
+def test_padding_invariance(name, train):
+  batch = make_batch(2)
+  model, variables = build(name, batch)
+  small_logits, small_levels = run(model, variables, batch, train)
+  big_logits, big_levels = run(model, variables, repad(batch, 32), train)
+  np.testing.assert_allclose(np.asarray(big_logits), np.asarray(small_logits),
+                             rtol=1e-4, atol=1e-5)
+  small, big = loss_terms(small_levels), loss_terms(big_levels)
+  if model.config.link_loss == "pyg":
+    # PyG's normalisation divides level 1 by B N^2 (link) and B N (entropy).
+    small[0] *= [16**2, 16]
+    big[0] *= [32**2, 32]
+  np.testing.assert_allclose(big, small, rtol=1e-4, atol=1e-6)
+
+
+def test_padding_graphs_change_nothing():
+  """Appending padding graphs to a batch leaves real graphs' results."""
+  batch = make_batch(3, sizes=(9, 4))
+  padded = make_batch(3, sizes=(9, 4))
+  padded = GraphBatch(*(np.concatenate([v, np.zeros_like(v)])
+                        for v in (padded.x, padded.adj, padded.node_mask,
+                                  padded.labels, padded.n_node)))
+  model, variables = build("paper", batch)
+  for train in (False, True):
+    logits, levels = run(model, variables, batch, train)
+    padded_logits, padded_levels = run(model, variables, padded, train)
+    assert np.all(np.isfinite(np.asarray(padded_logits)))
+    np.testing.assert_allclose(np.asarray(padded_logits)[:2],
+                               np.asarray(logits), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(loss_terms(padded_levels), loss_terms(levels),
+                               rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_node_permutation_invariance(name):
+  batch = make_batch(4)
+  model, variables = build(name, batch)
+  rng = np.random.default_rng(5)
+  order = np.arange(NUM_NODES)
+  order[:SIZES[0]] = rng.permutation(SIZES[0])   # shuffle graph 0's nodes
+  permuted = batch.replace(x=batch.x.copy(), adj=batch.adj.copy())
+  permuted.x[0] = batch.x[0][order]
+  permuted.adj[0] = batch.adj[0][np.ix_(order, order)]
+  for train in (False, True):
+    logits, levels = run(model, variables, batch, train)
+    perm_logits, perm_levels = run(model, variables, permuted, train)
+    np.testing.assert_allclose(np.asarray(perm_logits), np.asarray(logits),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(loss_terms(perm_levels), loss_terms(levels),
+                               rtol=1e-4, atol=1e-6)
+
+
+class JitEagerTest(chex.TestCase):
+  """The classifier gives the same logits with and without jit."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_same_logits(self):
+    batch = make_batch(7)
+    model, variables = build("paper", batch)
+    apply = self.variant(lambda v, x, a, m: model.apply(v, x, a, m)[0])
+    reference = model.apply(variables, batch.x, batch.adj, batch.node_mask)[0]
+    np.testing.assert_allclose(
+        np.asarray(apply(variables, batch.x, batch.adj, batch.node_mask)),
+        np.asarray(reference), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(x=np.ones((2, 16))), "DiffPool: argument 'x' must have layout"),
+    (dict(adj=np.ones((2, 16, 15))), "DiffPool: argument 'adj' has shape"),
+    (dict(adj=np.ones((3, 16, 16))), "B, the batch size of x"),
+    (dict(node_mask=np.ones((2, 15), bool)), "argument 'node_mask' has shape"),
+])
+def test_wrong_shapes_raise_clear_errors(bad, message):
+  batch = make_batch(8, sizes=(10, 3))
+  model, variables = build("paper", batch)
+  args = dict(x=batch.x, adj=batch.adj, node_mask=batch.node_mask)
+  args.update(bad)
+  with pytest.raises(ValueError, match=message):
+    model.apply(variables, **args)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(conv="gat"), "DiffPoolConfig.conv='gat'"),
+    (dict(pool_ratios=(0.0,)), "pool_ratios"),
+    (dict(readout="median"), "DiffPoolConfig.readout"),
+])
+def test_bad_config_raises(change, message):
+  with pytest.raises(ValueError, match=message):
+    dp.preset("paper", **change)
+  with pytest.raises(ValueError, match="unknown preset 'nope'"):
+    dp.preset("nope")
