@@ -1,0 +1,133 @@
+"""Download and safe extraction of TU data set zips into a cache folder.
+
+A download goes to a temporary file that is renamed only after the zip has
+been verified, and extraction goes to a temporary folder that is renamed
+into place at the end: an interrupted run never leaves half a data set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Optional
+
+TU_URL = "https://www.chrsmrrs.com/graphkerneldatasets"
+CACHE_ENV = "DIFFPOOL_JAX_DATA"
+# Refuse archives that expand to more than this multiple of their size
+# (TU zips compress text about 5-10x) or beyond the absolute cap.
+MAX_EXPANSION = 200
+MAX_EXTRACTED_BYTES = 20 * 2**30
+TIMEOUT_SECONDS = 20
+
+
+def default_cache_dir() -> Path:
+  """`$DIFFPOOL_JAX_DATA`, else `~/.cache/diffpool_jax`."""
+  env = os.environ.get(CACHE_ENV)
+  return Path(env) if env else Path.home() / ".cache" / "diffpool_jax"
+
+
+def fetch(url: str, destination: Path) -> None:
+  """Downloads `url` to `destination` (raises OSError on failure)."""
+  with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
+    with open(destination, "wb") as out:
+      shutil.copyfileobj(response, out)
+
+
+def check_member(info: zipfile.ZipInfo, archive: Path) -> PurePosixPath:
+  """The member's relative path; ValueError if it would leave the folder."""
+  path = PurePosixPath(info.filename.replace("\\", "/"))
+  mode = info.external_attr >> 16
+  if path.is_absolute() or ".." in path.parts or (
+      info.filename[1:2] == ":"):
+    raise ValueError(f"{archive}: member {info.filename!r} has a path "
+                     "outside the target folder; refusing to extract")
+  if stat.S_ISLNK(mode):
+    raise ValueError(f"{archive}: member {info.filename!r} is a link; "
+                     "refusing to extract")
+  return path
+
+
+def safe_extract(archive: Path, target: Path) -> None:
+  """Extracts a zip into `target`, refusing unsafe members and zip bombs."""
+  try:
+    with zipfile.ZipFile(archive) as zf:
+      members = [(info, check_member(info, archive)) for info in zf.infolist()]
+      declared = sum(info.file_size for info, _ in members)
+      limit = min(MAX_EXPANSION * max(archive.stat().st_size, 1),
+                  MAX_EXTRACTED_BYTES)
+      if declared > limit:
+        raise ValueError(f"{archive}: expands to {declared} bytes, more than "
+                         f"{limit}; refusing to extract")
+      written = 0
+      for info, path in members:
+        destination = target.joinpath(*path.parts)
+        if info.is_dir():
+          destination.mkdir(parents=True, exist_ok=True)
+          continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(info) as source, open(destination, "wb") as out:
+          while chunk := source.read(1 << 20):
+            written += len(chunk)
+            if written > limit:
+              raise ValueError(f"{archive}: expands beyond {limit} bytes; "
+                               "refusing to extract")
+            out.write(chunk)
+  except zipfile.BadZipFile as error:
+    raise ValueError(f"{archive}: not a valid zip file ({error})") from None
+
+
+def verify_zip(archive: Path, name: str) -> None:
+  """ValueError unless `archive` is an intact zip holding name/name_A.txt."""
+  try:
+    with zipfile.ZipFile(archive) as zf:
+      broken = zf.testzip()
+      names = zf.namelist()
+  except zipfile.BadZipFile as error:
+    raise ValueError(f"{archive}: not a valid zip file ({error})") from None
+  if broken is not None:
+    raise ValueError(f"{archive}: member {broken!r} is corrupt")
+  if not any(n.endswith(f"{name}_A.txt") for n in names):
+    raise ValueError(f"{archive}: holds no {name}_A.txt")
+
+
+def download_tu(name: str, root: Path, url: Optional[str] = None) -> Path:
+  """Downloads and extracts TU data set `name` into `root/name/`.
+
+  Returns the folder. Raises OSError (with where to put the files by hand)
+  when the download fails, ValueError for a corrupt or unsafe zip.
+  """
+  root.mkdir(parents=True, exist_ok=True)
+  folder = root / name
+  source = f"{url or TU_URL}/{name}.zip"
+  archive = root / f"{name}.zip"
+  if not archive.is_file():
+    partial = Path(tempfile.mkstemp(dir=root, prefix=f".{name}.",
+                                    suffix=".zip.part")[1])
+    try:
+      fetch(source, partial)
+      verify_zip(partial, name)
+      os.replace(partial, archive)
+    except (OSError, urllib.error.URLError) as error:
+      raise OSError(
+          f"could not download TU data set {name!r} from {source} ({error}). "
+          f"Without network, put the files (e.g. {name}_A.txt[.gz]) into "
+          f"{folder}/ or pass root= to a folder holding {name}/") from None
+    finally:
+      partial.unlink(missing_ok=True)
+  verify_zip(archive, name)
+  staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.extract."))
+  try:
+    safe_extract(archive, staging)
+    extracted = next(staging.rglob(f"{name}_A.txt")).parent
+    if folder.exists():
+      shutil.rmtree(folder)
+    os.replace(extracted, folder)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return folder

@@ -1,0 +1,116 @@
+"""Node features chosen by name, built on the host with NumPy.
+
+Kinds:
+  "labels"      one-hot node labels (one block per label column; the
+                vocabulary is the set of values seen in the data set).
+  "attributes"  the node attributes (optionally standardised).
+  "both"        labels and attributes concatenated.
+  "degree"      one-hot degree, degrees >= max_degree share the last slot.
+  "constant"    a single column of ones.
+  "default"     "both" where labels and attributes exist, else whichever
+                exists, else "degree" (Errica et al. 2020 for social sets).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+FEATURE_KINDS = ("default", "labels", "attributes", "both", "degree",
+                 "constant")
+# Cap of the degree one-hot when none is given: the data set's largest
+# degree, but no more than this many slots.
+MAX_DEGREE_CAP = 64
+
+
+def one_hot_labels(node_labels: Sequence[np.ndarray]) -> List[np.ndarray]:
+  """One-hot of each label column over the values seen in the data set."""
+  stacked = np.concatenate(node_labels)
+  blocks = [np.unique(stacked[:, c]) for c in range(stacked.shape[1])]
+  out = []
+  for labels in node_labels:
+    parts = [np.searchsorted(values, labels[:, c])[:, None] ==
+             np.arange(len(values))[None, :]
+             for c, values in enumerate(blocks)]
+    out.append(np.concatenate(parts, axis=1).astype(np.float32))
+  return out
+
+
+def attribute_stats(node_attributes: Sequence[np.ndarray],
+                    indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+  """Mean and std ([D] each) of the attributes of the graphs at `indices`.
+
+  Constant columns get std 1 so that they standardise to zero.
+  """
+  rows = np.concatenate([node_attributes[i] for i in indices]).astype(
+      np.float64)
+  std = rows.std(axis=0)
+  return rows.mean(axis=0), np.where(std > 0, std, 1.0)
+
+
+def degree_one_hot(n_node: np.ndarray, edges: Sequence[np.ndarray],
+                   max_degree: Optional[int]) -> List[np.ndarray]:
+  """One-hot of min(degree, max_degree); width max_degree + 1."""
+  degrees = [np.bincount(e[:, 0], minlength=n) for n, e in zip(n_node, edges)]
+  if max_degree is None:
+    largest = max(int(d.max()) if len(d) else 0 for d in degrees)
+    max_degree = min(largest, MAX_DEGREE_CAP)
+  eye = np.eye(max_degree + 1, dtype=np.float32)
+  return [eye[np.minimum(d, max_degree)] for d in degrees]
+
+
+def resolve_kind(dataset, kind: str) -> str:
+  """Maps "default" to the concrete kind for this data set."""
+  has_labels = dataset.node_labels is not None
+  has_attributes = dataset.node_attributes is not None
+  if kind != "default":
+    if kind in ("labels", "both") and not has_labels:
+      raise ValueError(f"{dataset.name}: features={kind!r} needs node "
+                       "labels, which this data set does not have")
+    if kind in ("attributes", "both") and not has_attributes:
+      raise ValueError(f"{dataset.name}: features={kind!r} needs node "
+                       "attributes, which this data set does not have")
+    return kind
+  if has_labels and has_attributes:
+    return "both"
+  if has_labels:
+    return "labels"
+  if has_attributes:
+    return "attributes"
+  return "degree"
+
+
+def node_features(dataset, kind: str = "default",
+                  max_degree: Optional[int] = None,
+                  standardize_with: Optional[Sequence[int]] = None
+                  ) -> List[np.ndarray]:
+  """Per graph [n_i, F] float32 node features of the given kind.
+
+  Args:
+    dataset: a `GraphDataset`.
+    kind: one of FEATURE_KINDS (see the module docstring).
+    max_degree: cap of the "degree" one-hot (default: the data set's
+      largest degree, at most MAX_DEGREE_CAP).
+    standardize_with: indices of the training graphs; when given, node
+      attributes are standardised with their mean and std (never with
+      statistics of other graphs).
+  """
+  if kind not in FEATURE_KINDS:
+    raise ValueError(f"unknown node feature kind {kind!r}; expected one of "
+                     f"{FEATURE_KINDS}")
+  kind = resolve_kind(dataset, kind)
+  if kind == "constant":
+    return [np.ones((n, 1), np.float32) for n in dataset.n_node]
+  if kind == "degree":
+    return degree_one_hot(dataset.n_node, dataset.edges, max_degree)
+  parts = []
+  if kind in ("labels", "both"):
+    parts.append(one_hot_labels(dataset.node_labels))
+  if kind in ("attributes", "both"):
+    attributes = dataset.node_attributes
+    if standardize_with is not None:
+      mean, std = attribute_stats(attributes, standardize_with)
+      attributes = [((a - mean) / std).astype(np.float32) for a in attributes]
+    parts.append([a.astype(np.float32) for a in attributes])
+  return [np.concatenate(blocks, axis=1) for blocks in zip(*parts)]

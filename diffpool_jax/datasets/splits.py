@@ -1,0 +1,71 @@
+"""Cross-validation splits: stratified k-fold with an inner validation
+holdout, and the JSON split files of Errica et al. (ICLR 2020)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import List, NamedTuple
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+
+class Fold(NamedTuple):
+  """Graph indices of one outer fold (0-based, into the data set order)."""
+  train: np.ndarray
+  validation: np.ndarray
+  test: np.ndarray
+
+
+def stratified_folds(labels: np.ndarray, num_folds: int = 10, seed: int = 0,
+                     validation_fraction: float = 0.1) -> List[Fold]:
+  """Stratified k-fold; each fold's rest is split into train and a
+  stratified validation holdout of `validation_fraction` (0 for none).
+
+  The test parts partition the data set; class ratios of every part are
+  within one graph per class of the data set's.
+  """
+  labels = np.asarray(labels)
+  splitter = StratifiedKFold(n_splits=num_folds, shuffle=True,
+                             random_state=seed)
+  folds = []
+  for rest, test in splitter.split(np.zeros(len(labels)), labels):
+    if validation_fraction > 0:
+      train, validation = train_test_split(
+          rest, test_size=validation_fraction, stratify=labels[rest],
+          random_state=seed)
+    else:
+      train, validation = rest, np.zeros(0, np.int64)
+    folds.append(Fold(np.sort(train), np.sort(validation), np.sort(test)))
+  return folds
+
+
+def load_split_file(path: str | os.PathLike, num_graphs: int) -> List[Fold]:
+  """Reads an Errica et al. split file: a list of outer folds, each
+  {"test": [...], "model_selection": [{"train": [...],
+  "validation": [...]}]} with 0-based indices. The first model-selection
+  split of each fold is used; index order is kept as in the file.
+  """
+  with open(path) as handle:
+    try:
+      raw = json.load(handle)
+    except json.JSONDecodeError as error:
+      raise ValueError(f"{path}: not valid JSON ({error})") from None
+  if not isinstance(raw, list) or not raw:
+    raise ValueError(f"{path}: expected a non-empty list of folds")
+  folds = []
+  for number, fold in enumerate(raw):
+    try:
+      selection = fold["model_selection"][0]
+      parts = [np.asarray(p, dtype=np.int64) for p in
+               (selection["train"], selection["validation"], fold["test"])]
+    except (KeyError, IndexError, TypeError) as error:
+      raise ValueError(f"{path}: fold {number} lacks test / model_selection"
+                       f"[0].train / .validation ({error!r})") from None
+    for part in parts:
+      if part.size and (part.min() < 0 or part.max() >= num_graphs):
+        raise ValueError(f"{path}: fold {number} has an index outside "
+                         f"0..{num_graphs - 1}; is it the right data set?")
+    folds.append(Fold(*parts))
+  return folds

@@ -1,0 +1,237 @@
+"""Reader for the TU graph-classification benchmarks (Morris et al. 2020).
+
+The raw format (1-based ids, one file per table, plain `.txt` or `.txt.gz`):
+`NAME_A.txt` one "row, col" line per directed adjacency entry;
+`NAME_graph_indicator.txt` the graph id of node i on line i;
+`NAME_graph_labels.txt` one label per graph; optional
+`NAME_node_labels.txt`, `NAME_node_attributes.txt`, `NAME_edge_labels.txt`
+(one per A line), `NAME_edge_attributes.txt`, `NAME_graph_attributes.txt`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from diffpool_jax.datasets.dataset import GraphDataset
+from diffpool_jax.datasets.download import download_tu, default_cache_dir
+
+
+def find_table(folder: Path, name: str, table: str) -> Optional[Path]:
+  """The path of NAME_table.txt or NAME_table.txt.gz in folder, or None."""
+  for suffix in (".txt", ".txt.gz"):
+    path = folder / f"{name}_{table}{suffix}"
+    if path.is_file():
+      return path
+  return None
+
+
+def read_lines(path: Path) -> List[str]:
+  """The file's lines (gzip or plain), without a final empty line."""
+  opener = gzip.open if path.suffix == ".gz" else open
+  with opener(path, "rt") as handle:
+    lines = handle.read().splitlines()
+  while lines and not lines[-1].strip():
+    lines.pop()
+  return lines
+
+
+def first_bad_line(path: Path, lines: List[str], columns: int, dtype) -> str:
+  """Describes the first line that is empty, ragged or not numeric."""
+  for number, line in enumerate(lines, start=1):
+    tokens = line.replace(",", " ").split()
+    if not tokens:
+      return f"{path}: line {number} is empty"
+    if len(tokens) != columns:
+      return (f"{path}: line {number} has {len(tokens)} values, expected "
+              f"{columns} (as on line 1)")
+    try:
+      np.array(tokens, dtype=dtype)
+    except ValueError:
+      return f"{path}: line {number} is not numeric: {line.strip()!r}"
+  return f"{path}: could not be parsed"
+
+
+def read_table(path: Path, dtype, expected_rows: Optional[int] = None,
+               what: str = "") -> np.ndarray:
+  """Reads a comma/space separated numeric table into [rows, columns].
+
+  Raises ValueError naming the file and line for empty, ragged or
+  non-numeric lines, and for a row count other than `expected_rows`.
+  """
+  lines = read_lines(path)
+  if not lines:
+    raise ValueError(f"{path}: the file is empty")
+  columns = len(lines[0].replace(",", " ").split())
+  tokens = " ".join(lines).replace(",", " ").split()
+  try:
+    values = np.array(tokens, dtype=dtype)
+  except ValueError:
+    raise ValueError(first_bad_line(path, lines, columns, dtype)) from None
+  if columns == 0 or values.size != len(lines) * columns:
+    raise ValueError(first_bad_line(path, lines, columns, dtype))
+  if expected_rows is not None and len(lines) != expected_rows:
+    raise ValueError(f"{path}: has {len(lines)} lines, expected "
+                     f"{expected_rows} ({what})")
+  return values.reshape(len(lines), columns)
+
+
+def split_by_graph(values: np.ndarray, starts: np.ndarray) -> List[np.ndarray]:
+  """Cuts rows into per-graph pieces at the given start offsets."""
+  return np.split(values, starts[1:])
+
+
+def check_indicator(path: Path, indicator: np.ndarray,
+                    num_graphs: int) -> None:
+  """Graph ids must run 1..num_graphs, sorted, every graph with a node."""
+  if indicator.min() < 1:
+    line = int(np.argmax(indicator < 1)) + 1
+    raise ValueError(f"{path}: line {line}: graph id {indicator[line - 1]} "
+                     "is below 1")
+  steps = np.diff(indicator)
+  if np.any(steps < 0):
+    line = int(np.argmax(steps < 0)) + 2
+    raise ValueError(f"{path}: line {line}: graph ids are not sorted "
+                     f"({indicator[line - 2]} then {indicator[line - 1]})")
+  if np.any(steps > 1) or indicator[0] != 1:
+    line = 1 if indicator[0] != 1 else int(np.argmax(steps > 1)) + 2
+    missing = 1 if indicator[0] != 1 else indicator[line - 2] + 1
+    raise ValueError(f"{path}: line {line}: graph ids jump to "
+                     f"{indicator[line - 1]}; graph {missing} has no nodes "
+                     "(zero-node graphs are not allowed)")
+  if indicator[-1] != num_graphs:
+    raise ValueError(
+        f"{path}: the last graph id is {indicator[-1]} but the graph labels "
+        f"file lists {num_graphs} graphs; graphs {indicator[-1] + 1}.."
+        f"{num_graphs} have no nodes (zero-node graphs are not allowed)")
+
+
+def read_edges(path: Path, indicator: np.ndarray) -> np.ndarray:
+  """Reads A.txt: [E, 2] 0-based global node pairs, one per line."""
+  pairs = read_table(path, np.int64)
+  if pairs.shape[1] != 2:
+    raise ValueError(f"{path}: line 1 has {pairs.shape[1]} values, expected "
+                     "2 (row, col)")
+  num_nodes = len(indicator)
+  bad = (pairs < 1) | (pairs > num_nodes)
+  if np.any(bad):
+    line = int(np.argmax(bad.any(1))) + 1
+    raise ValueError(f"{path}: line {line}: node id "
+                     f"{pairs[line - 1][bad[line - 1]][0]} is outside "
+                     f"1..{num_nodes} (the graph indicator's node count)")
+  pairs = pairs - 1
+  crossing = indicator[pairs[:, 0]] != indicator[pairs[:, 1]]
+  if np.any(crossing):
+    line = int(np.argmax(crossing)) + 1
+    raise ValueError(f"{path}: line {line}: the edge joins nodes of graphs "
+                     f"{indicator[pairs[line - 1, 0]]} and "
+                     f"{indicator[pairs[line - 1, 1]]}")
+  return pairs
+
+
+def coalesce(pairs: np.ndarray, num_nodes: int, keep_self_loops: bool
+             ) -> Tuple[np.ndarray, np.ndarray]:
+  """Symmetrised, de-duplicated, sorted entries and, for each, the A line it
+  came from (the first occurrence in either direction)."""
+  lines = np.arange(len(pairs))
+  if not keep_self_loops:
+    keep = pairs[:, 0] != pairs[:, 1]
+    pairs, lines = pairs[keep], lines[keep]
+  both = np.concatenate([pairs, pairs[:, ::-1]])
+  both_lines = np.concatenate([lines, lines])
+  keys = both[:, 0] * num_nodes + both[:, 1]
+  _, first = np.unique(keys, return_index=True)
+  return both[first], both_lines[first]
+
+
+def load_tu(name: str, root: Optional[str | os.PathLike] = None,
+            download: bool = True, keep_self_loops: bool = False,
+            features: str = "default", url: Optional[str] = None
+            ) -> GraphDataset:
+  """Loads TU data set `name` from `root/name/` or the download cache.
+
+  Args:
+    name: the data set's TU name, e.g. "ENZYMES", "IMDB-BINARY".
+    root: a folder holding `name/name_A.txt` etc. (plain or .gz). Default:
+      the cache folder `$DIFFPOOL_JAX_DATA`, else `~/.cache/diffpool_jax`.
+    download: when the files are missing, download the official zip once
+      into `root` (or the cache folder); otherwise raise FileNotFoundError.
+    keep_self_loops: keep `i, i` adjacency entries (dropped by default).
+    features: node feature kind (see `node_features`), "default" picks node
+      labels + attributes where present, else degrees.
+    url: the base URL of the zips (default: the official TU site).
+
+  Returns:
+    A `GraphDataset`. Duplicate adjacency entries are coalesced, edges are
+    symmetrised, isolated nodes are kept, graph labels are mapped to 0..C-1
+    (`label_values` keeps the originals).
+  """
+  folder_root = Path(root) if root is not None else default_cache_dir()
+  folder = folder_root / name
+  if find_table(folder, name, "A") is None:
+    if not download:
+      raise FileNotFoundError(
+          f"TU data set {name!r} not found: no {folder / (name + '_A.txt')}"
+          "[.gz]; pass download=True or put the files there")
+    download_tu(name, folder_root, url=url)
+
+  def required(table: str) -> Path:
+    path = find_table(folder, name, table)
+    if path is None:
+      raise FileNotFoundError(
+          f"TU data set {name!r}: missing required file "
+          f"{folder / (name + '_' + table + '.txt')}[.gz]")
+    return path
+
+  label_path = required("graph_labels")
+  raw_labels = read_table(label_path, np.float64)[:, 0]
+  num_graphs = len(raw_labels)
+  indicator_path = required("graph_indicator")
+  indicator = read_table(indicator_path, np.int64)[:, 0]
+  check_indicator(indicator_path, indicator, num_graphs)
+  num_nodes = len(indicator)
+  n_node = np.bincount(indicator - 1, minlength=num_graphs)
+  node_starts = np.concatenate([[0], np.cumsum(n_node)[:-1]])
+
+  a_path = required("A")
+  pairs = read_edges(a_path, indicator)
+  entries, source_lines = coalesce(pairs, num_nodes, keep_self_loops)
+  entry_graph = indicator[entries[:, 0]] - 1
+  entry_starts = np.searchsorted(entry_graph, np.arange(num_graphs))
+  local = entries - node_starts[entry_graph][:, None]
+  edges = split_by_graph(local, entry_starts)
+
+  def optional(table: str, dtype, rows: int, what: str):
+    path = find_table(folder, name, table)
+    return None if path is None else read_table(path, dtype, rows, what)
+
+  node_labels = optional("node_labels", np.int64, num_nodes,
+                         "one per node of the graph indicator")
+  node_attributes = optional("node_attributes", np.float32, num_nodes,
+                             "one per node of the graph indicator")
+  edge_labels = optional("edge_labels", np.int64, len(pairs),
+                         "one per line of A")
+  edge_attributes = optional("edge_attributes", np.float32, len(pairs),
+                             "one per line of A")
+  graph_attributes = optional("graph_attributes", np.float32, num_graphs,
+                              "one per graph")
+  per_node = lambda v: None if v is None else split_by_graph(v, node_starts)
+  per_entry = lambda v: (None if v is None else
+                         split_by_graph(v[source_lines], entry_starts))
+
+  label_values, labels = np.unique(raw_labels, return_inverse=True)
+  if np.all(label_values == np.round(label_values)):
+    label_values = label_values.astype(np.int64)
+  dataset = GraphDataset(
+      name=name, n_node=n_node, edges=edges, labels=labels.astype(np.int64),
+      label_values=label_values, features=[], feature_kind="",
+      node_labels=per_node(node_labels),
+      node_attributes=per_node(node_attributes),
+      edge_labels=per_entry(edge_labels),
+      edge_attributes=per_entry(edge_attributes),
+      graph_attributes=graph_attributes)
+  return dataset.with_features(features)
