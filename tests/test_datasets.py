@@ -1,0 +1,153 @@
+"""Node features, size buckets, stratified splits and the synthetic set."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from diffpool_jax.datasets import (assign_buckets, bucket_positions,
+                                   bucketed_batches, choose_buckets, load_tu,
+                                   padding_waste, stratified_folds,
+                                   synthetic_hierarchical)
+from diffpool_jax.datasets.synthetic import pattern_edges
+from tests.test_tu import GOOD, write_set
+
+
+@pytest.fixture
+def toy(tmp_path):
+  return load_tu("TOY", root=write_set(tmp_path, GOOD), download=False)
+
+
+def test_feature_kinds(toy):
+  labels = toy.with_features("labels").features[0]
+  np.testing.assert_array_equal(labels, np.eye(3)[[0, 1, 0, 2]])
+  attributes = toy.with_features("attributes").features[1]
+  np.testing.assert_array_equal(attributes, [[2, 2], [3, 3]])
+  assert toy.with_features("both").num_node_features == 5
+  constant = toy.with_features("constant")
+  assert constant.num_node_features == 1 and constant.features[0].sum() == 4
+  degree = toy.with_features("degree").features[0]   # degrees 2, 2, 2, 0
+  np.testing.assert_array_equal(degree.argmax(1), [2, 2, 2, 0])
+  capped = toy.with_features("degree", max_degree=1).features[0]
+  np.testing.assert_array_equal(capped, np.eye(2)[[1, 1, 1, 0]])
+  with pytest.raises(ValueError, match="unknown node feature kind 'pca'"):
+    toy.with_features("pca")
+
+
+def test_default_features_fall_back_to_degree(tmp_path):
+  tables = {k: GOOD[k] for k in ("A", "graph_indicator", "graph_labels")}
+  dataset = load_tu("TOY", root=write_set(tmp_path, tables))
+  assert dataset.features[0].shape == (4, 3)       # degrees 0..2
+  assert dataset.feature_kind == "default"
+
+
+def test_standardisation_uses_training_graphs_only(toy):
+  train_only = toy.with_features("attributes", standardize_with=[0])
+  first = train_only.features[0].astype(np.float64)
+  np.testing.assert_allclose(first.mean(0), 0, atol=1e-6)
+  np.testing.assert_allclose(first.std(0), 1, atol=1e-6)
+  # Graph 1's attributes are shifted with graph 0's statistics, not theirs.
+  raw = np.array([[0.5, 1], [1.5, 2], [0, 0], [1, 1]])
+  want = (np.array([[2, 2], [3, 3]]) - raw.mean(0)) / raw.std(0)
+  np.testing.assert_allclose(train_only.features[1], want, rtol=1e-5)
+
+
+def brute_force_cost(n_node, max_buckets):
+  sizes = np.unique(n_node)
+  best = np.inf
+  for k in range(1, max_buckets + 1):
+    for cut in itertools.combinations(sizes[:-1], k - 1):
+      buckets = np.array(list(cut) + [sizes[-1]])
+      best = min(best, (buckets[assign_buckets(n_node, buckets)] ** 2).sum())
+  return best
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_buckets_are_optimal_and_cover_every_graph(seed):
+  n_node = np.random.default_rng(seed).integers(2, 40, size=60)
+  buckets = choose_buckets(n_node, max_buckets=3)
+  assert len(buckets) <= 3 and buckets[-1] == n_node.max()
+  cost = (buckets[assign_buckets(n_node, buckets)] ** 2).sum()
+  assert cost == brute_force_cost(n_node, 3)
+  which = assign_buckets(n_node, buckets)
+  assert np.all(buckets[which] >= n_node)
+  assert np.all((which == 0) | (buckets[which - 1] < n_node))
+
+
+def test_bucketed_batches_hold_every_graph_once():
+  dataset = synthetic_hierarchical(num_graphs=40, seed=1)
+  buckets = choose_buckets(dataset.n_node, 3)
+  batches = bucketed_batches(dataset, buckets)
+  which = assign_buckets(dataset.n_node, buckets)
+  positions = bucket_positions(dataset.n_node, buckets)
+  assert sum(int(b.graph_mask.sum()) for b in batches) == 40
+  for g in range(40):
+    batch = batches[which[g]]
+    assert batch.n_node[positions[g]] == dataset.n_node[g]
+    assert batch.labels[positions[g]] == dataset.labels[g]
+    n = dataset.n_node[g]
+    np.testing.assert_array_equal(batch.x[positions[g], :n],
+                                  dataset.features[g])
+
+
+def test_padding_waste_figures():
+  n_node = np.array([2, 4, 4, 10])
+  assert padding_waste(n_node) == {"node_slots": 40 / 20,
+                                   "adjacency_entries": 400 / 136}
+  waste = padding_waste(n_node, np.array([4, 10]))
+  assert waste == {"node_slots": 22 / 20, "adjacency_entries": 148 / 136}
+
+
+def test_enzymes_buckets_cut_node_waste(tu_root):
+  enzymes = load_tu("ENZYMES", root=tu_root)
+  assert padding_waste(enzymes.n_node)["node_slots"] == pytest.approx(3.86,
+                                                                      abs=0.01)
+  buckets = choose_buckets(enzymes.n_node)
+  assert len(buckets) <= 5
+  assert padding_waste(enzymes.n_node, buckets)["node_slots"] < 1.5
+
+
+@pytest.mark.parametrize("labels", [
+    np.repeat([0, 1], [63, 125]), np.repeat(np.arange(6), 100)])
+def test_stratified_folds_partition_and_keep_ratios(labels):
+  folds = stratified_folds(labels, num_folds=10, seed=3)
+  tests = np.concatenate([f.test for f in folds])
+  assert sorted(tests.tolist()) == list(range(len(labels)))
+  share = np.bincount(labels) / len(labels)
+  for fold in folds:
+    parts = np.concatenate([fold.train, fold.validation, fold.test])
+    assert sorted(parts.tolist()) == list(range(len(labels)))
+    for part in (fold.test, fold.validation):
+      counts = np.bincount(labels[part], minlength=len(share))
+      assert np.all(np.abs(counts - share * len(part)) <= 1)
+  again = stratified_folds(labels, num_folds=10, seed=3)
+  assert all(np.array_equal(a.test, b.test) for a, b in zip(folds, again))
+
+
+def test_synthetic_is_deterministic_by_seed():
+  a = synthetic_hierarchical(num_graphs=20, seed=5)
+  b = synthetic_hierarchical(num_graphs=20, seed=5)
+  c = synthetic_hierarchical(num_graphs=20, seed=6)
+  assert all(np.array_equal(x, y) for x, y in zip(a.edges, b.edges))
+  assert all(np.array_equal(x, y) for x, y in zip(a.features, b.features))
+  assert not all(np.array_equal(x, y) for x, y in zip(a.edges, c.edges))
+
+
+def test_synthetic_communities_are_what_it_says():
+  dataset = synthetic_hierarchical(num_graphs=40, communities=(4, 5),
+                                   community_size=(5, 9), p_in=0.7,
+                                   bridges=(1, 2), seed=2)
+  assert np.array_equal(np.bincount(dataset.labels), [10, 10, 10, 10])
+  for g in range(40):
+    community, edges = dataset.communities[g], dataset.edges[g]
+    num = community.max() + 1
+    sizes = np.bincount(community)
+    assert 4 <= num <= 5 and sizes.min() >= 5 and sizes.max() <= 9
+    inside = community[edges[:, 0]] == community[edges[:, 1]]
+    # Communities are dense; bridges are few.
+    assert inside.mean() > 0.8
+    linked = {tuple(sorted(p)) for p in
+              zip(community[edges[~inside, 0]], community[edges[~inside, 1]])}
+    pattern = str(dataset.label_values[dataset.labels[g]])
+    want = {tuple(sorted(p)) for p in pattern_edges(pattern, num, None)}
+    assert linked == want

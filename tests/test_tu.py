@@ -1,0 +1,182 @@
+"""The TU reader: real data sets, a hand-made set, and every bad input."""
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffpool_jax.datasets import load_split_file, load_tu
+
+# Figures of ../shared/data/README.md.
+EXPECTED = {
+    "ENZYMES": (600, {1: 100, 2: 100, 3: 100, 4: 100, 5: 100, 6: 100},
+                19580, 126),
+    "PROTEINS": (1113, {1: 663, 2: 450}, 43471, 620),
+    "DD": (1178, {1: 691, 2: 487}, 334925, 5748),
+    "MUTAG": (188, {-1: 63, 1: 125}, 3371, 28),
+    "IMDB-BINARY": (1000, {0: 500, 1: 500}, 19773, 136),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_real_sets_match_published_counts(tu_root, name):
+  graphs, classes, nodes, max_nodes = EXPECTED[name]
+  dataset = load_tu(name, root=tu_root, download=False)
+  stats = dataset.stats()
+  assert stats["graphs"] == graphs
+  assert stats["class_counts"] == {str(k): v for k, v in classes.items()}
+  assert stats["nodes"] == nodes and stats["nodes_max"] == max_nodes
+  assert sorted(np.unique(dataset.labels)) == list(range(len(classes)))
+  assert [int(v) for v in dataset.label_values] == sorted(classes)
+  # Every node is kept (isolated ones included) and edges are symmetric.
+  assert sum(len(f) for f in dataset.features) == nodes
+  for edges in dataset.edges[:50]:
+    assert {tuple(e) for e in edges} == {tuple(e) for e in edges[:, ::-1]}
+
+
+def test_real_set_details(tu_root):
+  enzymes = load_tu("ENZYMES", root=tu_root)
+  assert enzymes.num_node_features == 3 + 18      # labels + attributes
+  imdb = load_tu("IMDB-BINARY", root=tu_root)
+  assert imdb.feature_kind == "default" and imdb.node_labels is None
+  # IMDB lists every edge 4 times; after coalescing each entry is unique.
+  assert all(len(np.unique(e, axis=0)) == len(e) for e in imdb.edges)
+  mutag = load_tu("MUTAG", root=tu_root)
+  assert all(len(l) == len(e) for l, e in zip(mutag.edge_labels, mutag.edges))
+  dd = load_tu("DD", root=tu_root)
+  assert dd.num_node_features == 82             # distinct label values
+
+
+def test_errica_splits_are_read_exactly(tu_root, splits_root):
+  path = splits_root / "ENZYMES_splits.json"
+  raw = json.loads(path.read_text())
+  folds = load_split_file(path, num_graphs=600)
+  assert len(folds) == 10
+  for fold, entry in zip(folds, raw):
+    assert fold.test.tolist() == entry["test"]
+    assert fold.train.tolist() == entry["model_selection"][0]["train"]
+    assert fold.validation.tolist() == entry["model_selection"][0][
+        "validation"]
+  tests = np.concatenate([f.test for f in folds])
+  assert sorted(tests.tolist()) == list(range(600))
+
+
+# A tiny hand-made TU set: graph 1 is a triangle plus an isolated node and
+# a duplicate entry and a self-loop; graph 2 is one edge.
+GOOD = {
+    "A": "1, 2\n2, 1\n2, 3\n3, 2\n1, 3\n3, 1\n1, 2\n2, 2\n5, 6\n6, 5\n",
+    "graph_indicator": "1\n1\n1\n1\n2\n2\n",
+    "graph_labels": "-1\n1\n",
+    "node_labels": "0\n1\n0\n2\n1\n1\n",
+    "node_attributes": "0.5, 1\n1.5, 2\n0, 0\n1, 1\n2, 2\n3, 3\n",
+    "edge_labels": "1\n1\n2\n2\n3\n3\n1\n9\n4\n4\n",
+}
+
+
+def write_set(root: Path, tables: dict, name: str = "TOY",
+              gz: bool = False) -> Path:
+  folder = root / name
+  folder.mkdir(parents=True, exist_ok=True)
+  for table, text in tables.items():
+    path = folder / f"{name}_{table}.txt"
+    if gz:
+      with gzip.open(str(path) + ".gz", "wt") as handle:
+        handle.write(text)
+    else:
+      path.write_text(text)
+  return root
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_hand_made_set(tmp_path, gz):
+  dataset = load_tu("TOY", root=write_set(tmp_path, GOOD, gz=gz),
+                    download=False)
+  np.testing.assert_array_equal(dataset.n_node, [4, 2])
+  np.testing.assert_array_equal(dataset.labels, [0, 1])
+  np.testing.assert_array_equal(dataset.label_values, [-1, 1])
+  np.testing.assert_array_equal(
+      dataset.edges[0], [[0, 1], [0, 2], [1, 0], [1, 2], [2, 0], [2, 1]])
+  np.testing.assert_array_equal(dataset.edges[1], [[0, 1], [1, 0]])
+  np.testing.assert_array_equal(dataset.edge_labels[0][:, 0],
+                                [1, 3, 1, 2, 3, 2])
+  # Default features: one-hot labels (values 0, 1, 2) then attributes.
+  assert dataset.features[0].shape == (4, 5)
+  np.testing.assert_array_equal(dataset.features[0][3], [0, 0, 1, 1, 1])
+  with_loops = load_tu("TOY", root=tmp_path, keep_self_loops=True)
+  assert [1, 1] in with_loops.edges[0].tolist()
+  assert with_loops.stats()["edges"] == 5 and dataset.stats()["edges"] == 4
+
+
+def broken(table, text):
+  return {**GOOD, table: text}
+
+
+BAD_INPUTS = [
+    # (tables, error type, message pattern)
+    ({k: v for k, v in GOOD.items() if k != "graph_indicator"},
+     FileNotFoundError, r"missing required file .*TOY_graph_indicator"),
+    ({k: v for k, v in GOOD.items() if k != "graph_labels"},
+     FileNotFoundError, r"missing required file .*TOY_graph_labels"),
+    (broken("node_labels", "0\n1\n0\n2\n1\n"), ValueError,
+     r"TOY_node_labels.txt: has 5 lines, expected 6"),
+    (broken("node_attributes", "1, 1\n" * 7), ValueError,
+     r"TOY_node_attributes.txt: has 7 lines, expected 6"),
+    (broken("edge_labels", "1\n" * 9), ValueError,
+     r"TOY_edge_labels.txt: has 9 lines, expected 10"),
+    (broken("graph_labels", "-1\n1\n1\n"), ValueError,
+     r"TOY_graph_indicator.txt: the last graph id is 2 .* 3 graphs"),
+    (broken("graph_indicator", "1\n1\n1\n1\n2\n"), ValueError,
+     r"TOY_A.txt: line 9: node id 6 is outside 1..5"),
+    (broken("graph_labels", "-1\nabc\n"), ValueError,
+     r"TOY_graph_labels.txt: line 2 is not numeric: 'abc'"),
+    (broken("A", "1, 2\n\n2, 1\n"), ValueError,
+     r"TOY_A.txt: line 2 is empty"),
+    (broken("A", "1, 2\n2, x\n"), ValueError,
+     r"TOY_A.txt: line 2 is not numeric"),
+    (broken("A", "1, 0\n"), ValueError,
+     r"TOY_A.txt: line 1: node id 0 is outside 1..6"),
+    (broken("A", "1, 5\n"), ValueError,
+     r"TOY_A.txt: line 1: the edge joins nodes of graphs 1 and 2"),
+    (broken("graph_indicator", "1\n1\n2\n1\n2\n2\n"), ValueError,
+     r"TOY_graph_indicator.txt: line 4: graph ids are not sorted"),
+    (broken("graph_indicator", "1\n1\n1\n1\n3\n3\n"), ValueError,
+     r"TOY_graph_indicator.txt: line 5: graph ids jump to 3; graph 2 has "
+     r"no nodes"),
+    (broken("node_attributes", "0.5, 1\n1.5\n0, 0\n1, 1\n2, 2\n3, 3\n"),
+     ValueError, r"TOY_node_attributes.txt: line 2 has 1 values, expected 2"),
+    (broken("graph_labels", ""), ValueError, r"TOY_graph_labels.txt: the "
+     r"file is empty"),
+]
+
+
+@pytest.mark.parametrize("tables, error, message", BAD_INPUTS)
+def test_bad_input_raises_clear_error(tmp_path, tables, error, message):
+  with pytest.raises(error, match=message):
+    load_tu("TOY", root=write_set(tmp_path, tables), download=False)
+
+
+def test_missing_set_without_download(tmp_path):
+  with pytest.raises(FileNotFoundError, match="TU data set 'NOPE' not found"):
+    load_tu("NOPE", root=tmp_path, download=False)
+
+
+def test_feature_request_the_set_cannot_serve(tmp_path):
+  tables = {k: v for k, v in GOOD.items() if k != "node_labels"}
+  with pytest.raises(ValueError, match="needs node labels"):
+    load_tu("TOY", root=write_set(tmp_path, tables), features="labels")
+
+
+def test_split_file_errors(tmp_path):
+  path = tmp_path / "splits.json"
+  path.write_text("[{\"test\": [0, 7]}]")
+  with pytest.raises(ValueError, match="fold 0 lacks test / model_selection"):
+    load_split_file(path, num_graphs=5)
+  path.write_text(json.dumps([{"test": [0, 7], "model_selection": [
+      {"train": [1], "validation": [2]}]}]))
+  with pytest.raises(ValueError, match="index outside 0..4"):
+    load_split_file(path, num_graphs=5)
+  path.write_text("{")
+  with pytest.raises(ValueError, match="not valid JSON"):
+    load_split_file(path, num_graphs=5)
