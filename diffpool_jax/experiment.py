@@ -1,0 +1,347 @@
+"""A cross-validated training run: data, folds, members, epochs, metrics,
+checkpoints and exact resume. The command line lives in experiments/train.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from tqdm import tqdm
+
+from diffpool_jax import training
+from diffpool_jax.datasets import (GraphDataset, choose_buckets,
+                                   load_split_file, load_tu,
+                                   stratified_folds, synthetic_hierarchical)
+from diffpool_jax.evaluation import fair_protocol, paper_protocol
+from diffpool_jax.model import DiffPool, preset
+
+HISTORY_KEYS = ("train_loss", "train_acc", "train_link", "train_entropy",
+                "val_loss", "val_acc", "test_loss", "test_acc")
+
+
+@dataclasses.dataclass
+class RunConfig:
+  """Everything a run depends on (written to config.json).
+
+  Attributes:
+    dataset: a TU name, or "synthetic" for the built-in set.
+    data_root: folder holding NAME/NAME_A.txt...; None: the download cache.
+    preset: model preset; model: overrides of its DiffPoolConfig fields.
+    protocol: "paper" (max over epochs of the mean test-fold accuracy,
+      optimistic) or "fair" (Errica et al.: inner validation holdout).
+    folds, seeds: outer folds and seeds per fold; members = folds x seeds x
+      points, where points are the learning rates `lr`.
+    splits: a split file (Errica et al. format) replacing stratified folds.
+    link_weight, entropy_weight: None keeps the preset's weights.
+    patience: early-stopping patience of the fair protocol.
+    features: node feature kind (see datasets.node_features).
+    max_buckets: number of padded sizes.
+    synthetic: keyword arguments of synthetic_hierarchical.
+    checkpoint_every: epochs between checkpoints (0: never).
+  """
+  dataset: str = "synthetic"
+  data_root: Optional[str] = None
+  preset: str = "paper"
+  model: Dict[str, object] = dataclasses.field(default_factory=dict)
+  protocol: str = "paper"
+  folds: int = 10
+  seeds: int = 1
+  epochs: int = 100
+  batch_size: int = 20
+  lr: Tuple[float, ...] = (1e-3,)
+  clip: float = 2.0
+  link_weight: Optional[float] = None
+  entropy_weight: Optional[float] = None
+  patience: int = 50
+  splits: Optional[str] = None
+  features: str = "default"
+  max_buckets: int = 5
+  split_seed: int = 0
+  synthetic: Dict[str, object] = dataclasses.field(default_factory=dict)
+  checkpoint_every: int = 10
+
+  def __post_init__(self):
+    if self.protocol not in ("paper", "fair"):
+      raise ValueError(f"protocol={self.protocol!r}; expected 'paper' or "
+                       "'fair'")
+    for name in ("folds", "seeds", "epochs", "batch_size"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name}={getattr(self, name)}; must be >= 1")
+    if self.protocol == "paper" and self.folds < 2 and self.splits is None:
+      raise ValueError("the paper protocol needs folds >= 2")
+    self.lr = tuple(float(v) for v in np.atleast_1d(self.lr))
+
+  def model_config(self):
+    return preset(self.preset, **self.model)
+
+
+def write_json_atomic(path: Path, value) -> None:
+  """Writes JSON to a temporary file, then renames it over `path`."""
+  temporary = path.with_name(path.name + ".tmp")
+  temporary.write_text(json.dumps(value, indent=2, default=_to_builtin))
+  os.replace(temporary, path)
+
+
+def write_lines_atomic(path: Path, rows: List[dict]) -> None:
+  """Writes one JSON object per line, atomically."""
+  temporary = path.with_name(path.name + ".tmp")
+  temporary.write_text("".join(json.dumps(r, default=_to_builtin) + "\n"
+                               for r in rows))
+  os.replace(temporary, path)
+
+
+def _to_builtin(value):
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def load_dataset(config: RunConfig) -> GraphDataset:
+  """The run's data set with its node features."""
+  if config.dataset == "synthetic":
+    return synthetic_hierarchical(**config.synthetic)
+  return load_tu(config.dataset, root=config.data_root,
+                 features=config.features)
+
+
+def make_folds(config: RunConfig, dataset: GraphDataset):
+  """Outer folds: from the split file, or stratified with a seed (with a
+  10% inner validation holdout for the fair protocol)."""
+  if config.splits is not None:
+    folds = load_split_file(config.splits, dataset.num_graphs)
+    return folds[:config.folds]
+  holdout = 0.1 if config.protocol == "fair" else 0.0
+  return stratified_folds(dataset.labels, config.folds, config.split_seed,
+                          holdout)
+
+
+@dataclasses.dataclass
+class Members:
+  """The runs trained side by side: member m has fold[m], seed[m], point[m].
+  """
+  fold: np.ndarray
+  seed: np.ndarray
+  point: np.ndarray
+  lr: np.ndarray
+
+  @classmethod
+  def grid(cls, num_folds: int, num_seeds: int, learning_rates):
+    combos = list(itertools.product(range(num_folds), range(num_seeds),
+                                    range(len(learning_rates))))
+    fold, seed, point = (np.array(c) for c in zip(*combos))
+    return cls(fold, seed, point, np.asarray(learning_rates)[point])
+
+  def __len__(self):
+    return len(self.fold)
+
+  def table(self, values: np.ndarray, shape) -> np.ndarray:
+    """Reshapes [E, M] member values to [E, folds, seeds, points]."""
+    return values.reshape(values.shape[0], *shape)
+
+
+class Run:
+  """A cross-validated run in `out_dir`; `fit()` trains it (resuming from
+  the last checkpoint when asked) and returns the results."""
+
+  def __init__(self, config: RunConfig, out_dir: str | os.PathLike,
+               dataset: Optional[GraphDataset] = None):
+    self.config = config
+    self.out = Path(out_dir)
+    self.dataset = dataset if dataset is not None else load_dataset(config)
+    self.folds = make_folds(config, self.dataset)
+    self.members = Members.grid(len(self.folds), config.seeds, config.lr)
+    self.grid_shape = (len(self.folds), config.seeds, len(config.lr))
+    model_config = config.model_config()
+    self.model_config = model_config
+    self.model = DiffPool(model_config, self.dataset.num_classes,
+                          self.dataset.max_nodes)
+    self.buckets = choose_buckets(self.dataset.n_node, config.max_buckets)
+    self.data = training.device_data(self.dataset, self.buckets)
+    fold_of = lambda m: self.folds[self.members.fold[m]]
+    self.train_graphs = [fold_of(m).train for m in range(len(self.members))]
+    self.val_graphs = [fold_of(m).validation
+                       for m in range(len(self.members))]
+    self.test_graphs = [fold_of(m).test for m in range(len(self.members))]
+    link = (model_config.link_weight if config.link_weight is None
+            else config.link_weight)
+    entropy = (model_config.entropy_weight if config.entropy_weight is None
+               else config.entropy_weight)
+    num = len(self.members)
+    sample = training.gather_batch(self.data.buckets[0],
+                                   jnp.arange(config.batch_size))
+    self.states = training.init_members(
+        self.model, sample, self.members.seed * 1000 + self.members.fold,
+        self.members.lr, [config.clip] * num, [link] * num, [entropy] * num)
+    self.history = {k: np.full((config.epochs, num), np.nan)
+                    for k in HISTORY_KEYS}
+    self.epoch_seconds = np.full(config.epochs, np.nan)
+    self.train_epoch, self.eval_epoch = training.compile_epochs(self.model)
+
+  def schedule(self, epoch: int) -> training.Schedule:
+    """The training schedule of an epoch (deterministic given the epoch)."""
+    rng = np.random.default_rng([self.config.split_seed, epoch])
+    return training.make_schedule(self.train_graphs, self.data,
+                                  self.config.batch_size, rng)
+
+  def checkpoint_manager(self) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=2,
+                                           enable_async_checkpointing=False)
+    return ocp.CheckpointManager((self.out / "checkpoints").absolute(),
+                                 options=options)
+
+  def checkpoint_tree(self, epoch: int):
+    return {"states": self.states, "epoch": np.asarray(epoch),
+            "history": self.history, "epoch_seconds": self.epoch_seconds}
+
+  def restore(self, manager: ocp.CheckpointManager) -> int:
+    """Loads the latest checkpoint; returns the next epoch to run."""
+    step = manager.latest_step()
+    if step is None:
+      return 0
+    target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct,
+                                    self.checkpoint_tree(0))
+    tree = manager.restore(step, args=ocp.args.StandardRestore(target))
+    self.states = tree["states"]
+    self.history = {k: np.asarray(v) for k, v in tree["history"].items()}
+    self.epoch_seconds = np.asarray(tree["epoch_seconds"])
+    return int(tree["epoch"]) + 1
+
+  def compile(self) -> float:
+    """Compiles the epoch programs ahead of time; returns seconds."""
+    start = time.perf_counter()
+    schedule = self.schedule(0)
+    self.train_epoch = self.train_epoch.lower(
+        self.states, self.data.buckets, schedule.bucket_ids,
+        schedule.indices, jnp.int32(0)).compile()
+    self.evaluators = {}
+    for split, graphs in (("val", self.val_graphs),
+                          ("test", self.test_graphs)):
+      if all(len(g) for g in graphs):
+        fixed = training.make_schedule(graphs, self.data,
+                                       self.config.batch_size)
+        compiled = self.eval_epoch.lower(self.states, self.data.buckets,
+                                         fixed.bucket_ids,
+                                         fixed.indices).compile()
+        self.evaluators[split] = (compiled, fixed)
+    self.steps_per_epoch = schedule.indices.shape[1]
+    return time.perf_counter() - start
+
+  def metric_rows(self, epoch: int) -> List[dict]:
+    rows = []
+    for m in range(len(self.members)):
+      row = {"epoch": epoch, "member": m,
+             "fold": int(self.members.fold[m]),
+             "seed": int(self.members.seed[m]),
+             "point": int(self.members.point[m]),
+             "lr": float(self.members.lr[m])}
+      for key in HISTORY_KEYS:
+        value = self.history[key][epoch, m]
+        if not np.isnan(value):
+          row[key] = float(value)
+      rows.append(row)
+    return rows
+
+  def all_stopped(self, epoch: int) -> bool:
+    """Fair protocol: every member has run out of patience."""
+    if self.config.protocol != "fair":
+      return False
+    val = self.history["val_acc"][:epoch + 1]
+    best = np.argmax(val, axis=0)
+    return bool(np.all(epoch - best > self.config.patience))
+
+  def fit(self, resume: bool = False, progress: bool = True) -> dict:
+    """Trains every member; writes config.json, metrics.jsonl, results.json
+    and checkpoints into the output folder; returns the results."""
+    self.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(self.out / "config.json", self.describe())
+    manager = self.checkpoint_manager()
+    start_epoch = self.restore(manager) if resume else 0
+    compile_seconds = self.compile()
+    rows = [r for e in range(start_epoch) for r in self.metric_rows(e)]
+    train_graphs = sum(len(g) for g in self.train_graphs)
+    wall_start = time.perf_counter()
+    bar = tqdm(range(start_epoch, self.config.epochs), disable=not progress,
+               desc=f"{self.config.dataset} {self.config.preset}",
+               initial=start_epoch, total=self.config.epochs)
+    epoch = start_epoch - 1
+    for epoch in bar:
+      schedule = self.schedule(epoch)
+      start = time.perf_counter()
+      self.states, totals = self.train_epoch(
+          self.states, self.data.buckets, schedule.bucket_ids,
+          schedule.indices, jnp.int32(epoch * self.steps_per_epoch))
+      jax.block_until_ready(self.states)
+      self.epoch_seconds[epoch] = time.perf_counter() - start
+      self.record(epoch, "train", totals)
+      for split, (evaluate, fixed) in self.evaluators.items():
+        self.record(epoch, split, evaluate(self.states, self.data.buckets,
+                                           fixed.bucket_ids, fixed.indices))
+      rows.extend(self.metric_rows(epoch))
+      write_lines_atomic(self.out / "metrics.jsonl", rows)
+      shown = "val_acc" if "val" in self.evaluators else "test_acc"
+      bar.set_postfix(loss=f"{np.mean(self.history['train_loss'][epoch]):.3f}",
+                      **{shown: f"{np.mean(self.history[shown][epoch]):.3f}"},
+                      graphs_per_s=f"{train_graphs / self.epoch_seconds[epoch]:.0f}")
+      every = self.config.checkpoint_every
+      if every and (epoch + 1) % every == 0:
+        manager.save(epoch, args=ocp.args.StandardSave(
+            self.checkpoint_tree(epoch)))
+        manager.wait_until_finished()
+      if self.all_stopped(epoch):
+        break
+    bar.close()
+    results = self.results(epoch + 1, compile_seconds,
+                           time.perf_counter() - wall_start, train_graphs)
+    write_json_atomic(self.out / "results.json", results)
+    return results
+
+  def record(self, epoch: int, split: str, totals) -> None:
+    values = training.metrics_to_numpy(totals)
+    self.history[f"{split}_loss"][epoch] = values["loss"]
+    self.history[f"{split}_acc"][epoch] = values["accuracy"]
+    if split == "train":
+      self.history["train_link"][epoch] = values["link"]
+      self.history["train_entropy"][epoch] = values["entropy"]
+
+  def results(self, epochs_run: int, compile_seconds: float,
+              wall_seconds: float, train_graphs: int) -> dict:
+    table = lambda key: self.members.table(
+        self.history[key][:epochs_run], self.grid_shape)
+    if self.config.protocol == "paper":
+      summary = paper_protocol(table("test_acc"))
+    else:
+      summary = fair_protocol(table("val_acc"), table("val_loss"),
+                              table("test_acc"), self.config.patience)
+    seconds = self.epoch_seconds[:epochs_run]
+    median = float(np.nanmedian(seconds)) if epochs_run else float("nan")
+    return {**summary,
+            "dataset": self.config.dataset, "preset": self.config.preset,
+            "epochs_run": epochs_run, "members": len(self.members),
+            "wall_seconds": wall_seconds,
+            "compile_seconds": compile_seconds,
+            "median_epoch_seconds": median,
+            "graphs_per_second": train_graphs / median,
+            "parameters": int(sum(x.size for x in jax.tree_util.tree_leaves(
+                self.states.params)) // len(self.members)),
+            "jax_version": jax.__version__,
+            "device": str(jax.devices()[0]),
+            "buckets": self.buckets.tolist()}
+
+  def describe(self) -> dict:
+    return {"run": dataclasses.asdict(self.config),
+            "model": dataclasses.asdict(self.model_config),
+            "dataset": self.dataset.stats(),
+            "members": len(self.members),
+            "buckets": self.buckets.tolist()}

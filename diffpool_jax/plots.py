@@ -1,0 +1,105 @@
+"""Pictures of a run: learning curves, assignment heat maps and a graph
+drawn next to its coarsened graph. Host side (NumPy, matplotlib)."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import networkx as nx  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def save_figure(figure, path: str | os.PathLike) -> None:
+  """Saves atomically (temporary file, then rename) and closes."""
+  path = os.fspath(path)
+  temporary = path + ".tmp.png"
+  figure.savefig(temporary, dpi=110, bbox_inches="tight")
+  plt.close(figure)
+  os.replace(temporary, path)
+
+
+def plot_learning_curves(curves: Dict[str, np.ndarray], path) -> None:
+  """One panel per quantity; each curve [E, R] shows its mean over runs R
+  with a band of one standard deviation.
+
+  Args:
+    curves: name -> [E, R] values, e.g. {"train loss": ..., "test acc": ...}.
+    path: PNG file to write.
+  """
+  losses = {k: v for k, v in curves.items() if "acc" not in k}
+  accuracies = {k: v for k, v in curves.items() if "acc" in k}
+  panels = [p for p in (losses, accuracies) if p]
+  figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5))
+  for axis, panel in zip(np.atleast_1d(axes), panels):
+    for name, values in panel.items():
+      epochs = np.arange(1, len(values) + 1)
+      mean, std = values.mean(axis=1), values.std(axis=1)
+      axis.plot(epochs, mean, label=name)
+      axis.fill_between(epochs, mean - std, mean + std, alpha=0.25)
+    axis.set_xlabel("epoch")
+    axis.legend()
+    axis.grid(alpha=0.3)
+  save_figure(figure, path)
+
+
+def plot_assignments(assignments: Sequence[np.ndarray], path,
+                     titles: Sequence[str] = ()) -> None:
+  """Heat maps of level-1 assignment matrices, one [n_i, K] per graph."""
+  figure, axes = plt.subplots(1, len(assignments),
+                              figsize=(3 * len(assignments), 4))
+  for i, (axis, s) in enumerate(zip(np.atleast_1d(axes), assignments)):
+    image = axis.imshow(s, aspect="auto", cmap="viridis", vmin=0, vmax=1,
+                        interpolation="nearest")
+    axis.set_xlabel("cluster")
+    axis.set_ylabel("node")
+    if i < len(titles):
+      axis.set_title(titles[i], fontsize=9)
+  figure.colorbar(image, ax=axes, shrink=0.8, label="assignment")
+  save_figure(figure, path)
+
+
+def plot_hierarchy(edges: np.ndarray, assignment: np.ndarray,
+                   pooled_adj: np.ndarray, path, title: str = "") -> None:
+  """The graph with nodes coloured by their level-1 cluster (argmax of S),
+  beside the coarsened graph of the clusters in use (edge width from A').
+
+  Args:
+    edges: [E, 2] local node ids.
+    assignment: [n, K] soft assignment of the graph's real nodes.
+    pooled_adj: [K, K] pooled adjacency S^T A S.
+  """
+  cluster = assignment.argmax(axis=1)
+  used = np.unique(cluster)
+  colours = plt.cm.tab20(np.linspace(0, 1, max(len(used), 2)))
+  colour_of = {k: colours[i % len(colours)] for i, k in enumerate(used)}
+  graph = nx.Graph()
+  graph.add_nodes_from(range(len(assignment)))
+  graph.add_edges_from(map(tuple, edges))
+  figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
+  layout = nx.spring_layout(graph, seed=0)
+  nx.draw_networkx(graph, layout, ax=left, with_labels=False, node_size=40,
+                   node_color=[colour_of[k] for k in cluster], width=0.5)
+  left.set_title(title or "input graph, coloured by level-1 cluster")
+  coarse = nx.Graph()
+  coarse.add_nodes_from(used)
+  strength = pooled_adj[np.ix_(used, used)]
+  for i, a in enumerate(used):
+    for j, b in enumerate(used):
+      if i < j and strength[i, j] > 1e-3:
+        coarse.add_edge(a, b, weight=strength[i, j])
+  widths = np.array([d["weight"] for _, _, d in coarse.edges(data=True)])
+  widths = 0.5 + 6 * widths / widths.max() if len(widths) else []
+  sizes = 100 + 40 * np.bincount(cluster, minlength=len(pooled_adj))[used]
+  coarse_layout = nx.spring_layout(coarse, seed=0)
+  nx.draw_networkx(coarse, coarse_layout, ax=right, node_size=sizes,
+                   node_color=[colour_of[k] for k in used], width=widths,
+                   font_size=8)
+  right.set_title("coarsened graph (edge width: A' = S^T A S)")
+  for axis in (left, right):
+    axis.axis("off")
+  save_figure(figure, path)

@@ -1,0 +1,304 @@
+"""Training engine: members (folds x seeds x hyper-parameter points) side by
+side in one vmapped program, whole epochs in one jitted call.
+
+The padded data set lives on the device as one `GraphBatch` per size bucket.
+An epoch is a `Schedule`: a shared sequence of bucket ids [T] and, per
+member, the graphs of each step [M, T, B] as positions inside that step's
+bucket (-1 = empty slot). A `lax.scan` runs over the steps; `lax.switch`
+picks the bucket (each bucket compiles once); `jax.vmap` runs the members.
+A member with no graph in a step takes a masked no-op step that leaves its
+parameters, batch statistics and optimizer state exactly unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from diffpool_jax.datasets.buckets import (assign_buckets, bucket_positions,
+                                           bucketed_batches)
+from diffpool_jax.graphs import GraphBatch
+from diffpool_jax.model import DiffPool, auxiliary_loss
+
+
+@flax.struct.dataclass
+class TrainState:
+  """One member's training state (stack them along axis 0 for vmap).
+
+  Attributes:
+    params: model parameters.
+    batch_stats: running batch-norm statistics.
+    opt_state: optax state; its hyperparams hold the learning rate and clip.
+    link_weight: [] weight of the summed link losses.
+    entropy_weight: [] weight of the summed entropy losses.
+    key: PRNG key; step t uses fold_in(key, t) for dropout.
+  """
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  link_weight: jax.Array
+  entropy_weight: jax.Array
+  key: jax.Array
+
+
+class StepMetrics(NamedTuple):
+  """Sums over the real graphs of a step (or an epoch)."""
+  loss: jax.Array          # sum of per-graph total loss
+  correct: jax.Array       # number of correct predictions
+  graphs: jax.Array        # number of real graphs
+  link: jax.Array          # sum over graphs of the summed link losses
+  entropy: jax.Array       # sum over graphs of the summed entropy losses
+
+
+class Schedule(NamedTuple):
+  """An epoch's batches. bucket_ids [T]; indices [M, T, B] positions in the
+  step's bucket, -1 for empty slots."""
+  bucket_ids: np.ndarray
+  indices: np.ndarray
+
+
+def optimizer() -> optax.GradientTransformation:
+  """Adam after global-norm gradient clipping; both set per member through
+  the state's hyperparams ("learning_rate", "clip")."""
+  def adam_with_clip(learning_rate, clip):
+    return optax.chain(optax.clip_by_global_norm(clip),
+                       optax.adam(learning_rate))
+  return optax.inject_hyperparams(adam_with_clip)(learning_rate=1e-3,
+                                                  clip=2.0)
+
+
+class DeviceData(NamedTuple):
+  """The data set on the device: one padded batch per bucket, and where
+  each graph sits (host arrays)."""
+  buckets: Tuple[GraphBatch, ...]
+  bucket_sizes: np.ndarray     # [K] padded node count of each bucket
+  which: np.ndarray            # [G] bucket of each graph
+  position: np.ndarray         # [G] position inside its bucket
+
+
+def device_data(dataset, bucket_sizes: np.ndarray) -> DeviceData:
+  """Pads the data set per bucket and moves it to the device."""
+  batches = bucketed_batches(dataset, bucket_sizes)
+  return DeviceData(tuple(jax.device_put(b) for b in batches),
+                    np.asarray(bucket_sizes),
+                    assign_buckets(dataset.n_node, bucket_sizes),
+                    bucket_positions(dataset.n_node, bucket_sizes))
+
+
+def gather_batch(bucket: GraphBatch, positions: jax.Array) -> GraphBatch:
+  """The graphs at `positions` [B] of a bucket; -1 gives a padding graph."""
+  real = positions >= 0
+  safe = jnp.where(real, positions, 0)
+  node_mask = bucket.node_mask[safe] & real[:, None]
+  weight = node_mask.astype(bucket.x.dtype)
+  return GraphBatch(
+      x=bucket.x[safe] * weight[..., None],
+      adj=bucket.adj[safe] * weight[:, :, None] * weight[:, None, :],
+      node_mask=node_mask,
+      labels=jnp.where(real, bucket.labels[safe], 0),
+      n_node=jnp.where(real, bucket.n_node[safe], 0))
+
+
+def init_state(model: DiffPool, sample: GraphBatch, key: jax.Array,
+               learning_rate, clip, link_weight, entropy_weight) -> TrainState:
+  """A fresh member state; every hyper-parameter may be a traced scalar."""
+  init_key, state_key = jax.random.split(key)
+  variables = model.init(init_key, sample.x, sample.adj, sample.node_mask)
+  opt_state = optimizer().init(variables["params"])
+  opt_state.hyperparams["learning_rate"] = jnp.asarray(learning_rate,
+                                                       jnp.float32)
+  opt_state.hyperparams["clip"] = jnp.asarray(clip, jnp.float32)
+  return TrainState(params=variables["params"],
+                    batch_stats=variables.get("batch_stats", {}),
+                    opt_state=opt_state,
+                    link_weight=jnp.asarray(link_weight, jnp.float32),
+                    entropy_weight=jnp.asarray(entropy_weight, jnp.float32),
+                    key=state_key)
+
+
+def init_members(model: DiffPool, sample: GraphBatch, seeds: Sequence[int],
+                 learning_rates: Sequence[float], clips: Sequence[float],
+                 link_weights: Sequence[float],
+                 entropy_weights: Sequence[float]) -> TrainState:
+  """Stacked states of M members ([M, ...] leaves), one per seed entry."""
+  keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, jnp.uint32))
+  as_array = lambda v: jnp.asarray(v, jnp.float32)
+  init = jax.jit(jax.vmap(functools.partial(init_state, model, sample)))
+  return init(keys, as_array(learning_rates), as_array(clips),
+              as_array(link_weights), as_array(entropy_weights))
+
+
+def graph_losses(model: DiffPool, params, batch_stats, batch: GraphBatch,
+                 link_weight, entropy_weight, train: bool, key=None):
+  """Mean training loss over real graphs and the step's metric sums."""
+  variables = {"params": params, "batch_stats": batch_stats}
+  (logits, levels), updates = model.apply(
+      variables, batch.x, batch.adj, batch.node_mask, train=train,
+      mutable=["batch_stats"], rngs=None if key is None else {"dropout": key})
+  real = batch.graph_mask.astype(jnp.float32)
+  count = jnp.sum(real)
+  log_probs = jax.nn.log_softmax(logits)
+  nll = -jnp.take_along_axis(log_probs, batch.labels[:, None], 1)[:, 0]
+  cross_entropy = jnp.sum(nll * real) / jnp.maximum(count, 1.0)
+  link = sum((level.link_loss for level in levels), jnp.zeros(()))
+  entropy = sum((level.entropy_loss for level in levels), jnp.zeros(()))
+  loss = cross_entropy + link_weight * link + entropy_weight * entropy
+  correct = jnp.sum((jnp.argmax(logits, -1) == batch.labels) * real)
+  metrics = StepMetrics(loss * count, correct, count, link * count,
+                        entropy * count)
+  return loss, (metrics, updates.get("batch_stats", batch_stats))
+
+
+def train_step(model: DiffPool, state: TrainState, batch: GraphBatch,
+               step: jax.Array) -> Tuple[TrainState, StepMetrics]:
+  """One optimizer step; a batch without real graphs changes nothing."""
+  key = jax.random.fold_in(state.key, step)
+  grad_fn = jax.grad(graph_losses, argnums=1, has_aux=True)
+  grads, (metrics, batch_stats) = grad_fn(
+      model, state.params, state.batch_stats, batch, state.link_weight,
+      state.entropy_weight, True, key)
+  updates, opt_state = optimizer().update(grads, state.opt_state,
+                                          state.params)
+  params = optax.apply_updates(state.params, updates)
+  active = jnp.any(batch.graph_mask)
+  keep = lambda new, old: jax.tree_util.tree_map(
+      lambda n, o: jnp.where(active, n, o), new, old)
+  return state.replace(params=keep(params, state.params),
+                       batch_stats=keep(batch_stats, state.batch_stats),
+                       opt_state=keep(opt_state, state.opt_state)), metrics
+
+
+def eval_step(model: DiffPool, state: TrainState, batch: GraphBatch
+              ) -> StepMetrics:
+  """Metric sums of the state's predictions on a batch (running BN stats)."""
+  _, (metrics, _) = graph_losses(model, state.params, state.batch_stats,
+                                 batch, state.link_weight,
+                                 state.entropy_weight, False)
+  return metrics
+
+
+def zero_metrics(num_members: int) -> StepMetrics:
+  return StepMetrics(*(jnp.zeros((num_members,)) for _ in StepMetrics._fields))
+
+
+def _add(total: StepMetrics, step: StepMetrics) -> StepMetrics:
+  return StepMetrics(*(a + b for a, b in zip(total, step)))
+
+
+def run_train_epoch(model: DiffPool, states: TrainState,
+                    buckets: Tuple[GraphBatch, ...], bucket_ids: jax.Array,
+                    indices: jax.Array, first_step: jax.Array
+                    ) -> Tuple[TrainState, StepMetrics]:
+  """All members, all steps of an epoch: states [M,...], indices [M,T,B].
+
+  Returns the new states and per-member metric sums [M].
+  """
+  num_members = indices.shape[0]
+  member_step = jax.vmap(functools.partial(train_step, model),
+                         in_axes=(0, 0, None))
+
+  def branch(bucket):
+    def run(states, positions, step):
+      batches = jax.vmap(gather_batch, in_axes=(None, 0))(bucket, positions)
+      return member_step(states, batches, step)
+    return run
+
+  branches = [branch(bucket) for bucket in buckets]
+
+  def body(carry, inputs):
+    states, totals, step = carry
+    bucket_id, positions = inputs
+    states, metrics = jax.lax.switch(bucket_id, branches, states, positions,
+                                     step)
+    return (states, _add(totals, metrics), step + 1), None
+
+  (states, totals, _), _ = jax.lax.scan(
+      body, (states, zero_metrics(num_members), first_step),
+      (bucket_ids, jnp.swapaxes(indices, 0, 1)))
+  return states, totals
+
+
+def run_eval_epoch(model: DiffPool, states: TrainState,
+                   buckets: Tuple[GraphBatch, ...], bucket_ids: jax.Array,
+                   indices: jax.Array) -> StepMetrics:
+  """Per-member metric sums [M] over the scheduled graphs, no updates."""
+  num_members = indices.shape[0]
+  member_eval = jax.vmap(functools.partial(eval_step, model))
+
+  def branch(bucket):
+    def run(states, positions):
+      batches = jax.vmap(gather_batch, in_axes=(None, 0))(bucket, positions)
+      return member_eval(states, batches)
+    return run
+
+  branches = [branch(bucket) for bucket in buckets]
+
+  def body(totals, inputs):
+    bucket_id, positions = inputs
+    metrics = jax.lax.switch(bucket_id, branches, states, positions)
+    return _add(totals, metrics), None
+
+  totals, _ = jax.lax.scan(body, zero_metrics(num_members),
+                           (bucket_ids, jnp.swapaxes(indices, 0, 1)))
+  return totals
+
+
+def compile_epochs(model: DiffPool) -> Tuple[Callable, Callable]:
+  """Jitted (train_epoch, eval_epoch); train_epoch donates the states."""
+  train = jax.jit(functools.partial(run_train_epoch, model),
+                  donate_argnums=(0,))
+  evaluate = jax.jit(functools.partial(run_eval_epoch, model))
+  return train, evaluate
+
+
+def steps_per_bucket(member_graphs: Sequence[np.ndarray], which: np.ndarray,
+                     num_buckets: int, batch_size: int) -> np.ndarray:
+  """[K] steps each bucket needs: the most batches any member has there."""
+  counts = np.stack([np.bincount(which[g], minlength=num_buckets)
+                     for g in member_graphs])
+  return (-(-counts // batch_size)).max(axis=0)
+
+
+def make_schedule(member_graphs: Sequence[np.ndarray], data: DeviceData,
+                  batch_size: int, rng: Optional[np.random.Generator] = None
+                  ) -> Schedule:
+  """An epoch's schedule for members training on the given graph ids.
+
+  With `rng`, graphs are shuffled within each member and bucket, and the
+  order of steps is shuffled (shared by all members); without, the order is
+  fixed (for evaluation). The number of steps depends only on how many
+  graphs each member has per bucket, so it is the same every epoch.
+  """
+  num_buckets = len(data.bucket_sizes)
+  steps = steps_per_bucket(member_graphs, data.which, num_buckets,
+                           batch_size)
+  bucket_ids = np.repeat(np.arange(num_buckets), steps)
+  if rng is not None:
+    bucket_ids = bucket_ids[rng.permutation(len(bucket_ids))]
+  indices = np.full((len(member_graphs), len(bucket_ids), batch_size), -1,
+                    np.int32)
+  for m, graphs in enumerate(member_graphs):
+    for b in range(num_buckets):
+      members_b = graphs[data.which[graphs] == b]
+      if rng is not None:
+        members_b = members_b[rng.permutation(len(members_b))]
+      slots = np.flatnonzero(bucket_ids == b)
+      padded = np.full(steps[b] * batch_size, -1, np.int64)
+      padded[:len(members_b)] = data.position[members_b]
+      indices[m, slots] = padded.reshape(steps[b], batch_size)
+  return Schedule(bucket_ids.astype(np.int32), indices)
+
+
+def metrics_to_numpy(metrics: StepMetrics) -> dict:
+  """Per-member means from metric sums: loss, accuracy, link, entropy."""
+  host = jax.device_get(metrics)
+  count = np.maximum(host.graphs, 1)
+  return {"loss": host.loss / count, "accuracy": host.correct / count,
+          "link": host.link / count, "entropy": host.entropy / count,
+          "graphs": host.graphs}

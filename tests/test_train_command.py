@@ -1,0 +1,105 @@
+"""The main job end to end through `python -m experiments.train`, and
+exact resume after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "synthetic": {"num_graphs": 40, "communities": [2, 3],
+                  "community_size": [3, 5]},
+    "model": {"hidden_dim": 8, "embed_dim": 8, "num_layers": 2,
+              "mlp_hidden": [8]},
+    "max_buckets": 1,
+}
+
+
+def write_config(tmp_path, **changes) -> Path:
+  path = tmp_path / "config.json"
+  path.write_text(json.dumps({**TINY, **changes}))
+  return path
+
+
+def command(config: Path, out: Path, *flags) -> list:
+  return [sys.executable, "-m", "experiments.train", "--config", str(config),
+          "--out", str(out), "--quiet", *flags]
+
+
+def read_metrics(out: Path) -> list:
+  return [json.loads(line) for line in
+          (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_folds_two_seeds_three_epochs(tmp_path):
+  out = tmp_path / "run"
+  config = write_config(tmp_path)
+  done = subprocess.run(command(config, out, "--folds", "2", "--seeds", "2",
+                                "--epochs", "3", "--baseline", "flat"),
+                        cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr
+  assert "mean" in done.stdout and "paper vs flat" in done.stdout
+  for name in ("config.json", "metrics.jsonl", "results.json",
+               "learning_curves.png", "assignments.png", "hierarchy.png"):
+    assert (out / name).is_file(), name
+  rows = read_metrics(out)
+  assert len(rows) == 2 * 2 * 3
+  assert {"epoch", "member", "fold", "seed", "train_loss", "train_acc",
+          "test_acc"} <= set(rows[0])
+  results = json.loads((out / "results.json").read_text())
+  for key in ("fold_accuracies", "accuracy", "std", "protocol", "note",
+              "wall_seconds", "graphs_per_second", "compile_seconds",
+              "jax_version", "device", "assignment_nmi"):
+    assert key in results, key
+  assert len(results["fold_accuracies"]) == 2
+  assert 0 <= results["accuracy"] <= 1
+  assert results["protocol"] == "paper" and "optimistic" in results["note"]
+  saved = json.loads((out / "config.json").read_text())
+  assert saved["run"]["seeds"] == 2 and saved["members"] == 4
+  assert (out / "baseline_flat" / "results.json").is_file()
+
+
+def test_bad_flags_fail_clearly(tmp_path):
+  done = subprocess.run(
+      command(write_config(tmp_path), tmp_path / "run", "--epochs", "0"),
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert done.returncode != 0 and "epochs=0; must be >= 1" in done.stderr
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+  config = write_config(tmp_path, protocol="fair", folds=2, epochs=40,
+                        checkpoint_every=4, patience=100,
+                        synthetic={"num_graphs": 120, "communities": [2, 3],
+                                   "community_size": [3, 6]})
+  whole = tmp_path / "whole"
+  done = subprocess.run(command(config, whole), cwd=REPO,
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr
+
+  killed = tmp_path / "killed"
+  process = subprocess.Popen(command(config, killed), cwd=REPO,
+                             stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while not (killed / "checkpoints" / "3").is_dir():
+    assert process.poll() is None, "the run ended before its first checkpoint"
+    assert time.time() < deadline
+    time.sleep(0.02)
+  os.kill(process.pid, signal.SIGKILL)
+  assert process.wait() == -signal.SIGKILL
+  assert not (killed / "results.json").exists()
+
+  resumed = subprocess.run(command(config, killed, "--resume"), cwd=REPO,
+                           capture_output=True, text=True, timeout=600)
+  assert resumed.returncode == 0, resumed.stderr
+  assert read_metrics(killed) == read_metrics(whole)
+  final = [json.loads((d / "results.json").read_text()) for d in
+           (whole, killed)]
+  for key in ("accuracy", "std", "fold_accuracies", "selected_epochs"):
+    assert final[0][key] == final[1][key]

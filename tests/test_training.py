@@ -1,0 +1,129 @@
+"""The training engine: masked no-op steps, vmapped members vs solo runs,
+and the protocol arithmetic."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import diffpool_jax as dp
+from diffpool_jax import training
+from diffpool_jax.datasets import choose_buckets, synthetic_hierarchical
+from diffpool_jax.evaluation import (early_stopping_epoch, fair_protocol,
+                                     paper_protocol)
+
+TINY_MODEL = dict(hidden_dim=8, embed_dim=8, num_layers=2, mlp_hidden=(8,))
+
+
+@pytest.fixture(scope="module")
+def setup():
+  dataset = synthetic_hierarchical(num_graphs=30, communities=(2, 3),
+                                   community_size=(3, 5), seed=0)
+  data = training.device_data(dataset, choose_buckets(dataset.n_node, 2))
+  model = dp.DiffPool(dp.preset("paper", dropout=0.1, **TINY_MODEL),
+                      dataset.num_classes, dataset.max_nodes)
+  sample = training.gather_batch(data.buckets[0], jnp.arange(4))
+  return dataset, data, model, sample
+
+
+def members(model, sample, seeds, lrs):
+  n = len(seeds)
+  return training.init_members(model, sample, seeds, lrs, [2.0] * n,
+                               [1.0] * n, [0.5] * n)
+
+
+def test_masked_step_leaves_state_bit_identical(setup):
+  _, data, model, sample = setup
+  state = jax.tree_util.tree_map(lambda x: x[0],
+                                 members(model, sample, [0], [1e-2]))
+  empty = training.gather_batch(data.buckets[0], jnp.full((4,), -1))
+  new_state, metrics = jax.jit(functools.partial(training.train_step, model))(
+      state, empty, jnp.int32(3))
+  assert float(metrics.graphs) == 0
+  for old, new in zip(jax.tree_util.tree_leaves(state),
+                      jax.tree_util.tree_leaves(new_state)):
+    np.testing.assert_array_equal(np.asarray(old), np.asarray(new))
+  # A real batch does change the parameters.
+  real = training.gather_batch(data.buckets[0], jnp.arange(4))
+  changed, _ = jax.jit(functools.partial(training.train_step, model))(
+      state, real, jnp.int32(3))
+  assert not np.allclose(np.asarray(changed.params["mlp1"]["kernel"]),
+                         np.asarray(state.params["mlp1"]["kernel"]))
+
+
+def test_vmapped_member_equals_solo_run(setup):
+  dataset, data, model, sample = setup
+  graphs = [np.arange(0, 20), np.arange(10, 30)]  # different training sets
+  seeds, lrs = [3, 4], [1e-2, 3e-3]
+  schedule = training.make_schedule(graphs, data, batch_size=4,
+                                    rng=np.random.default_rng(0))
+  train, _ = training.compile_epochs(model)
+  states, totals = train(members(model, sample, seeds, lrs), data.buckets,
+                         schedule.bucket_ids, schedule.indices, jnp.int32(0))
+  for m in range(2):
+    solo, solo_totals = train(members(model, sample, [seeds[m]], [lrs[m]]),
+                              data.buckets, schedule.bucket_ids,
+                              schedule.indices[m:m + 1], jnp.int32(0))
+    for vmapped, alone in zip(jax.tree_util.tree_leaves(states),
+                              jax.tree_util.tree_leaves(solo)):
+      np.testing.assert_allclose(np.asarray(vmapped[m]), np.asarray(alone[0]),
+                                 rtol=2e-5, atol=2e-6)
+    assert float(solo_totals.graphs[0]) == float(totals.graphs[m]) == 20
+
+
+def test_schedule_covers_each_members_graphs_once(setup):
+  dataset, data, _, _ = setup
+  graphs = [np.arange(0, 25), np.arange(5, 12)]
+  schedule = training.make_schedule(graphs, data, batch_size=4,
+                                    rng=np.random.default_rng(1))
+  assert schedule.indices.shape[:2] == (2, len(schedule.bucket_ids))
+  for m, wanted in enumerate(graphs):
+    seen = []
+    for step, bucket in enumerate(schedule.bucket_ids):
+      for position in schedule.indices[m, step]:
+        if position >= 0:
+          match = np.flatnonzero((data.which == bucket) &
+                                 (data.position == position))
+          seen.extend(match.tolist())
+    assert sorted(seen) == sorted(wanted.tolist())
+  again = training.make_schedule(graphs, data, 4, np.random.default_rng(2))
+  assert again.indices.shape == schedule.indices.shape  # same every epoch
+
+
+def test_paper_protocol_arithmetic():
+  # 3 epochs x 2 folds x 1 seed x 1 point.
+  test_acc = np.array([[0.5, 0.7], [0.9, 0.6], [0.6, 0.6]])[..., None, None]
+  result = paper_protocol(test_acc)
+  assert result["epoch"] == 1                 # mean 0.75 beats 0.6 and 0.6
+  assert result["accuracy"] == pytest.approx(0.75)
+  assert result["std"] == pytest.approx(0.15)
+  assert result["fold_accuracies"] == pytest.approx([0.9, 0.6])
+  assert "optimistic" in result["note"]
+
+
+def test_early_stopping_epoch():
+  val_acc = np.array([0.5, 0.6, 0.6, 0.55, 0.5, 0.9])
+  val_loss = np.array([1.0, 0.9, 0.8, 0.7, 0.7, 0.1])
+  assert early_stopping_epoch(val_acc, val_loss, patience=2) == 2  # tie: loss
+  assert early_stopping_epoch(val_acc, val_loss, patience=3) == 5
+  assert early_stopping_epoch(val_acc, val_loss, patience=1) == 2
+
+
+def test_fair_protocol_arithmetic():
+  # 4 epochs x 2 folds x 1 seed x 2 points (learning rates).
+  val = np.zeros((4, 2, 1, 2))
+  test = np.zeros((4, 2, 1, 2))
+  loss = np.ones((4, 2, 1, 2))
+  val[:, 0, 0, 0] = [0.5, 0.8, 0.7, 0.6]      # fold 0, point 0: epoch 1
+  test[:, 0, 0, 0] = [0.1, 0.7, 0.9, 0.9]
+  val[:, 0, 0, 1] = [0.4, 0.5, 0.6, 0.7]      # best 0.7 < 0.8
+  val[:, 1, 0, 0] = [0.3, 0.3, 0.3, 0.3]
+  val[:, 1, 0, 1] = [0.2, 0.9, 0.1, 0.1]      # fold 1, point 1: epoch 1
+  test[:, 1, 0, 1] = [0.0, 0.5, 1.0, 1.0]
+  result = fair_protocol(val, loss, test, patience=10)
+  assert result["selected_points"] == [0, 1]
+  assert result["fold_accuracies"] == pytest.approx([0.7, 0.5])
+  assert result["accuracy"] == pytest.approx(0.6)
+  assert result["std"] == pytest.approx(0.1)
