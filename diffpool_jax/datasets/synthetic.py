@@ -1,11 +1,15 @@
 """A built-in synthetic hierarchical data set (no download needed).
 
-Each graph is made of dense communities (random sizes) joined by a few
-bridge edges; the communities are linked according to a class-defining
-pattern (path, cycle, star, clique, ...). Node features are a constant
-column plus Gaussian noise, so the class shows only in the community-level
-structure: a flat readout over nodes sees nearly the same thing for every
-class, while pooling communities into single nodes reveals the pattern.
+Each graph is made of communities (random sizes; a random spanning path
+plus random chords, so a community is connected but wider than a 3-layer
+GNN can see) joined by bridge edges; the communities are linked according
+to a class-defining pattern (path, cycle, star, clique, tree). Node
+features are a constant, the degree / 10 and a one-hot colour drawn at
+random per community: the colour marks community membership (what a
+pooling layer needs to find the communities) but carries no class
+information. A flat readout averages local views, which are alike for
+every pattern with the same number of links (path, star, tree); pooling
+each community into one node makes the pattern visible.
 Every node keeps its true community id, to score learned assignments.
 """
 
@@ -76,10 +80,10 @@ def synthetic_hierarchical(num_graphs: int = 500,
                            patterns: Sequence[str] = ("path", "cycle",
                                                       "star", "clique"),
                            communities: Tuple[int, int] = (4, 6),
-                           community_size: Tuple[int, int] = (5, 15),
-                           p_in: float = 0.6,
-                           bridges: Tuple[int, int] = (1, 2),
-                           noise_features: int = 7,
+                           community_size: Tuple[int, int] = (8, 16),
+                           p_in: float = 0.05,
+                           bridges: Tuple[int, int] = (1, 1),
+                           colours: int = 6,
                            seed: int = 0) -> GraphDataset:
   """Graphs whose class is the pattern linking their communities.
 
@@ -89,14 +93,14 @@ def synthetic_hierarchical(num_graphs: int = 500,
     patterns: one class per pattern name (see PATTERNS).
     communities: inclusive range of the community count per graph.
     community_size: inclusive range of nodes per community.
-    p_in: edge probability inside a community (plus a spanning path).
+    p_in: chord probability inside a community (plus a spanning path).
     bridges: inclusive range of edges per linked pair of communities.
-    noise_features: Gaussian noise columns after the constant column.
+    colours: size of the palette of community colours.
     seed: everything is deterministic given the seed.
 
   Returns:
     A `GraphDataset` named "synthetic" with `communities` filled in and
-    features [n_i, 1 + noise_features] (feature_kind "synthetic").
+    features [n_i, 2 + colours] (feature_kind "synthetic").
   """
   for name in patterns:
     if name not in PATTERNS:
@@ -108,11 +112,13 @@ def synthetic_hierarchical(num_graphs: int = 500,
   for label in labels:
     graph_edges, community = community_graph(
         patterns[label], rng, communities, community_size, p_in, bridges)
-    noise = rng.normal(size=(len(community), noise_features))
+    degree = np.bincount(graph_edges[:, 0], minlength=len(community))
+    colour = rng.integers(0, colours, size=community.max() + 1)[community]
     edges.append(graph_edges)
     groups.append(community)
     features.append(np.concatenate(
-        [np.ones((len(community), 1)), noise], axis=1).astype(np.float32))
+        [np.ones((len(community), 1)), degree[:, None] / 10.0,
+         np.eye(colours)[colour]], axis=1).astype(np.float32))
   return GraphDataset(
       name="synthetic", n_node=np.array([len(c) for c in groups]),
       edges=edges, labels=labels.astype(np.int64),
