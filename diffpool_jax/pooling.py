@@ -77,23 +77,35 @@ def _per_graph_mean(per_graph: jax.Array, graph_mask: jax.Array) -> jax.Array:
   return total / jnp.maximum(jnp.sum(graph_mask), 1)
 
 
-def link_loss_frobenius(adj, s, n_node) -> jax.Array:
+def squared_residuals(adj, s, pooled_adj) -> jax.Array:
+  """[B] ||A - S S^T||_F^2 per graph without forming the N x N product:
+  ||A||^2 - 2 tr(S^T A S) + ||S^T S||^2 (clamped at 0 against rounding).
+
+  Args:
+    adj: [B, N, N]; s: [B, N, K]; pooled_adj: [B, K, K] = S^T A S.
+  """
+  gram = jnp.einsum("bnk,bnl->bkl", s, s)
+  squared = (jnp.sum(adj * adj, axis=(1, 2))
+             - 2.0 * jnp.trace(pooled_adj, axis1=1, axis2=2)
+             + jnp.sum(gram * gram, axis=(1, 2)))
+  return jnp.maximum(squared, 0.0)
+
+
+def link_loss_frobenius(adj, s, pooled_adj, n_node) -> jax.Array:
   """Mean over graphs of ||A_i - S_i S_i^T||_F / n_i^2 (real entries only).
 
   Args:
     adj: [B, N, N]; s: [B, N, K] with zero rows on padded nodes;
-    n_node: [B] real node counts.
+    pooled_adj: [B, K, K] = S^T A S; n_node: [B] real node counts.
   """
-  residual = adj - jnp.einsum("bnk,bmk->bnm", s, s)
-  norms = safe_sqrt(jnp.sum(residual * residual, axis=(1, 2)))
+  norms = safe_sqrt(squared_residuals(adj, s, pooled_adj))
   n_sq = jnp.maximum(n_node, 1).astype(norms.dtype) ** 2
   return _per_graph_mean(norms / n_sq, n_node > 0)
 
 
-def link_loss_pyg(adj, s) -> jax.Array:
+def link_loss_pyg(adj, s, pooled_adj) -> jax.Array:
   """PyTorch Geometric's form: ||A - S S^T||_F over the whole batch / B N^2."""
-  residual = adj - jnp.einsum("bnk,bmk->bnm", s, s)
-  return safe_sqrt(jnp.sum(residual * residual)) / adj.size
+  return safe_sqrt(jnp.sum(squared_residuals(adj, s, pooled_adj))) / adj.size
 
 
 def link_loss_bce(adj, s, node_mask, n_node) -> jax.Array:
@@ -174,9 +186,9 @@ def dense_diff_pool(x: jax.Array,
   pooled_x = jnp.einsum("bnk,bnf->bkf", s, x)
   pooled_adj = jnp.einsum("bnk,bnm,bml->bkl", s, adj, s, optimize="optimal")
   if link_loss == "frobenius":
-    link = link_loss_frobenius(adj, s, n_node)
+    link = link_loss_frobenius(adj, s, pooled_adj, n_node)
   elif link_loss == "pyg":
-    link = link_loss_pyg(adj, s)
+    link = link_loss_pyg(adj, s, pooled_adj)
   else:
     link = link_loss_bce(adj, s, mask, n_node)
   entropy = entropy_loss(s_logits, mask, n_node, link_loss)
