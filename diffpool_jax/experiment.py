@@ -46,6 +46,9 @@ class RunConfig:
     patience: early-stopping patience of the fair protocol.
     features: node feature kind (see datasets.node_features).
     max_buckets: number of padded sizes.
+    cluster_reference: the node count that level-1 cluster ratios apply
+      to: "max" (the largest graph, as PyG and Errica et al.), "mean",
+      "median", "pNN" (the NN-th percentile of graph sizes) or an integer.
     synthetic: keyword arguments of synthetic_hierarchical.
     checkpoint_every: epochs between checkpoints (0: never).
   """
@@ -66,6 +69,7 @@ class RunConfig:
   splits: Optional[str] = None
   features: str = "default"
   max_buckets: int = 5
+  cluster_reference: object = "max"
   split_seed: int = 0
   synthetic: Dict[str, object] = dataclasses.field(default_factory=dict)
   checkpoint_every: int = 10
@@ -82,7 +86,26 @@ class RunConfig:
     self.lr = tuple(float(v) for v in np.atleast_1d(self.lr))
 
   def model_config(self):
-    return preset(self.preset, **self.model)
+    """The preset with this run's overrides (JSON lists become tuples)."""
+    overrides = {k: tuple(v) if isinstance(v, list) else v
+                 for k, v in self.model.items()}
+    return preset(self.preset, **overrides)
+
+  def reference_nodes(self, n_node: np.ndarray) -> int:
+    """The node count that level-1 cluster ratios apply to."""
+    ref = self.cluster_reference
+    if isinstance(ref, (int, np.integer)) and ref >= 1:
+      return int(ref)
+    if ref == "max":
+      return int(n_node.max())
+    if ref == "mean":
+      return int(np.ceil(n_node.mean()))
+    if ref == "median":
+      return int(np.ceil(np.median(n_node)))
+    if isinstance(ref, str) and ref[:1] == "p" and ref[1:].isdigit():
+      return int(np.ceil(np.percentile(n_node, int(ref[1:]))))
+    raise ValueError(f"cluster_reference={ref!r}; expected 'max', 'mean', "
+                     "'median', 'pNN' or a positive integer")
 
 
 def write_json_atomic(path: Path, value) -> None:
@@ -166,7 +189,7 @@ class Run:
     model_config = config.model_config()
     self.model_config = model_config
     self.model = DiffPool(model_config, self.dataset.num_classes,
-                          self.dataset.max_nodes)
+                          config.reference_nodes(self.dataset.n_node))
     self.buckets = choose_buckets(self.dataset.n_node, config.max_buckets)
     self.data = training.device_data(self.dataset, self.buckets)
     fold_of = lambda m: self.folds[self.members.fold[m]]
@@ -344,4 +367,5 @@ class Run:
             "model": dataclasses.asdict(self.model_config),
             "dataset": self.dataset.stats(),
             "members": len(self.members),
+            "clusters": self.model_config.cluster_counts(self.model.max_nodes),
             "buckets": self.buckets.tolist()}

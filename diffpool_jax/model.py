@@ -45,10 +45,6 @@ class DiffPoolConfig:
     readout_all_levels: concatenate every level's readout (else last only).
     mlp_hidden: hidden widths of the prediction MLP.
     link_loss: "frobenius", "pyg" or "bce" (see `dense_diff_pool`).
-    drop_pooled_self_loops: zero the diagonal of each pooled adjacency before
-      the next level's GNNs see it (as MinCutPool, Bianchi et al. 2020, do:
-      S^T A S is dominated by each cluster's internal edges, which drowns the
-      links between clusters). Off in the DiffPool presets.
     link_weight: weight of the link loss (summed over levels) in training.
     entropy_weight: weight of the entropy loss (summed over levels).
   """
@@ -70,7 +66,6 @@ class DiffPoolConfig:
   readout_all_levels: bool = True
   mlp_hidden: Tuple[int, ...] = (50,)
   link_loss: str = "frobenius"
-  drop_pooled_self_loops: bool = False
   link_weight: float = 1.0
   entropy_weight: float = 1.0
 
@@ -269,8 +264,6 @@ class DiffPool(nn.Module):
       levels.append(PoolLevel(pooled.s, pooled.adj, pooled.link_loss,
                               pooled.entropy_loss))
       x, adj = pooled.x, pooled.adj
-      if c.drop_pooled_self_loops:
-        adj = adj * (1.0 - jnp.eye(clusters, dtype=adj.dtype))
       node_mask = jnp.broadcast_to(graph_mask[:, None], (batch, clusters))
     z = self.gnn(hidden + (c.embed_dim,), f"embed{c.num_levels}", c.concat)(
         x, adj, node_mask, train)

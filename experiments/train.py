@@ -47,6 +47,9 @@ def parse_args(argv):
                       help="one or more learning rates (a grid of members)")
   parser.add_argument("--patience", type=int)
   parser.add_argument("--features", help="node feature kind")
+  parser.add_argument("--cluster-reference",
+                      help="size that level-1 cluster ratios apply to: max, "
+                      "mean, median, pNN or a node count")
   parser.add_argument("--baseline", help="also train this preset on the "
                       "same folds and show both (e.g. flat)")
   parser.add_argument("--checkpoint-every", type=int)
@@ -75,6 +78,9 @@ def build_config(args) -> tuple[RunConfig, Optional[str]]:
            "epochs": args.epochs, "batch_size": args.batch_size,
            "lr": args.lr, "patience": args.patience,
            "features": args.features,
+           "cluster_reference": (int(args.cluster_reference)
+                                 if (args.cluster_reference or "").isdigit()
+                                 else args.cluster_reference),
            "checkpoint_every": args.checkpoint_every}
   values.update({k: v for k, v in flags.items() if v is not None})
   known = {f.name for f in dataclasses.fields(RunConfig)}
@@ -157,6 +163,13 @@ def print_table(rows: list[dict]) -> None:
           f"{gap:+.2f} points")
 
 
+# Model fields a baseline shares with the main model (its GNN stack and
+# head); pooling fields stay the baseline preset's own.
+SHARED_MODEL_FIELDS = ("conv", "hidden_dim", "embed_dim", "num_layers",
+                       "l2_normalize", "batch_norm", "bn_affine", "concat",
+                       "activate_last", "dropout", "mlp_hidden")
+
+
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   config, baseline = build_config(args)
@@ -164,7 +177,10 @@ def main(argv=None) -> int:
              f"{config.protocol}")
   rows = [train_one(config, out, args)]
   if baseline:
-    baseline_config = dataclasses.replace(config, preset=baseline, model={})
+    shared = {k: v for k, v in config.model.items()
+              if k in SHARED_MODEL_FIELDS}
+    baseline_config = dataclasses.replace(config, preset=baseline,
+                                          model=shared)
     rows.append(train_one(baseline_config, out / f"baseline_{baseline}",
                           args))
   print_table(rows)

@@ -1,9 +1,23 @@
 """Shared fixtures: where the real TU benchmark files are, if anywhere."""
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Share compiled XLA programs between tests and the command-line runs they
+# spawn (the kill-and-resume test compiles the same programs three times).
+# Set before jax is imported; subprocesses inherit it.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
+      prefix="diffpool_jax_xla_cache_")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"],
+                  ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 # ../shared/data beside the project checkout (CI has it), or an override.
 SHARED_DATA = Path(os.environ.get(

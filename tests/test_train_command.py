@@ -16,7 +16,7 @@ TINY = {
     "synthetic": {"num_graphs": 40, "communities": [2, 3],
                   "community_size": [3, 5]},
     "model": {"hidden_dim": 8, "embed_dim": 8, "num_layers": 2,
-              "mlp_hidden": [8]},
+              "mlp_hidden": [8], "pool_ratios": [0.5]},
     "max_buckets": 1,
 }
 

@@ -14,7 +14,8 @@ from diffpool_jax.datasets import choose_buckets, synthetic_hierarchical
 from diffpool_jax.evaluation import (early_stopping_epoch, fair_protocol,
                                      paper_protocol)
 
-TINY_MODEL = dict(hidden_dim=8, embed_dim=8, num_layers=2, mlp_hidden=(8,))
+TINY_MODEL = dict(hidden_dim=8, embed_dim=8, num_layers=2, mlp_hidden=(8,),
+                  pool_ratios=(0.5,))
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,36 @@
+"""Run configuration: cluster reference sizes and validation."""
+
+import numpy as np
+import pytest
+
+from diffpool_jax.experiment import RunConfig
+
+SIZES = np.array([10, 20, 30, 40, 200])
+
+
+@pytest.mark.parametrize("reference, nodes", [
+    ("max", 200), ("mean", 60), ("median", 30), ("p50", 30), ("p100", 200),
+    (64, 64)])
+def test_cluster_reference(reference, nodes):
+  assert RunConfig(cluster_reference=reference).reference_nodes(SIZES) == nodes
+
+
+@pytest.mark.parametrize("reference", ["biggest", "pxx", 0])
+def test_bad_cluster_reference(reference):
+  with pytest.raises(ValueError, match="cluster_reference="):
+    RunConfig(cluster_reference=reference).reference_nodes(SIZES)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(protocol="best"), "protocol='best'"),
+    (dict(folds=0), "folds=0; must be >= 1"),
+    (dict(folds=1), "the paper protocol needs folds >= 2"),
+])
+def test_bad_run_config(change, message):
+  with pytest.raises(ValueError, match=message):
+    RunConfig(**change)
+
+
+def test_learning_rates_become_a_tuple():
+  assert RunConfig(lr=0.01).lr == (0.01,)
+  assert RunConfig(lr=[0.01, 0.001]).lr == (0.01, 0.001)
