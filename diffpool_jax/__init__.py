@@ -1,7 +1,8 @@
 """diffpool_jax: hierarchical graph pooling (DiffPool, Ying et al. 2018) in JAX/Flax."""
 
+from diffpool_jax.adjacency import EdgeList
 from diffpool_jax.graphs import (GraphBatch, dense_batch, from_graphs_tuple,
-                                 to_graphs_tuple)
+                                 sparse_batch, to_graphs_tuple)
 from diffpool_jax.layers import (DenseGCNConv, DenseSAGEConv, DenseSumConv,
                                  GNNStack, MaskedBatchNorm)
 from diffpool_jax.model import (PRESETS, DiffPool, DiffPoolConfig, PoolLevel,

@@ -14,6 +14,7 @@ import flax.struct
 import jraph
 import numpy as np
 
+from diffpool_jax.adjacency import EdgeList
 from diffpool_jax.checks import check_dim, check_rank
 
 
@@ -23,7 +24,8 @@ class GraphBatch:
 
   Attributes:
     x: [B, N, F] float node features, zero on padded nodes.
-    adj: [B, N, N] float adjacency, zero on padded rows and columns.
+    adj: [B, N, N] float adjacency, zero on padded rows and columns, or an
+      `EdgeList` (sparse: E entries per graph, no N x N matrix).
     node_mask: [B, N] bool, True for real nodes (always a prefix of N).
     labels: [B] int32 graph labels (0 for padding graphs).
     n_node: [B] int32 real node counts; 0 marks a padding graph.
@@ -38,6 +40,53 @@ class GraphBatch:
   def graph_mask(self):
     """[B] bool, True for real (non-padding) graphs."""
     return self.n_node > 0
+
+
+def _checked_graphs(edges, features, labels, num_nodes, batch_size,
+                    where: str):
+  """Validates per-graph inputs; returns (edge arrays, B, F)."""
+  num_graphs = len(features)
+  if len(edges) != num_graphs or len(labels) != num_graphs:
+    raise ValueError(
+        f"{where}: got {len(edges)} edge arrays, {num_graphs} feature "
+        f"arrays and {len(labels)} labels; they must be equal")
+  batch_size = num_graphs if batch_size is None else batch_size
+  if batch_size < num_graphs:
+    raise ValueError(f"{where}: batch_size={batch_size} is smaller than "
+                     f"the {num_graphs} graphs given")
+  if batch_size == 0:
+    raise ValueError(f"{where}: no graphs and batch_size 0")
+  num_features = np.asarray(features[0]).shape[1] if num_graphs else 1
+  edge_arrays = []
+  for i in range(num_graphs):
+    feats = np.asarray(features[i])
+    check_rank(feats, 2, f"features[{i}]", "[n_i,F]", where)
+    check_dim(feats, 1, num_features, f"features[{i}]",
+              "the feature width of features[0]", where)
+    n = feats.shape[0]
+    if n > num_nodes:
+      raise ValueError(f"{where}: graph {i} has {n} nodes, more than "
+                       f"num_nodes={num_nodes}")
+    edge_array = np.asarray(edges[i], dtype=np.int64).reshape(-1, 2)
+    if edge_array.size and (edge_array.min() < 0 or edge_array.max() >= n):
+      raise ValueError(f"{where}: edges[{i}] has a node id outside "
+                       f"0..{n - 1}")
+    edge_arrays.append(edge_array)
+  return edge_arrays, batch_size, num_features
+
+
+def _padded_nodes(features, labels, num_nodes, batch_size, num_features):
+  """x [B,N,F], node_mask [B,N], labels [B], n_node [B] (NumPy)."""
+  x = np.zeros((batch_size, num_nodes, num_features), np.float32)
+  n_node = np.zeros((batch_size,), np.int32)
+  label_array = np.zeros((batch_size,), np.int32)
+  for i, feats in enumerate(features):
+    n = len(feats)
+    x[i, :n] = feats
+    n_node[i] = n
+    label_array[i] = labels[i]
+  node_mask = np.arange(num_nodes)[None, :] < n_node[:, None]
+  return x, node_mask, label_array, n_node
 
 
 def dense_batch(edges: Sequence[np.ndarray],
@@ -65,62 +114,85 @@ def dense_batch(edges: Sequence[np.ndarray],
     A `GraphBatch` of NumPy arrays: x [B,N,F] float32, adj [B,N,N] float32,
     node_mask [B,N] bool, labels [B] int32, n_node [B] int32.
   """
-  num_graphs = len(features)
-  if len(edges) != num_graphs or len(labels) != num_graphs:
-    raise ValueError(
-        f"dense_batch: got {len(edges)} edge arrays, {num_graphs} feature "
-        f"arrays and {len(labels)} labels; they must be equal")
-  batch_size = num_graphs if batch_size is None else batch_size
-  if batch_size < num_graphs:
-    raise ValueError(f"dense_batch: batch_size={batch_size} is smaller than "
-                     f"the {num_graphs} graphs given")
-  if num_graphs == 0 and batch_size == 0:
-    raise ValueError("dense_batch: no graphs and batch_size 0")
-  num_features = features[0].shape[1] if num_graphs else 1
-  x = np.zeros((batch_size, num_nodes, num_features), np.float32)
+  edge_arrays, batch_size, num_features = _checked_graphs(
+      edges, features, labels, num_nodes, batch_size, "dense_batch")
+  x, node_mask, label_array, n_node = _padded_nodes(
+      features, labels, num_nodes, batch_size, num_features)
   adj = np.zeros((batch_size, num_nodes, num_nodes), np.float32)
-  n_node = np.zeros((batch_size,), np.int32)
-  label_array = np.zeros((batch_size,), np.int32)
-  for i in range(num_graphs):
-    feats = np.asarray(features[i])
-    check_rank(feats, 2, f"features[{i}]", "[n_i,F]", "dense_batch")
-    check_dim(feats, 1, num_features, f"features[{i}]",
-              "the feature width of features[0]", "dense_batch")
-    n = feats.shape[0]
-    if n > num_nodes:
-      raise ValueError(f"dense_batch: graph {i} has {n} nodes, more than "
-                       f"num_nodes={num_nodes}")
-    edge_array = np.asarray(edges[i], dtype=np.int64).reshape(-1, 2)
-    if edge_array.size and (edge_array.min() < 0 or edge_array.max() >= n):
-      raise ValueError(f"dense_batch: edges[{i}] has a node id outside "
-                       f"0..{n - 1}")
+  for i, edge_array in enumerate(edge_arrays):
     weights = (np.ones(len(edge_array), np.float32) if edge_weights is None
                else np.asarray(edge_weights[i], np.float32))
-    x[i, :n] = feats
     adj[i, edge_array[:, 0], edge_array[:, 1]] = weights
-    n_node[i] = n
-    label_array[i] = labels[i]
-  node_mask = np.arange(num_nodes)[None, :] < n_node[:, None]
+  return GraphBatch(x=x, adj=adj, node_mask=node_mask, labels=label_array,
+                    n_node=n_node)
+
+
+def sparse_batch(edges: Sequence[np.ndarray],
+                 features: Sequence[np.ndarray],
+                 labels: Sequence[int],
+                 num_nodes: int,
+                 num_edges: Optional[int] = None,
+                 batch_size: Optional[int] = None,
+                 edge_weights: Optional[Sequence[np.ndarray]] = None,
+                 ) -> GraphBatch:
+  """Like `dense_batch`, with the adjacency as an `EdgeList` (host side).
+
+  Args:
+    edges, features, labels, num_nodes, batch_size, edge_weights: as in
+      `dense_batch`; repeated entries must already be coalesced.
+    num_edges: E, the static entry budget per graph (default: the most
+      entries of any graph given); padding entries get weight 0.
+
+  Returns:
+    A `GraphBatch` whose adj is an `EdgeList` with [B, E] NumPy arrays.
+  """
+  edge_arrays, batch_size, num_features = _checked_graphs(
+      edges, features, labels, num_nodes, batch_size, "sparse_batch")
+  x, node_mask, label_array, n_node = _padded_nodes(
+      features, labels, num_nodes, batch_size, num_features)
+  most = max((len(e) for e in edge_arrays), default=0)
+  num_edges = max(most, 1) if num_edges is None else num_edges
+  if num_edges < most:
+    raise ValueError(f"sparse_batch: num_edges={num_edges} is smaller than "
+                     f"the {most} entries of the largest graph")
+  senders = np.zeros((batch_size, num_edges), np.int32)
+  receivers = np.zeros((batch_size, num_edges), np.int32)
+  weights = np.zeros((batch_size, num_edges), np.float32)
+  for i, edge_array in enumerate(edge_arrays):
+    count = len(edge_array)
+    senders[i, :count] = edge_array[:, 0]
+    receivers[i, :count] = edge_array[:, 1]
+    weights[i, :count] = (1.0 if edge_weights is None
+                          else np.asarray(edge_weights[i], np.float32))
+  adj = EdgeList(senders, receivers, weights, num_nodes=num_nodes)
   return GraphBatch(x=x, adj=adj, node_mask=node_mask, labels=label_array,
                     n_node=n_node)
 
 
 def to_graphs_tuple(batch: GraphBatch) -> jraph.GraphsTuple:
-  """Converts a dense batch to a `jraph.GraphsTuple` (host side, NumPy).
+  """Converts a padded batch to a `jraph.GraphsTuple` (host side, NumPy).
 
   Padding graphs become zero-node graphs. Edges are the non-zero adjacency
-  entries in row-major order, `edges` holds their weights [E] and `globals`
-  the graph labels [B].
+  entries (row-major for a dense batch, in stored order for an EdgeList),
+  `edges` holds their weights [E] and `globals` the graph labels [B].
   """
   x = np.asarray(batch.x)
-  adj = np.asarray(batch.adj)
   node_mask = np.asarray(batch.node_mask)
   n_node = np.asarray(batch.n_node)
   offsets = np.concatenate([[0], np.cumsum(n_node)[:-1]])
-  graph_ids, rows, cols = np.nonzero(adj)
+  if isinstance(batch.adj, EdgeList):
+    weights = np.asarray(batch.adj.weights)
+    graph_ids, slots = np.nonzero(weights)
+    rows = np.asarray(batch.adj.senders)[graph_ids, slots]
+    cols = np.asarray(batch.adj.receivers)[graph_ids, slots]
+    values = weights[graph_ids, slots]
+  else:
+    adj = np.asarray(batch.adj)
+    graph_ids, rows, cols = np.nonzero(adj)
+    values = adj[graph_ids, rows, cols]
   return jraph.GraphsTuple(
       nodes=x[node_mask],
-      edges=adj[graph_ids, rows, cols],
+      edges=values,
       senders=(rows + offsets[graph_ids]).astype(np.int32),
       receivers=(cols + offsets[graph_ids]).astype(np.int32),
       n_node=n_node.astype(np.int32),
@@ -128,11 +200,14 @@ def to_graphs_tuple(batch: GraphBatch) -> jraph.GraphsTuple:
       globals=np.asarray(batch.labels).astype(np.int32))
 
 
-def from_graphs_tuple(graph: jraph.GraphsTuple, num_nodes: int) -> GraphBatch:
-  """Converts a `jraph.GraphsTuple` to a dense batch padded to `num_nodes`.
+def from_graphs_tuple(graph: jraph.GraphsTuple, num_nodes: int,
+                      num_edges: Optional[int] = None) -> GraphBatch:
+  """Converts a `jraph.GraphsTuple` to a batch padded to `num_nodes`.
 
-  `edges` may be None (weights 1) or [E] / [E, 1] weights; `globals` may be
-  None (labels 0) or [G] / [G, 1] integer labels. Host side (NumPy).
+  With `num_edges` the adjacency is an `EdgeList` of that many entries per
+  graph (see `sparse_batch`), else a dense [B, N, N] array. `edges` may be
+  None (weights 1) or [E] / [E, 1] weights; `globals` may be None (labels
+  0) or [G] / [G, 1] integer labels. Host side (NumPy).
   """
   n_node = np.asarray(graph.n_node)
   n_edge = np.asarray(graph.n_edge)
@@ -155,5 +230,8 @@ def from_graphs_tuple(graph: jraph.GraphsTuple, num_nodes: int) -> GraphBatch:
     edges.append(local - node_offsets[g])
     features.append(nodes[node_slice])
     edge_weights.append(weights[edge_slice])
+  if num_edges is not None:
+    return sparse_batch(edges, features, labels, num_nodes, num_edges,
+                        edge_weights=edge_weights)
   return dense_batch(edges, features, labels, num_nodes,
                      edge_weights=edge_weights)

@@ -1,7 +1,8 @@
-"""Dense graph convolutions, masked batch norm and GNN stacks (flax.linen).
+"""Graph convolutions, masked batch norm and GNN stacks (flax.linen).
 
-All layers take x [B,N,F], adj [B,N,N] and node_mask [B,N] bool, and keep
-padded nodes exactly zero in their output.
+All layers take x [B,N,F], an adjacency (a dense [B,N,N] array or an
+`EdgeList`, see adjacency.py; the parameters are the same for both) and
+node_mask [B,N] bool, and keep padded nodes exactly zero in their output.
 """
 
 from __future__ import annotations
@@ -12,27 +13,30 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from diffpool_jax.adjacency import Adjacency, diagonal, matmul, row_sums
+
 CONV_TYPES = ("sage", "gcn", "sum")
 
 # Xavier-uniform with the ReLU gain, as the authors' GraphConv initialises.
 xavier_relu_init = nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")
 
 
-def propagate(adj: jax.Array, x: jax.Array, linear: nn.Dense) -> jax.Array:
-  """adj @ linear(x) for a bias-free linear map, in the cheaper order.
+def propagate(adj: Adjacency, x: jax.Array, linear: nn.Dense) -> jax.Array:
+  """A @ linear(x) for a bias-free linear map, in the cheaper order.
 
   (A X) W and A (X W) are equal; transforming first is cheaper when the
   layer narrows the features, aggregating first when it widens them.
 
   Args:
-    adj: [B, N, N]; x: [B, N, F]; linear: a bias-free nn.Dense to width H.
+    adj: [B, N, N] or EdgeList; x: [B, N, F]; linear: a bias-free nn.Dense
+      to width H.
 
   Returns:
     [B, N, H].
   """
   if x.shape[-1] > linear.features:
-    return adj @ linear(x)
-  return linear(adj @ x)
+    return matmul(adj, linear(x))
+  return linear(matmul(adj, x))
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -51,7 +55,7 @@ class DenseSAGEConv(nn.Module):
 
   @nn.compact
   def __call__(self, x, adj, node_mask):
-    degree = jnp.maximum(jnp.sum(adj, axis=-1, keepdims=True), 1.0)
+    degree = jnp.maximum(row_sums(adj), 1.0)
     lin_rel = nn.Dense(self.features, use_bias=False, name="lin_rel")
     out = propagate(adj, x, lin_rel) / degree
     out = out + nn.Dense(self.features, name="lin_root")(x)
@@ -68,11 +72,11 @@ class DenseGCNConv(nn.Module):
 
   @nn.compact
   def __call__(self, x, adj, node_mask):
-    diagonal = jnp.diagonal(adj, axis1=-2, axis2=-1)[..., None]
-    degree = jnp.sum(adj, axis=-1, keepdims=True) - diagonal + 1.0
+    loops = diagonal(adj)
+    degree = row_sums(adj) - loops + 1.0
     inv_sqrt = jax.lax.rsqrt(degree)
     h = nn.Dense(self.features, use_bias=False, name="linear")(x) * inv_sqrt
-    out = (adj @ h + (1.0 - diagonal) * h) * inv_sqrt
+    out = (matmul(adj, h) + (1.0 - loops) * h) * inv_sqrt
     out = out + self.param("bias", nn.initializers.zeros, (self.features,))
     return out * node_mask[..., None]
 

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 
 from diffpool_jax.checks import check_dim, check_rank
 from diffpool_jax.layers import CONV_TYPES, GNNStack
-from diffpool_jax.pooling import LINK_LOSS_FORMS, dense_diff_pool
+from diffpool_jax.pooling import (LINK_LOSS_FORMS, check_adjacency,
+                                  dense_diff_pool)
 
 READOUTS = ("max", "mean", "sum")
 ASSIGN_HEADS = ("none", "linear", "linear_relu")
@@ -219,7 +220,8 @@ class DiffPool(nn.Module):
 
     Args:
       x: [B, N, F] node features.
-      adj: [B, N, N] adjacency.
+      adj: [B, N, N] adjacency, or an `EdgeList` (sparse first level: no
+        N x N matrix; the pooled levels are dense [B, K, K]).
       node_mask: [B, N] bool, True for real nodes (None: all real). Graphs
         without real nodes are padding: they give finite, ignorable logits.
       train: batch statistics and dropout on (needs the "batch_stats"
@@ -231,11 +233,8 @@ class DiffPool(nn.Module):
     c = self.config
     where = "DiffPool"
     check_rank(x, 3, "x", "[B,N,F]", where)
-    check_rank(adj, 3, "adj", "[B,N,N]", where)
     batch, num_nodes = x.shape[:2]
-    check_dim(adj, 0, batch, "adj", "B, the batch size of x", where)
-    check_dim(adj, 1, num_nodes, "adj", "N, the node count of x", where)
-    check_dim(adj, 2, num_nodes, "adj", "N, the node count of x", where)
+    check_adjacency(adj, batch, num_nodes, where)
     if node_mask is None:
       node_mask = jnp.ones((batch, num_nodes), bool)
     check_rank(node_mask, 2, "node_mask", "[B,N]", where)

@@ -14,6 +14,8 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from diffpool_jax.adjacency import (Adjacency, EdgeList, matmul,
+                                    squared_norms)
 from diffpool_jax.checks import check_dim, check_rank
 
 LINK_LOSS_FORMS = ("frobenius", "pyg", "bce")
@@ -82,10 +84,10 @@ def squared_residuals(adj, s, pooled_adj) -> jax.Array:
   ||A||^2 - 2 tr(S^T A S) + ||S^T S||^2 (clamped at 0 against rounding).
 
   Args:
-    adj: [B, N, N]; s: [B, N, K]; pooled_adj: [B, K, K] = S^T A S.
+    adj: [B, N, N] or EdgeList; s: [B, N, K]; pooled_adj: [B, K, K].
   """
   gram = jnp.einsum("bnk,bnl->bkl", s, s)
-  squared = (jnp.sum(adj * adj, axis=(1, 2))
+  squared = (squared_norms(adj)
              - 2.0 * jnp.trace(pooled_adj, axis1=1, axis2=2)
              + jnp.sum(gram * gram, axis=(1, 2)))
   return jnp.maximum(squared, 0.0)
@@ -95,8 +97,8 @@ def link_loss_frobenius(adj, s, pooled_adj, n_node) -> jax.Array:
   """Mean over graphs of ||A_i - S_i S_i^T||_F / n_i^2 (real entries only).
 
   Args:
-    adj: [B, N, N]; s: [B, N, K] with zero rows on padded nodes;
-    pooled_adj: [B, K, K] = S^T A S; n_node: [B] real node counts.
+    adj: [B, N, N] or EdgeList; s: [B, N, K] with zero rows on padded
+    nodes; pooled_adj: [B, K, K] = S^T A S; n_node: [B] real node counts.
   """
   norms = safe_sqrt(squared_residuals(adj, s, pooled_adj))
   n_sq = jnp.maximum(n_node, 1).astype(norms.dtype) ** 2
@@ -105,7 +107,9 @@ def link_loss_frobenius(adj, s, pooled_adj, n_node) -> jax.Array:
 
 def link_loss_pyg(adj, s, pooled_adj) -> jax.Array:
   """PyTorch Geometric's form: ||A - S S^T||_F over the whole batch / B N^2."""
-  return safe_sqrt(jnp.sum(squared_residuals(adj, s, pooled_adj))) / adj.size
+  batch, nodes = s.shape[:2]
+  total = jnp.sum(squared_residuals(adj, s, pooled_adj))
+  return safe_sqrt(total) / (batch * nodes * nodes)
 
 
 def link_loss_bce(adj, s, node_mask, n_node) -> jax.Array:
@@ -138,8 +142,23 @@ def entropy_loss(s_logits, node_mask, n_node, form: str) -> jax.Array:
   return _per_graph_mean(jnp.sum(entropy, axis=1) / n, n_node > 0)
 
 
+def check_adjacency(adj: Adjacency, batch: int, num_nodes: int,
+                    where: str) -> None:
+  """ValueError unless adj is [B,N,N] (or an EdgeList of that shape)."""
+  if isinstance(adj, EdgeList):
+    if adj.shape != (batch, num_nodes, num_nodes):
+      raise ValueError(f"{where}: argument 'adj' is an EdgeList of shape "
+                       f"{adj.shape}; expected {(batch, num_nodes, num_nodes)}"
+                       " from x")
+    return
+  check_rank(adj, 3, "adj", "[B,N,N]", where)
+  check_dim(adj, 0, batch, "adj", "B, the batch size of x", where)
+  check_dim(adj, 1, num_nodes, "adj", "N, the node count of x", where)
+  check_dim(adj, 2, num_nodes, "adj", "N, the node count of x", where)
+
+
 def dense_diff_pool(x: jax.Array,
-                    adj: jax.Array,
+                    adj: Adjacency,
                     s_logits: jax.Array,
                     mask: Optional[jax.Array] = None,
                     link_loss: str = "frobenius") -> DiffPoolResult:
@@ -147,7 +166,9 @@ def dense_diff_pool(x: jax.Array,
 
   Args:
     x: [B, N, F] node embeddings Z.
-    adj: [B, N, N] adjacency A.
+    adj: [B, N, N] adjacency A, or an `EdgeList` (then no N x N matrix is
+      formed: A S comes from the edges, the link loss from the identity
+      below; the "bce" form needs S S^T and so a dense adjacency).
     s_logits: [B, N, K] assignment logits (before the row softmax).
     mask: [B, N] bool, True for real nodes; None means all nodes are real.
       Padded nodes get zero assignment rows, so they never reach the pooled
@@ -163,13 +184,12 @@ def dense_diff_pool(x: jax.Array,
   """
   where = "dense_diff_pool"
   check_rank(x, 3, "x", "[B,N,F]", where)
-  check_rank(adj, 3, "adj", "[B,N,N]", where)
   check_rank(s_logits, 3, "s_logits", "[B,N,K]", where)
   batch, num_nodes = x.shape[:2]
-  for name, value in (("adj", adj), ("s_logits", s_logits)):
-    check_dim(value, 0, batch, name, "B, the batch size of x", where)
-    check_dim(value, 1, num_nodes, name, "N, the node count of x", where)
-  check_dim(adj, 2, num_nodes, "adj", "N, the node count of x", where)
+  check_adjacency(adj, batch, num_nodes, where)
+  check_dim(s_logits, 0, batch, "s_logits", "B, the batch size of x", where)
+  check_dim(s_logits, 1, num_nodes, "s_logits", "N, the node count of x",
+            where)
   if mask is None:
     mask = jnp.ones((batch, num_nodes), bool)
   else:
@@ -180,11 +200,14 @@ def dense_diff_pool(x: jax.Array,
   if link_loss not in LINK_LOSS_FORMS:
     raise ValueError(f"{where}: argument 'link_loss' is {link_loss!r}; "
                      f"expected one of {LINK_LOSS_FORMS}")
+  if link_loss == "bce" and isinstance(adj, EdgeList):
+    raise ValueError(f"{where}: link_loss='bce' needs S S^T entry by entry "
+                     "and so a dense adjacency, not an EdgeList")
 
   n_node = jnp.sum(mask, axis=1)
   s = masked_softmax(s_logits, mask)
   pooled_x = jnp.einsum("bnk,bnf->bkf", s, x)
-  pooled_adj = jnp.einsum("bnk,bnm,bml->bkl", s, adj, s, optimize="optimal")
+  pooled_adj = jnp.einsum("bnk,bnl->bkl", s, matmul(adj, s))
   if link_loss == "frobenius":
     link = link_loss_frobenius(adj, s, pooled_adj, n_node)
   elif link_loss == "pyg":

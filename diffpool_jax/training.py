@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from diffpool_jax.adjacency import Adjacency, EdgeList
 from diffpool_jax.datasets.buckets import (assign_buckets, bucket_positions,
                                            bucketed_batches)
 from diffpool_jax.graphs import GraphBatch
@@ -82,13 +83,24 @@ class DeviceData(NamedTuple):
   position: np.ndarray         # [G] position inside its bucket
 
 
-def device_data(dataset, bucket_sizes: np.ndarray) -> DeviceData:
-  """Pads the data set per bucket and moves it to the device."""
-  batches = bucketed_batches(dataset, bucket_sizes)
+def device_data(dataset, bucket_sizes: np.ndarray,
+                sparse: bool = False) -> DeviceData:
+  """Pads the data set per bucket and moves it to the device; `sparse`
+  stores each bucket's adjacency as an EdgeList (no N x N matrices)."""
+  batches = bucketed_batches(dataset, bucket_sizes, sparse)
   return DeviceData(tuple(jax.device_put(b) for b in batches),
                     np.asarray(bucket_sizes),
                     assign_buckets(dataset.n_node, bucket_sizes),
                     bucket_positions(dataset.n_node, bucket_sizes))
+
+
+def gather_adjacency(adj: Adjacency, safe: jax.Array, real: jax.Array,
+                     weight: jax.Array) -> Adjacency:
+  """Rows `safe` [B] of a bucket's adjacency, emptied where not `real`."""
+  if isinstance(adj, EdgeList):
+    return EdgeList(adj.senders[safe], adj.receivers[safe],
+                    adj.weights[safe] * real[:, None], adj.num_nodes)
+  return adj[safe] * weight[:, :, None] * weight[:, None, :]
 
 
 def gather_batch(bucket: GraphBatch, positions: jax.Array) -> GraphBatch:
@@ -99,7 +111,7 @@ def gather_batch(bucket: GraphBatch, positions: jax.Array) -> GraphBatch:
   weight = node_mask.astype(bucket.x.dtype)
   return GraphBatch(
       x=bucket.x[safe] * weight[..., None],
-      adj=bucket.adj[safe] * weight[:, :, None] * weight[:, None, :],
+      adj=gather_adjacency(bucket.adj, safe, real, weight),
       node_mask=node_mask,
       labels=jnp.where(real, bucket.labels[safe], 0),
       n_node=jnp.where(real, bucket.n_node[safe], 0))

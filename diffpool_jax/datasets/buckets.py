@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from diffpool_jax.graphs import GraphBatch, dense_batch
+from diffpool_jax.graphs import GraphBatch, dense_batch, sparse_batch
 
 DEFAULT_MAX_BUCKETS = 5
 MAX_CANDIDATES = 2048
@@ -85,17 +85,21 @@ def padding_waste(n_node: np.ndarray, buckets: Optional[np.ndarray] = None
           "adjacency_entries": float((padded**2).sum() / (n_node**2).sum())}
 
 
-def bucketed_batches(dataset, buckets: np.ndarray) -> List[GraphBatch]:
+def bucketed_batches(dataset, buckets: np.ndarray, sparse: bool = False
+                     ) -> List[GraphBatch]:
   """All graphs of the data set, one padded `GraphBatch` per bucket.
 
   Graph g sits in bucket `assign_buckets(...)[g]` at the position given by
-  `bucket_positions`. Host-side NumPy arrays, ready for `jax.device_put`.
+  `bucket_positions`. With `sparse`, adjacencies are EdgeLists whose entry
+  budget is the bucket's most entries per graph. Host-side NumPy arrays,
+  ready for `jax.device_put`.
   """
   which = assign_buckets(dataset.n_node, buckets)
+  build = sparse_batch if sparse else dense_batch
   out = []
   for b, size in enumerate(buckets):
     members = np.flatnonzero(which == b)
-    out.append(dense_batch(
+    out.append(build(
         [dataset.edges[g] for g in members],
         [dataset.features[g] for g in members],
         dataset.labels[members], int(size),
@@ -111,6 +115,19 @@ def bucket_positions(n_node: np.ndarray, buckets: np.ndarray) -> np.ndarray:
     members = np.flatnonzero(which == b)
     positions[members] = np.arange(len(members))
   return positions
+
+
+def edge_waste(dataset, buckets: np.ndarray) -> Dict[str, float]:
+  """Padded entry slots / real entries when each bucket stores its graphs'
+  adjacency as an EdgeList with the bucket's largest entry count, and the
+  dense alternative (padded N^2 per graph / real entries)."""
+  which = assign_buckets(dataset.n_node, buckets)
+  entries = np.array([len(e) for e in dataset.edges], np.float64)
+  budget = np.zeros(len(buckets))
+  np.maximum.at(budget, which, entries)
+  dense = np.asarray(buckets, np.float64)[which] ** 2
+  return {"sparse_entries": float(budget[which].sum() / entries.sum()),
+          "dense_entries": float(dense.sum() / entries.sum())}
 
 
 def waste_table(datasets: Sequence, max_buckets: int = DEFAULT_MAX_BUCKETS

@@ -1,0 +1,425 @@
+"""Side-by-side speed benchmark: our `pyg` preset vs PyTorch Geometric's
+DiffPool (examples/proteins_diff_pool.py), same data, same parameter count.
+
+  pip install -r requirements-bench.txt
+  python -m experiments.benchmark --data-root ../shared/data/tu
+
+Each side runs in its own child process (so peak RSS is its own), with the
+same thread count for torch and XLA. Before timing, a parity check copies
+the PyG weights into our model and compares logits and both auxiliary
+losses on a real batch. Prints one table of figures and ratios and writes
+them to JSON (--out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BATCH = 20
+USUAL_MAX_NODES = 150        # PyG's example pads (and filters) to this
+
+
+def thread_env(threads: int) -> dict:
+  """Environment that pins torch and XLA to `threads` threads."""
+  env = dict(os.environ)
+  env["OMP_NUM_THREADS"] = str(threads)
+  env["MKL_NUM_THREADS"] = str(threads)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                      f" --xla_cpu_multi_thread_eigen=true"
+                      f" intra_op_parallelism_threads={threads}").strip()
+  return env
+
+
+def peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def median_seconds(run, repeats: int) -> float:
+  """Median wall time of `run()` over repeats, after one warm-up call."""
+  run()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def load(args):
+  from diffpool_jax.datasets import load_tu
+  from diffpool_jax.datasets.splits import stratified_folds
+  dataset = load_tu(args.dataset, root=args.data_root)
+  folds = stratified_folds(dataset.labels, 10, seed=0,
+                           validation_fraction=0.0)
+  return dataset, folds
+
+
+# --------------------------------------------------------------- PyG side --
+
+def pyg_side(args) -> dict:
+  import torch
+  from torch_geometric.data import Data
+  from torch_geometric.loader import DenseDataLoader
+  import torch_geometric.transforms as T
+  from experiments.pyg_reference import PygDiffPool
+  import torch.nn.functional as F
+
+  torch.set_num_threads(args.threads)
+  torch.manual_seed(0)
+  dataset, folds = load(args)
+  graphs = [Data(x=torch.from_numpy(dataset.features[g]),
+                 edge_index=torch.from_numpy(dataset.edges[g].T.copy()),
+                 y=torch.tensor([int(dataset.labels[g])]))
+            for g in range(dataset.num_graphs)]
+  results = {}
+  for max_nodes in sorted({USUAL_MAX_NODES, dataset.max_nodes}):
+    keep = [g for g in range(len(graphs))
+            if dataset.n_node[g] <= max_nodes]
+    dense = T.ToDense(max_nodes)
+    subset = [dense(graphs[g].clone()) for g in keep]
+    kept = set(keep)
+    train_ids = [i for i, g in enumerate(keep)
+                 if g in set(folds[0].train.tolist())]
+    model = PygDiffPool(dataset.num_node_features, dataset.num_classes,
+                        max_nodes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def train_epoch(model=model, optimizer=optimizer, ids=train_ids):
+      model.train()
+      loader = DenseDataLoader([subset[i] for i in ids], batch_size=BATCH,
+                               shuffle=True)
+      for data in loader:
+        optimizer.zero_grad()
+        out, _, _ = model(data.x, data.adj, data.mask)
+        F.nll_loss(out, data.y.view(-1)).backward()
+        optimizer.step()
+
+    @torch.no_grad()
+    def evaluate(model=model, ids=range(len(subset))):
+      model.eval()
+      correct = 0
+      for data in DenseDataLoader([subset[i] for i in ids],
+                                  batch_size=BATCH):
+        correct += int((model(data.x, data.adj, data.mask)[0].argmax(-1)
+                        == data.y.view(-1)).sum())
+      return correct
+
+    epoch = median_seconds(train_epoch, args.repeats)
+    evaluation = median_seconds(evaluate, args.repeats)
+
+    def cross_validation():
+      for fold in folds:
+        fold_train = set(fold.train.tolist())
+        ids = [i for i, g in enumerate(keep) if g in fold_train]
+        test = [i for i, g in enumerate(keep) if g in set(fold.test.tolist())]
+        net = PygDiffPool(dataset.num_node_features, dataset.num_classes,
+                          max_nodes)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        for _ in range(args.cv_epochs):
+          train_epoch(net, opt, ids)
+          evaluate(net, test)
+
+    start = time.perf_counter()
+    cross_validation()
+    cv_seconds = time.perf_counter() - start
+    results[str(max_nodes)] = {
+        "max_nodes": max_nodes, "graphs_kept": len(keep),
+        "graphs_dropped": dataset.num_graphs - len(kept),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_graphs": len(train_ids), "epoch_seconds": epoch,
+        "train_graphs_per_second": len(train_ids) / epoch,
+        "eval_graphs_per_second": len(subset) / evaluation,
+        "cv_seconds": cv_seconds}
+  results["peak_rss_mib"] = peak_rss_mib()
+  return results
+
+
+# --------------------------------------------------------------- our side --
+
+def flops_of(compiled) -> float:
+  analysis = compiled.cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, list) else analysis
+  return float(analysis.get("flops", 0.0))
+
+
+def our_side(args) -> dict:
+  import functools
+  import jax
+  import jax.numpy as jnp
+  import diffpool_jax as dp
+  from diffpool_jax import training
+  from diffpool_jax.datasets import choose_buckets
+
+  dataset, folds = load(args)
+  peak = peak_matmul_flops(jax, jnp)
+  results = {"peak_matmul_gflops": peak / 1e9}
+  buckets = choose_buckets(dataset.n_node, args.buckets)
+  data = training.device_data(dataset, buckets)
+  sample = training.gather_batch(data.buckets[0], jnp.arange(BATCH))
+  for max_nodes in sorted({USUAL_MAX_NODES, dataset.max_nodes}):
+    model = dp.DiffPool(dp.preset("pyg"), dataset.num_classes, max_nodes)
+    train, evaluate = training.compile_epochs(model)
+
+    def members(count):
+      return training.init_members(model, sample, list(range(count)),
+                                   [1e-3] * count, [2.0] * count,
+                                   [0.0] * count, [0.0] * count)
+
+    train_graphs = [folds[0].train]
+    rng = np.random.default_rng(0)
+    schedule = training.make_schedule(train_graphs, data, BATCH, rng)
+    states = members(1)
+    start = time.perf_counter()
+    compiled = train.lower(states, data.buckets, schedule.bucket_ids,
+                           schedule.indices, jnp.int32(0)).compile()
+    compile_seconds = time.perf_counter() - start
+    everything = training.make_schedule([np.arange(dataset.num_graphs)],
+                                        data, BATCH)
+    compiled_eval = evaluate.lower(states, data.buckets,
+                                   everything.bucket_ids,
+                                   everything.indices).compile()
+
+    def train_epoch():
+      nonlocal states
+      states, totals = compiled(states, data.buckets, schedule.bucket_ids,
+                                schedule.indices, jnp.int32(0))
+      jax.block_until_ready(totals)
+
+    def run_eval():
+      jax.block_until_ready(compiled_eval(states, data.buckets,
+                                          everything.bucket_ids,
+                                          everything.indices))
+
+    epoch = median_seconds(train_epoch, args.repeats)
+    evaluation = median_seconds(run_eval, args.repeats)
+    padded, real = epoch_flops(model, data, schedule, dataset, folds[0],
+                               sample, jax, jnp, functools, training)
+
+    # 10 folds side by side: compile once, then cv_epochs epochs with a
+    # test evaluation each.
+    start = time.perf_counter()
+    fold_graphs = [f.train for f in folds]
+    test_schedule = training.make_schedule([f.test for f in folds], data,
+                                           BATCH)
+    cv_states = members(len(folds))
+    first = training.make_schedule(fold_graphs, data, BATCH, rng)
+    cv_train = train.lower(cv_states, data.buckets, first.bucket_ids,
+                           first.indices, jnp.int32(0)).compile()
+    cv_eval = evaluate.lower(cv_states, data.buckets,
+                             test_schedule.bucket_ids,
+                             test_schedule.indices).compile()
+    cv_compile = time.perf_counter() - start
+    for e in range(args.cv_epochs):
+      step_schedule = training.make_schedule(fold_graphs, data, BATCH, rng)
+      cv_states, _ = cv_train(cv_states, data.buckets,
+                              step_schedule.bucket_ids,
+                              step_schedule.indices, jnp.int32(0))
+      jax.block_until_ready(cv_eval(cv_states, data.buckets,
+                                    test_schedule.bucket_ids,
+                                    test_schedule.indices))
+    cv_seconds = time.perf_counter() - start
+    results[str(max_nodes)] = {
+        "max_nodes": max_nodes, "buckets": buckets.tolist(),
+        "clusters": list(model.config.cluster_counts(max_nodes)),
+        "parameters": dp.count_params(
+            jax.tree_util.tree_map(lambda v: v[0], states.params)),
+        "train_graphs": len(folds[0].train), "epoch_seconds": epoch,
+        "train_graphs_per_second": len(folds[0].train) / epoch,
+        "eval_graphs_per_second": dataset.num_graphs / evaluation,
+        "compile_seconds": compile_seconds,
+        "cv_seconds": cv_seconds, "cv_compile_seconds": cv_compile,
+        "padded_gflop_per_epoch": padded / 1e9,
+        "real_gflop_per_epoch": real / 1e9,
+        "padded_gflops": padded / epoch / 1e9,
+        "real_gflops": real / epoch / 1e9,
+        "peak_fraction_padded": padded / epoch / peak,
+        "peak_fraction_real": real / epoch / peak}
+  results["peak_rss_mib"] = peak_rss_mib()
+  return results
+
+
+def peak_matmul_flops(jax, jnp, size: int = 4096) -> float:
+  """The machine's fp32 matmul rate: FLOP/s of a large jnp.dot."""
+  a = jnp.ones((size, size), jnp.float32)
+  dot = jax.jit(lambda m: m @ m)
+  seconds = median_seconds(lambda: dot(a).block_until_ready(), 3)
+  return 2 * size**3 / seconds
+
+
+def epoch_flops(model, data, schedule, dataset, fold, sample, jax, jnp,
+                functools, training):
+  """(padded, real) FLOPs of one training epoch, from XLA's cost analysis.
+
+  Padded: per bucket, the compiled step's FLOPs times its steps. Real: the
+  step's FLOPs are a quadratic in the node count n for one graph (dense
+  layers ~n, aggregation and pooling ~n^2), so three single-graph sizes fix
+  the quadratic, summed over the fold's training graphs at their own size.
+  """
+  state = training.init_members(model, sample, [0], [1e-3], [2.0], [0.0],
+                                [0.0])
+  step = jax.jit(jax.vmap(functools.partial(training.train_step, model),
+                          in_axes=(0, 0, None)))
+
+  def step_flops(bucket, batch_size):
+    positions = jnp.arange(batch_size)[None] % bucket.x.shape[0]
+    batch = jax.vmap(training.gather_batch, in_axes=(None, 0))(bucket,
+                                                             positions)
+    return flops_of(step.lower(state, batch, jnp.int32(0)).compile())
+
+  steps = np.bincount(schedule.bucket_ids, minlength=len(data.buckets))
+  padded = sum(steps[b] * step_flops(bucket, BATCH)
+               for b, bucket in enumerate(data.buckets))
+  sizes = (8, 16, 32)
+  from diffpool_jax.graphs import dense_batch
+  per_size = []
+  for n in sizes:
+    chain = np.stack([np.arange(n - 1), np.arange(1, n)], 1)
+    single = dense_batch([chain], [np.zeros((n, dataset.num_node_features),
+                                            np.float32)], [0], n)
+    per_size.append(step_flops(jax.device_put(single), 1))
+  a, b, c = np.polyfit(sizes, per_size, 2)
+  n = dataset.n_node[fold.train].astype(np.float64)
+  real = float(np.sum(a * n**2 + b * n + c))
+  return padded, real
+
+
+def parity_side(args) -> dict:
+  """Copies PyG weights into our `pyg` preset; compares on a real batch."""
+  import jax
+  import torch
+  import diffpool_jax as dp
+  from experiments.pyg_reference import PygDiffPool, to_flax_variables
+
+  torch.manual_seed(0)
+  dataset, _ = load(args)
+  max_nodes = max(USUAL_MAX_NODES, dataset.max_nodes)
+  ids = np.arange(BATCH)
+  batch = dp.dense_batch([dataset.edges[g] for g in ids],
+                         [dataset.features[g] for g in ids],
+                         dataset.labels[ids], max_nodes)
+  tensors = [torch.from_numpy(np.asarray(v))
+             for v in (batch.x, batch.adj, batch.node_mask)]
+  net = PygDiffPool(dataset.num_node_features, dataset.num_classes,
+                    max_nodes)
+  net.train()
+  with torch.no_grad():             # non-trivial running statistics
+    for _ in range(3):
+      net(*tensors)
+  net.eval()
+  with torch.no_grad():
+    log_probs, link, entropy = net(*tensors)
+  model = dp.DiffPool(dp.preset("pyg"), dataset.num_classes, max_nodes)
+  logits, levels = model.apply(to_flax_variables(net), batch.x, batch.adj,
+                               batch.node_mask)
+  ours = np.asarray(jax.nn.log_softmax(logits))
+  our_link = float(sum(level.link_loss for level in levels))
+  our_entropy = float(sum(level.entropy_loss for level in levels))
+  relative = lambda a, b: abs(a - b) / max(abs(b), 1e-12)
+  return {"max_nodes": max_nodes,
+          "log_prob_max_abs_diff": float(np.abs(ours - log_probs.numpy()).max()),
+          "link_loss": [our_link, float(link)],
+          "entropy_loss": [our_entropy, float(entropy)],
+          "link_relative_diff": relative(our_link, float(link)),
+          "entropy_relative_diff": relative(our_entropy, float(entropy))}
+
+
+SIDES = {"pyg": pyg_side, "ours": our_side, "parity": parity_side}
+
+
+def run_child(side: str, dataset: str, args) -> dict:
+  command = [sys.executable, "-m", "experiments.benchmark", "--child", side,
+             "--dataset", dataset, "--data-root", args.data_root,
+             "--threads", str(args.threads), "--repeats", str(args.repeats),
+             "--cv-epochs", str(args.cv_epochs),
+             "--buckets", str(args.buckets)]
+  done = subprocess.run(command, capture_output=True, text=True,
+                        env=thread_env(args.threads),
+                        cwd=Path(__file__).resolve().parents[1])
+  if done.returncode != 0:
+    raise SystemExit(f"benchmark child {side} {dataset} failed:\n"
+                     f"{done.stderr[-3000:]}")
+  return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_table(report: dict) -> None:
+  print(f"\nthreads: {report['threads']} (torch and XLA), batch {BATCH}, "
+        f"medians of {report['repeats']} repeats after warm-up")
+  header = ("data set", "PyG N", "PyG params", "our params",
+            "PyG train g/s", "our train g/s", "ratio", "PyG eval g/s",
+            "our eval g/s", "ratio", f"PyG {report['cv_epochs']}-ep 10-fold s",
+            "our s", "ratio")
+  print(" | ".join(header))
+  for name, entry in report["datasets"].items():
+    parity = entry["parity"]
+    print(f"{name}: parity max |log-prob diff| "
+          f"{parity['log_prob_max_abs_diff']:.2e}, link rel "
+          f"{parity['link_relative_diff']:.1e}, entropy rel "
+          f"{parity['entropy_relative_diff']:.1e}")
+    for key, pyg in entry["pyg"].items():
+      if key == "peak_rss_mib":
+        continue
+      ours = entry["ours"][key]
+      row = (name, pyg["max_nodes"], pyg["parameters"], ours["parameters"],
+             f"{pyg['train_graphs_per_second']:.0f}",
+             f"{ours['train_graphs_per_second']:.0f}",
+             f"{ours['train_graphs_per_second'] / pyg['train_graphs_per_second']:.2f}x",
+             f"{pyg['eval_graphs_per_second']:.0f}",
+             f"{ours['eval_graphs_per_second']:.0f}",
+             f"{ours['eval_graphs_per_second'] / pyg['eval_graphs_per_second']:.2f}x",
+             f"{pyg['cv_seconds']:.1f}", f"{ours['cv_seconds']:.1f}",
+             f"{pyg['cv_seconds'] / ours['cv_seconds']:.2f}x")
+      print(" | ".join(str(v) for v in row))
+      print(f"    ours: compile {ours['compile_seconds']:.1f} s (10-fold "
+            f"program {ours['cv_compile_seconds']:.1f} s, inside our CV "
+            f"time), {ours['real_gflops']:.1f} GFLOP/s real work "
+            f"({100 * ours['peak_fraction_real']:.1f} % of the "
+            f"{entry['ours']['peak_matmul_gflops']:.0f} GFLOP/s matmul "
+            f"peak), {ours['padded_gflops']:.1f} GFLOP/s padded; PyG "
+            f"dropped {pyg['graphs_dropped']} graphs over {pyg['max_nodes']}"
+            " nodes")
+    print(f"    peak RSS: PyG {entry['pyg']['peak_rss_mib']:.0f} MiB, ours "
+          f"{entry['ours']['peak_rss_mib']:.0f} MiB")
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--data-root", required=True)
+  parser.add_argument("--datasets", nargs="+", default=["ENZYMES",
+                                                        "PROTEINS"])
+  parser.add_argument("--threads", type=int, default=2)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--cv-epochs", type=int, default=3)
+  parser.add_argument("--buckets", type=int, default=5)
+  parser.add_argument("--out", default="runs/benchmark.json")
+  parser.add_argument("--child", choices=sorted(SIDES), help=argparse.SUPPRESS)
+  parser.add_argument("--dataset", help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.child:
+    print(json.dumps(SIDES[args.child](args)))
+    return 0
+  report = {"threads": args.threads, "repeats": args.repeats,
+            "cv_epochs": args.cv_epochs, "datasets": {}}
+  for name in args.datasets:
+    report["datasets"][name] = {side: run_child(side, name, args)
+                                for side in ("parity", "pyg", "ours")}
+  print_table(report)
+  out = Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  temporary = out.with_name(out.name + ".tmp")
+  temporary.write_text(json.dumps(report, indent=2))
+  os.replace(temporary, out)
+  print(f"\nfigures in {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
