@@ -51,6 +51,11 @@ class RunConfig:
       "median", "pNN" (the NN-th percentile of graph sizes) or an integer.
     synthetic: keyword arguments of synthetic_hierarchical.
     checkpoint_every: epochs between checkpoints (0: never).
+    first_level: adjacency of the first level, "dense" ([B,N,N]), "sparse"
+      (an EdgeList: no N x N matrix) or "auto": sparse when a dense batch of
+      the largest graphs (batch_size x N_max^2 float32) exceeds 256 MiB,
+      e.g. D&D (20 x 5748^2 x 4 B = 2.6 GB), dense otherwise. The "bce"
+      link loss needs the dense form.
   """
   dataset: str = "synthetic"
   data_root: Optional[str] = None
@@ -70,9 +75,14 @@ class RunConfig:
   features: str = "default"
   max_buckets: int = 5
   cluster_reference: object = "max"
+  first_level: str = "auto"
   split_seed: int = 0
   synthetic: Dict[str, object] = dataclasses.field(default_factory=dict)
   checkpoint_every: int = 10
+
+  # The "auto" rule: sparse when one dense batch of the largest bucket,
+  # B x N^2 float32, would exceed this many bytes.
+  SPARSE_ABOVE_BYTES = 256 * 2**20
 
   def __post_init__(self):
     if self.protocol not in ("paper", "fair"):
@@ -84,6 +94,17 @@ class RunConfig:
     if self.protocol == "paper" and self.folds < 2 and self.splits is None:
       raise ValueError("the paper protocol needs folds >= 2")
     self.lr = tuple(float(v) for v in np.atleast_1d(self.lr))
+    if self.first_level not in ("auto", "dense", "sparse"):
+      raise ValueError(f"first_level={self.first_level!r}; expected 'auto', "
+                       "'dense' or 'sparse'")
+
+  def use_sparse(self, max_nodes: int) -> bool:
+    """Whether the first level runs on an EdgeList (see first_level)."""
+    if self.first_level != "auto":
+      return self.first_level == "sparse"
+    dense_bytes = self.batch_size * max_nodes**2 * 4
+    return (dense_bytes > self.SPARSE_ABOVE_BYTES and
+            self.model_config().link_loss != "bce")
 
   def model_config(self):
     """The preset with this run's overrides (JSON lists become tuples)."""
@@ -191,7 +212,8 @@ class Run:
     self.model = DiffPool(model_config, self.dataset.num_classes,
                           config.reference_nodes(self.dataset.n_node))
     self.buckets = choose_buckets(self.dataset.n_node, config.max_buckets)
-    self.data = training.device_data(self.dataset, self.buckets)
+    self.sparse = config.use_sparse(self.dataset.max_nodes)
+    self.data = training.device_data(self.dataset, self.buckets, self.sparse)
     fold_of = lambda m: self.folds[self.members.fold[m]]
     self.train_graphs = [fold_of(m).train for m in range(len(self.members))]
     self.val_graphs = [fold_of(m).validation
@@ -207,10 +229,14 @@ class Run:
     self.states = training.init_members(
         self.model, sample, self.members.seed * 1000 + self.members.fold,
         self.members.lr, [config.clip] * num, [link] * num, [entropy] * num)
+    self.mesh = training.make_mesh(num, config.batch_size)
+    self.states, self.data = training.place(self.mesh, self.states,
+                                            self.data)
     self.history = {k: np.full((config.epochs, num), np.nan)
                     for k in HISTORY_KEYS}
     self.epoch_seconds = np.full(config.epochs, np.nan)
-    self.train_epoch, self.eval_epoch = training.compile_epochs(self.model)
+    self.train_epoch, self.eval_epoch = training.compile_epochs(self.model,
+                                                                self.mesh)
 
   def schedule(self, epoch: int) -> training.Schedule:
     """The training schedule of an epoch (deterministic given the epoch)."""
@@ -236,7 +262,8 @@ class Run:
     target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct,
                                     self.checkpoint_tree(0))
     tree = manager.restore(step, args=ocp.args.StandardRestore(target))
-    self.states = tree["states"]
+    self.states, self.data = training.place(self.mesh, tree["states"],
+                                            self.data)
     self.history = {k: np.asarray(v) for k, v in tree["history"].items()}
     self.epoch_seconds = np.asarray(tree["epoch_seconds"])
     return int(tree["epoch"]) + 1
@@ -360,6 +387,7 @@ class Run:
                 self.states.params)) // len(self.members)),
             "jax_version": jax.__version__,
             "device": str(jax.devices()[0]),
+            "devices": jax.device_count(),
             "buckets": self.buckets.tolist()}
 
   def describe(self) -> dict:
@@ -368,4 +396,5 @@ class Run:
             "dataset": self.dataset.stats(),
             "members": len(self.members),
             "clusters": self.model_config.cluster_counts(self.model.max_nodes),
+            "first_level": "sparse" if self.sparse else "dense",
             "buckets": self.buckets.tolist()}

@@ -13,13 +13,15 @@ parameters, batch statistics and optimizer state exactly unchanged.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
+import math
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from diffpool_jax.adjacency import Adjacency, EdgeList
 from diffpool_jax.datasets.buckets import (assign_buckets, bucket_positions,
@@ -203,7 +205,54 @@ def _add(total: StepMetrics, step: StepMetrics) -> StepMetrics:
   return StepMetrics(*(a + b for a, b in zip(total, step)))
 
 
-def run_train_epoch(model: DiffPool, states: TrainState,
+MEMBERS, BATCH = "members", "batch"
+
+
+def make_mesh(num_members: int, batch_size: int,
+              devices: Optional[Sequence[jax.Device]] = None
+              ) -> Optional[Mesh]:
+  """A ("members", "batch") mesh over the devices, or None for one device.
+
+  Members are split over as many devices as divide their count; the rest
+  of the devices split each batch (when they divide the batch size).
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  members_axis = math.gcd(num_members, len(devices))
+  batch_axis = len(devices) // members_axis
+  if batch_size % batch_axis:
+    batch_axis = 1
+  if members_axis * batch_axis == 1:
+    return None
+  grid = np.array(devices[:members_axis * batch_axis]).reshape(
+      members_axis, batch_axis)
+  return Mesh(grid, (MEMBERS, BATCH))
+
+
+def place(mesh: Optional[Mesh], states: TrainState, data: DeviceData
+          ) -> Tuple[TrainState, DeviceData]:
+  """States split over the mesh's member axis; data replicated."""
+  if mesh is None:
+    return states, data
+  states = jax.device_put(states, NamedSharding(mesh, P(MEMBERS)))
+  buckets = jax.device_put(data.buckets, NamedSharding(mesh, P()))
+  return states, data._replace(buckets=buckets)
+
+
+def gather_members(bucket: GraphBatch, positions: jax.Array,
+                   mesh: Optional[Mesh]) -> GraphBatch:
+  """Per-member batches [M, B, ...] from a bucket; positions [M, B].
+
+  With a mesh, members and graphs of a batch are split over its devices
+  (XLA inserts the cross-device sums that batch norm and metrics need).
+  """
+  batches = jax.vmap(gather_batch, in_axes=(None, 0))(bucket, positions)
+  if mesh is None:
+    return batches
+  return jax.lax.with_sharding_constraint(
+      batches, NamedSharding(mesh, P(MEMBERS, BATCH)))
+
+
+def run_train_epoch(model: DiffPool, mesh: Optional[Mesh], states: TrainState,
                     buckets: Tuple[GraphBatch, ...], bucket_ids: jax.Array,
                     indices: jax.Array, first_step: jax.Array
                     ) -> Tuple[TrainState, StepMetrics]:
@@ -217,8 +266,8 @@ def run_train_epoch(model: DiffPool, states: TrainState,
 
   def branch(bucket):
     def run(states, positions, step):
-      batches = jax.vmap(gather_batch, in_axes=(None, 0))(bucket, positions)
-      return member_step(states, batches, step)
+      return member_step(states, gather_members(bucket, positions, mesh),
+                         step)
     return run
 
   branches = [branch(bucket) for bucket in buckets]
@@ -236,7 +285,7 @@ def run_train_epoch(model: DiffPool, states: TrainState,
   return states, totals
 
 
-def run_eval_epoch(model: DiffPool, states: TrainState,
+def run_eval_epoch(model: DiffPool, mesh: Optional[Mesh], states: TrainState,
                    buckets: Tuple[GraphBatch, ...], bucket_ids: jax.Array,
                    indices: jax.Array) -> StepMetrics:
   """Per-member metric sums [M] over the scheduled graphs, no updates."""
@@ -245,8 +294,7 @@ def run_eval_epoch(model: DiffPool, states: TrainState,
 
   def branch(bucket):
     def run(states, positions):
-      batches = jax.vmap(gather_batch, in_axes=(None, 0))(bucket, positions)
-      return member_eval(states, batches)
+      return member_eval(states, gather_members(bucket, positions, mesh))
     return run
 
   branches = [branch(bucket) for bucket in buckets]
@@ -261,11 +309,16 @@ def run_eval_epoch(model: DiffPool, states: TrainState,
   return totals
 
 
-def compile_epochs(model: DiffPool) -> Tuple[Callable, Callable]:
-  """Jitted (train_epoch, eval_epoch); train_epoch donates the states."""
-  train = jax.jit(functools.partial(run_train_epoch, model),
+def compile_epochs(model: DiffPool, mesh: Optional[Mesh] = None
+                   ) -> Tuple[Callable, Callable]:
+  """Jitted (train_epoch, eval_epoch); train_epoch donates the states.
+
+  Both take (states, buckets, bucket_ids, indices[, first_step]); with a
+  mesh (see `make_mesh`, `place`) they run split over its devices.
+  """
+  train = jax.jit(functools.partial(run_train_epoch, model, mesh),
                   donate_argnums=(0,))
-  evaluate = jax.jit(functools.partial(run_eval_epoch, model))
+  evaluate = jax.jit(functools.partial(run_eval_epoch, model, mesh))
   return train, evaluate
 
 

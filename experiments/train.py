@@ -47,6 +47,9 @@ def parse_args(argv):
                       help="one or more learning rates (a grid of members)")
   parser.add_argument("--patience", type=int)
   parser.add_argument("--features", help="node feature kind")
+  parser.add_argument("--first-level", choices=["auto", "dense", "sparse"],
+                      help="first-level adjacency (auto: sparse for big "
+                      "graphs)")
   parser.add_argument("--cluster-reference",
                       help="size that level-1 cluster ratios apply to: max, "
                       "mean, median, pNN or a node count")
@@ -77,7 +80,7 @@ def build_config(args) -> tuple[RunConfig, Optional[str]]:
            "splits": args.splits, "folds": args.folds, "seeds": args.seeds,
            "epochs": args.epochs, "batch_size": args.batch_size,
            "lr": args.lr, "patience": args.patience,
-           "features": args.features,
+           "features": args.features, "first_level": args.first_level,
            "cluster_reference": (int(args.cluster_reference)
                                  if (args.cluster_reference or "").isdigit()
                                  else args.cluster_reference),

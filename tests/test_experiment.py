@@ -34,3 +34,13 @@ def test_bad_run_config(change, message):
 def test_learning_rates_become_a_tuple():
   assert RunConfig(lr=0.01).lr == (0.01,)
   assert RunConfig(lr=[0.01, 0.001]).lr == (0.01, 0.001)
+
+
+def test_first_level_rule():
+  assert RunConfig().use_sparse(5748)           # D&D: 2.6 GB dense batch
+  assert not RunConfig().use_sparse(620)        # PROTEINS: 31 MB
+  assert RunConfig(first_level="sparse").use_sparse(10)
+  assert not RunConfig(first_level="dense").use_sparse(5748)
+  assert not RunConfig(preset="original").use_sparse(5748)   # bce is dense
+  with pytest.raises(ValueError, match="first_level='edges'"):
+    RunConfig(first_level="edges")

@@ -128,3 +128,20 @@ def test_fair_protocol_arithmetic():
   assert result["fold_accuracies"] == pytest.approx([0.7, 0.5])
   assert result["accuracy"] == pytest.approx(0.6)
   assert result["std"] == pytest.approx(0.1)
+
+
+def test_sparse_and_dense_epochs_agree(setup):
+  dataset, dense_data, model, sample = setup
+  sparse_data = training.device_data(dataset, dense_data.bucket_sizes,
+                                     sparse=True)
+  graphs = [np.arange(0, 20)]
+  schedule = training.make_schedule(graphs, dense_data, batch_size=4,
+                                    rng=np.random.default_rng(0))
+  train, _ = training.compile_epochs(model)
+  results = [train(members(model, sample, [3], [1e-2]), data.buckets,
+                   schedule.bucket_ids, schedule.indices, jnp.int32(0))
+             for data in (dense_data, sparse_data)]
+  for a, b in zip(jax.tree_util.tree_leaves(results[0]),
+                  jax.tree_util.tree_leaves(results[1])):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
+                               atol=1e-5)
