@@ -52,10 +52,10 @@ class RunConfig:
     synthetic: keyword arguments of synthetic_hierarchical.
     checkpoint_every: epochs between checkpoints (0: never).
     first_level: adjacency of the first level, "dense" ([B,N,N]), "sparse"
-      (an EdgeList: no N x N matrix) or "auto": sparse when a dense batch of
-      the largest graphs (batch_size x N_max^2 float32) exceeds 256 MiB,
-      e.g. D&D (20 x 5748^2 x 4 B = 2.6 GB), dense otherwise. The "bce"
-      link loss needs the dense form.
+      (an EdgeList: no N x N matrix) or "auto": per size bucket, sparse
+      above 128 nodes, dense below (on CPU the edge list is the faster form
+      from about 150 nodes on, and the only one that fits D&D's largest
+      graphs). The "bce" link loss needs the dense form.
   """
   dataset: str = "synthetic"
   data_root: Optional[str] = None
@@ -80,9 +80,8 @@ class RunConfig:
   synthetic: Dict[str, object] = dataclasses.field(default_factory=dict)
   checkpoint_every: int = 10
 
-  # The "auto" rule: sparse when one dense batch of the largest bucket,
-  # B x N^2 float32, would exceed this many bytes.
-  SPARSE_ABOVE_BYTES = 256 * 2**20
+  # The "auto" rule: buckets of more nodes than this use the edge list.
+  SPARSE_ABOVE_NODES = 128
 
   def __post_init__(self):
     if self.protocol not in ("paper", "fair"):
@@ -98,13 +97,13 @@ class RunConfig:
       raise ValueError(f"first_level={self.first_level!r}; expected 'auto', "
                        "'dense' or 'sparse'")
 
-  def use_sparse(self, max_nodes: int) -> bool:
-    """Whether the first level runs on an EdgeList (see first_level)."""
+  def sparse_buckets(self, bucket_sizes) -> List[bool]:
+    """Per bucket, whether its first level runs on an EdgeList."""
     if self.first_level != "auto":
-      return self.first_level == "sparse"
-    dense_bytes = self.batch_size * max_nodes**2 * 4
-    return (dense_bytes > self.SPARSE_ABOVE_BYTES and
-            self.model_config().link_loss != "bce")
+      return [self.first_level == "sparse"] * len(bucket_sizes)
+    if self.model_config().link_loss == "bce":
+      return [False] * len(bucket_sizes)
+    return [int(n) > self.SPARSE_ABOVE_NODES for n in bucket_sizes]
 
   def model_config(self):
     """The preset with this run's overrides (JSON lists become tuples)."""
@@ -212,7 +211,7 @@ class Run:
     self.model = DiffPool(model_config, self.dataset.num_classes,
                           config.reference_nodes(self.dataset.n_node))
     self.buckets = choose_buckets(self.dataset.n_node, config.max_buckets)
-    self.sparse = config.use_sparse(self.dataset.max_nodes)
+    self.sparse = config.sparse_buckets(self.buckets)
     self.data = training.device_data(self.dataset, self.buckets, self.sparse)
     fold_of = lambda m: self.folds[self.members.fold[m]]
     self.train_graphs = [fold_of(m).train for m in range(len(self.members))]
@@ -396,5 +395,5 @@ class Run:
             "dataset": self.dataset.stats(),
             "members": len(self.members),
             "clusters": self.model_config.cluster_counts(self.model.max_nodes),
-            "first_level": "sparse" if self.sparse else "dense",
+            "sparse_buckets": self.sparse,
             "buckets": self.buckets.tolist()}

@@ -86,9 +86,10 @@ class DeviceData(NamedTuple):
 
 
 def device_data(dataset, bucket_sizes: np.ndarray,
-                sparse: bool = False) -> DeviceData:
+                sparse: bool | Sequence[bool] = False) -> DeviceData:
   """Pads the data set per bucket and moves it to the device; `sparse`
-  stores each bucket's adjacency as an EdgeList (no N x N matrices)."""
+  (one flag, or one per bucket) stores a bucket's adjacency as an EdgeList
+  (no N x N matrices)."""
   batches = bucketed_batches(dataset, bucket_sizes, sparse)
   return DeviceData(tuple(jax.device_put(b) for b in batches),
                     np.asarray(bucket_sizes),

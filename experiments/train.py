@@ -46,6 +46,11 @@ def parse_args(argv):
   parser.add_argument("--lr", type=float, nargs="+",
                       help="one or more learning rates (a grid of members)")
   parser.add_argument("--patience", type=int)
+  parser.add_argument("--link-weight", type=float,
+                      help="weight of the link loss (default: the preset's)")
+  parser.add_argument("--entropy-weight", type=float,
+                      help="weight of the entropy loss (default: the "
+                      "preset's)")
   parser.add_argument("--features", help="node feature kind")
   parser.add_argument("--first-level", choices=["auto", "dense", "sparse"],
                       help="first-level adjacency (auto: sparse for big "
@@ -80,6 +85,8 @@ def build_config(args) -> tuple[RunConfig, Optional[str]]:
            "splits": args.splits, "folds": args.folds, "seeds": args.seeds,
            "epochs": args.epochs, "batch_size": args.batch_size,
            "lr": args.lr, "patience": args.patience,
+           "link_weight": args.link_weight,
+           "entropy_weight": args.entropy_weight,
            "features": args.features, "first_level": args.first_level,
            "cluster_reference": (int(args.cluster_reference)
                                  if (args.cluster_reference or "").isdigit()

@@ -37,10 +37,10 @@ def test_learning_rates_become_a_tuple():
 
 
 def test_first_level_rule():
-  assert RunConfig().use_sparse(5748)           # D&D: 2.6 GB dense batch
-  assert not RunConfig().use_sparse(620)        # PROTEINS: 31 MB
-  assert RunConfig(first_level="sparse").use_sparse(10)
-  assert not RunConfig(first_level="dense").use_sparse(5748)
-  assert not RunConfig(preset="original").use_sparse(5748)   # bce is dense
+  sizes = [28, 126, 620, 5748]
+  assert RunConfig().sparse_buckets(sizes) == [False, False, True, True]
+  assert RunConfig(first_level="sparse").sparse_buckets(sizes) == [True] * 4
+  assert RunConfig(first_level="dense").sparse_buckets(sizes) == [False] * 4
+  assert RunConfig(preset="original").sparse_buckets(sizes) == [False] * 4
   with pytest.raises(ValueError, match="first_level='edges'"):
     RunConfig(first_level="edges")

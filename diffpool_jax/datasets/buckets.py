@@ -85,20 +85,23 @@ def padding_waste(n_node: np.ndarray, buckets: Optional[np.ndarray] = None
           "adjacency_entries": float((padded**2).sum() / (n_node**2).sum())}
 
 
-def bucketed_batches(dataset, buckets: np.ndarray, sparse: bool = False
+def bucketed_batches(dataset, buckets: np.ndarray,
+                     sparse: bool | Sequence[bool] = False
                      ) -> List[GraphBatch]:
   """All graphs of the data set, one padded `GraphBatch` per bucket.
 
   Graph g sits in bucket `assign_buckets(...)[g]` at the position given by
-  `bucket_positions`. With `sparse`, adjacencies are EdgeLists whose entry
-  budget is the bucket's most entries per graph. Host-side NumPy arrays,
-  ready for `jax.device_put`.
+  `bucket_positions`. With `sparse` (one flag, or one per bucket),
+  adjacencies are EdgeLists whose entry budget is the bucket's most entries
+  per graph. Host-side NumPy arrays, ready for `jax.device_put`.
   """
   which = assign_buckets(dataset.n_node, buckets)
-  build = sparse_batch if sparse else dense_batch
+  flags = ([sparse] * len(buckets) if isinstance(sparse, bool)
+           else list(sparse))
   out = []
   for b, size in enumerate(buckets):
     members = np.flatnonzero(which == b)
+    build = sparse_batch if flags[b] else dense_batch
     out.append(build(
         [dataset.edges[g] for g in members],
         [dataset.features[g] for g in members],
