@@ -1,0 +1,134 @@
+"""Peak memory and time of one training step, dense vs sparse first level,
+on a batch of the largest graphs of a data set (default: D&D).
+
+  python -m experiments.memory_benchmark --data-root ../shared/data/tu
+
+Each form runs in its own child process so that its peak RSS is its own.
+XLA's compiled memory analysis (arguments + temporaries) is printed too; a
+form that does not fit is reported as such instead of being run (see
+--max-gib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+GIB = 2**30
+
+
+def child(args) -> dict:
+  import functools
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import diffpool_jax as dp
+  from diffpool_jax import training
+  from diffpool_jax.datasets import load_tu
+  from diffpool_jax.experiment import RunConfig
+
+  dataset = load_tu(args.dataset, root=args.data_root)
+  largest = np.argsort(dataset.n_node)[-args.batch_size:]
+  num_nodes = int(dataset.n_node.max())
+  build = dp.sparse_batch if args.form == "sparse" else dp.dense_batch
+  batch = build([dataset.edges[g] for g in largest],
+                [dataset.features[g] for g in largest],
+                dataset.labels[largest], num_nodes)
+  config = RunConfig(dataset=args.dataset, cluster_reference=args.reference)
+  model = dp.DiffPool(dp.preset(args.preset), dataset.num_classes,
+                      config.reference_nodes(dataset.n_node))
+  batch = jax.device_put(batch)
+  state = training.init_members(model, jax.tree_util.tree_map(
+      lambda v: v[:2], batch), [0], [1e-3], [2.0], [1.0], [1.0])
+  step = jax.jit(jax.vmap(functools.partial(training.train_step, model),
+                          in_axes=(0, 0, None)))
+  members_batch = jax.tree_util.tree_map(lambda v: v[None], batch)
+  start = time.perf_counter()
+  compiled = step.lower(state, members_batch, jnp.int32(0)).compile()
+  compile_seconds = time.perf_counter() - start
+  memory = compiled.memory_analysis()
+  needed = (memory.argument_size_in_bytes + memory.output_size_in_bytes +
+            memory.temp_size_in_bytes)
+  result = {"form": args.form, "graphs": len(largest),
+            "num_nodes": num_nodes,
+            "entries": int(sum(len(dataset.edges[g]) for g in largest)),
+            "clusters": list(model.config.cluster_counts(model.max_nodes)),
+            "xla_argument_gib": memory.argument_size_in_bytes / GIB,
+            "xla_temp_gib": memory.temp_size_in_bytes / GIB,
+            "xla_total_gib": needed / GIB,
+            "compile_seconds": compile_seconds}
+  if needed > args.max_gib * GIB:
+    result["ran"] = False
+    result["why_not"] = (f"XLA needs {needed / GIB:.1f} GiB, more than "
+                         f"--max-gib {args.max_gib}")
+  else:
+    jax.block_until_ready(compiled(state, members_batch, jnp.int32(0)))
+    times = []
+    for _ in range(args.repeats):
+      start = time.perf_counter()
+      jax.block_until_ready(compiled(state, members_batch, jnp.int32(0)))
+      times.append(time.perf_counter() - start)
+    result["ran"] = True
+    result["step_seconds"] = float(np.median(times))
+  result["peak_rss_gib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                            * 1024 / GIB)
+  return result
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--data-root", required=True)
+  parser.add_argument("--dataset", default="DD")
+  parser.add_argument("--preset", default="paper")
+  parser.add_argument("--reference", default="median",
+                      help="cluster reference size (see --cluster-reference "
+                      "of experiments.train)")
+  parser.add_argument("--batch-size", type=int, default=20)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--max-gib", type=float, default=16.0,
+                      help="do not run a form whose XLA footprint is larger")
+  parser.add_argument("--out", default="runs/memory_benchmark.json")
+  parser.add_argument("--form", choices=["dense", "sparse"],
+                      help="(internal) run one form in this process")
+  args = parser.parse_args(argv)
+  if args.form:
+    print(json.dumps(child(args)))
+    return 0
+  results = []
+  for form in ("sparse", "dense"):
+    command = [sys.executable, "-m", "experiments.memory_benchmark",
+               "--form", form] + [a for a in (argv or sys.argv[1:])]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+      results.append({"form": form, "ran": False,
+                      "why_not": done.stderr.strip().splitlines()[-1]})
+    else:
+      results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+  for r in results:
+    line = f"{r['form']:>6}: "
+    if "xla_total_gib" in r:
+      line += (f"{r['graphs']} graphs x {r['num_nodes']} nodes, clusters "
+               f"{r['clusters']}; XLA arguments {r['xla_argument_gib']:.2f} "
+               f"GiB + temporaries {r['xla_temp_gib']:.2f} GiB; ")
+    if r.get("ran"):
+      line += (f"peak RSS {r['peak_rss_gib']:.2f} GiB; step "
+               f"{r['step_seconds']:.2f} s")
+    else:
+      line += f"not run: {r['why_not']}"
+    print(line)
+  out = Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  temporary = out.with_name(out.name + ".tmp")
+  temporary.write_text(json.dumps(results, indent=2))
+  temporary.replace(out)
+  print(f"figures in {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
