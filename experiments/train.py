@@ -45,6 +45,8 @@ def parse_args(argv):
   parser.add_argument("--batch-size", type=int)
   parser.add_argument("--lr", type=float, nargs="+",
                       help="one or more learning rates (a grid of members)")
+  parser.add_argument("--hidden-dim", type=int,
+                      help="width of every GNN layer (hidden and embedding)")
   parser.add_argument("--patience", type=int)
   parser.add_argument("--link-weight", type=float,
                       help="weight of the link loss (default: the preset's)")
@@ -93,6 +95,10 @@ def build_config(args) -> tuple[RunConfig, Optional[str]]:
                                  else args.cluster_reference),
            "checkpoint_every": args.checkpoint_every}
   values.update({k: v for k, v in flags.items() if v is not None})
+  if args.hidden_dim is not None:
+    values["model"] = {**values.get("model", {}),
+                       "hidden_dim": args.hidden_dim,
+                       "embed_dim": args.hidden_dim}
   known = {f.name for f in dataclasses.fields(RunConfig)}
   unknown = set(values) - known
   if unknown:
