@@ -27,7 +27,7 @@ from diffpool_jax.adjacency import Adjacency, EdgeList
 from diffpool_jax.datasets.buckets import (assign_buckets, bucket_positions,
                                            bucketed_batches)
 from diffpool_jax.graphs import GraphBatch
-from diffpool_jax.model import DiffPool, auxiliary_loss
+from diffpool_jax.model import DiffPool
 
 
 @flax.struct.dataclass

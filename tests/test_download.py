@@ -6,7 +6,6 @@ import io
 import stat
 import threading
 import zipfile
-from pathlib import Path
 
 import pytest
 
