@@ -130,6 +130,7 @@ class RunConfig:
 
 def write_json_atomic(path: Path, value) -> None:
   """Writes JSON to a temporary file, then renames it over `path`."""
+  path.parent.mkdir(parents=True, exist_ok=True)
   temporary = path.with_name(path.name + ".tmp")
   temporary.write_text(json.dumps(value, indent=2, default=_to_builtin))
   os.replace(temporary, path)

@@ -17,8 +17,6 @@ Writes the figures to JSON (--out).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -29,7 +27,7 @@ import numpy as np
 import diffpool_jax as dp
 from diffpool_jax import training
 from diffpool_jax.datasets import choose_buckets, load_tu, stratified_folds
-from diffpool_jax.experiment import RunConfig
+from diffpool_jax.experiment import RunConfig, write_json_atomic
 from experiments.benchmark import BATCH, median_seconds
 
 
@@ -126,12 +124,8 @@ def main(argv=None) -> int:
       "all_sparse": epoch_seconds(proteins, buckets, True, args.repeats)}
   print("PROTEINS epoch:", report["proteins_epoch_seconds"], flush=True)
 
-  out = Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  temporary = out.with_name(out.name + ".tmp")
-  temporary.write_text(json.dumps(report, indent=2))
-  os.replace(temporary, out)
-  print(f"figures in {out}")
+  write_json_atomic(Path(args.out), report)
+  print(f"figures in {args.out}")
   return 0
 
 

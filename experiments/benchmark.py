@@ -438,12 +438,9 @@ def main(argv=None) -> int:
     report["datasets"][name] = {side: run_child(side, name, args)
                                 for side in ("parity", "pyg", "ours")}
   print_table(report)
-  out = Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  temporary = out.with_name(out.name + ".tmp")
-  temporary.write_text(json.dumps(report, indent=2))
-  os.replace(temporary, out)
-  print(f"\nfigures in {out}")
+  from diffpool_jax.experiment import write_json_atomic
+  write_json_atomic(Path(args.out), report)
+  print(f"\nfigures in {args.out}")
   return 0
 
 

@@ -121,12 +121,9 @@ def main(argv=None) -> int:
     else:
       line += f"not run: {r['why_not']}"
     print(line)
-  out = Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  temporary = out.with_name(out.name + ".tmp")
-  temporary.write_text(json.dumps(results, indent=2))
-  temporary.replace(out)
-  print(f"figures in {out}")
+  from diffpool_jax.experiment import write_json_atomic
+  write_json_atomic(Path(args.out), results)
+  print(f"figures in {args.out}")
   return 0
 
 
