@@ -11,3 +11,11 @@ from diffpool_jax.model import (PRESETS, DiffPool, DiffPoolConfig, PoolLevel,
 from diffpool_jax.pooling import DiffPoolResult, dense_diff_pool
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "EdgeList", "GraphBatch", "dense_batch", "from_graphs_tuple",
+    "sparse_batch", "to_graphs_tuple", "DenseGCNConv", "DenseSAGEConv",
+    "DenseSumConv", "GNNStack", "MaskedBatchNorm", "PRESETS", "DiffPool",
+    "DiffPoolConfig", "PoolLevel", "auxiliary_loss", "count_params",
+    "masked_readout", "preset", "DiffPoolResult", "dense_diff_pool",
+]

@@ -3,7 +3,8 @@ node features, size buckets and cross-validation splits."""
 
 from diffpool_jax.datasets.buckets import (assign_buckets, bucket_positions,
                                            bucketed_batches, choose_buckets,
-                                           padding_waste, waste_table)
+                                           edge_waste, padding_waste,
+                                           waste_table)
 from diffpool_jax.datasets.dataset import GraphDataset
 from diffpool_jax.datasets.download import default_cache_dir, download_tu
 from diffpool_jax.datasets.features import FEATURE_KINDS, node_features
@@ -11,3 +12,11 @@ from diffpool_jax.datasets.splits import (Fold, load_split_file,
                                           stratified_folds)
 from diffpool_jax.datasets.synthetic import PATTERNS, synthetic_hierarchical
 from diffpool_jax.datasets.tu import load_tu
+
+__all__ = [
+    "assign_buckets", "bucket_positions", "bucketed_batches",
+    "choose_buckets", "edge_waste", "padding_waste", "waste_table",
+    "GraphDataset", "default_cache_dir", "download_tu", "FEATURE_KINDS",
+    "node_features", "Fold", "load_split_file", "stratified_folds",
+    "PATTERNS", "synthetic_hierarchical", "load_tu",
+]
