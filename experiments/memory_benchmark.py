@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from experiments.benchmark import median_seconds, peak_rss_mib
 
 GIB = 2**30
 
@@ -67,16 +68,11 @@ def child(args) -> dict:
     result["why_not"] = (f"XLA needs {needed / GIB:.1f} GiB, more than "
                          f"--max-gib {args.max_gib}")
   else:
-    jax.block_until_ready(compiled(state, members_batch, jnp.int32(0)))
-    times = []
-    for _ in range(args.repeats):
-      start = time.perf_counter()
-      jax.block_until_ready(compiled(state, members_batch, jnp.int32(0)))
-      times.append(time.perf_counter() - start)
     result["ran"] = True
-    result["step_seconds"] = float(np.median(times))
-  result["peak_rss_gib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                            * 1024 / GIB)
+    result["step_seconds"] = median_seconds(
+        lambda: jax.block_until_ready(
+            compiled(state, members_batch, jnp.int32(0))), args.repeats)
+  result["peak_rss_gib"] = peak_rss_mib() / 1024
   return result
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = r"""
@@ -54,5 +56,4 @@ def test_four_devices_match_one():
   out = json.loads(done.stdout.strip().splitlines()[-1])
   assert out["mesh_shape"] == {"members": 2, "batch": 2}
   assert out["shard_members"] == 1        # each device holds one member
-  import numpy as np
   np.testing.assert_allclose(out["mesh"], out["one"], rtol=1e-5)
