@@ -2,7 +2,9 @@
 
 All layers take x [B,N,F], an adjacency (a dense [B,N,N] array or an
 `EdgeList`, see adjacency.py; the parameters are the same for both) and
-node_mask [B,N] bool, and keep padded nodes exactly zero in their output.
+node_mask [B,N] bool, and keep padded nodes exactly zero in their output
+(a convolution with `mask_output=False` leaves that to the masked batch
+norm after it).
 """
 
 from __future__ import annotations
@@ -39,27 +41,66 @@ def propagate(adj: Adjacency, x: jax.Array, linear: nn.Dense) -> jax.Array:
   return linear(matmul(adj, x))
 
 
+def mask_nodes(x: jax.Array, node_mask: jax.Array, enabled: bool = True
+               ) -> jax.Array:
+  """x [B,N,F] with padded nodes (node_mask [B,N] False) set to zero.
+
+  `enabled=False` returns x unchanged, for a layer whose consumer masks
+  anyway (a masked batch norm ignores and zeroes padded nodes).
+  """
+  return x * node_mask[..., None] if enabled else x
+
+
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
   """x / max(||x||_2, eps) over the last axis; zero rows stay zero."""
   sq_norm = jnp.sum(x * x, axis=-1, keepdims=True)
   return x * jax.lax.rsqrt(jnp.maximum(sq_norm, eps * eps))
 
 
+class DenseWeights(nn.Module):
+  """The kernel [F, H] (and bias [H]) of an nn.Dense, returned unapplied.
+
+  Same parameter names, shapes and initialisers as nn.Dense, so a layer can
+  fuse several linear maps into one matmul without changing its parameters.
+  """
+  features: int
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, in_features: int):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (in_features, self.features), jnp.float32)
+    if not self.use_bias:
+      return kernel, None
+    return kernel, self.param("bias", nn.initializers.zeros, (self.features,),
+                              jnp.float32)
+
+
 class DenseSAGEConv(nn.Module):
   """GraphSAGE-mean: mean over neighbours (W_rel) plus root term (W_root, b).
 
   out_i = W_rel (sum_j A_ij x_j / max(deg_i, 1)) + W_root x_i + b, as
-  PyTorch Geometric's DenseSAGEConv.
+  PyTorch Geometric's DenseSAGEConv. Both linear maps run as one matmul:
+  x [W_rel | W_root] when the layer narrows the features (then aggregate
+  the first half), [mean_j x_j, x] [W_rel; W_root] when it widens them.
   """
   features: int
+  mask_output: bool = True
 
   @nn.compact
   def __call__(self, x, adj, node_mask):
-    degree = jnp.maximum(row_sums(adj), 1.0)
-    lin_rel = nn.Dense(self.features, use_bias=False, name="lin_rel")
-    out = propagate(adj, x, lin_rel) / degree
-    out = out + nn.Dense(self.features, name="lin_root")(x)
-    return out * node_mask[..., None]
+    inv_degree = 1.0 / jnp.maximum(row_sums(adj), 1.0)
+    w_rel, _ = DenseWeights(self.features, use_bias=False, name="lin_rel")(
+        x.shape[-1])
+    w_root, bias = DenseWeights(self.features, name="lin_root")(x.shape[-1])
+    if x.shape[-1] > self.features:
+      both = x @ jnp.concatenate([w_rel, w_root], axis=1)
+      out = matmul(adj, both[..., :self.features]) * inv_degree
+      out = out + both[..., self.features:]
+    else:
+      mean = matmul(adj, x) * inv_degree
+      out = jnp.concatenate([mean, x], -1) @ jnp.concatenate([w_rel, w_root])
+    return mask_nodes(out + bias, node_mask, self.mask_output)
 
 
 class DenseGCNConv(nn.Module):
@@ -69,6 +110,7 @@ class DenseGCNConv(nn.Module):
   DenseGCNConv); the self-loop is added without forming an N x N identity.
   """
   features: int
+  mask_output: bool = True
 
   @nn.compact
   def __call__(self, x, adj, node_mask):
@@ -78,12 +120,13 @@ class DenseGCNConv(nn.Module):
     h = nn.Dense(self.features, use_bias=False, name="linear")(x) * inv_sqrt
     out = (matmul(adj, h) + (1.0 - loops) * h) * inv_sqrt
     out = out + self.param("bias", nn.initializers.zeros, (self.features,))
-    return out * node_mask[..., None]
+    return mask_nodes(out, node_mask, self.mask_output)
 
 
 class DenseSumConv(nn.Module):
   """The authors' GraphConv: A X W + b, no self term (RexYing/diffpool)."""
   features: int
+  mask_output: bool = True
 
   @nn.compact
   def __call__(self, x, adj, node_mask):
@@ -91,15 +134,17 @@ class DenseSumConv(nn.Module):
                       kernel_init=xavier_relu_init, name="linear")
     out = propagate(adj, x, linear)
     out = out + self.param("bias", nn.initializers.zeros, (self.features,))
-    return out * node_mask[..., None]
+    return mask_nodes(out, node_mask, self.mask_output)
 
 
-def make_conv(conv: str, features: int, name: str) -> nn.Module:
-  """The dense convolution named `conv` ("sage", "gcn" or "sum")."""
+def make_conv(conv: str, features: int, name: str,
+              mask_output: bool = True) -> nn.Module:
+  """The dense convolution named `conv` ("sage", "gcn" or "sum");
+  `mask_output=False` leaves padded nodes unmasked (see `mask_nodes`)."""
   classes = {"sage": DenseSAGEConv, "gcn": DenseGCNConv, "sum": DenseSumConv}
   if conv not in classes:
     raise ValueError(f"unknown conv {conv!r}; expected one of {CONV_TYPES}")
-  return classes[conv](features, name=name)
+  return classes[conv](features, mask_output, name=name)
 
 
 class MaskedBatchNorm(nn.Module):
@@ -141,11 +186,12 @@ class MaskedBatchNorm(nn.Module):
             running_var.value)
     else:
       mean, var = running_mean.value, running_var.value
-    y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
-    if self.affine:
-      y = y * self.param("scale", nn.initializers.ones, (features,))
-      y = y + self.param("bias", nn.initializers.zeros, (features,))
-    return y * weight
+    gain = jax.lax.rsqrt(var + self.epsilon)
+    if not self.affine:
+      return (x - mean) * gain * weight
+    gain = gain * self.param("scale", nn.initializers.ones, (features,))
+    bias = self.param("bias", nn.initializers.zeros, (features,))
+    return ((x - mean) * gain + bias) * weight
 
 
 class GNNStack(nn.Module):
@@ -183,10 +229,14 @@ class GNNStack(nn.Module):
     for i, width in enumerate(self.widths):
       if self.dropout > 0:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-      x = make_conv(self.conv, width, name=f"conv{i}")(x, adj, node_mask)
+      activated = i < len(self.widths) - 1 or self.activate_last
+      # A masked batch norm zeroes padded nodes itself.
+      x = make_conv(self.conv, width, f"conv{i}",
+                    mask_output=not (activated and self.batch_norm))(
+                        x, adj, node_mask)
       if self.l2_normalize:
         x = l2_normalize(x)
-      if i < len(self.widths) - 1 or self.activate_last:
+      if activated:
         x = nn.relu(x)
         if self.batch_norm:
           x = MaskedBatchNorm(affine=self.bn_affine, name=f"bn{i}")(
