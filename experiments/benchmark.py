@@ -63,6 +63,22 @@ def load(args):
   return dataset, folds
 
 
+def graphs_up_to(dataset, folds, max_nodes: int):
+  """The graphs of at most `max_nodes` nodes (PyG's example drops larger
+  ones), and the folds re-indexed into them: both sides use these."""
+  from diffpool_jax.datasets.splits import Fold
+  keep = np.flatnonzero(dataset.n_node <= max_nodes)
+  position = np.full(dataset.num_graphs, -1, np.int64)
+  position[keep] = np.arange(len(keep))
+
+  def kept(ids):
+    ids = position[ids]
+    return ids[ids >= 0]
+
+  return dataset.subset(keep), [Fold(*(kept(ids) for ids in fold))
+                                for fold in folds]
+
+
 # --------------------------------------------------------------- PyG side --
 
 def pyg_side(args) -> dict:
@@ -75,20 +91,16 @@ def pyg_side(args) -> dict:
 
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
-  dataset, folds = load(args)
-  graphs = [Data(x=torch.from_numpy(dataset.features[g]),
-                 edge_index=torch.from_numpy(dataset.edges[g].T.copy()),
-                 y=torch.tensor([int(dataset.labels[g])]))
-            for g in range(dataset.num_graphs)]
+  full, all_folds = load(args)
   results = {}
-  for max_nodes in sorted({USUAL_MAX_NODES, dataset.max_nodes}):
-    keep = [g for g in range(len(graphs))
-            if dataset.n_node[g] <= max_nodes]
+  for max_nodes in sorted({USUAL_MAX_NODES, full.max_nodes}):
+    dataset, folds = graphs_up_to(full, all_folds, max_nodes)
     dense = T.ToDense(max_nodes)
-    subset = [dense(graphs[g].clone()) for g in keep]
-    kept = set(keep)
-    train_ids = [i for i, g in enumerate(keep)
-                 if g in set(folds[0].train.tolist())]
+    subset = [dense(Data(x=torch.from_numpy(dataset.features[g]),
+                         edge_index=torch.from_numpy(dataset.edges[g].T.copy()),
+                         y=torch.tensor([int(dataset.labels[g])])))
+              for g in range(dataset.num_graphs)]
+    train_ids = folds[0].train.tolist()
     model = PygDiffPool(dataset.num_node_features, dataset.num_classes,
                         max_nodes)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -118,9 +130,7 @@ def pyg_side(args) -> dict:
 
     def cross_validation():
       for fold in folds:
-        fold_train = set(fold.train.tolist())
-        ids = [i for i, g in enumerate(keep) if g in fold_train]
-        test = [i for i, g in enumerate(keep) if g in set(fold.test.tolist())]
+        ids, test = fold.train.tolist(), fold.test.tolist()
         net = PygDiffPool(dataset.num_node_features, dataset.num_classes,
                           max_nodes)
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -129,8 +139,8 @@ def pyg_side(args) -> dict:
           evaluate(net, test)
 
     results[str(max_nodes)] = {
-        "max_nodes": max_nodes, "graphs_kept": len(keep),
-        "graphs_dropped": dataset.num_graphs - len(kept),
+        "max_nodes": max_nodes, "graphs_kept": dataset.num_graphs,
+        "graphs_dropped": full.num_graphs - dataset.num_graphs,
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_graphs": len(train_ids), "epoch_seconds": epoch,
         "train_graphs_per_second": len(train_ids) / epoch,
@@ -159,13 +169,14 @@ def our_side(args) -> dict:
   from diffpool_jax import training
   from diffpool_jax.datasets import choose_buckets
 
-  dataset, folds = load(args)
+  full, all_folds = load(args)
   peak = peak_matmul_flops(jax, jnp)
   results = {"peak_matmul_gflops": peak / 1e9}
-  buckets = choose_buckets(dataset.n_node, args.buckets)
-  data = training.device_data(dataset, buckets)
-  sample = training.gather_batch(data.buckets[0], jnp.arange(BATCH))
-  for max_nodes in sorted({USUAL_MAX_NODES, dataset.max_nodes}):
+  for max_nodes in sorted({USUAL_MAX_NODES, full.max_nodes}):
+    dataset, folds = graphs_up_to(full, all_folds, max_nodes)
+    buckets = choose_buckets(dataset.n_node, args.buckets)
+    data = training.device_data(dataset, buckets)
+    sample = training.gather_batch(data.buckets[0], jnp.arange(BATCH))
     model = dp.DiffPool(dp.preset("pyg"), dataset.num_classes, max_nodes)
     train, evaluate = training.compile_epochs(model)
 
