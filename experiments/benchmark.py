@@ -5,7 +5,8 @@ DiffPool (examples/proteins_diff_pool.py), same data, same parameter count.
   python -m experiments.benchmark --data-root ../shared/data/tu
 
 Each side runs in its own child process (so peak RSS is its own), with the
-same thread count for torch and XLA. Before timing, a parity check copies
+same thread count for torch and XLA, on the same graphs (PyG's example
+drops those over its padding size N, so at N = 150 both sides do). Before timing, a parity check copies
 the PyG weights into our model and compares logits and both auxiliary
 losses on a real batch. Prints one table of figures and ratios and writes
 them to JSON (--out).
