@@ -6,9 +6,9 @@ DiffPool (examples/proteins_diff_pool.py), same data, same parameter count.
 
 Each side runs in its own child process (so peak RSS is its own), with the
 same thread count for torch and XLA, on the same graphs (PyG's example
-drops those over its padding size N, so at N = 150 both sides do). Before timing, a parity check copies
-the PyG weights into our model and compares logits and both auxiliary
-losses on a real batch. Prints one table of figures and ratios and writes
+drops those over its padding size N, so at N = 150 both sides do). Before
+timing, a parity check copies the PyG weights into our model and compares
+logits and both auxiliary losses on a real batch. Prints one table of figures and ratios and writes
 them to JSON (--out).
 """
 

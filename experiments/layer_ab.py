@@ -7,8 +7,8 @@ drifts between runs, so separate runs cannot resolve a few per cent).
 
 Per size bucket: each revision's compiled train step on 20 graphs, the
 minimum over rounds of 3 steps; the epoch estimate weights each bucket by
-the steps a 90 % training split takes there (experiments/PERFORMANCE.md,
-rows 7-9).
+the steps the first of 10 folds' training graphs take there
+(experiments/PERFORMANCE.md, rows 7-9).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ import numpy as np
 import diffpool_jax as dp
 import diffpool_jax.model as model_module
 from diffpool_jax import training
-from diffpool_jax.datasets import choose_buckets, load_tu
+from diffpool_jax.datasets import (choose_buckets, load_tu,
+                                   stratified_folds)
 
 BATCH = 20
 
@@ -49,8 +50,17 @@ def layers_at(revision: str, folder: Path):
 
 
 def compiled_steps(stack_class, dataset, data, max_nodes: int):
-  """Per bucket: (compiled train step, state, batch) with that GNN stack."""
+  """Per bucket: (compiled train step, state, batch) with that GNN stack
+  (swapped into diffpool_jax.model while tracing, then put back)."""
+  original = model_module.GNNStack
   model_module.GNNStack = stack_class
+  try:
+    return _compiled_steps(dataset, data, max_nodes)
+  finally:
+    model_module.GNNStack = original
+
+
+def _compiled_steps(dataset, data, max_nodes: int):
   model = dp.DiffPool(dp.preset("pyg"), dataset.num_classes, max_nodes)
   step = jax.jit(functools.partial(training.train_step, model))
   steps = []
@@ -79,7 +89,9 @@ def main(argv=None) -> int:
   dataset = load_tu(args.dataset, root=args.data_root)
   buckets = choose_buckets(dataset.n_node, 5)
   data = training.device_data(dataset, buckets)
-  steps_per_epoch = np.bincount(data.which, minlength=len(buckets)) * 0.9 / BATCH
+  train_graphs = stratified_folds(dataset.labels, 10, seed=0)[0].train
+  steps_per_epoch = training.steps_per_bucket([train_graphs], data.which,
+                                              len(buckets), BATCH)
   with tempfile.TemporaryDirectory() as folder:
     steps = {rev: compiled_steps(layers_at(rev, Path(folder)).GNNStack,
                                  dataset, data, args.max_nodes)
