@@ -1,0 +1,60 @@
+"""The speed benchmark's own logic (no torch needed): CPU pinning of its
+child processes and the ceiling line of its table."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import benchmark
+
+
+def test_pin_to_cpus_limits_the_child():
+  done = subprocess.run(
+      [sys.executable, "-c", "import os; print(len(os.sched_getaffinity(0)))"],
+      capture_output=True, text=True, check=True,
+      preexec_fn=benchmark.pin_to_cpus(1))
+  assert done.stdout.strip() == "1"
+
+
+def test_pin_to_cpus_rejects_more_threads_than_cpus():
+  usable = len(os.sched_getaffinity(0))
+  with pytest.raises(SystemExit, match=f"--threads {usable + 1}"):
+    benchmark.pin_to_cpus(usable + 1)
+
+
+def report(level2_rates: dict) -> dict:
+  """A one-row report: PyG's epoch 1 s, ours 0.5 s and 40 GFLOP."""
+  pyg = {"max_nodes": 150, "parameters": 10, "train_graphs_per_second": 100.0,
+         "eval_graphs_per_second": 300.0, "epoch_seconds": 1.0,
+         "graphs_dropped": 0}
+  ours = {"parameters": 10, "train_graphs_per_second": 200.0,
+          "eval_graphs_per_second": 900.0, "compile_seconds": 1.0,
+          "real_gflops": 80.0, "padded_gflops": 80.0,
+          "peak_fraction_real": 0.5, "padded_gflop_per_epoch": 40.0,
+          "level2_matmul_gflops": level2_rates}
+  parity = {"log_prob_max_abs_diff": 1e-6, "link_relative_diff": 1e-6,
+            "entropy_relative_diff": 1e-6}
+  return {"threads": 2, "repeats": 1, "cv_epochs": 1, "datasets": {
+      "SET": {"parity": parity,
+              "pyg": {"150": pyg, "peak_rss_mib": 1.0},
+              "ours": {"150": ours, "peak_matmul_gflops": 160.0,
+                       "peak_rss_mib": 1.0}}}}
+
+
+def test_ceiling_uses_the_large_matmul_peak(capsys):
+  benchmark.print_table(report({"first_layer": 100.0}))
+  out = capsys.readouterr().out
+  # 40 GFLOP at 160 GFLOP/s: 0.25 s, 1/4.0 of PyG's 1 s; 5x needs 125 %.
+  assert "(160 GFLOP/s) would take 1/4.0 of PyG's epoch" in out
+  assert "5x needs 125 % of that rate" in out
+  assert "| 2.00x |" in out
+
+
+def test_ceiling_uses_a_faster_model_matmul(capsys):
+  benchmark.print_table(report({"first_layer": 200.0, "aggregation": 50.0}))
+  out = capsys.readouterr().out
+  assert "(200 GFLOP/s) would take 1/5.0 of PyG's epoch" in out
+  assert "5x needs 100 % of that rate" in out
+  assert "first_layer 200, aggregation 50" in out
