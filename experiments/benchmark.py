@@ -298,7 +298,7 @@ def peak_matmul_flops(jax, jnp, size: int = 4096) -> float:
 
 
 def level2_matmul_gflops(jax, jnp, config, clusters: int) -> dict:
-  """GFLOP/s of the second level's matmuls, each alone (median of 20).
+  """GFLOP/s of the second level's matmuls, each alone (best of 3 medians).
 
   The shapes of one train step's batch at the first pooled level (B x K
   nodes): the first SAGE layer's fused linear map (concatenated level-1
