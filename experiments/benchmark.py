@@ -289,16 +289,21 @@ def our_cross_validation(args, train, evaluate, members, data, folds
           "cv_sequential_steady_seconds": sum(s for _, s in sequential)}
 
 
+def matmul_flops(jax, jnp, left: tuple, right: tuple, repeats: int) -> float:
+  """FLOP/s of jnp.matmul on float32 arrays of these shapes (median)."""
+  a, b = jnp.ones(left, jnp.float32), jnp.ones(right, jnp.float32)
+  dot = jax.jit(jnp.matmul)
+  seconds = median_seconds(lambda: dot(a, b).block_until_ready(), repeats)
+  return 2 * np.prod(left) * right[-1] / seconds
+
+
 def peak_matmul_flops(jax, jnp, size: int = 4096) -> float:
   """The machine's fp32 matmul rate: FLOP/s of a large jnp.dot."""
-  a = jnp.ones((size, size), jnp.float32)
-  dot = jax.jit(lambda m: m @ m)
-  seconds = median_seconds(lambda: dot(a).block_until_ready(), 3)
-  return 2 * size**3 / seconds
+  return matmul_flops(jax, jnp, (size, size), (size, size), 3)
 
 
 def level2_matmul_gflops(jax, jnp, config, clusters: int) -> dict:
-  """GFLOP/s of the second level's matmuls, each alone (best of 3 medians).
+  """GFLOP/s of the second level's matmuls, each alone (median of 60).
 
   The shapes of one train step's batch at the first pooled level (B x K
   nodes): the first SAGE layer's fused linear map (concatenated level-1
@@ -312,14 +317,8 @@ def level2_matmul_gflops(jax, jnp, config, clusters: int) -> dict:
             "hidden_layer": ((rows, 2 * hidden), (2 * hidden, hidden)),
             "aggregation": ((BATCH, clusters, clusters),
                             (BATCH, clusters, hidden))}
-  rates = {}
-  for name, (left, right) in shapes.items():
-    a, b = jnp.ones(left, jnp.float32), jnp.ones(right, jnp.float32)
-    dot = jax.jit(jnp.matmul)
-    seconds = min(median_seconds(lambda: dot(a, b).block_until_ready(), 20)
-                  for _ in range(3))
-    rates[name] = 2 * np.prod(left) * right[-1] / seconds / 1e9
-  return rates
+  return {name: matmul_flops(jax, jnp, left, right, 60) / 1e9
+          for name, (left, right) in shapes.items()}
 
 
 def epoch_flops(model, data, schedule, dataset, fold, sample, jax, jnp,
