@@ -1,5 +1,6 @@
 """Dense convolutions, masked batch norm and GNN stacks vs NumPy references."""
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -46,6 +47,42 @@ def test_conv_matches_reference_and_zeroes_padding(conv, reference, width):
                      adj[i, :n, :n].astype(np.float64))
     np.testing.assert_allclose(out[i, :n], want, rtol=1e-5, atol=1e-5)
     assert np.all(out[i, n:] == 0)
+
+
+class UnfusedSAGE(nn.Module):
+  """DenseSAGEConv's parameters as two nn.Dense layers (its earlier form)."""
+
+  @nn.compact
+  def __call__(self, x):
+    return (nn.Dense(7, use_bias=False, name="lin_rel")(x)
+            + nn.Dense(7, name="lin_root")(x))
+
+
+def test_sage_parameters_are_those_of_two_dense_layers():
+  batch = random_batch(np.random.default_rng(4), (5, 8), 8)
+  fused = DenseSAGEConv(7).init(jax.random.key(3), batch.x, batch.adj,
+                                batch.node_mask)
+  unfused = UnfusedSAGE().init(jax.random.key(3), batch.x)
+  assert (jax.tree_util.tree_structure(fused)
+          == jax.tree_util.tree_structure(unfused))
+  for a, b in zip(jax.tree_util.tree_leaves(fused),
+                  jax.tree_util.tree_leaves(unfused)):
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("conv", [DenseSAGEConv, DenseGCNConv, DenseSumConv])
+def test_conv_without_output_mask_changes_only_padded_nodes(conv):
+  batch = random_batch(np.random.default_rng(5), (6, 9, 1), 10)
+  masked = conv(4)
+  params = masked.init(jax.random.key(2), batch.x, batch.adj, batch.node_mask)
+  params = jax.tree_util.tree_map(lambda v: v + 0.5, params)  # bias != 0
+  out = np.asarray(masked.apply(params, batch.x, batch.adj, batch.node_mask))
+  raw = np.asarray(conv(4, mask_output=False).apply(
+      params, batch.x, batch.adj, batch.node_mask))
+  real = batch.node_mask
+  np.testing.assert_array_equal(raw[real], out[real])
+  assert np.all(out[~real] == 0) and np.any(raw[~real] != 0)
 
 
 def test_l2_normalize_keeps_zero_rows_and_finite_gradient():
@@ -95,13 +132,15 @@ def test_masked_batch_norm_ignores_batches_without_nodes():
 
 
 @pytest.mark.parametrize("conv", ["sage", "gcn", "sum"])
-@pytest.mark.parametrize("concat, activate_last", [(True, False),
-                                                   (False, True)])
-def test_gnn_stack_padding_invariant_and_zero(conv, concat, activate_last):
+@pytest.mark.parametrize("concat, activate_last, batch_norm", [
+    (True, False, True), (False, True, True), (True, True, False)])
+def test_gnn_stack_padding_invariant_and_zero(conv, concat, activate_last,
+                                              batch_norm):
   batch = random_batch(np.random.default_rng(2), (5, 8, 2), 8)
   big = repad(batch, 20)
   stack = GNNStack(conv=conv, widths=(6, 6, 4), l2_normalize=True,
-                   concat=concat, activate_last=activate_last)
+                   batch_norm=batch_norm, concat=concat,
+                   activate_last=activate_last)
   variables = stack.init(jax.random.key(0), batch.x, batch.adj,
                          batch.node_mask, train=False)
   for train in (False, True):
