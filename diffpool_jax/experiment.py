@@ -18,10 +18,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
-from diffpool_jax import training
-from diffpool_jax.datasets import (GraphDataset, choose_buckets,
-                                   load_split_file, load_tu,
-                                   stratified_folds, synthetic_hierarchical)
+from diffpool_jax import memory, training
+from diffpool_jax.datasets import (GraphDataset, bucket_entry_slots,
+                                   choose_buckets, load_split_file, load_tu,
+                                   padded_graph_cost,
+                                   sparse_by_cost, stratified_folds,
+                                   synthetic_hierarchical)
 from diffpool_jax.evaluation import fair_protocol, paper_protocol
 from diffpool_jax.model import DiffPool, preset
 
@@ -46,16 +48,28 @@ class RunConfig:
     patience: early-stopping patience of the fair protocol.
     features: node feature kind (see datasets.node_features).
     max_buckets: number of padded sizes.
-    cluster_reference: the node count that level-1 cluster ratios apply
-      to: "max" (the largest graph, as PyG and Errica et al.), "mean",
-      "median", "pNN" (the NN-th percentile of graph sizes) or an integer.
+    cluster_reference: None keeps the preset's cluster counts (per graph
+      for "paper": each graph pools to the ratio of its own nodes, capped
+      at the model's max_clusters; the largest graph for the fixed counts
+      of "pyg" and "original"). Given, every graph gets the same fixed
+      counts from this node count: "max" (the largest graph, as PyG and
+      Errica et al.), "mean", "median", "pNN" (the NN-th percentile of
+      graph sizes) or an integer.
     synthetic: keyword arguments of synthetic_hierarchical.
     checkpoint_every: epochs between checkpoints (0: never).
     first_level: adjacency of the first level, "dense" ([B,N,N]), "sparse"
-      (an EdgeList: no N x N matrix) or "auto": per size bucket, sparse
-      above 128 nodes, dense below (on CPU the edge list is the faster form
-      from about 150 nodes on, and the only one that fits D&D's largest
-      graphs). The "bce" link loss needs the dense form.
+      (an EdgeList: no N x N matrix) or "auto": per size bucket, by cost
+      (`datasets.sparse_by_cost`: the edge list when N^2 is more than
+      SPARSE_ENTRY_COST times the bucket's entry slots), so dense graphs
+      stay dense and large sparse graphs need no N x N matrix. The "bce"
+      link loss needs the dense form.
+    members_per_program: members trained side by side in one compiled
+      program; the rest run one program after another. 0 (auto): all of
+      them if XLA's memory estimate fits `memory_gib`, else the most that
+      fit (a divisor of the member count).
+    memory_gib: memory the training programs may use (None: 80 % of the
+      memory available when the run starts). A run whose single member
+      does not fit is refused before training.
   """
   dataset: str = "synthetic"
   data_root: Optional[str] = None
@@ -74,14 +88,13 @@ class RunConfig:
   splits: Optional[str] = None
   features: str = "default"
   max_buckets: int = 5
-  cluster_reference: object = "max"
+  cluster_reference: object = None
   first_level: str = "auto"
+  members_per_program: int = 0
+  memory_gib: Optional[float] = None
   split_seed: int = 0
   synthetic: Dict[str, object] = dataclasses.field(default_factory=dict)
   checkpoint_every: int = 10
-
-  # The "auto" rule: buckets of more nodes than this use the edge list.
-  SPARSE_ABOVE_NODES = 128
 
   def __post_init__(self):
     if self.protocol not in ("paper", "fair"):
@@ -96,24 +109,44 @@ class RunConfig:
     if self.first_level not in ("auto", "dense", "sparse"):
       raise ValueError(f"first_level={self.first_level!r}; expected 'auto', "
                        "'dense' or 'sparse'")
+    if self.members_per_program < 0:
+      raise ValueError(f"members_per_program={self.members_per_program}; "
+                       "must be >= 0 (0: as many as fit in memory)")
+    if self.memory_gib is not None and not self.memory_gib > 0:
+      raise ValueError(f"memory_gib={self.memory_gib}; must be > 0")
 
-  def sparse_buckets(self, bucket_sizes) -> List[bool]:
-    """Per bucket, whether its first level runs on an EdgeList."""
+  def sparse_buckets(self, bucket_sizes, entry_slots) -> List[bool]:
+    """Per bucket, whether its first level runs on an EdgeList.
+
+    Args:
+      bucket_sizes: [K] padded node counts.
+      entry_slots: [K] adjacency entries per graph of each bucket.
+    """
     if self.first_level != "auto":
       return [self.first_level == "sparse"] * len(bucket_sizes)
     if self.model_config().link_loss == "bce":
       return [False] * len(bucket_sizes)
-    return [int(n) > self.SPARSE_ABOVE_NODES for n in bucket_sizes]
+    return sparse_by_cost(bucket_sizes, entry_slots)
 
   def model_config(self):
-    """The preset with this run's overrides (JSON lists become tuples)."""
+    """The preset with this run's overrides (JSON lists become tuples); a
+    cluster reference makes the counts fixed."""
     overrides = {k: tuple(v) if isinstance(v, list) else v
                  for k, v in self.model.items()}
+    if self.cluster_reference is not None:
+      overrides["cluster_mode"] = "fixed"
     return preset(self.preset, **overrides)
 
+  def model_nodes(self, n_node: np.ndarray) -> int:
+    """The model's `max_nodes`: the largest graph for per-graph counts,
+    the reference size for fixed counts."""
+    if self.model_config().per_graph:
+      return int(np.max(n_node))
+    return self.reference_nodes(n_node)
+
   def reference_nodes(self, n_node: np.ndarray) -> int:
-    """The node count that level-1 cluster ratios apply to."""
-    ref = self.cluster_reference
+    """The node count that fixed level-1 cluster ratios apply to."""
+    ref = "max" if self.cluster_reference is None else self.cluster_reference
     if isinstance(ref, (int, np.integer)) and ref >= 1:
       return int(ref)
     if ref == "max":
@@ -126,6 +159,14 @@ class RunConfig:
       return int(np.ceil(np.percentile(n_node, int(ref[1:]))))
     raise ValueError(f"cluster_reference={ref!r}; expected 'max', 'mean', "
                      "'median', 'pNN' or a positive integer")
+
+
+def concatenate_members(trees: List):
+  """One tree from per-program trees [m, ...] along the member axis."""
+  if len(trees) == 1:
+    return trees[0]
+  return jax.tree_util.tree_map(lambda *parts: jnp.concatenate(parts),
+                                *trees)
 
 
 def write_json_atomic(path: Path, value) -> None:
@@ -210,9 +251,12 @@ class Run:
     model_config = config.model_config()
     self.model_config = model_config
     self.model = DiffPool(model_config, self.dataset.num_classes,
-                          config.reference_nodes(self.dataset.n_node))
-    self.buckets = choose_buckets(self.dataset.n_node, config.max_buckets)
-    self.sparse = config.sparse_buckets(self.buckets)
+                          config.model_nodes(self.dataset.n_node))
+    self.buckets = choose_buckets(self.dataset.n_node, config.max_buckets,
+                                  cost=self.padded_graph_cost)
+    self.sparse = config.sparse_buckets(
+        self.buckets, bucket_entry_slots(self.dataset.edges,
+                                         self.dataset.n_node, self.buckets))
     self.data = training.device_data(self.dataset, self.buckets, self.sparse)
     fold_of = lambda m: self.folds[self.members.fold[m]]
     self.train_graphs = [fold_of(m).train for m in range(len(self.members))]
@@ -229,14 +273,48 @@ class Run:
     self.states = training.init_members(
         self.model, sample, self.members.seed * 1000 + self.members.fold,
         self.members.lr, [config.clip] * num, [link] * num, [entropy] * num)
-    self.mesh = training.make_mesh(num, config.batch_size)
-    self.states, self.data = training.place(self.mesh, self.states,
-                                            self.data)
     self.history = {k: np.full((config.epochs, num), np.nan)
                     for k in HISTORY_KEYS}
     self.epoch_seconds = np.full(config.epochs, np.nan)
+    self.use_program_size(config.members_per_program or num)
+
+  def padded_graph_cost(self, sizes: np.ndarray) -> np.ndarray:
+    """[U] modelled cost of one graph padded to each size (for buckets)."""
+    c, n_node = self.model_config, self.dataset.n_node
+    if c.num_levels == 0:
+      clusters = np.zeros(len(sizes))
+    elif c.per_graph:
+      clusters = [c.cluster_counts(int(n))[0] for n in sizes]
+    else:
+      clusters = np.full(len(sizes), c.cluster_counts(self.model.max_nodes)[0])
+    entries = sum(len(e) for e in self.dataset.edges) / max(n_node.sum(), 1)
+    layers = c.num_layers * (2 if c.num_levels else 1)
+    return padded_graph_cost(sizes, c.hidden_dim, clusters, entries, layers)
+
+  def use_program_size(self, members: int) -> None:
+    """Trains `members` members per compiled program (a divisor of all)."""
+    if len(self.members) % members:
+      raise ValueError(f"members_per_program={members} does not divide the "
+                       f"{len(self.members)} members (folds x seeds x "
+                       "learning rates)")
+    self.program_members = members
+    self.mesh = training.make_mesh(members, self.config.batch_size)
+    self.states, self.data = training.place(self.mesh, self.states,
+                                            self.data)
     self.train_epoch, self.eval_epoch = training.compile_epochs(self.model,
                                                                 self.mesh)
+
+  def member_parts(self) -> List[slice]:
+    """The members of each program, in order."""
+    size = self.program_members
+    return [slice(lo, lo + size) for lo in range(0, len(self.members), size)]
+
+  def part_states(self, part: slice) -> training.TrainState:
+    """The states of a program's members, placed for its mesh."""
+    if part == slice(0, len(self.members)):
+      return self.states
+    states = jax.tree_util.tree_map(lambda leaf: leaf[part], self.states)
+    return training.place(self.mesh, states, self.data)[0]
 
   def schedule(self, epoch: int) -> training.Schedule:
     """The training schedule of an epoch (deterministic given the epoch)."""
@@ -268,25 +346,88 @@ class Run:
     self.epoch_seconds = np.asarray(tree["epoch_seconds"])
     return int(tree["epoch"]) + 1
 
-  def compile(self) -> float:
-    """Compiles the epoch programs ahead of time; returns seconds."""
+  def compile(self, progress: bool = False) -> float:
+    """Compiles the epoch programs ahead of time, with as many members per
+    program as fit in memory (see RunConfig.members_per_program); returns
+    seconds. Raises MemoryError when not even one member fits."""
     start = time.perf_counter()
+    budget = memory.budget_bytes(self.config.memory_gib)
+    shared = sum(leaf.nbytes for leaf in
+                 jax.tree_util.tree_leaves(self.data.buckets))
+    while True:
+      self.compile_programs()
+      needed = memory.program_bytes(self.train_program)
+      if needed <= budget:
+        break
+      if self.config.members_per_program:
+        raise MemoryError(self.memory_message(needed, budget) + (
+            f". Lower --members-per-program (now "
+            f"{self.config.members_per_program}) or let it choose (0)."))
+      if self.program_members == 1:
+        raise MemoryError(self.memory_message(needed, budget) + (
+            ". Not even one member fits: lower --batch-size, the widths or "
+            "--max-clusters, or raise --memory-gib."))
+      # A linear guess from this program; only a compiled single-member
+      # program is trusted to refuse the run.
+      fit = max(memory.members_that_fit(self.program_members, needed,
+                                        shared, budget), 1)
+      if fit == self.program_members:
+        fit = max(d for d in range(1, fit) if fit % d == 0)
+      self.use_program_size(fit)
+    if progress:
+      print(self.memory_message(needed, budget), flush=True)
+    return time.perf_counter() - start
+
+  def compile_programs(self) -> None:
+    """Lowers and compiles the train program and one evaluation program
+    per split, for `program_members` members."""
     schedule = self.schedule(0)
-    self.train_epoch = self.train_epoch.lower(
-        self.states, self.data.buckets, schedule.bucket_ids,
-        schedule.indices, jnp.int32(0)).compile()
+    part = self.member_parts()[0]
+    states = self.part_states(part)
+    self.train_program = self.train_epoch.lower(
+        states, self.data.buckets, schedule.bucket_ids,
+        schedule.indices[part], jnp.int32(0)).compile()
     self.evaluators = {}
     for split, graphs in (("val", self.val_graphs),
                           ("test", self.test_graphs)):
       if all(len(g) for g in graphs):
         fixed = training.make_schedule(graphs, self.data,
                                        self.config.batch_size)
-        compiled = self.eval_epoch.lower(self.states, self.data.buckets,
+        compiled = self.eval_epoch.lower(states, self.data.buckets,
                                          fixed.bucket_ids,
-                                         fixed.indices).compile()
+                                         fixed.indices[part]).compile()
         self.evaluators[split] = (compiled, fixed)
     self.steps_per_epoch = schedule.indices.shape[1]
-    return time.perf_counter() - start
+
+  def memory_message(self, needed: int, budget: int) -> str:
+    """One line on the training program's memory against the budget."""
+    form = "edge list" if self.sparse[-1] else "dense"
+    return (f"training program: {needed / memory.GIB:.2f} GiB (XLA "
+            f"estimate; {self.program_members} of {len(self.members)} "
+            f"members per program, batch {self.config.batch_size}, largest "
+            f"bucket {int(self.buckets[-1])} nodes, {form}); budget "
+            f"{budget / memory.GIB:.1f} GiB")
+
+  def train_members(self, schedule: training.Schedule, first_step: int
+                    ) -> training.StepMetrics:
+    """One training epoch of every member, program by program; returns
+    per-member metric sums [M]."""
+    states, totals = [], []
+    for part in self.member_parts():
+      new, sums = self.train_program(
+          self.part_states(part), self.data.buckets, schedule.bucket_ids,
+          schedule.indices[part], jnp.int32(first_step))
+      states.append(new)
+      totals.append(sums)
+    self.states = concatenate_members(states)
+    return concatenate_members(totals)
+
+  def evaluate_members(self, evaluate, fixed: training.Schedule
+                       ) -> training.StepMetrics:
+    """Per-member metric sums [M] of an evaluation schedule."""
+    return concatenate_members([
+        evaluate(self.part_states(part), self.data.buckets, fixed.bucket_ids,
+                 fixed.indices[part]) for part in self.member_parts()])
 
   def metric_rows(self, epoch: int) -> List[dict]:
     rows = []
@@ -318,7 +459,7 @@ class Run:
     write_json_atomic(self.out / "config.json", self.describe())
     manager = self.checkpoint_manager()
     start_epoch = self.restore(manager) if resume else 0
-    compile_seconds = self.compile()
+    compile_seconds = self.compile(progress)
     rows = [r for e in range(start_epoch) for r in self.metric_rows(e)]
     train_graphs = sum(len(g) for g in self.train_graphs)
     wall_start = time.perf_counter()
@@ -329,15 +470,12 @@ class Run:
     for epoch in bar:
       schedule = self.schedule(epoch)
       start = time.perf_counter()
-      self.states, totals = self.train_epoch(
-          self.states, self.data.buckets, schedule.bucket_ids,
-          schedule.indices, jnp.int32(epoch * self.steps_per_epoch))
+      totals = self.train_members(schedule, epoch * self.steps_per_epoch)
       jax.block_until_ready(self.states)
       self.epoch_seconds[epoch] = time.perf_counter() - start
       self.record(epoch, "train", totals)
       for split, (evaluate, fixed) in self.evaluators.items():
-        self.record(epoch, split, evaluate(self.states, self.data.buckets,
-                                           fixed.bucket_ids, fixed.indices))
+        self.record(epoch, split, self.evaluate_members(evaluate, fixed))
       rows.extend(self.metric_rows(epoch))
       write_lines_atomic(self.out / "metrics.jsonl", rows)
       shown = "val_acc" if "val" in self.evaluators else "test_acc"
@@ -388,13 +526,25 @@ class Run:
             "jax_version": jax.__version__,
             "device": str(jax.devices()[0]),
             "devices": jax.device_count(),
+            "members_per_program": self.program_members,
             "buckets": self.buckets.tolist()}
+
+  def cluster_slots(self) -> List[List[int]]:
+    """Per bucket, the cluster slots of each level."""
+    if not self.model_config.per_graph:
+      fixed = list(self.model_config.cluster_counts(self.model.max_nodes))
+      return [fixed for _ in self.buckets]
+    return [list(self.model_config.cluster_counts(int(n)))
+            for n in self.buckets]
 
   def describe(self) -> dict:
     return {"run": dataclasses.asdict(self.config),
             "model": dataclasses.asdict(self.model_config),
             "dataset": self.dataset.stats(),
             "members": len(self.members),
+            "cluster_mode": ("per_graph" if self.model_config.per_graph
+                             else "fixed"),
             "clusters": self.model_config.cluster_counts(self.model.max_nodes),
+            "cluster_slots": self.cluster_slots(),
             "sparse_buckets": self.sparse,
             "buckets": self.buckets.tolist()}

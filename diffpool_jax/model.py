@@ -9,14 +9,16 @@ from typing import NamedTuple, Optional, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from diffpool_jax.checks import check_dim, check_rank
-from diffpool_jax.layers import CONV_TYPES, GNNStack
+from diffpool_jax.layers import CONV_TYPES, DenseWeights, GNNStack
 from diffpool_jax.pooling import (LINK_LOSS_FORMS, check_adjacency,
                                   dense_diff_pool)
 
 READOUTS = ("max", "mean", "sum")
 ASSIGN_HEADS = ("none", "linear", "linear_relu")
+CLUSTER_MODES = ("per_graph", "fixed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,9 +37,16 @@ class DiffPoolConfig:
     activate_last: ReLU + batch norm after a GNN's last layer too.
     dropout: dropout rate on every convolution's input.
     pool_ratios: per pooling level, clusters as a fraction of the previous
-      level's size; level 1 is relative to the model's `max_nodes`.
-      An empty tuple gives the flat (no pooling) model.
-    num_clusters: explicit cluster count per level; overrides pool_ratios.
+      level's size. An empty tuple gives the flat (no pooling) model.
+    cluster_mode: "per_graph" (graph i with n_i real nodes gets
+      K_i = min(ratio * n_i, max_clusters) clusters, level 2 the ratio of
+      K_i, and so on; padded cluster slots are masked out) or "fixed"
+      (every graph gets the counts of the model's `max_nodes`, as PyTorch
+      Geometric and the authors' code do).
+    max_clusters: per-graph mode: cap of every level's count (None: no
+      cap); it bounds the n K^2 cost of the largest graphs.
+    num_clusters: explicit cluster count per level (implies fixed counts);
+      overrides pool_ratios.
     round_clusters: "ceil" or "floor" when applying pool_ratios.
     assign_head: after the assignment GNN: "none" (its last layer, K wide,
       gives the logits; no concatenation), "linear" (a Linear from the
@@ -60,6 +69,8 @@ class DiffPoolConfig:
   activate_last: bool = False
   dropout: float = 0.0
   pool_ratios: Tuple[float, ...] = (0.25, 0.25)
+  cluster_mode: str = "per_graph"
+  max_clusters: Optional[int] = 64
   num_clusters: Optional[Tuple[int, ...]] = None
   round_clusters: str = "ceil"
   assign_head: str = "none"
@@ -73,7 +84,8 @@ class DiffPoolConfig:
   def __post_init__(self):
     choices = (("conv", CONV_TYPES), ("readout", READOUTS),
                ("assign_head", ASSIGN_HEADS), ("link_loss", LINK_LOSS_FORMS),
-               ("round_clusters", ("ceil", "floor")))
+               ("round_clusters", ("ceil", "floor")),
+               ("cluster_mode", CLUSTER_MODES))
     for field, allowed in choices:
       if getattr(self, field) not in allowed:
         raise ValueError(f"DiffPoolConfig.{field}={getattr(self, field)!r}; "
@@ -84,6 +96,9 @@ class DiffPoolConfig:
     if self.num_clusters is not None and any(k < 1 for k in self.num_clusters):
       raise ValueError(f"DiffPoolConfig.num_clusters={self.num_clusters}; "
                        "every count must be >= 1")
+    if self.max_clusters is not None and self.max_clusters < 1:
+      raise ValueError(f"DiffPoolConfig.max_clusters={self.max_clusters}; "
+                       "need at least 1 (or None: no cap)")
     if any(not 0 < r <= 1 for r in self.pool_ratios):
       raise ValueError(f"DiffPoolConfig.pool_ratios={self.pool_ratios}; "
                        "every ratio must be in (0, 1]")
@@ -95,16 +110,34 @@ class DiffPoolConfig:
       return len(self.num_clusters)
     return len(self.pool_ratios)
 
-  def cluster_counts(self, max_nodes: int) -> Tuple[int, ...]:
-    """Static cluster count of each level for inputs of up to `max_nodes`."""
+  @property
+  def per_graph(self) -> bool:
+    """Whether cluster counts follow each graph's size (else fixed)."""
+    return (self.cluster_mode == "per_graph" and self.num_clusters is None
+            and self.num_levels > 0)
+
+  def cluster_counts(self, num_nodes: int) -> Tuple[int, ...]:
+    """Cluster count of each level for a graph of `num_nodes` nodes: each
+    ratio applied to the previous level's count, rounded, at least 1, and
+    (per-graph mode) at most `max_clusters`. In fixed mode, `num_nodes` is
+    the model's reference size and the counts hold for every graph."""
     if self.num_clusters is not None:
       return tuple(self.num_clusters)
     rounding = math.ceil if self.round_clusters == "ceil" else math.floor
-    counts, size = [], max_nodes
+    cap = self.max_clusters if self.per_graph else None
+    counts, size = [], num_nodes
     for ratio in self.pool_ratios:
       size = max(1, int(rounding(ratio * size)))
+      if cap is not None:
+        size = min(size, cap)
       counts.append(size)
     return tuple(counts)
+
+  def cluster_table(self, num_nodes: int) -> np.ndarray:
+    """[L, num_nodes + 1] int32: entry [l, n] is level l's cluster count for
+    a graph of n nodes (graphs of 0 nodes, padding, get the counts of 0)."""
+    return np.array([self.cluster_counts(n) for n in range(num_nodes + 1)],
+                    np.int32).reshape(num_nodes + 1, self.num_levels).T
 
   def replace(self, **changes) -> "DiffPoolConfig":
     """A copy with `changes` applied."""
@@ -116,7 +149,10 @@ PRESETS = {
     # normalisation and batch norm after every layer, 2 pooling levels at 25%
     # clusters, link + entropy losses, max readout of every level. Widths (64),
     # the MLP (50) and the Linear after the assignment stack are not given in
-    # the paper; we use PyG's widths and the authors' MLP and Linear.
+    # the paper; we use PyG's widths and the authors' MLP and Linear. The 25%
+    # is read per graph (each graph pools to 25% of its own nodes, at most
+    # max_clusters = 64), not as 25% of the largest graph (README: "Cluster
+    # counts").
     "paper": DiffPoolConfig(assign_head="linear"),
     # Defaults of the authors' code (RexYing/diffpool, train.py/encoders.py
     # with --method=soft-assign): 3 raw-sum GraphConv layers (A X W + b, no
@@ -129,7 +165,8 @@ PRESETS = {
     # without learned scale/bias, with running averages at evaluation.
     "original": DiffPoolConfig(
         conv="sum", hidden_dim=20, embed_dim=20, bn_affine=False,
-        pool_ratios=(0.1,), round_clusters="floor", assign_head="linear",
+        pool_ratios=(0.1,), round_clusters="floor", cluster_mode="fixed",
+        assign_head="linear",
         link_loss="bce", entropy_weight=0.0),
     # PyTorch Geometric examples/proteins_diff_pool.py: GNN blocks of 3
     # DenseSAGEConv (no L2) + ReLU + BatchNorm on every layer, concatenated;
@@ -138,7 +175,7 @@ PRESETS = {
     # Linear. Auxiliary losses are computed but not trained on. Deviation:
     # our batch norm ignores padded nodes (PyG's counts them in training).
     "pyg": DiffPoolConfig(
-        l2_normalize=False, activate_last=True, assign_head="linear_relu",
+        cluster_mode="fixed", l2_normalize=False, activate_last=True, assign_head="linear_relu",
         readout="mean", readout_all_levels=False, mlp_hidden=(64,),
         link_loss="pyg", link_weight=0.0, entropy_weight=0.0),
     # The flat baseline DiffPool is contrasted with: the paper preset's GNN
@@ -160,15 +197,19 @@ class PoolLevel(NamedTuple):
   """What one pooling level produced, for losses and plots.
 
   Attributes:
-    s: [B, N_l, K_l] soft assignment (zero rows on padded nodes).
+    s: [B, N_l, K_l] soft assignment (zero rows on padded nodes, zero
+      columns on a graph's padded cluster slots).
     adj: [B, K_l, K_l] pooled adjacency.
     link_loss: [] scalar.
     entropy_loss: [] scalar.
+    mask: [B, K_l] bool, the real clusters of each graph (the pooled
+      graph's node mask).
   """
   s: jax.Array
   adj: jax.Array
   link_loss: jax.Array
   entropy_loss: jax.Array
+  mask: jax.Array
 
 
 def masked_readout(z: jax.Array, node_mask: jax.Array, kind: str) -> jax.Array:
@@ -194,12 +235,22 @@ class DiffPool(nn.Module):
   runs on the coarsest graph. Each embedding GNN's output is read out
   (`config.readout`); the readouts (all levels, or the last) feed an MLP.
 
+  Cluster counts (`config.cluster_mode`): per graph, a batch padded to N
+  nodes has `config.cluster_counts(N)` cluster slots per level; graph i
+  uses the first `config.cluster_counts(n_i)` of them, the rest are masked
+  out of its softmax, pooled graph, losses and readouts, so a graph's
+  result does not depend on the padding (the size bucket) it sits in. The
+  assignment layers have the parameters of `cluster_counts(max_nodes)`
+  columns; a smaller bucket uses the first ones. In fixed mode every graph
+  gets `cluster_counts(max_nodes)` clusters.
+
   Attributes:
     config: a `DiffPoolConfig` (see `preset`).
     num_classes: number of output logits C.
-    max_nodes: the reference node count for level-1 cluster ratios (usually
-      the largest graph of the data set); it fixes K statically, so every
-      padded size (bucket) uses the same model.
+    max_nodes: per-graph mode: the largest padded node count the model will
+      see (it sets the assignment layers' widths). Fixed mode: the
+      reference node count the level-1 ratio applies to (often the largest
+      graph of the data set).
   """
   config: DiffPoolConfig
   num_classes: int
@@ -212,6 +263,42 @@ class DiffPool(nn.Module):
                     bn_affine=c.bn_affine, concat=concat,
                     activate_last=c.activate_last, dropout=c.dropout,
                     name=name)
+
+  def cluster_slots(self, num_nodes: int, node_mask: jax.Array):
+    """Cluster slots per level for a batch padded to `num_nodes`, and (per-
+    graph mode; else None) each graph's real cluster count per level, a
+    list of [B] int32 arrays."""
+    c = self.config
+    if not c.per_graph:
+      return c.cluster_counts(self.max_nodes), None
+    if num_nodes > self.max_nodes:
+      raise ValueError(
+          f"DiffPool: a batch padded to {num_nodes} nodes, more than "
+          f"max_nodes={self.max_nodes} that sets the model's cluster widths "
+          "(build the model with the largest padded size)")
+    table = c.cluster_table(num_nodes)
+    n_node = jnp.sum(node_mask, axis=1)
+    return (tuple(int(k) for k in table[:, num_nodes]),
+            [jnp.asarray(row)[n_node] for row in table])
+
+  def assignment_logits(self, x, adj, node_mask, train: bool, level: int,
+                        width: int, slots: int) -> jax.Array:
+    """[B, N, slots] assignment logits: the assignment GNN (and head) with
+    `width` output columns, of which the first `slots` are used."""
+    c = self.config
+    # Without a head, the assignment GNN's last layer gives the logits.
+    hidden = (c.hidden_dim,) * (c.num_layers - 1)
+    h = self.gnn(hidden + (width,), f"assign{level}",
+                 c.concat and c.assign_head != "none")(
+                     x, adj, node_mask, train)
+    if c.assign_head == "none":
+      return h[..., :slots]
+    kernel, bias = DenseWeights(width, name=f"assign_head{level}")(
+        h.shape[-1])
+    s_logits = h @ kernel[:, :slots] + bias[:slots]
+    if c.assign_head == "linear_relu":
+      s_logits = nn.relu(s_logits)
+    return s_logits
 
   @nn.compact
   def __call__(self, x, adj, node_mask=None, *, train: bool = False
@@ -246,24 +333,27 @@ class DiffPool(nn.Module):
     graph_mask = jnp.any(node_mask, axis=1)
 
     hidden = (c.hidden_dim,) * (c.num_layers - 1)
+    widths = c.cluster_counts(self.max_nodes)
+    slots, real_clusters = self.cluster_slots(num_nodes, node_mask)
     readouts, levels = [], []
-    for level, clusters in enumerate(c.cluster_counts(self.max_nodes)):
+    for level, width in enumerate(widths):
       z = self.gnn(hidden + (c.embed_dim,), f"embed{level}", c.concat)(
           x, adj, node_mask, train)
       readouts.append(masked_readout(z, node_mask, c.readout))
-      # Without a head, the assignment GNN's last layer gives the K logits.
-      s_logits = self.gnn(hidden + (clusters,), f"assign{level}",
-                          c.concat and c.assign_head != "none")(
-                              x, adj, node_mask, train)
-      if c.assign_head != "none":
-        s_logits = nn.Dense(clusters, name=f"assign_head{level}")(s_logits)
-        if c.assign_head == "linear_relu":
-          s_logits = nn.relu(s_logits)
-      pooled = dense_diff_pool(z, adj, s_logits, node_mask, c.link_loss)
-      levels.append(PoolLevel(pooled.s, pooled.adj, pooled.link_loss,
-                              pooled.entropy_loss))
+      s_logits = self.assignment_logits(x, adj, node_mask, train, level,
+                                        width, slots[level])
+      cluster_mask = None
+      if real_clusters is not None:
+        cluster_mask = (jnp.arange(slots[level])[None, :]
+                        < real_clusters[level][:, None])
+      pooled = dense_diff_pool(z, adj, s_logits, node_mask, c.link_loss,
+                               cluster_mask=cluster_mask)
       x, adj = pooled.x, pooled.adj
-      node_mask = jnp.broadcast_to(graph_mask[:, None], (batch, clusters))
+      node_mask = jnp.broadcast_to(graph_mask[:, None], (batch, slots[level]))
+      if cluster_mask is not None:
+        node_mask = node_mask & cluster_mask
+      levels.append(PoolLevel(pooled.s, pooled.adj, pooled.link_loss,
+                              pooled.entropy_loss, node_mask))
     z = self.gnn(hidden + (c.embed_dim,), f"embed{c.num_levels}", c.concat)(
         x, adj, node_mask, train)
     readouts.append(masked_readout(z, node_mask, c.readout))

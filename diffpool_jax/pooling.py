@@ -22,6 +22,9 @@ LINK_LOSS_FORMS = ("frobenius", "pyg", "bce")
 
 # Clipping constant of the authors' BCE link loss (RexYing/diffpool).
 BCE_EPS = 1e-7
+# Logit of a masked-out cluster column: exp() of it is exactly 0 and, unlike
+# -inf, p log p and its gradient stay finite (0).
+MASKED_LOGIT = -1e9
 
 
 class DiffPoolResult(NamedTuple):
@@ -47,11 +50,20 @@ def safe_sqrt(value: jax.Array) -> jax.Array:
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, value, 1.0)), 0.0)
 
 
+def mask_clusters(logits: jax.Array, cluster_mask: Optional[jax.Array]
+                  ) -> jax.Array:
+  """Assignment logits [B,N,K] with the columns a graph may not use
+  (cluster_mask [B,K] False) set to MASKED_LOGIT; None keeps them all."""
+  if cluster_mask is None:
+    return logits
+  return jnp.where(cluster_mask[:, None, :], logits, MASKED_LOGIT)
+
+
 def masked_softmax(logits: jax.Array, node_mask: jax.Array) -> jax.Array:
   """Row softmax over the last axis; rows of padded nodes are exactly zero.
 
   Args:
-    logits: [B, N, K].
+    logits: [B, N, K] (masked columns already at MASKED_LOGIT).
     node_mask: [B, N] bool.
 
   Returns:
@@ -161,7 +173,9 @@ def dense_diff_pool(x: jax.Array,
                     adj: Adjacency,
                     s_logits: jax.Array,
                     mask: Optional[jax.Array] = None,
-                    link_loss: str = "frobenius") -> DiffPoolResult:
+                    link_loss: str = "frobenius",
+                    cluster_mask: Optional[jax.Array] = None
+                    ) -> DiffPoolResult:
   """One DiffPool coarsening step on a padded dense batch.
 
   Args:
@@ -177,6 +191,9 @@ def dense_diff_pool(x: jax.Array,
       averaged over graphs), "pyg" (PyTorch Geometric's whole-batch norm
       divided by B N^2, with its entropy averaged over all B N rows), or
       "bce" (the authors' clipped binary cross-entropy, per graph).
+    cluster_mask: [B, K] bool, the clusters each graph may use (per-graph
+      cluster counts); the other columns of its S are exactly zero, so
+      they stay empty in the pooled graph and out of the losses. None: all.
 
   Returns:
     `DiffPoolResult(x [B,K,F], adj [B,K,K], s [B,N,K], link_loss [],
@@ -197,6 +214,13 @@ def dense_diff_pool(x: jax.Array,
     check_dim(mask, 0, batch, "mask", "B, the batch size of x", where)
     check_dim(mask, 1, num_nodes, "mask", "N, the node count of x", where)
     mask = mask.astype(bool)
+  if cluster_mask is not None:
+    check_rank(cluster_mask, 2, "cluster_mask", "[B,K]", where)
+    check_dim(cluster_mask, 0, batch, "cluster_mask",
+              "B, the batch size of x", where)
+    check_dim(cluster_mask, 1, s_logits.shape[2], "cluster_mask",
+              "K, the cluster count of s_logits", where)
+    s_logits = mask_clusters(s_logits, cluster_mask.astype(bool))
   if link_loss not in LINK_LOSS_FORMS:
     raise ValueError(f"{where}: argument 'link_loss' is {link_loss!r}; "
                      f"expected one of {LINK_LOSS_FORMS}")

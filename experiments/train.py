@@ -58,8 +58,18 @@ def parse_args(argv):
                       help="first-level adjacency (auto: sparse for big "
                       "graphs)")
   parser.add_argument("--cluster-reference",
-                      help="size that level-1 cluster ratios apply to: max, "
-                      "mean, median, pNN or a node count")
+                      help="fixed cluster counts for every graph, from this "
+                      "size: max, mean, median, pNN or a node count "
+                      "(default: the preset's; per graph for paper)")
+  parser.add_argument("--max-clusters",
+                      help="per-graph counts: cap of each level's clusters "
+                      "(a count, or none)")
+  parser.add_argument("--members-per-program", type=int,
+                      help="members trained side by side per compiled "
+                      "program (default 0: as many as fit in memory)")
+  parser.add_argument("--memory-gib", type=float,
+                      help="memory the training programs may use (default: "
+                      "80%% of what is available)")
   parser.add_argument("--baseline", help="also train this preset on the "
                       "same folds and show both (e.g. flat)")
   parser.add_argument("--checkpoint-every", type=int)
@@ -69,6 +79,16 @@ def parse_args(argv):
   parser.add_argument("--no-plots", action="store_true")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
   return parser.parse_args(argv)
+
+
+def parse_max_clusters(text: str) -> Optional[int]:
+  """--max-clusters: a positive count, or "none" for no cap."""
+  if text.lower() == "none":
+    return None
+  if not text.isdigit() or int(text) < 1:
+    raise SystemExit(f"--max-clusters {text!r}: expected a positive count "
+                     "or 'none'")
+  return int(text)
 
 
 def build_config(args) -> tuple[RunConfig, Optional[str]]:
@@ -93,12 +113,17 @@ def build_config(args) -> tuple[RunConfig, Optional[str]]:
            "cluster_reference": (int(args.cluster_reference)
                                  if (args.cluster_reference or "").isdigit()
                                  else args.cluster_reference),
-           "checkpoint_every": args.checkpoint_every}
+           "checkpoint_every": args.checkpoint_every,
+           "members_per_program": args.members_per_program,
+           "memory_gib": args.memory_gib}
   values.update({k: v for k, v in flags.items() if v is not None})
   if args.hidden_dim is not None:
     values["model"] = {**values.get("model", {}),
                        "hidden_dim": args.hidden_dim,
                        "embed_dim": args.hidden_dim}
+  if args.max_clusters is not None:
+    values["model"] = {**values.get("model", {}),
+                       "max_clusters": parse_max_clusters(args.max_clusters)}
   known = {f.name for f in dataclasses.fields(RunConfig)}
   unknown = set(values) - known
   if unknown:
@@ -151,7 +176,10 @@ def make_plots(run: Run) -> dict:
 
 def train_one(config: RunConfig, out: Path, args) -> dict:
   run = Run(config, out)
-  results = run.fit(resume=args.resume, progress=not args.quiet)
+  try:
+    results = run.fit(resume=args.resume, progress=not args.quiet)
+  except MemoryError as error:
+    raise SystemExit(f"{config.dataset}: {error}")
   if not args.no_plots:
     results.update(make_plots(run))
     write_json_atomic(out / "results.json", results)

@@ -34,13 +34,3 @@ def test_bad_run_config(change, message):
 def test_learning_rates_become_a_tuple():
   assert RunConfig(lr=0.01).lr == (0.01,)
   assert RunConfig(lr=[0.01, 0.001]).lr == (0.01, 0.001)
-
-
-def test_first_level_rule():
-  sizes = [28, 126, 620, 5748]
-  assert RunConfig().sparse_buckets(sizes) == [False, False, True, True]
-  assert RunConfig(first_level="sparse").sparse_buckets(sizes) == [True] * 4
-  assert RunConfig(first_level="dense").sparse_buckets(sizes) == [False] * 4
-  assert RunConfig(preset="original").sparse_buckets(sizes) == [False] * 4
-  with pytest.raises(ValueError, match="first_level='edges'"):
-    RunConfig(first_level="edges")

@@ -115,6 +115,9 @@ def test_forward_and_backward(name):
 
 def test_cluster_counts():
   assert dp.preset("paper").cluster_counts(126) == (32, 8)
+  assert dp.preset("paper").cluster_counts(620) == (64, 16)   # the cap
+  assert dp.preset("paper", max_clusters=None).cluster_counts(620) == (
+      155, 39)
   assert dp.preset("original").cluster_counts(126) == (12,)
   assert dp.preset("pyg").cluster_counts(620) == (155, 39)
   assert dp.preset("flat").cluster_counts(126) == ()
@@ -215,3 +218,82 @@ def test_bad_config_raises(change, message):
     dp.preset("paper", **change)
   with pytest.raises(ValueError, match="unknown preset 'nope'"):
     dp.preset("nope")
+
+
+def test_cluster_table_is_the_ratio_of_each_size():
+  config = dp.preset("paper", pool_ratios=(0.1, 0.3), max_clusters=7)
+  table = config.cluster_table(100)
+  for n in range(101):
+    level1 = min(max(1, int(np.ceil(0.1 * n))), 7)
+    assert table[0, n] == level1
+    assert table[1, n] == min(max(1, int(np.ceil(0.3 * level1))), 7)
+    assert table[0, n] <= max(n, 1)
+
+
+def per_graph_batches():
+  """The same graphs padded to 16 nodes (dense) and to 40 (dense and edge
+  list): two size buckets with different cluster slots."""
+  small = make_batch(11)
+  big = repad(small, 40)
+  edges = [np.argwhere(a[:n, :n]) for a, n in zip(small.adj, small.n_node)]
+  sparse = dp.sparse_batch(edges, [x[:n] for x, n in zip(small.x,
+                                                         small.n_node)],
+                           small.labels, 40)
+  return small, big, sparse
+
+
+def train_loss_and_grads(model, variables, batch):
+  def loss(params, batch):
+    (logits, levels), _ = model.apply(
+        {**variables, "params": params}, batch.x, batch.adj,
+        batch.node_mask, train=True, mutable=["batch_stats"])
+    ce = -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), batch.labels])
+    return ce + dp.auxiliary_loss(levels, model.config), (logits, levels)
+  (value, (logits, levels)), grads = jax.jit(jax.value_and_grad(
+      loss, has_aux=True))(variables["params"], batch)
+  return value, logits, levels, grads
+
+
+def test_per_graph_clusters_do_not_depend_on_the_bucket():
+  """Logits, every level's losses and all gradients are the same whether a
+  graph sits in a 16-node bucket (4 level-1 slots) or a 40-node bucket
+  (10 slots), dense or on edges."""
+  small, big, sparse = per_graph_batches()
+  model, variables = build("paper", small, max_nodes=40)
+  assert model.config.per_graph
+  reference = train_loss_and_grads(model, variables, small)
+  assert [l.s.shape[-1] for l in reference[2]] == [4, 1]
+  for other in (big, sparse):
+    value, logits, levels, grads = train_loss_and_grads(model, variables,
+                                                        other)
+    assert [l.s.shape[-1] for l in levels] == [10, 3]
+    np.testing.assert_allclose(float(value), float(reference[0]), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(reference[1]),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(loss_terms(levels), loss_terms(reference[2]),
+                               rtol=1e-4, atol=1e-6)
+    chex.assert_trees_all_close(grads, reference[3], rtol=1e-3, atol=1e-5)
+
+
+def test_each_graph_pools_to_its_own_cluster_count():
+  """Graph i has min(ceil(0.25 n_i), cap) real clusters, never more than
+  its nodes; the rest of its slots are masked and empty."""
+  small, big, _ = per_graph_batches()
+  model, variables = build("paper", small, max_nodes=40, max_clusters=3)
+  _, levels = run(model, variables, big, train=False)
+  expected = [min(max(1, int(np.ceil(0.25 * n))), 3) for n in SIZES]
+  assert np.asarray(levels[0].mask).sum(1).tolist() == [
+      k if n else 0 for k, n in zip(expected, SIZES)]
+  for i, (k, n) in enumerate(zip(expected, SIZES)):
+    s = np.asarray(levels[0].s[i])
+    assert k <= max(n, 1)
+    assert not np.any(s[:, k:]) and not np.any(np.asarray(levels[0].adj[i, k:]))
+    if n:
+      np.testing.assert_allclose(s[:n, :k].sum(1), 1.0, rtol=1e-5)
+
+
+def test_per_graph_model_refuses_a_bucket_larger_than_max_nodes():
+  small, big, _ = per_graph_batches()
+  model, variables = build("paper", small, max_nodes=32)
+  with pytest.raises(ValueError, match="more than max_nodes=32"):
+    run(model, variables, big, train=False)

@@ -153,3 +153,56 @@ def test_wrong_inputs_raise_clear_errors(bad, message):
   args.update(bad)
   with pytest.raises(ValueError, match=message):
     dense_diff_pool(**args)
+
+
+@pytest.mark.parametrize("form", ["frobenius", "bce"])
+def test_cluster_mask_matches_reference_on_used_columns(form):
+  """With a cluster mask, each graph pools as if its logits had only its
+  own K_i columns; the other columns of S, x and adj are exactly zero."""
+  batch, logits = random_inputs(4, clusters=5)
+  used = np.array([3, 5, 1, 2])
+  cluster_mask = np.arange(5)[None, :] < used[:, None]
+  out = dense_diff_pool(batch.x, batch.adj, logits, batch.node_mask,
+                        link_loss=form, cluster_mask=cluster_mask)
+  links, entropies = [], []
+  for i, k in enumerate(used):
+    one = lambda v: v[i:i + 1]
+    ref = reference_diff_pool(one(batch.x), one(batch.adj),
+                              one(logits)[..., :k], one(batch.n_node), form)
+    np.testing.assert_allclose(np.asarray(out.x[i, :k]), ref[0][0],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(out.adj[i, :k, :k]), ref[1][0],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(out.s[i, :, :k]), ref[2][0],
+                               rtol=1e-5, atol=1e-6)
+    assert not np.any(np.asarray(out.s[i, :, k:]))
+    assert not np.any(np.asarray(out.x[i, k:]))
+    assert not np.any(np.asarray(out.adj[i, k:])) and not np.any(
+        np.asarray(out.adj[i, :, k:]))
+    links.append(ref[3])
+    entropies.append(ref[4])
+  np.testing.assert_allclose(float(out.link_loss), np.mean(links), rtol=1e-5)
+  np.testing.assert_allclose(float(out.entropy_loss), np.mean(entropies),
+                             rtol=1e-5)
+
+
+def test_cluster_mask_gradients_are_finite_and_zero_on_masked_columns():
+  batch, logits = random_inputs(5, clusters=4)
+  cluster_mask = np.arange(4)[None, :] < np.array([1, 2, 4, 3])[:, None]
+
+  def loss(s_logits):
+    out = dense_diff_pool(batch.x, batch.adj, s_logits, batch.node_mask,
+                          cluster_mask=cluster_mask)
+    return out.link_loss + out.entropy_loss + jnp.sum(out.x ** 2)
+
+  grad = np.asarray(jax.grad(loss)(jnp.asarray(logits)))
+  assert np.all(np.isfinite(grad))
+  assert not np.any(grad * ~cluster_mask[:, None, :])
+  assert np.any(grad)
+
+
+def test_cluster_mask_shape_error_names_the_argument():
+  batch, logits = random_inputs(6)
+  with pytest.raises(ValueError, match="argument 'cluster_mask' has shape"):
+    dense_diff_pool(batch.x, batch.adj, logits, batch.node_mask,
+                    cluster_mask=np.ones((4, 3), bool))

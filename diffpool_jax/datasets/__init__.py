@@ -1,9 +1,12 @@
 """Graph data sets (host side, NumPy): TU benchmarks, synthetic sets,
 node features, size buckets and cross-validation splits."""
 
-from diffpool_jax.datasets.buckets import (assign_buckets, bucket_positions,
+from diffpool_jax.datasets.buckets import (assign_buckets,
+                                           bucket_entry_slots,
+                                           bucket_positions,
                                            bucketed_batches, choose_buckets,
-                                           edge_waste, padding_waste,
+                                           edge_waste, padded_graph_cost,
+                                           padding_waste, sparse_by_cost,
                                            waste_table)
 from diffpool_jax.datasets.dataset import GraphDataset
 from diffpool_jax.datasets.download import default_cache_dir, download_tu
@@ -14,8 +17,10 @@ from diffpool_jax.datasets.synthetic import PATTERNS, synthetic_hierarchical
 from diffpool_jax.datasets.tu import load_tu
 
 __all__ = [
-    "assign_buckets", "bucket_positions", "bucketed_batches",
-    "choose_buckets", "edge_waste", "padding_waste", "waste_table",
+    "assign_buckets", "bucket_entry_slots", "bucket_positions",
+    "bucketed_batches", "choose_buckets", "edge_waste", "padded_graph_cost",
+    "padding_waste",
+    "sparse_by_cost", "waste_table",
     "GraphDataset", "default_cache_dir", "download_tu", "FEATURE_KINDS",
     "node_features", "Fold", "load_split_file", "stratified_folds",
     "PATTERNS", "synthetic_hierarchical", "load_tu",

@@ -1,14 +1,14 @@
 """Size buckets: pad each graph to its bucket's size, not the largest graph.
 
 A few static padded sizes are chosen from the node-count distribution so
-that each compiles once; the choice minimises the padded adjacency entries
-(the dense model's cost grows with N^2) by dynamic programming over the
-distinct graph sizes.
+that each compiles once; the choice minimises the total cost of the padded
+graphs (by default the padded adjacency entries N^2; `padded_graph_cost`
+models a DiffPool step) by dynamic programming over the distinct sizes.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -16,16 +16,25 @@ from diffpool_jax.graphs import GraphBatch, dense_batch, sparse_batch
 
 DEFAULT_MAX_BUCKETS = 5
 MAX_CANDIDATES = 2048
+# Cost of one edge-list entry (gather, scale, segment_sum, and their
+# gradients) in units of one entry of a dense [N,N] x [N,F] matmul, measured
+# on a 2-core CPU with experiments/scale_benchmark.py (15 for small entry
+# budgets, up to 40 for budgets past the cache): a bucket uses the edge list
+# when its N^2 is larger than this many times its entry slots.
+SPARSE_ENTRY_COST = 24
 
 
-def choose_buckets(n_node: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS
+def choose_buckets(n_node: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS,
+                   cost: Optional[Callable[[np.ndarray], np.ndarray]] = None
                    ) -> np.ndarray:
   """Bucket sizes (ascending, the last is max(n_node)) that minimise the
-  total padded adjacency entries sum_i bucket(n_i)^2.
+  total cost sum_i cost(bucket(n_i)) of the padded graphs.
 
   Args:
     n_node: [G] node counts.
     max_buckets: at most this many sizes.
+    cost: [U] padded sizes -> [U] cost of one graph padded to each (must
+      grow with the size); default N^2, the padded adjacency entries.
 
   Returns:
     [K] int bucket sizes, K <= max_buckets.
@@ -40,9 +49,11 @@ def choose_buckets(n_node: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS
   sizes = np.minimum(sizes, n_node.max())
   cumulative = np.concatenate([[0], np.cumsum(counts)])
   num_sizes = len(sizes)
-  squared = sizes.astype(np.float64) ** 2
+  padded = sizes.astype(np.float64)
+  per_graph = padded**2 if cost is None else np.asarray(cost(padded),
+                                                         np.float64)
   # spans[a, j]: graphs with sizes[a..j]; a bucket ending at sizes[j] and
-  # covering them costs squared[j] * spans[a, j].
+  # covering them costs per_graph[j] * spans[a, j].
   spans = cumulative[None, 1:] - cumulative[:-1, None]
   valid = np.arange(num_sizes)[:, None] <= np.arange(num_sizes)[None, :]
   # best[k, j]: least cost of covering sizes[:j] with k buckets.
@@ -50,16 +61,39 @@ def choose_buckets(n_node: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS
   best[:, 0] = 0.0
   back = np.zeros((max_buckets + 1, num_sizes + 1), np.int64)
   for k in range(1, max_buckets + 1):
-    cost = np.where(valid, best[k - 1, :-1, None] + squared[None] * spans,
-                    np.inf)
-    back[k, 1:] = np.argmin(cost, axis=0)
-    best[k, 1:] = cost[back[k, 1:], np.arange(num_sizes)]
+    total = np.where(valid,
+                     best[k - 1, :-1, None] + per_graph[None] * spans, np.inf)
+    back[k, 1:] = np.argmin(total, axis=0)
+    best[k, 1:] = total[back[k, 1:], np.arange(num_sizes)]
   k = int(np.argmin(best[1:, num_sizes])) + 1
   ends, j = [], num_sizes
   while j > 0:
     ends.append(sizes[j - 1])
     j, k = back[k, j], k - 1
   return np.array(sorted(ends), dtype=np.int64)
+
+
+def padded_graph_cost(sizes: np.ndarray, width: int, clusters: np.ndarray,
+                      entries_per_node: float, layers: int = 6
+                      ) -> np.ndarray:
+  """Multiply-adds of one DiffPool level-1 forward pass, per graph padded to
+  each size: `layers` convolutions of `width` features per node, pooling
+  (S^T Z, S^T S, S^T A S: about 3 width K + 2 K^2 per node) and the
+  aggregations over A, dense (N^2) or on the edge list (SPARSE_ENTRY_COST
+  per entry, entries_per_node entries per node), whichever is cheaper.
+
+  Args:
+    sizes: [U] padded node counts N.
+    width: the GNN width F.
+    clusters: [U] level-1 cluster slots K of each size (0: no pooling).
+    entries_per_node: mean adjacency entries per node of the data set.
+    layers: convolutions per graph at level 1 (embedding + assignment).
+  """
+  sizes = np.asarray(sizes, np.float64)
+  clusters = np.asarray(clusters, np.float64)
+  per_node = layers * width**2 + 3 * width * clusters + 2 * clusters**2
+  entries = np.minimum(sizes**2, SPARSE_ENTRY_COST * entries_per_node * sizes)
+  return sizes * per_node + entries * (layers * width + clusters)
 
 
 def assign_buckets(n_node: np.ndarray, buckets: np.ndarray) -> np.ndarray:
@@ -110,6 +144,25 @@ def bucketed_batches(dataset, buckets: np.ndarray,
   return out
 
 
+def bucket_entry_slots(edges: Sequence[np.ndarray], n_node: np.ndarray,
+                       buckets: np.ndarray) -> np.ndarray:
+  """[K] edge-list entry budget of each bucket: the most adjacency entries
+  of any of its graphs (what `sparse_batch` pads every graph to)."""
+  which = assign_buckets(n_node, buckets)
+  slots = np.zeros(len(buckets), np.int64)
+  np.maximum.at(slots, which, [len(e) for e in edges])
+  return slots
+
+
+def sparse_by_cost(buckets: np.ndarray, entry_slots: np.ndarray
+                   ) -> List[bool]:
+  """Per bucket, whether the edge list is cheaper than the dense [N,N]
+  form: N^2 > SPARSE_ENTRY_COST * entry slots. Sparse large graphs (D&D)
+  go on edges; dense graphs (collaboration or ego networks) stay dense."""
+  return [int(n) ** 2 > SPARSE_ENTRY_COST * int(e)
+          for n, e in zip(buckets, entry_slots)]
+
+
 def bucket_positions(n_node: np.ndarray, buckets: np.ndarray) -> np.ndarray:
   """[G] position of each graph inside its bucket's batch."""
   which = assign_buckets(n_node, buckets)
@@ -126,8 +179,7 @@ def edge_waste(dataset, buckets: np.ndarray) -> Dict[str, float]:
   dense alternative (padded N^2 per graph / real entries)."""
   which = assign_buckets(dataset.n_node, buckets)
   entries = np.array([len(e) for e in dataset.edges], np.float64)
-  budget = np.zeros(len(buckets))
-  np.maximum.at(budget, which, entries)
+  budget = bucket_entry_slots(dataset.edges, dataset.n_node, buckets)
   dense = np.asarray(buckets, np.float64)[which] ** 2
   return {"sparse_entries": float(budget[which].sum() / entries.sum()),
           "dense_entries": float(dense.sum() / entries.sum())}

@@ -1,0 +1,224 @@
+"""Scale benchmark: per-graph against fixed cluster counts on one data set.
+
+  python -m experiments.scale_benchmark --dataset DD --data-root ../shared/data/tu
+
+For each cluster setting (default: the `paper` preset's per-graph counts,
+fixed counts from the largest graph, as PyG and Errica et al. do, and from
+the median graph, what earlier README rows used for D&D), in
+a child process of its own so that its peak RSS is its own: the size
+buckets, the first-level form and cluster slots of each bucket, XLA's
+memory estimate of one member's training program (its largest step),
+one member's train-epoch time (median after warm-up, on 90 % of the
+graphs, batch 20), and peak RSS. A setting whose estimate exceeds
+--max-gib is reported, not run; one that overruns --timeout is reported
+with its estimate. Also prints the per-entry cost of the
+edge-list form against the dense form measured here (the constant behind
+`datasets.sparse_by_cost`). Figures go to --out as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from experiments.benchmark import median_seconds, peak_rss_mib
+
+GIB = 2**30
+SETTINGS = {
+    "per_graph": {},
+    "fixed_max": {"cluster_reference": "max"},
+    "fixed_p90": {"cluster_reference": "p90"},
+    "fixed_median": {"cluster_reference": "median"},
+}
+
+
+def child(args) -> dict:
+  import jax
+  import jax.numpy as jnp
+  from diffpool_jax import memory, training
+  from diffpool_jax.experiment import Run, RunConfig
+  # Run() builds two members' states; only the first one is timed.
+
+  overrides = dict(SETTINGS[args.setting])
+  if args.max_clusters is not None:
+    overrides["model"] = {"max_clusters": (None if args.max_clusters == 0
+                                           else args.max_clusters)}
+  if args.hidden_dim is not None:
+    overrides["model"] = {**overrides.get("model", {}),
+                          "hidden_dim": args.hidden_dim,
+                          "embed_dim": args.hidden_dim}
+  config = RunConfig(dataset=args.dataset, data_root=args.data_root,
+                     preset=args.preset, protocol="paper", folds=2,
+                     epochs=1, batch_size=args.batch_size, **overrides)
+  start = time.perf_counter()
+  run = Run(config, "runs/scale_benchmark_unused")
+  # One member, trained on a random 90 % of the graphs.
+  count = run.dataset.num_graphs
+  train_graphs = np.sort(np.random.default_rng(0).permutation(count)[
+      :int(0.9 * count)])
+  states = jax.tree_util.tree_map(lambda leaf: leaf[:1], run.states)
+  schedule = training.make_schedule([train_graphs], run.data,
+                                    args.batch_size, np.random.default_rng(0))
+  train_epoch, _ = training.compile_epochs(run.model)
+  compiled = train_epoch.lower(states, run.data.buckets, schedule.bucket_ids,
+                               schedule.indices, jnp.int32(0)).compile()
+  setup_seconds = time.perf_counter() - start
+  needed = memory.program_bytes(compiled)
+  result = {
+      "setting": args.setting, "dataset": args.dataset,
+      "graphs": int(run.dataset.num_graphs),
+      "train_graphs": int(len(train_graphs)),
+      "buckets": run.buckets.tolist(),
+      "graphs_per_bucket": np.bincount(run.data.which,
+                                       minlength=len(run.buckets)).tolist(),
+      "first_level": ["edges" if s else "dense" for s in run.sparse],
+      "cluster_mode": run.describe()["cluster_mode"],
+      "cluster_slots": run.cluster_slots(),
+      "parameters": int(sum(x.size for x in jax.tree_util.tree_leaves(
+          states.params))),
+      "xla_gib": needed / GIB,
+      "setup_seconds": setup_seconds,
+  }
+  # Printed now so that the parent has it even if the epoch overruns.
+  print(json.dumps(result), flush=True)
+  if needed > args.max_gib * GIB:
+    result["ran"] = False
+    result["why_not"] = (f"XLA estimates {needed / GIB:.1f} GiB for one "
+                         f"member, more than --max-gib {args.max_gib}")
+  else:
+    def epoch():
+      nonlocal states
+      states, _ = compiled(states, run.data.buckets, schedule.bucket_ids,
+                           schedule.indices, jnp.int32(0))
+      jax.block_until_ready(states)
+
+    result["ran"] = True
+    result["epoch_seconds"] = median_seconds(epoch, args.repeats)
+  result["peak_rss_gib"] = peak_rss_mib() / 1024
+  return result
+
+
+def entry_cost(repeats: int = 15) -> list:
+  """Time of A @ X (forward and gradient) per adjacency entry, edge list
+  over dense, for a batch of 20 random graphs, width 64."""
+  import jax
+  import jax.numpy as jnp
+  from diffpool_jax.adjacency import EdgeList, matmul
+  rng = np.random.default_rng(0)
+  grad = jax.jit(jax.grad(lambda x, a: jnp.sum(jnp.tanh(matmul(a, x)))))
+  rows = []
+  for nodes in (64, 128, 256, 512):
+    x = jnp.asarray(rng.normal(size=(20, nodes, 64)), jnp.float32)
+    dense = jnp.asarray(rng.random((20, nodes, nodes)) < 0.1, jnp.float32)
+    dense_seconds = median_seconds(
+        lambda: grad(x, dense).block_until_ready(), repeats)
+    for entries in (4 * nodes, 16 * nodes):
+      index = lambda: jnp.asarray(rng.integers(0, nodes, (20, entries)),
+                                  jnp.int32)
+      edges = EdgeList(index(), index(), jnp.ones((20, entries)), nodes)
+      sparse_seconds = median_seconds(
+          lambda: grad(x, edges).block_until_ready(), repeats)
+      rows.append({"nodes": nodes, "entries": entries,
+                   "cost_per_entry": (sparse_seconds / entries)
+                   / (dense_seconds / nodes**2)})
+  return rows
+
+
+def run_child(setting: str, args) -> dict:
+  command = [sys.executable, "-m", "experiments.scale_benchmark",
+             "--setting", setting, "--dataset", args.dataset,
+             "--data-root", args.data_root, "--preset", args.preset,
+             "--batch-size", str(args.batch_size),
+             "--repeats", str(args.repeats), "--max-gib", str(args.max_gib)]
+  if args.max_clusters is not None:
+    command += ["--max-clusters", str(args.max_clusters)]
+  if args.hidden_dim is not None:
+    command += ["--hidden-dim", str(args.hidden_dim)]
+  try:
+    done = subprocess.run(command, capture_output=True, text=True,
+                          timeout=args.timeout)
+  except subprocess.TimeoutExpired as expired:
+    printed = (expired.stdout or b"").decode().strip().splitlines()
+    result = json.loads(printed[-1]) if printed else {"setting": setting}
+    result.update(ran=False, why_not=f"no epoch within --timeout "
+                  f"{args.timeout:.0f} s (compile included)")
+    return result
+  if done.returncode != 0:
+    lines = done.stderr.strip().splitlines() or ["(no message)"]
+    return {"setting": setting, "ran": False, "why_not": lines[-1]}
+  return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def print_report(results: list, costs: list) -> None:
+  for r in results:
+    print(f"\n{r['setting']}:", end=" ")
+    if "buckets" not in r:
+      print(f"failed: {r['why_not']}")
+      continue
+    print(f"{r['dataset']}, {r['train_graphs']} of {r['graphs']} graphs "
+          f"trained per epoch, {r['parameters']:,} parameters "
+          f"({r['cluster_mode']} clusters)")
+    print("  bucket  graphs  first level  cluster slots")
+    for size, count, form, slots in zip(r["buckets"], r["graphs_per_bucket"],
+                                        r["first_level"], r["cluster_slots"]):
+      print(f"  {size:>6}  {count:>6}  {form:>11}  {slots}")
+    line = f"  XLA estimate of one member's program: {r['xla_gib']:.2f} GiB"
+    if r["ran"]:
+      line += (f"; one member's train epoch {r['epoch_seconds']:.2f} s; "
+               f"peak RSS {r['peak_rss_gib']:.2f} GiB")
+    else:
+      line += f"; not run: {r['why_not']}"
+    print(line)
+  if costs:
+    print("\nedge-list cost per entry / dense cost per entry (A @ X with "
+          "gradient, batch 20, width 64):")
+    for row in costs:
+      print(f"  N={row['nodes']:>4} entries/graph={row['entries']:>5}: "
+            f"{row['cost_per_entry']:.1f}")
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--dataset", default="DD")
+  parser.add_argument("--data-root", required=True)
+  parser.add_argument("--preset", default="paper")
+  parser.add_argument("--settings", nargs="+",
+                      default=["per_graph", "fixed_max", "fixed_median"],
+                      choices=sorted(SETTINGS))
+  parser.add_argument("--max-clusters", type=int,
+                      help="cap of per-graph counts (0: none; default: the "
+                      "preset's)")
+  parser.add_argument("--hidden-dim", type=int)
+  parser.add_argument("--batch-size", type=int, default=20)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--max-gib", type=float, default=16.0,
+                      help="do not run a setting whose XLA estimate is "
+                      "larger")
+  parser.add_argument("--timeout", type=float, default=300,
+                      help="seconds a setting may take (compile, warm-up "
+                      "and timed epochs)")
+  parser.add_argument("--no-entry-cost", action="store_true")
+  parser.add_argument("--out", default="runs/scale_benchmark.json")
+  parser.add_argument("--setting", help="(internal) run one setting here")
+  args = parser.parse_args(argv)
+  if args.setting:
+    print(json.dumps(child(args)))
+    return 0
+  results = [run_child(setting, args) for setting in args.settings]
+  costs = [] if args.no_entry_cost else entry_cost()
+  print_report(results, costs)
+  from diffpool_jax.experiment import write_json_atomic
+  write_json_atomic(Path(args.out), {"settings": results,
+                                     "entry_cost": costs})
+  print(f"\nfigures in {args.out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,135 @@
+"""Scale machinery: first-level form and buckets by cost, members per
+program by memory, and refusing a run that cannot fit."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from diffpool_jax import memory
+from diffpool_jax.datasets import (choose_buckets, padded_graph_cost,
+                                   sparse_by_cost)
+from diffpool_jax.datasets.buckets import SPARSE_ENTRY_COST
+from diffpool_jax.experiment import Run, RunConfig
+from tests.test_train_command import REPO, TINY, command, write_config
+
+TINY_RUN = dict(synthetic=TINY["synthetic"], model=TINY["model"],
+                max_buckets=1, folds=2, epochs=2, batch_size=8)
+
+
+def test_first_level_form_follows_the_cost_of_each_bucket():
+  sizes = [28, 126, 620, 492]
+  # Sparse molecules: few entries; a dense ego network: most of N^2.
+  entries = [60, 500, 2000, 60000]
+  assert sparse_by_cost(sizes, entries) == [False, True, True, False]
+  # Exactly at the break-even the dense form is kept.
+  assert sparse_by_cost([48], [48 * 48 // SPARSE_ENTRY_COST]) == [False]
+  config = RunConfig()
+  assert config.sparse_buckets(sizes, entries) == [False, True, True, False]
+  assert RunConfig(first_level="sparse").sparse_buckets(sizes, entries) == [
+      True] * 4
+  assert RunConfig(first_level="dense").sparse_buckets(sizes, entries) == [
+      False] * 4
+  # The authors' BCE link loss needs S S^T entry by entry: always dense.
+  assert RunConfig(preset="original").sparse_buckets(sizes, entries) == [
+      False] * 4
+
+
+def test_padded_graph_cost_counts_nodes_clusters_and_entries():
+  cost = padded_graph_cost(np.array([10, 100]), width=4,
+                           clusters=np.array([3, 25]), entries_per_node=2.0,
+                           layers=2)
+  # 10 nodes: dense (100 entries < 24 * 2 * 10); 100 nodes: edge list.
+  want_10 = 10 * (2 * 16 + 3 * 4 * 3 + 2 * 9) + 100 * (2 * 4 + 3)
+  want_100 = (100 * (2 * 16 + 3 * 4 * 25 + 2 * 625)
+              + SPARSE_ENTRY_COST * 2.0 * 100 * (2 * 4 + 25))
+  np.testing.assert_allclose(cost, [want_10, want_100])
+
+
+def test_bucket_choice_minimises_the_given_cost():
+  n_node = np.array([10] * 50 + [20] * 50 + [100])
+  # By N^2 the 100-node graph dominates; linear cost also splits 10 / 20.
+  assert choose_buckets(n_node, 2).tolist() == [20, 100]
+  assert choose_buckets(n_node, 3, cost=lambda n: n).tolist() == [10, 20, 100]
+  brute = min(((a, b) for a in range(10, 101) for b in range(a, 101)
+               if b == 100),
+              key=lambda ab: sum(min(s for s in ab if s >= n) for n in n_node))
+  assert choose_buckets(n_node, 2, cost=lambda n: n).tolist() == list(brute)
+
+
+def test_members_that_fit():
+  gib = memory.GIB
+  # 10 members: 1 GiB shared + 0.5 GiB each = 6 GiB.
+  assert memory.members_that_fit(10, 6 * gib, gib, 6 * gib) == 10
+  assert memory.members_that_fit(10, 6 * gib, gib, 4 * gib) == 5
+  assert memory.members_that_fit(10, 6 * gib, gib, 2.1 * gib) == 2
+  assert memory.members_that_fit(10, 6 * gib, gib, 1.2 * gib) == 0
+  assert memory.members_that_fit(7, 8 * gib, gib, 7 * gib) == 1
+
+
+def test_budget_defaults_to_a_share_of_available_memory():
+  assert memory.budget_bytes(2.0) == 2 * memory.GIB
+  assert 0 < memory.budget_bytes() <= memory.available_bytes()
+
+
+def run_tiny(tmp_path, name, **changes):
+  run = Run(RunConfig(**{**TINY_RUN, **changes}), tmp_path / name)
+  return run, run.fit(progress=False)
+
+
+def test_members_one_program_at_a_time_match_side_by_side(tmp_path):
+  together, _ = run_tiny(tmp_path, "together")
+  apart, _ = run_tiny(tmp_path, "apart", members_per_program=1)
+  assert together.program_members == 2 and apart.program_members == 1
+  for key, values in together.history.items():
+    np.testing.assert_allclose(apart.history[key], values, rtol=1e-4,
+                               atol=1e-5, err_msg=key)
+
+
+def program_bytes(tmp_path, **changes) -> int:
+  run = Run(RunConfig(**{**TINY_RUN, **changes}), tmp_path / "probe")
+  run.compile()
+  return memory.program_bytes(run.train_program)
+
+
+def test_members_are_split_into_programs_that_fit_the_budget(tmp_path):
+  both = program_bytes(tmp_path)
+  one = program_bytes(tmp_path, members_per_program=1)
+  assert one < both
+  run, results = run_tiny(tmp_path, "split", memory_gib=one / memory.GIB)
+  assert run.program_members == 1 and results["members_per_program"] == 1
+  assert np.all(np.isfinite(run.history["train_loss"]))
+  assert np.all(~np.isnan(run.history["test_acc"]))
+
+
+def test_a_run_that_cannot_fit_is_refused_before_training(tmp_path):
+  with pytest.raises(MemoryError, match="Not even one member fits"):
+    run_tiny(tmp_path, "tiny", memory_gib=1e-6)
+  assert not (tmp_path / "tiny" / "metrics.jsonl").exists()
+  done = subprocess.run(
+      command(write_config(tmp_path), tmp_path / "cli", "--memory-gib",
+              "0.000001"), cwd=REPO, capture_output=True, text=True,
+      timeout=300)
+  assert done.returncode != 0
+  assert "Not even one member fits" in done.stderr
+  assert "Traceback" not in done.stderr
+
+
+def test_cluster_flags_reach_the_model(tmp_path):
+  out = tmp_path / "run"
+  done = subprocess.run(
+      command(write_config(tmp_path), out, "--folds", "2", "--epochs", "1",
+              "--max-clusters", "2", "--no-plots"),
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr
+  saved = json.loads((out / "config.json").read_text())
+  assert saved["cluster_mode"] == "per_graph"
+  assert saved["model"]["max_clusters"] == 2
+  assert all(slots[0] <= 2 for slots in saved["cluster_slots"])
+  bad = subprocess.run(
+      command(write_config(tmp_path), out, "--max-clusters", "zero"),
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert bad.returncode != 0 and "--max-clusters 'zero'" in bad.stderr
