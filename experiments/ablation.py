@@ -9,8 +9,8 @@ All timings are medians after a warm-up call, one member, batch 20, the
   2. the pooling op (forward + backward) with the link loss through the
      trace identity vs through the explicit N x N product S S^T;
   3. a training epoch of PROTEINS with its first level dense in every
-     bucket, with the default rule (edge lists above 128 nodes), and
-     with edge lists in every bucket.
+     bucket, with the default rule (per bucket by cost, `sparse_by_cost`),
+     and with edge lists in every bucket.
 Writes the figures to JSON (--out).
 """
 
@@ -26,8 +26,9 @@ import numpy as np
 
 import diffpool_jax as dp
 from diffpool_jax import training
-from diffpool_jax.datasets import choose_buckets, load_tu, stratified_folds
-from diffpool_jax.experiment import RunConfig, write_json_atomic
+from diffpool_jax.datasets import (bucket_entry_slots, choose_buckets,
+                                   load_tu, sparse_by_cost, stratified_folds)
+from diffpool_jax.experiment import write_json_atomic
 from experiments.benchmark import BATCH, median_seconds
 
 
@@ -116,7 +117,8 @@ def main(argv=None) -> int:
 
   proteins = load_tu("PROTEINS", root=args.data_root)
   buckets = choose_buckets(proteins.n_node, 5)
-  rule = [int(b) > RunConfig.SPARSE_ABOVE_NODES for b in buckets]
+  rule = sparse_by_cost(buckets, bucket_entry_slots(
+      proteins.edges, proteins.n_node, buckets))
   report["proteins_epoch_seconds"] = {
       "bucket_sizes": buckets.tolist(),
       "all_dense": epoch_seconds(proteins, buckets, False, args.repeats),

@@ -40,9 +40,11 @@ def child(args) -> dict:
   batch = build([dataset.edges[g] for g in largest],
                 [dataset.features[g] for g in largest],
                 dataset.labels[largest], num_nodes)
-  config = RunConfig(dataset=args.dataset, cluster_reference=args.reference)
-  model = dp.DiffPool(dp.preset(args.preset), dataset.num_classes,
-                      config.reference_nodes(dataset.n_node))
+  reference = None if args.reference == "per_graph" else args.reference
+  config = RunConfig(dataset=args.dataset, preset=args.preset,
+                     cluster_reference=reference)
+  model = dp.DiffPool(config.model_config(), dataset.num_classes,
+                      config.model_nodes(dataset.n_node))
   batch = jax.device_put(batch)
   state = training.init_members(model, jax.tree_util.tree_map(
       lambda v: v[:2], batch), [0], [1e-3], [2.0], [1.0], [1.0])
@@ -58,7 +60,8 @@ def child(args) -> dict:
   result = {"form": args.form, "graphs": len(largest),
             "num_nodes": num_nodes,
             "entries": int(sum(len(dataset.edges[g]) for g in largest)),
-            "clusters": list(model.config.cluster_counts(model.max_nodes)),
+            "clusters": list(model.config.cluster_counts(
+                num_nodes if model.config.per_graph else model.max_nodes)),
             "xla_argument_gib": memory.argument_size_in_bytes / GIB,
             "xla_temp_gib": memory.temp_size_in_bytes / GIB,
             "xla_total_gib": needed / GIB,
@@ -81,8 +84,9 @@ def main(argv=None) -> int:
   parser.add_argument("--data-root", required=True)
   parser.add_argument("--dataset", default="DD")
   parser.add_argument("--preset", default="paper")
-  parser.add_argument("--reference", default="median",
-                      help="cluster reference size (see --cluster-reference "
+  parser.add_argument("--reference", default="per_graph",
+                      help="per_graph (the preset's per-graph counts), or a "
+                      "fixed cluster reference size (see --cluster-reference "
                       "of experiments.train)")
   parser.add_argument("--batch-size", type=int, default=20)
   parser.add_argument("--repeats", type=int, default=3)

@@ -14,6 +14,13 @@ graphs, batch 20), and peak RSS. A setting whose estimate exceeds
 with its estimate. Also prints the per-entry cost of the
 edge-list form against the dense form measured here (the constant behind
 `datasets.sparse_by_cost`). Figures go to --out as JSON.
+
+Besides TU names, --dataset takes two generated stand-ins for the large
+social sets of the fair comparison (no node features, so degree one-hot):
+"social-sparse" (2,000 thread-like graphs, median 305 nodes, largest 3,782,
+about 2.3 entries per node, as REDDIT-BINARY's published statistics) and
+"social-dense" (5,000 ego networks, median 52 nodes, largest 492, most of
+N^2 filled, as COLLAB's).
 """
 
 from __future__ import annotations
@@ -38,6 +45,61 @@ SETTINGS = {
 }
 
 
+def undirected(pairs: np.ndarray) -> np.ndarray:
+  """[E, 2] sorted unique directed entries of undirected pairs, no loops."""
+  pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+  both = np.concatenate([pairs, pairs[:, ::-1]])
+  return np.unique(both, axis=0)
+
+
+def graph_sizes(rng, count: int, median: float, spread: float, smallest: int,
+                largest: int) -> np.ndarray:
+  """Log-normal node counts, clipped, with the largest size present."""
+  sizes = np.exp(rng.normal(np.log(median), spread, count)).round()
+  sizes = np.clip(sizes, smallest, largest).astype(np.int64)
+  sizes[np.argmax(sizes)] = largest
+  return sizes
+
+
+def thread_graph(rng, n: int) -> np.ndarray:
+  """A discussion-thread-like tree (replies favour early posts), plus a few
+  extra edges: about 2.3 entries per node."""
+  child = np.arange(1, n)
+  parent = np.floor(rng.random(n - 1) ** 2 * child).astype(np.int64)
+  extra = rng.integers(0, n, size=(max(n // 10, 1), 2))
+  return undirected(np.concatenate([np.stack([child, parent], 1), extra]))
+
+
+def ego_graph(rng, n: int) -> np.ndarray:
+  """A collaboration ego network: a few overlapping dense groups."""
+  groups = rng.integers(0, rng.integers(1, 4), size=n)
+  same = groups[:, None] == groups[None, :]
+  linked = rng.random((n, n)) < np.where(same, 0.9, 0.05)
+  return undirected(np.argwhere(np.triu(linked, 1)))
+
+
+def stand_in(name: str, seed: int = 0):
+  """A generated set with the size and density distribution of a large
+  social TU set (see the module docstring)."""
+  from diffpool_jax.datasets import GraphDataset
+  rng = np.random.default_rng(seed)
+  if name == "social-sparse":
+    sizes = graph_sizes(rng, 2000, 305, 0.85, 6, 3782)
+    edges = [thread_graph(rng, int(n)) for n in sizes]
+  else:
+    sizes = graph_sizes(rng, 5000, 52, 0.75, 32, 492)
+    edges = [ego_graph(rng, int(n)) for n in sizes]
+  labels = rng.integers(0, 2, len(sizes))
+  dataset = GraphDataset(
+      name=name, n_node=sizes, edges=edges, labels=labels,
+      label_values=np.arange(2), feature_kind="none",
+      features=[np.zeros((int(n), 1), np.float32) for n in sizes])
+  return dataset.with_features("default")
+
+
+STAND_INS = ("social-sparse", "social-dense")
+
+
 def child(args) -> dict:
   import jax
   import jax.numpy as jnp
@@ -57,7 +119,8 @@ def child(args) -> dict:
                      preset=args.preset, protocol="paper", folds=2,
                      epochs=1, batch_size=args.batch_size, **overrides)
   start = time.perf_counter()
-  run = Run(config, "runs/scale_benchmark_unused")
+  given = stand_in(args.dataset) if args.dataset in STAND_INS else None
+  run = Run(config, "runs/scale_benchmark_unused", dataset=given)
   # One member, trained on a random 90 % of the graphs.
   count = run.dataset.num_graphs
   train_graphs = np.sort(np.random.default_rng(0).permutation(count)[
@@ -133,9 +196,11 @@ def entry_cost(repeats: int = 15) -> list:
 def run_child(setting: str, args) -> dict:
   command = [sys.executable, "-m", "experiments.scale_benchmark",
              "--setting", setting, "--dataset", args.dataset,
-             "--data-root", args.data_root, "--preset", args.preset,
+             "--preset", args.preset,
              "--batch-size", str(args.batch_size),
              "--repeats", str(args.repeats), "--max-gib", str(args.max_gib)]
+  if args.data_root is not None:
+    command += ["--data-root", args.data_root]
   if args.max_clusters is not None:
     command += ["--max-clusters", str(args.max_clusters)]
   if args.hidden_dim is not None:
@@ -186,7 +251,8 @@ def print_report(results: list, costs: list) -> None:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--dataset", default="DD")
-  parser.add_argument("--data-root", required=True)
+  parser.add_argument("--data-root", help="folder of TU sets (not needed "
+                      f"for {' / '.join(STAND_INS)})")
   parser.add_argument("--preset", default="paper")
   parser.add_argument("--settings", nargs="+",
                       default=["per_graph", "fixed_max", "fixed_median"],

@@ -58,3 +58,21 @@ def test_ceiling_uses_a_faster_model_matmul(capsys):
   assert "(200 GFLOP/s) would take 1/5.0 of PyG's epoch" in out
   assert "5x needs 100 % of that rate" in out
   assert "first_layer 200, aggregation 50" in out
+
+
+def test_scale_stand_in_graphs_are_simple_undirected_graphs():
+  import numpy as np
+  from experiments import scale_benchmark as scale
+  rng = np.random.default_rng(0)
+  for make, n in ((scale.thread_graph, 300), (scale.ego_graph, 60)):
+    entries = make(rng, n)
+    pairs = {tuple(e) for e in entries.tolist()}
+    assert len(pairs) == len(entries)                  # no duplicates
+    assert all((j, i) in pairs for i, j in pairs)      # both directions
+    assert entries.min() >= 0 and entries.max() < n
+    assert not np.any(entries[:, 0] == entries[:, 1])  # no self-loops
+  # Threads are sparse (a tree plus a few edges); ego networks dense.
+  assert len(scale.thread_graph(rng, 1000)) < 3 * 1000
+  assert len(scale.ego_graph(rng, 100)) > 0.2 * 100 * 100
+  sizes = scale.graph_sizes(rng, 500, 50, 0.8, 10, 400)
+  assert sizes.min() >= 10 and sizes.max() == 400
