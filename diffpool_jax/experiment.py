@@ -8,6 +8,7 @@ import dataclasses
 import itertools
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -29,6 +30,17 @@ from diffpool_jax.model import DiffPool, preset
 
 HISTORY_KEYS = ("train_loss", "train_acc", "train_link", "train_entropy",
                 "val_loss", "val_acc", "test_loss", "test_acc")
+# What a run writes into its folder; --overwrite removes these and only these.
+RUN_OUTPUTS = ("config.json", "metrics.jsonl", "results.json", "checkpoints",
+               "learning_curves.png", "assignments.png", "hierarchy.png")
+# RunConfig fields that may change when a run is resumed (epochs may only
+# grow); any other difference is refused.
+RESUMABLE_FIELDS = ("epochs", "patience", "checkpoint_every",
+                    "members_per_program", "memory_gib", "data_root")
+
+
+class RunFolderError(ValueError):
+  """The output folder holds another run, or one that cannot be resumed."""
 
 
 @dataclasses.dataclass
@@ -193,6 +205,52 @@ def _to_builtin(value):
   raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
+def claim_folder(out: Path, config: RunConfig, resume: bool,
+                 overwrite: bool) -> Optional[dict]:
+  """Makes `out` this run's own folder before anything is written.
+
+  A folder holding another run's outputs is refused unless `overwrite`
+  (which deletes those outputs, and nothing else) or `resume` (whose saved
+  configuration must match, but for RESUMABLE_FIELDS).
+
+  Returns:
+    The saved run configuration (a dict) when resuming an existing run,
+    else None.
+  """
+  found = [name for name in RUN_OUTPUTS if (out / name).exists()]
+  if not found:
+    return None
+  if overwrite:
+    for name in found:
+      path = out / name
+      shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return None
+  if not resume:
+    raise RunFolderError(
+        f"--out {out} already holds a run ({', '.join(found)}); pass "
+        "--resume to continue it or --overwrite to replace it")
+  saved_path = out / "config.json"
+  try:
+    saved = json.loads(saved_path.read_text())["run"]
+  except (OSError, ValueError, KeyError, TypeError) as error:
+    raise RunFolderError(f"--resume: cannot read the run in {saved_path}: "
+                         f"{error}") from None
+  current = json.loads(json.dumps(dataclasses.asdict(config),
+                                  default=_to_builtin))
+  for field in sorted(set(saved) | set(current)):
+    if field in RESUMABLE_FIELDS or saved.get(field) == current.get(field):
+      continue
+    raise RunFolderError(
+        f"--resume: {field} was {saved.get(field)!r} in the run in {out}, "
+        f"now {current.get(field)!r}; only {', '.join(RESUMABLE_FIELDS)} "
+        "may change on resume (or use another --out)")
+  if current["epochs"] < saved.get("epochs", 0):
+    raise RunFolderError(
+        f"--resume: epochs was {saved['epochs']} in the run in {out}, now "
+        f"{current['epochs']}; epochs may only grow on resume")
+  return saved
+
+
 def load_dataset(config: RunConfig) -> GraphDataset:
   """The run's data set with its node features."""
   if config.dataset == "synthetic":
@@ -332,18 +390,26 @@ class Run:
     return {"states": self.states, "epoch": np.asarray(epoch),
             "history": self.history, "epoch_seconds": self.epoch_seconds}
 
-  def restore(self, manager: ocp.CheckpointManager) -> int:
-    """Loads the latest checkpoint; returns the next epoch to run."""
+  def restore(self, manager: ocp.CheckpointManager,
+              saved_epochs: int) -> int:
+    """Loads the latest checkpoint of a run planned for `saved_epochs`
+    epochs (its history is extended to this run's epochs); returns the
+    next epoch to run."""
     step = manager.latest_step()
     if step is None:
       return 0
+    template = self.checkpoint_tree(0)
+    template["history"] = {k: v[:1].repeat(saved_epochs, axis=0)
+                           for k, v in self.history.items()}
+    template["epoch_seconds"] = np.zeros(saved_epochs)
     target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct,
-                                    self.checkpoint_tree(0))
+                                    template)
     tree = manager.restore(step, args=ocp.args.StandardRestore(target))
     self.states, self.data = training.place(self.mesh, tree["states"],
                                             self.data)
-    self.history = {k: np.asarray(v) for k, v in tree["history"].items()}
-    self.epoch_seconds = np.asarray(tree["epoch_seconds"])
+    for key, values in tree["history"].items():
+      self.history[key][:saved_epochs] = np.asarray(values)
+    self.epoch_seconds[:saved_epochs] = np.asarray(tree["epoch_seconds"])
     return int(tree["epoch"]) + 1
 
   def compile(self, progress: bool = False) -> float:
@@ -452,13 +518,24 @@ class Run:
     best = np.argmax(val, axis=0)
     return bool(np.all(epoch - best > self.config.patience))
 
-  def fit(self, resume: bool = False, progress: bool = True) -> dict:
+  def fit(self, resume: bool = False, progress: bool = True,
+          overwrite: bool = False) -> dict:
     """Trains every member; writes config.json, metrics.jsonl, results.json
-    and checkpoints into the output folder; returns the results."""
+    and checkpoints into the output folder; returns the results.
+
+    The folder must not hold another run (RunFolderError): `resume`
+    continues the run there from its last checkpoint (same configuration
+    but for RESUMABLE_FIELDS; more epochs extend it), `overwrite` deletes
+    its outputs first. Resuming a folder without a run starts afresh.
+    """
+    if resume and overwrite:
+      raise RunFolderError("--resume and --overwrite exclude each other")
+    saved = claim_folder(self.out, self.config, resume, overwrite)
     self.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(self.out / "config.json", self.describe())
     manager = self.checkpoint_manager()
-    start_epoch = self.restore(manager) if resume else 0
+    start_epoch = (self.restore(manager, saved["epochs"]) if saved
+                   else 0)
     compile_seconds = self.compile(progress)
     rows = [r for e in range(start_epoch) for r in self.metric_rows(e)]
     train_graphs = sum(len(g) for g in self.train_graphs)

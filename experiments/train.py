@@ -23,7 +23,8 @@ import jax
 import numpy as np
 
 from diffpool_jax import evaluation, plots
-from diffpool_jax.experiment import Run, RunConfig, write_json_atomic
+from diffpool_jax.experiment import (Run, RunConfig, RunFolderError,
+                                     write_json_atomic)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -75,7 +76,10 @@ def parse_args(argv):
   parser.add_argument("--checkpoint-every", type=int)
   parser.add_argument("--out", help="output folder (default runs/NAME)")
   parser.add_argument("--resume", action="store_true",
-                      help="continue from the last checkpoint in --out")
+                      help="continue the run in --out from its last "
+                      "checkpoint (same settings; --epochs may grow)")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace the run in --out (deletes its outputs)")
   parser.add_argument("--no-plots", action="store_true")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
   return parser.parse_args(argv)
@@ -177,8 +181,9 @@ def make_plots(run: Run) -> dict:
 def train_one(config: RunConfig, out: Path, args) -> dict:
   run = Run(config, out)
   try:
-    results = run.fit(resume=args.resume, progress=not args.quiet)
-  except MemoryError as error:
+    results = run.fit(resume=args.resume, progress=not args.quiet,
+                      overwrite=args.overwrite)
+  except (MemoryError, RunFolderError) as error:
     raise SystemExit(f"{config.dataset}: {error}")
   if not args.no_plots:
     results.update(make_plots(run))
