@@ -126,7 +126,28 @@ BAD_INPUTS = [
     (broken("edge_labels", "1\n" * 9), ValueError,
      r"TOY_edge_labels.txt: has 9 lines, expected 10"),
     (broken("graph_labels", "-1\n1\n1\n"), ValueError,
-     r"TOY_graph_indicator.txt: the last graph id is 2 .* 3 graphs"),
+     r"TOY_graph_labels.txt: has 3 lines, but .*TOY_graph_indicator.txt "
+     r"names graphs only up to 2"),
+    # A graph_labels file one line short is blamed on itself.
+    (broken("graph_labels", "-1\n"), ValueError,
+     r"TOY_graph_labels.txt: has 1 lines, but .*TOY_graph_indicator.txt "
+     r"names graphs up to 2: one graph label per graph is missing"),
+    # Ragged rows that cancel out are caught at the first of them.
+    (broken("node_attributes", "0.5, 1\n1.5\n0, 0, 7\n1, 1\n2, 2\n3, 3\n"),
+     ValueError, r"TOY_node_attributes.txt: line 2 has 1 values, expected 2"),
+    (broken("A", "1, 2\n2\n2, 3, 3\n3, 2\n"), ValueError,
+     r"TOY_A.txt: line 2 has 1 values, expected 2"),
+    # Graph labels must be integer class ids.
+    (broken("graph_labels", "0.5\n1\n"), ValueError,
+     r"TOY_graph_labels.txt: line 1: graph label '0.5' is not an integer"),
+    (broken("graph_labels", "1\nnan\n"), ValueError,
+     r"TOY_graph_labels.txt: line 2: graph label 'nan' is not an integer"),
+    (broken("graph_labels", "inf\n1\n"), ValueError,
+     r"TOY_graph_labels.txt: line 1: graph label 'inf' is not an integer"),
+    (broken("graph_labels", "1\n12345678901234567891\n"), ValueError,
+     r"TOY_graph_labels.txt: line 2: graph label '12345678901234567891'"),
+    (broken("A", "1, 2\n2, 99999999999999999999\n"), ValueError,
+     r"TOY_A.txt: line 2: a value is too large for int64"),
     (broken("graph_indicator", "1\n1\n1\n1\n2\n"), ValueError,
      r"TOY_A.txt: line 9: node id 6 is outside 1..5"),
     (broken("graph_labels", "-1\nabc\n"), ValueError,
@@ -155,6 +176,22 @@ BAD_INPUTS = [
 def test_bad_input_raises_clear_error(tmp_path, tables, error, message):
   with pytest.raises(error, match=message):
     load_tu("TOY", root=write_set(tmp_path, tables), download=False)
+
+
+def test_integer_valued_float_labels_are_class_ids(tmp_path):
+  dataset = load_tu("TOY", root=write_set(
+      tmp_path, broken("graph_labels", "-1.0\n1.0\n")), download=False)
+  np.testing.assert_array_equal(dataset.label_values, [-1, 1])
+  assert dataset.label_values.dtype == np.int64
+
+
+@pytest.mark.parametrize("content", [b"not a gzip file", b"\x1f\x8b\x08"])
+def test_unreadable_gz_names_the_file(tmp_path, content):
+  root = write_set(tmp_path, {k: v for k, v in GOOD.items() if k != "A"})
+  (root / "TOY" / "TOY_A.txt.gz").write_bytes(content)
+  with pytest.raises(ValueError, match=r"TOY_A.txt.gz: cannot be read as "
+                     "text"):
+    load_tu("TOY", root=root, download=False)
 
 
 def test_missing_set_without_download(tmp_path):

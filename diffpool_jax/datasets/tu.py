@@ -31,53 +31,91 @@ def find_table(folder: Path, name: str, table: str) -> Optional[Path]:
 
 
 def read_lines(path: Path) -> List[str]:
-  """The file's lines (gzip or plain), without a final empty line."""
+  """The file's lines (gzip or plain), without a final empty line.
+
+  Raises ValueError naming the file when it cannot be read as text (a
+  truncated or fake .gz, binary content).
+  """
   opener = gzip.open if path.suffix == ".gz" else open
-  with opener(path, "rt") as handle:
-    lines = handle.read().splitlines()
+  try:
+    with opener(path, "rt") as handle:
+      lines = handle.read().splitlines()
+  except (OSError, EOFError, UnicodeDecodeError) as error:
+    raise ValueError(f"{path}: cannot be read as text "
+                     f"({type(error).__name__}: {error})") from None
   while lines and not lines[-1].strip():
     lines.pop()
   return lines
 
 
-def first_bad_line(path: Path, lines: List[str], columns: int, dtype) -> str:
-  """Describes the first line that is empty, ragged or not numeric."""
-  for number, line in enumerate(lines, start=1):
-    tokens = line.replace(",", " ").split()
-    if not tokens:
-      return f"{path}: line {number} is empty"
-    if len(tokens) != columns:
-      return (f"{path}: line {number} has {len(tokens)} values, expected "
-              f"{columns} (as on line 1)")
-    try:
-      np.array(tokens, dtype=dtype)
-    except ValueError:
-      return f"{path}: line {number} is not numeric: {line.strip()!r}"
-  return f"{path}: could not be parsed"
+def check_row(path: Path, number: int, line: str, tokens: List[str], dtype,
+              columns: int) -> None:
+  """Raises ValueError naming file and line unless the row has `columns`
+  values of `dtype` (that fit in it)."""
+  if not tokens:
+    raise ValueError(f"{path}: line {number} is empty")
+  if len(tokens) != columns:
+    raise ValueError(f"{path}: line {number} has {len(tokens)} values, "
+                     f"expected {columns} (as on line 1)")
+  try:
+    np.array(tokens, dtype=dtype)
+  except ValueError:
+    raise ValueError(f"{path}: line {number} is not numeric: "
+                     f"{line.strip()!r}") from None
+  except OverflowError:
+    raise ValueError(f"{path}: line {number}: a value is too large for "
+                     f"{np.dtype(dtype).name}: {line.strip()!r}") from None
 
 
 def read_table(path: Path, dtype, expected_rows: Optional[int] = None,
                what: str = "") -> np.ndarray:
   """Reads a comma/space separated numeric table into [rows, columns].
 
-  Raises ValueError naming the file and line for empty, ragged or
-  non-numeric lines, and for a row count other than `expected_rows`.
+  Every row must have as many values as the first. Raises ValueError
+  naming the file and line for empty, ragged, non-numeric or too large
+  values, and for a row count other than `expected_rows`.
   """
   lines = read_lines(path)
   if not lines:
     raise ValueError(f"{path}: the file is empty")
-  columns = len(lines[0].replace(",", " ").split())
-  tokens = " ".join(lines).replace(",", " ").split()
+  rows = [line.replace(",", " ").split() for line in lines]
+  columns = len(rows[0])
+  counts = np.fromiter(map(len, rows), np.int64, len(rows))
+  ragged = np.flatnonzero(counts != columns)
+  if columns == 0 or len(ragged):
+    number = 0 if columns == 0 else int(ragged[0])
+    check_row(path, number + 1, lines[number], rows[number], dtype, columns)
   try:
-    values = np.array(tokens, dtype=dtype)
-  except ValueError:
-    raise ValueError(first_bad_line(path, lines, columns, dtype)) from None
-  if columns == 0 or values.size != len(lines) * columns:
-    raise ValueError(first_bad_line(path, lines, columns, dtype))
+    values = np.array([token for row in rows for token in row], dtype=dtype)
+  except (ValueError, OverflowError):
+    for number, (line, row) in enumerate(zip(lines, rows), start=1):
+      check_row(path, number, line, row, dtype, columns)
+    raise
   if expected_rows is not None and len(lines) != expected_rows:
     raise ValueError(f"{path}: has {len(lines)} lines, expected "
                      f"{expected_rows} ({what})")
   return values.reshape(len(lines), columns)
+
+
+def read_graph_labels(path: Path) -> np.ndarray:
+  """[G] int64 class labels, one per line. Raises ValueError naming file
+  and line for a value that is not an integer class id (1, -1 and 1.0 are;
+  0.5, nan, inf and integers beyond float64's exact range are not)."""
+  raw = read_table(path, np.float64)
+  if raw.shape[1] != 1:
+    raise ValueError(f"{path}: line 1 has {raw.shape[1]} values, expected "
+                     "one graph label")
+  values = raw[:, 0]
+  with np.errstate(invalid="ignore"):
+    bad = (~np.isfinite(values) | (values != np.round(values))
+           | (np.abs(values) >= 2.0**53))
+  if np.any(bad):
+    number = int(np.argmax(bad)) + 1
+    raise ValueError(
+        f"{path}: line {number}: graph label {read_lines(path)[number - 1]!r}"
+        " is not an integer class id (regression targets are not "
+        "supported)")
+  return values.astype(np.int64)
 
 
 def split_by_graph(values: np.ndarray, starts: np.ndarray) -> List[np.ndarray]:
@@ -85,9 +123,10 @@ def split_by_graph(values: np.ndarray, starts: np.ndarray) -> List[np.ndarray]:
   return np.split(values, starts[1:])
 
 
-def check_indicator(path: Path, indicator: np.ndarray,
-                    num_graphs: int) -> None:
-  """Graph ids must run 1..num_graphs, sorted, every graph with a node."""
+def check_indicator(path: Path, indicator: np.ndarray, num_graphs: int,
+                    label_path: Path) -> None:
+  """Graph ids must run 1..num_graphs (the graph labels' line count),
+  sorted, every graph with a node."""
   if indicator.min() < 1:
     line = int(np.argmax(indicator < 1)) + 1
     raise ValueError(f"{path}: line {line}: graph id {indicator[line - 1]} "
@@ -103,11 +142,16 @@ def check_indicator(path: Path, indicator: np.ndarray,
     raise ValueError(f"{path}: line {line}: graph ids jump to "
                      f"{indicator[line - 1]}; graph {missing} has no nodes "
                      "(zero-node graphs are not allowed)")
-  if indicator[-1] != num_graphs:
+  if indicator[-1] > num_graphs:
     raise ValueError(
-        f"{path}: the last graph id is {indicator[-1]} but the graph labels "
-        f"file lists {num_graphs} graphs; graphs {indicator[-1] + 1}.."
-        f"{num_graphs} have no nodes (zero-node graphs are not allowed)")
+        f"{label_path}: has {num_graphs} lines, but {path} names graphs up "
+        f"to {indicator[-1]}: one graph label per graph is missing")
+  if indicator[-1] < num_graphs:
+    raise ValueError(
+        f"{label_path}: has {num_graphs} lines, but {path} names graphs "
+        f"only up to {indicator[-1]}: graphs {indicator[-1] + 1}.."
+        f"{num_graphs} would have no nodes (zero-node graphs are not "
+        "allowed)")
 
 
 def read_edges(path: Path, indicator: np.ndarray) -> np.ndarray:
@@ -188,11 +232,11 @@ def load_tu(name: str, root: Optional[str | os.PathLike] = None,
     return path
 
   label_path = required("graph_labels")
-  raw_labels = read_table(label_path, np.float64)[:, 0]
+  raw_labels = read_graph_labels(label_path)
   num_graphs = len(raw_labels)
   indicator_path = required("graph_indicator")
   indicator = read_table(indicator_path, np.int64)[:, 0]
-  check_indicator(indicator_path, indicator, num_graphs)
+  check_indicator(indicator_path, indicator, num_graphs, label_path)
   num_nodes = len(indicator)
   n_node = np.bincount(indicator - 1, minlength=num_graphs)
   node_starts = np.concatenate([[0], np.cumsum(n_node)[:-1]])
@@ -224,8 +268,6 @@ def load_tu(name: str, root: Optional[str | os.PathLike] = None,
                          split_by_graph(v[source_lines], entry_starts))
 
   label_values, labels = np.unique(raw_labels, return_inverse=True)
-  if np.all(label_values == np.round(label_values)):
-    label_values = label_values.astype(np.int64)
   dataset = GraphDataset(
       name=name, n_node=n_node, edges=edges, labels=labels.astype(np.int64),
       label_values=label_values, features=[], feature_kind="",
