@@ -118,6 +118,18 @@ class RunConfig:
     if self.protocol == "paper" and self.folds < 2 and self.splits is None:
       raise ValueError("the paper protocol needs folds >= 2")
     self.lr = tuple(float(v) for v in np.atleast_1d(self.lr))
+    for value in self.lr:
+      if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"lr={value}; every learning rate must be "
+                         "finite and > 0")
+    if not (np.isfinite(self.clip) and self.clip > 0):
+      raise ValueError(f"clip={self.clip}; must be finite and > 0")
+    for name in ("link_weight", "entropy_weight"):
+      value = getattr(self, name)
+      if value is not None and not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"{name}={value}; must be finite and >= 0")
+    if self.patience < 0:
+      raise ValueError(f"patience={self.patience}; must be >= 0")
     if self.first_level not in ("auto", "dense", "sparse"):
       raise ValueError(f"first_level={self.first_level!r}; expected 'auto', "
                        "'dense' or 'sparse'")

@@ -25,6 +25,13 @@ def test_bad_cluster_reference(reference):
     (dict(protocol="best"), "protocol='best'"),
     (dict(folds=0), "folds=0; must be >= 1"),
     (dict(folds=1), "the paper protocol needs folds >= 2"),
+    (dict(lr=float("nan")), "lr=nan; every learning rate must be finite"),
+    (dict(lr=[1e-3, -1e-3]), "lr=-0.001; every learning rate"),
+    (dict(lr=float("inf")), "lr=inf"),
+    (dict(clip=0.0), "clip=0.0; must be finite and > 0"),
+    (dict(link_weight=float("nan")), "link_weight=nan"),
+    (dict(entropy_weight=-1.0), "entropy_weight=-1.0; must be finite"),
+    (dict(patience=-1), "patience=-1"),
 ])
 def test_bad_run_config(change, message):
   with pytest.raises(ValueError, match=message):

@@ -148,6 +148,8 @@ BAD_INPUTS = [
      r"TOY_graph_labels.txt: line 2: graph label '12345678901234567891'"),
     (broken("A", "1, 2\n2, 99999999999999999999\n"), ValueError,
      r"TOY_A.txt: line 2: a value is too large for int64"),
+    (broken("node_attributes", "0.5, 1\n1.5, 2\n0, nan\n1, 1\n2, 2\n3, 3\n"),
+     ValueError, r"TOY_node_attributes.txt: line 3: a value is not finite"),
     (broken("graph_indicator", "1\n1\n1\n1\n2\n"), ValueError,
      r"TOY_A.txt: line 9: node id 6 is outside 1..5"),
     (broken("graph_labels", "-1\nabc\n"), ValueError,

@@ -251,7 +251,14 @@ def load_tu(name: str, root: Optional[str | os.PathLike] = None,
 
   def optional(table: str, dtype, rows: int, what: str):
     path = find_table(folder, name, table)
-    return None if path is None else read_table(path, dtype, rows, what)
+    if path is None:
+      return None
+    values = read_table(path, dtype, rows, what)
+    if not np.all(np.isfinite(values)):
+      number = int(np.argmax(~np.isfinite(values).all(axis=1))) + 1
+      raise ValueError(f"{path}: line {number}: a value is not finite "
+                       f"({read_lines(path)[number - 1].strip()!r})")
+    return values
 
   node_labels = optional("node_labels", np.int64, num_nodes,
                          "one per node of the graph indicator")
