@@ -19,13 +19,23 @@ FAIR_NOTE = ("Errica et al. 2020: model selection and early stopping on an "
              "inner validation holdout; test accuracy at the selected epoch")
 
 
+def nan_argmax(values: np.ndarray) -> int:
+  """Flat index of the largest value, NaN (a diverged run) never chosen
+  unless every value is NaN (then 0)."""
+  values = np.asarray(values, np.float64).ravel()
+  if np.all(np.isnan(values)):
+    return 0
+  return int(np.nanargmax(values))
+
+
 def paper_protocol(test_acc: np.ndarray) -> Dict[str, object]:
   """The DiffPool authors' protocol: every epoch, the mean test-fold
   accuracy over folds (and seeds); report its maximum over epochs.
 
   Args:
     test_acc: [E, F, S, P] accuracies; with several points P, each point is
-      scored on its own and the best point is reported.
+      scored on its own and the best point is reported. NaN (a diverged
+      member) excludes that epoch of that point.
 
   Returns:
     dict with accuracy (mean over folds at the best epoch), std over folds,
@@ -33,7 +43,7 @@ def paper_protocol(test_acc: np.ndarray) -> Dict[str, object]:
   """
   per_fold = test_acc.mean(axis=2)                     # [E, F, P]
   curve = per_fold.mean(axis=1)                        # [E, P]
-  epoch, point = np.unravel_index(np.argmax(curve), curve.shape)
+  epoch, point = np.unravel_index(nan_argmax(curve), curve.shape)
   folds = per_fold[epoch, :, point]
   return {"protocol": "paper", "note": PAPER_NOTE,
           "accuracy": float(folds.mean()), "std": float(folds.std()),
@@ -86,7 +96,8 @@ def fair_protocol(val_acc: np.ndarray, val_loss: np.ndarray,
         epochs[f, s, p] = e
         chosen_val[f, s, p] = val_acc[e, f, s, p]
         chosen_test[f, s, p] = test_acc[e, f, s, p]
-  points = np.argmax(chosen_val.mean(axis=1), axis=1)          # [F]
+  points = np.array([nan_argmax(row) for row in chosen_val.mean(axis=1)],
+                    np.int64)                                    # [F]
   folds = chosen_test.mean(axis=1)[np.arange(num_folds), points]
   return {"protocol": "fair", "note": FAIR_NOTE,
           "accuracy": float(folds.mean()), "std": float(folds.std()),

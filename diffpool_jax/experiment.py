@@ -193,11 +193,24 @@ def concatenate_members(trees: List):
                                 *trees)
 
 
+def finite_or_none(value):
+  """`value` with every non-finite float replaced by None (valid JSON)."""
+  if isinstance(value, dict):
+    return {k: finite_or_none(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [finite_or_none(v) for v in value]
+  if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+    return None
+  return value
+
+
 def write_json_atomic(path: Path, value) -> None:
-  """Writes JSON to a temporary file, then renames it over `path`."""
+  """Writes JSON (non-finite numbers as null) to a temporary file, then
+  renames it over `path`."""
   path.parent.mkdir(parents=True, exist_ok=True)
   temporary = path.with_name(path.name + ".tmp")
-  temporary.write_text(json.dumps(value, indent=2, default=_to_builtin))
+  temporary.write_text(json.dumps(finite_or_none(value), indent=2,
+                                  default=_to_builtin, allow_nan=False))
   os.replace(temporary, path)
 
 
@@ -515,6 +528,8 @@ class Run:
              "seed": int(self.members.seed[m]),
              "point": int(self.members.point[m]),
              "lr": float(self.members.lr[m])}
+      if np.isnan(self.history["train_loss"][epoch, m]):
+        row["diverged"] = True
       for key in HISTORY_KEYS:
         value = self.history[key][epoch, m]
         if not np.isnan(value):
@@ -565,6 +580,7 @@ class Run:
       self.record(epoch, "train", totals)
       for split, (evaluate, fixed) in self.evaluators.items():
         self.record(epoch, split, self.evaluate_members(evaluate, fixed))
+      self.mark_diverged(epoch)
       rows.extend(self.metric_rows(epoch))
       write_lines_atomic(self.out / "metrics.jsonl", rows)
       shown = "val_acc" if "val" in self.evaluators else "test_acc"
@@ -576,13 +592,29 @@ class Run:
         manager.save(epoch, args=ocp.args.StandardSave(
             self.checkpoint_tree(epoch)))
         manager.wait_until_finished()
-      if self.all_stopped(epoch):
+      if self.all_stopped(epoch) or np.all(self.diverged_at(epoch + 1) >= 0):
         break
     bar.close()
     results = self.results(epoch + 1, compile_seconds,
                            time.perf_counter() - wall_start, train_graphs)
     write_json_atomic(self.out / "results.json", results)
     return results
+
+  def mark_diverged(self, epoch: int) -> None:
+    """Members whose training loss or parameters are not finite after this
+    epoch have diverged: from their first such epoch on, every history
+    value is NaN, so no protocol can select those epochs."""
+    params_finite = np.asarray(training.members_finite(self.states.params))
+    finite = params_finite & np.isfinite(self.history["train_loss"][epoch])
+    for member in np.flatnonzero(~finite):
+      for values in self.history.values():
+        values[epoch, member] = np.nan
+
+  def diverged_at(self, epochs_run: int) -> np.ndarray:
+    """[M] the first epoch (< epochs_run) whose training loss is NaN, i.e.
+    where the member diverged (see `mark_diverged`), or -1."""
+    lost = np.isnan(self.history["train_loss"][:max(epochs_run, 1)])
+    return np.where(lost[:epochs_run].any(axis=0), lost.argmax(axis=0), -1)
 
   def record(self, epoch: int, split: str, totals) -> None:
     values = training.metrics_to_numpy(totals)
@@ -603,7 +635,10 @@ class Run:
                               table("test_acc"), self.config.patience)
     seconds = self.epoch_seconds[:epochs_run]
     median = float(np.nanmedian(seconds)) if epochs_run else float("nan")
+    diverged = self.diverged_at(epochs_run)
     return {**summary,
+            "diverged_members": {int(m): int(diverged[m]) for m in
+                                 np.flatnonzero(diverged >= 0)},
             "dataset": self.config.dataset, "preset": self.config.preset,
             "epochs_run": epochs_run, "members": len(self.members),
             "wall_seconds": wall_seconds,

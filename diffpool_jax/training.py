@@ -372,6 +372,15 @@ def make_schedule(member_graphs: Sequence[np.ndarray], data: DeviceData,
   return Schedule(bucket_ids.astype(np.int32), indices)
 
 
+@jax.jit
+def members_finite(params) -> jax.Array:
+  """[M] whether every parameter of each member is finite (leaves [M, ...])."""
+  leaves = jax.tree_util.tree_leaves(params)
+  per_leaf = [jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[0], -1)), axis=1)
+              for leaf in leaves]
+  return jnp.all(jnp.stack(per_leaf), axis=0)
+
+
 def metrics_to_numpy(metrics: StepMetrics) -> dict:
   """Per-member means from metric sums: loss, accuracy, link, entropy."""
   host = jax.device_get(metrics)

@@ -234,7 +234,15 @@ def main(argv=None) -> int:
                           args))
   print_table(rows)
   print(f"\nresults in {out}/results.json")
-  return 0
+  diverged = [(r["preset"], r["diverged_members"]) for r in rows
+              if r.get("diverged_members")]
+  for name, members in diverged:
+    print(f"WARNING: {name}: {len(members)} member(s) diverged (loss or "
+          "parameters not finite; member: first such epoch "
+          f"{members}); their epochs from then on were excluded from "
+          "selection and a fold without any other run reports nan. Try a "
+          "lower --lr or --clip.", file=sys.stderr)
+  return 3 if diverged else 0
 
 
 if __name__ == "__main__":
