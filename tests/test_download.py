@@ -97,3 +97,30 @@ def test_zip_bomb_is_refused(tmp_path):
   archive.write_bytes(toy_zip(extra=[("TOY/zeros.txt", "0" * 5_000_000)]))
   with pytest.raises(ValueError, match="expands to .* bytes, more than"):
     download.safe_extract(archive, tmp_path / "out")
+
+
+def test_download_never_deletes_or_overwrites_user_files(server, tmp_path):
+  url, served, _ = server
+  (served / "TOY.zip").write_bytes(toy_zip())
+  folder = tmp_path / "data" / "TOY"
+  folder.mkdir(parents=True)
+  (folder / "notes.txt").write_text("mine")
+  dataset = load_tu("TOY", root=tmp_path / "data", url=url)
+  assert dataset.num_graphs == 2
+  assert (folder / "notes.txt").read_text() == "mine"
+  # A file of the archive's name that the user put there is not replaced.
+  (folder / "TOY_A.txt").unlink()
+  (folder / "TOY_graph_labels.txt").write_text("mine")
+  with pytest.raises(ValueError, match="already holds .*TOY_graph_labels.txt"
+                     ".*refusing to overwrite"):
+    load_tu("TOY", root=tmp_path / "data", url=url)
+  assert (folder / "TOY_graph_labels.txt").read_text() == "mine"
+  assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_zip_of_another_set_is_named(server, tmp_path):
+  url, served, _ = server
+  (served / "TOY.zip").write_bytes(toy_zip(name="XTOY"))
+  with pytest.raises(ValueError, match="holds no file named exactly "
+                     "TOY_A.txt"):
+    load_tu("TOY", root=tmp_path / "data", url=url)

@@ -1,8 +1,10 @@
 """Download and safe extraction of TU data set zips into a cache folder.
 
 A download goes to a temporary file that is renamed only after the zip has
-been verified, and extraction goes to a temporary folder that is renamed
-into place at the end: an interrupted run never leaves half a data set.
+been verified, and extraction goes to a temporary folder whose files are
+moved into place at the end: an interrupted run never leaves half a data
+set, and files already in the target folder are never deleted or
+overwritten.
 """
 
 from __future__ import annotations
@@ -124,10 +126,27 @@ def download_tu(name: str, root: Path, url: Optional[str] = None) -> Path:
   staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.extract."))
   try:
     safe_extract(archive, staging)
-    extracted = next(staging.rglob(f"{name}_A.txt")).parent
-    if folder.exists():
-      shutil.rmtree(folder)
-    os.replace(extracted, folder)
+    found = next(staging.rglob(f"{name}_A.txt"), None)
+    if found is None:
+      raise ValueError(f"{archive}: holds no file named exactly "
+                       f"{name}_A.txt (is it the zip of {name!r}?)")
+    move_into(found.parent, folder)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   return folder
+
+
+def move_into(extracted: Path, folder: Path) -> None:
+  """Moves the extracted files into `folder`, which may already exist with
+  files of the user's: those are never deleted or overwritten (ValueError
+  naming them instead, before anything is moved)."""
+  folder.mkdir(parents=True, exist_ok=True)
+  names = sorted(path.name for path in extracted.iterdir())
+  clashes = [n for n in names if (folder / n).exists()]
+  if clashes:
+    raise ValueError(
+        f"{folder}: already holds {', '.join(clashes)}; refusing to "
+        "overwrite files this library did not write (move them away, or "
+        "pass root= to the folder that holds the complete set)")
+  for name in names:
+    os.replace(extracted / name, folder / name)
