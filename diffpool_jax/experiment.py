@@ -289,6 +289,10 @@ def make_folds(config: RunConfig, dataset: GraphDataset):
   10% inner validation holdout for the fair protocol)."""
   if config.splits is not None:
     folds = load_split_file(config.splits, dataset.num_graphs)
+    if len(folds) < config.folds:
+      raise ValueError(f"--splits {config.splits} holds {len(folds)} folds, "
+                       f"fewer than folds={config.folds}; pass --folds "
+                       f"{len(folds)} or another split file")
     return folds[:config.folds]
   holdout = 0.1 if config.protocol == "fair" else 0.0
   return stratified_folds(dataset.labels, config.folds, config.split_seed,

@@ -179,7 +179,10 @@ def make_plots(run: Run) -> dict:
 
 
 def train_one(config: RunConfig, out: Path, args) -> dict:
-  run = Run(config, out)
+  try:
+    run = Run(config, out)
+  except (ValueError, OSError) as error:   # data, splits, model settings
+    raise SystemExit(f"{config.dataset}: {error}")
   try:
     results = run.fit(resume=args.resume, progress=not args.quiet,
                       overwrite=args.overwrite)

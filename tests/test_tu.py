@@ -219,3 +219,35 @@ def test_split_file_errors(tmp_path):
   path.write_text("{")
   with pytest.raises(ValueError, match="not valid JSON"):
     load_split_file(path, num_graphs=5)
+
+
+def split_file(tmp_path, train, validation, test):
+  path = tmp_path / "splits.json"
+  path.write_text(json.dumps([{"test": test, "model_selection": [
+      {"train": train, "validation": validation}]}]))
+  return path
+
+
+@pytest.mark.parametrize("parts, message", [
+    (([0, 1, 2], [3], [2, 4]), "fold 0: graph 2 is in both train and test"),
+    (([0, 1], [4], [3, 4]), "graph 4 is in both validation and test"),
+    (([0, 1.0], [2], [3]), "fold 0 train: expected a list of integer"),
+    (([0, 1], [2], []), "fold 0 test: is empty"),
+    (([0, 1, 1], [2], [3]), "fold 0 train: lists a graph twice"),
+    (([0, 1], [2], "3"), "fold 0 test: expected a list"),
+])
+def test_bad_split_folds_are_refused(tmp_path, parts, message):
+  with pytest.raises(ValueError, match=message):
+    load_split_file(split_file(tmp_path, *parts), num_graphs=5)
+
+
+def test_fewer_folds_in_the_file_than_asked(tmp_path):
+  from diffpool_jax.datasets import synthetic_hierarchical
+  from diffpool_jax.experiment import RunConfig, make_folds
+  dataset = synthetic_hierarchical(num_graphs=5, seed=0)
+  path = split_file(tmp_path, [0, 1], [2], [3, 4])
+  config = RunConfig(protocol="fair", folds=3, splits=str(path))
+  with pytest.raises(ValueError, match="holds 1 folds, fewer than folds=3"):
+    make_folds(config, dataset)
+  assert len(make_folds(RunConfig(protocol="fair", folds=1,
+                                  splits=str(path)), dataset)) == 1

@@ -58,14 +58,38 @@ def load_split_file(path: str | os.PathLike, num_graphs: int) -> List[Fold]:
   for number, fold in enumerate(raw):
     try:
       selection = fold["model_selection"][0]
-      parts = [np.asarray(p, dtype=np.int64) for p in
-               (selection["train"], selection["validation"], fold["test"])]
+      lists = {"train": selection["train"],
+               "validation": selection["validation"], "test": fold["test"]}
     except (KeyError, IndexError, TypeError) as error:
       raise ValueError(f"{path}: fold {number} lacks test / model_selection"
                        f"[0].train / .validation ({error!r})") from None
-    for part in parts:
-      if part.size and (part.min() < 0 or part.max() >= num_graphs):
-        raise ValueError(f"{path}: fold {number} has an index outside "
-                         f"0..{num_graphs - 1}; is it the right data set?")
-    folds.append(Fold(*parts))
+    parts = {name: split_indices(path, number, name, values, num_graphs)
+             for name, values in lists.items()}
+    for first, second in (("train", "test"), ("validation", "test"),
+                          ("train", "validation")):
+      shared = np.intersect1d(parts[first], parts[second])
+      if shared.size:
+        raise ValueError(f"{path}: fold {number}: graph {shared[0]} is in "
+                         f"both {first} and {second}")
+    folds.append(Fold(parts["train"], parts["validation"], parts["test"]))
   return folds
+
+
+def split_indices(path, fold: int, name: str, values, num_graphs: int
+                  ) -> np.ndarray:
+  """[n] int64 graph indices of one part of a split file's fold; ValueError
+  naming file, fold and part for anything but distinct integers in
+  0..num_graphs-1 (and for an empty train or test part)."""
+  where = f"{path}: fold {fold} {name}"
+  if not isinstance(values, list) or not all(
+      isinstance(v, int) and not isinstance(v, bool) for v in values):
+    raise ValueError(f"{where}: expected a list of integer graph indices")
+  indices = np.asarray(values, dtype=np.int64)
+  if not indices.size and name != "validation":
+    raise ValueError(f"{where}: is empty")
+  if indices.size and (indices.min() < 0 or indices.max() >= num_graphs):
+    raise ValueError(f"{where} has an index outside 0..{num_graphs - 1}; "
+                     "is it the right data set?")
+  if len(np.unique(indices)) != len(indices):
+    raise ValueError(f"{where}: lists a graph twice")
+  return indices
