@@ -26,7 +26,8 @@ from diffpool_jax.datasets import (GraphDataset, bucket_entry_slots,
                                    sparse_by_cost, stratified_folds,
                                    synthetic_hierarchical)
 from diffpool_jax.evaluation import fair_protocol, paper_protocol
-from diffpool_jax.model import DiffPool, preset
+from diffpool_jax.datasets.features import FEATURE_KINDS
+from diffpool_jax.model import DiffPool, DiffPoolConfig, preset
 
 HISTORY_KEYS = ("train_loss", "train_acc", "train_link", "train_entropy",
                 "val_loss", "val_acc", "test_loss", "test_acc")
@@ -108,15 +109,27 @@ class RunConfig:
   synthetic: Dict[str, object] = dataclasses.field(default_factory=dict)
   checkpoint_every: int = 10
 
+  INTEGER_FIELDS = ("folds", "seeds", "epochs", "batch_size", "patience",
+                    "max_buckets", "split_seed", "checkpoint_every",
+                    "members_per_program")
+
   def __post_init__(self):
+    for name in self.INTEGER_FIELDS:
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name}={value!r}; must be an integer")
+    if self.features not in FEATURE_KINDS:
+      raise ValueError(f"features={self.features!r}; expected one of "
+                       f"{FEATURE_KINDS}")
     if self.protocol not in ("paper", "fair"):
       raise ValueError(f"protocol={self.protocol!r}; expected 'paper' or "
                        "'fair'")
     for name in ("folds", "seeds", "epochs", "batch_size"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name}={getattr(self, name)}; must be >= 1")
-    if self.protocol == "paper" and self.folds < 2 and self.splits is None:
-      raise ValueError("the paper protocol needs folds >= 2")
+    if self.folds < 2 and self.splits is None:
+      raise ValueError(f"folds={self.folds}; stratified folds need at least "
+                       "2 (or a split file)")
     self.lr = tuple(float(v) for v in np.atleast_1d(self.lr))
     for value in self.lr:
       if not (np.isfinite(value) and value > 0):
@@ -138,6 +151,9 @@ class RunConfig:
                        "must be >= 0 (0: as many as fit in memory)")
     if self.memory_gib is not None and not self.memory_gib > 0:
       raise ValueError(f"memory_gib={self.memory_gib}; must be > 0")
+    if self.cluster_reference is not None:
+      self.reference_nodes(np.array([1]))    # raises on a bad reference
+    self.model_config()                      # raises on a bad model field
 
   def sparse_buckets(self, bucket_sizes, entry_slots) -> List[bool]:
     """Per bucket, whether its first level runs on an EdgeList.
@@ -157,6 +173,11 @@ class RunConfig:
     cluster reference makes the counts fixed."""
     overrides = {k: tuple(v) if isinstance(v, list) else v
                  for k, v in self.model.items()}
+    known = {f.name for f in dataclasses.fields(DiffPoolConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+      raise ValueError(f"model: unknown fields {unknown}; DiffPoolConfig "
+                       f"has {sorted(known)}")
     if self.cluster_reference is not None:
       overrides["cluster_mode"] = "fixed"
     return preset(self.preset, **overrides)
@@ -179,10 +200,12 @@ class RunConfig:
       return int(np.ceil(n_node.mean()))
     if ref == "median":
       return int(np.ceil(np.median(n_node)))
-    if isinstance(ref, str) and ref[:1] == "p" and ref[1:].isdigit():
+    if (isinstance(ref, str) and ref[:1] == "p" and ref[1:].isdigit()
+        and int(ref[1:]) <= 100):
       return int(np.ceil(np.percentile(n_node, int(ref[1:]))))
     raise ValueError(f"cluster_reference={ref!r}; expected 'max', 'mean', "
-                     "'median', 'pNN' or a positive integer")
+                     "'median', 'pNN' (NN at most 100) or a positive "
+                     "integer")
 
 
 def concatenate_members(trees: List):
@@ -242,6 +265,8 @@ def claim_folder(out: Path, config: RunConfig, resume: bool,
     The saved run configuration (a dict) when resuming an existing run,
     else None.
   """
+  if out.exists() and not out.is_dir():
+    raise RunFolderError(f"--out {out} is a file, not a folder")
   found = [name for name in RUN_OUTPUTS if (out / name).exists()]
   if not found:
     return None

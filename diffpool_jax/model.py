@@ -90,6 +90,16 @@ class DiffPoolConfig:
       if getattr(self, field) not in allowed:
         raise ValueError(f"DiffPoolConfig.{field}={getattr(self, field)!r}; "
                          f"expected one of {allowed}")
+    for field in ("hidden_dim", "embed_dim"):
+      if not isinstance(getattr(self, field), int) or getattr(self, field) < 1:
+        raise ValueError(f"DiffPoolConfig.{field}={getattr(self, field)!r}; "
+                         "must be an integer >= 1")
+    if any(width < 1 for width in self.mlp_hidden):
+      raise ValueError(f"DiffPoolConfig.mlp_hidden={self.mlp_hidden}; every "
+                       "width must be >= 1")
+    if not 0 <= self.dropout < 1:
+      raise ValueError(f"DiffPoolConfig.dropout={self.dropout}; must be in "
+                       "[0, 1)")
     if self.num_layers < 1:
       raise ValueError(f"DiffPoolConfig.num_layers={self.num_layers}; "
                        "need at least 1")

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from diffpool_jax import evaluation, plots
+from diffpool_jax.model import PRESETS
 from diffpool_jax.experiment import (Run, RunConfig, RunFolderError,
                                      write_json_atomic)
 
@@ -225,6 +226,9 @@ SHARED_MODEL_FIELDS = ("conv", "hidden_dim", "embed_dim", "num_layers",
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   config, baseline = build_config(args)
+  if baseline and baseline not in PRESETS:
+    raise SystemExit(f"--baseline {baseline!r}: expected one of "
+                     f"{tuple(PRESETS)}")
   out = Path(args.out or f"runs/{config.dataset}_{config.preset}_"
              f"{config.protocol}")
   rows = [train_one(config, out, args)]

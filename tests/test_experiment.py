@@ -15,16 +15,17 @@ def test_cluster_reference(reference, nodes):
   assert RunConfig(cluster_reference=reference).reference_nodes(SIZES) == nodes
 
 
-@pytest.mark.parametrize("reference", ["biggest", "pxx", 0])
+@pytest.mark.parametrize("reference", ["biggest", "pxx", 0, "p150"])
 def test_bad_cluster_reference(reference):
   with pytest.raises(ValueError, match="cluster_reference="):
-    RunConfig(cluster_reference=reference).reference_nodes(SIZES)
+    RunConfig(cluster_reference=reference)
 
 
 @pytest.mark.parametrize("change, message", [
     (dict(protocol="best"), "protocol='best'"),
     (dict(folds=0), "folds=0; must be >= 1"),
-    (dict(folds=1), "the paper protocol needs folds >= 2"),
+    (dict(folds=1), "folds=1; stratified folds need at least 2"),
+    (dict(folds=1, protocol="fair"), "folds=1; stratified folds need"),
     (dict(lr=float("nan")), "lr=nan; every learning rate must be finite"),
     (dict(lr=[1e-3, -1e-3]), "lr=-0.001; every learning rate"),
     (dict(lr=float("inf")), "lr=inf"),
@@ -32,6 +33,12 @@ def test_bad_cluster_reference(reference):
     (dict(link_weight=float("nan")), "link_weight=nan"),
     (dict(entropy_weight=-1.0), "entropy_weight=-1.0; must be finite"),
     (dict(patience=-1), "patience=-1"),
+    (dict(epochs="ten"), "epochs='ten'; must be an integer"),
+    (dict(folds=2.5), "folds=2.5; must be an integer"),
+    (dict(features="nonsense"), "features='nonsense'; expected one of"),
+    (dict(model={"hidden_dim": 0}), "hidden_dim=0; must be an integer >= 1"),
+    (dict(model={"widht": 3}), r"model: unknown fields \['widht'\]"),
+    (dict(model={"dropout": 1.0}), "dropout=1.0; must be in"),
 ])
 def test_bad_run_config(change, message):
   with pytest.raises(ValueError, match=message):

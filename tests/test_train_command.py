@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -64,11 +66,32 @@ def test_two_folds_two_seeds_three_epochs(tmp_path):
   assert (out / "baseline_flat" / "results.json").is_file()
 
 
-def test_bad_flags_fail_clearly(tmp_path):
+@pytest.mark.parametrize("flags, message", [
+    (("--epochs", "0"), "epochs=0; must be >= 1"),
+    (("--folds", "1", "--protocol", "fair"), "folds=1; stratified folds"),
+    (("--cluster-reference", "p150"), "cluster_reference='p150'"),
+    (("--features", "nonsense"), "features='nonsense'"),
+    (("--hidden-dim", "0"), "hidden_dim=0"),
+    (("--lr", "nan"), "lr=nan"),
+    (("--baseline", "nope"), "--baseline 'nope'"),
+    (("--splits", "no-such-file.json"), "no-such-file.json"),
+])
+def test_bad_flags_fail_clearly(tmp_path, flags, message):
   done = subprocess.run(
-      command(write_config(tmp_path), tmp_path / "run", "--epochs", "0"),
+      command(write_config(tmp_path), tmp_path / "run", *flags),
       cwd=REPO, capture_output=True, text=True, timeout=120)
-  assert done.returncode != 0 and "epochs=0; must be >= 1" in done.stderr
+  assert done.returncode != 0 and message in done.stderr, done.stderr
+  assert "Traceback" not in done.stderr
+  assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_out_pointing_at_a_file_fails_clearly(tmp_path):
+  target = tmp_path / "file.txt"
+  target.write_text("mine")
+  done = subprocess.run(command(write_config(tmp_path), target),
+                        cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert done.returncode != 0 and "is a file, not a folder" in done.stderr
+  assert "Traceback" not in done.stderr and target.read_text() == "mine"
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
