@@ -162,7 +162,7 @@ PRESETS = {
     # the paper; we use PyG's widths and the authors' MLP and Linear. The 25%
     # is read per graph (each graph pools to 25% of its own nodes, at most
     # max_clusters = 64), not as 25% of the largest graph (README: "Cluster
-    # counts").
+    # counts per graph").
     "paper": DiffPoolConfig(assign_head="linear"),
     # Defaults of the authors' code (RexYing/diffpool, train.py/encoders.py
     # with --method=soft-assign): 3 raw-sum GraphConv layers (A X W + b, no
