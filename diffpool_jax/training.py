@@ -141,10 +141,15 @@ def init_members(model: DiffPool, sample: GraphBatch, seeds: Sequence[int],
                  learning_rates: Sequence[float], clips: Sequence[float],
                  link_weights: Sequence[float],
                  entropy_weights: Sequence[float]) -> TrainState:
-  """Stacked states of M members ([M, ...] leaves), one per seed entry."""
+  """Stacked states of M members ([M, ...] leaves), one per seed entry.
+
+  Members are initialised one after another (`lax.map`), so the forward
+  pass of the initialisation needs one member's memory, not M members'.
+  """
   keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, jnp.uint32))
   as_array = lambda v: jnp.asarray(v, jnp.float32)
-  init = jax.jit(jax.vmap(functools.partial(init_state, model, sample)))
+  one = functools.partial(init_state, model, sample)
+  init = jax.jit(lambda *values: jax.lax.map(lambda v: one(*v), values))
   return init(keys, as_array(learning_rates), as_array(clips),
               as_array(link_weights), as_array(entropy_weights))
 

@@ -145,3 +145,17 @@ def test_sparse_and_dense_epochs_agree(setup):
                   jax.tree_util.tree_leaves(results[1])):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
                                atol=1e-5)
+
+
+def test_members_are_initialised_as_one_member_alone(setup):
+  """init_members (one member after another) gives each member exactly the
+  state that init_state gives it on its own."""
+  _, _, model, sample = setup
+  states = members(model, sample, [3, 4], [1e-2, 3e-3])
+  for m, (seed, lr) in enumerate(((3, 1e-2), (4, 3e-3))):
+    alone = training.init_state(model, sample, jax.random.PRNGKey(seed), lr,
+                                2.0, 1.0, 0.5)
+    for got, want in zip(jax.tree_util.tree_leaves(states),
+                         jax.tree_util.tree_leaves(alone)):
+      np.testing.assert_allclose(np.asarray(got)[m], np.asarray(want),
+                                 rtol=1e-6, atol=1e-7)
