@@ -80,7 +80,7 @@ class RunConfig:
       program; the rest run one program after another. 0 (auto): all of
       them if XLA's memory estimate fits `memory_gib`, else the most that
       fit (a divisor of the member count).
-    memory_gib: memory the training programs may use (None: 80 % of the
+    memory_gib: memory the training programs may use (None: 60 % of the
       memory available when the run starts). A run whose single member
       does not fit is refused before training.
   """

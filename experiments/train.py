@@ -71,7 +71,7 @@ def parse_args(argv):
                       "program (default 0: as many as fit in memory)")
   parser.add_argument("--memory-gib", type=float,
                       help="memory the training programs may use (default: "
-                      "80%% of what is available)")
+                      "60%% of what is available)")
   parser.add_argument("--baseline", help="also train this preset on the "
                       "same folds and show both (e.g. flat)")
   parser.add_argument("--checkpoint-every", type=int)
