@@ -393,12 +393,7 @@ class Run:
   def padded_graph_cost(self, sizes: np.ndarray) -> np.ndarray:
     """[U] modelled cost of one graph padded to each size (for buckets)."""
     c, n_node = self.model_config, self.dataset.n_node
-    if c.num_levels == 0:
-      clusters = np.zeros(len(sizes))
-    elif c.per_graph:
-      clusters = [c.cluster_counts(int(n))[0] for n in sizes]
-    else:
-      clusters = np.full(len(sizes), c.cluster_counts(self.model.max_nodes)[0])
+    clusters = [(self.model.slot_counts(int(n)) or (0,))[0] for n in sizes]
     entries = sum(len(e) for e in self.dataset.edges) / max(n_node.sum(), 1)
     layers = c.num_layers * (2 if c.num_levels else 1)
     return padded_graph_cost(sizes, c.hidden_dim, clusters, entries, layers)
@@ -642,8 +637,10 @@ class Run:
   def diverged_at(self, epochs_run: int) -> np.ndarray:
     """[M] the first epoch (< epochs_run) whose training loss is NaN, i.e.
     where the member diverged (see `mark_diverged`), or -1."""
-    lost = np.isnan(self.history["train_loss"][:max(epochs_run, 1)])
-    return np.where(lost[:epochs_run].any(axis=0), lost.argmax(axis=0), -1)
+    lost = np.isnan(self.history["train_loss"][:epochs_run])
+    first = (lost.argmax(axis=0) if epochs_run
+             else np.zeros(len(self.members), np.int64))
+    return np.where(lost.any(axis=0), first, -1)
 
   def record(self, epoch: int, split: str, totals) -> None:
     values = training.metrics_to_numpy(totals)
@@ -684,11 +681,7 @@ class Run:
 
   def cluster_slots(self) -> List[List[int]]:
     """Per bucket, the cluster slots of each level."""
-    if not self.model_config.per_graph:
-      fixed = list(self.model_config.cluster_counts(self.model.max_nodes))
-      return [fixed for _ in self.buckets]
-    return [list(self.model_config.cluster_counts(int(n)))
-            for n in self.buckets]
+    return [list(self.model.slot_counts(int(n))) for n in self.buckets]
 
   def describe(self) -> dict:
     return {"run": dataclasses.asdict(self.config),

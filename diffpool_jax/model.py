@@ -274,13 +274,19 @@ class DiffPool(nn.Module):
                     activate_last=c.activate_last, dropout=c.dropout,
                     name=name)
 
+  def slot_counts(self, num_nodes: int) -> Tuple[int, ...]:
+    """Cluster slots of each level for a batch padded to `num_nodes` (per-
+    graph mode: the counts of a graph of that size; fixed: of max_nodes)."""
+    c = self.config
+    return c.cluster_counts(num_nodes if c.per_graph else self.max_nodes)
+
   def cluster_slots(self, num_nodes: int, node_mask: jax.Array):
     """Cluster slots per level for a batch padded to `num_nodes`, and (per-
     graph mode; else None) each graph's real cluster count per level, a
     list of [B] int32 arrays."""
     c = self.config
     if not c.per_graph:
-      return c.cluster_counts(self.max_nodes), None
+      return self.slot_counts(num_nodes), None
     if num_nodes > self.max_nodes:
       raise ValueError(
           f"DiffPool: a batch padded to {num_nodes} nodes, more than "
@@ -288,7 +294,7 @@ class DiffPool(nn.Module):
           "(build the model with the largest padded size)")
     table = c.cluster_table(num_nodes)
     n_node = jnp.sum(node_mask, axis=1)
-    return (tuple(int(k) for k in table[:, num_nodes]),
+    return (self.slot_counts(num_nodes),
             [jnp.asarray(row)[n_node] for row in table])
 
   def assignment_logits(self, x, adj, node_mask, train: bool, level: int,

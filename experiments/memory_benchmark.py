@@ -60,8 +60,7 @@ def child(args) -> dict:
   result = {"form": args.form, "graphs": len(largest),
             "num_nodes": num_nodes,
             "entries": int(sum(len(dataset.edges[g]) for g in largest)),
-            "clusters": list(model.config.cluster_counts(
-                num_nodes if model.config.per_graph else model.max_nodes)),
+            "clusters": list(model.slot_counts(num_nodes)),
             "xla_argument_gib": memory.argument_size_in_bytes / GIB,
             "xla_temp_gib": memory.temp_size_in_bytes / GIB,
             "xla_total_gib": needed / GIB,
