@@ -6,9 +6,11 @@ from diffpool_jax.graphs import (GraphBatch, dense_batch, from_graphs_tuple,
 from diffpool_jax.layers import (DenseGCNConv, DenseSAGEConv, DenseSumConv,
                                  GNNStack, MaskedBatchNorm)
 from diffpool_jax.model import (PRESETS, DiffPool, DiffPoolConfig, PoolLevel,
-                                auxiliary_loss, count_params, masked_readout,
-                                preset)
-from diffpool_jax.pooling import DiffPoolResult, dense_diff_pool
+                                auxiliary_loss, count_params, level_losses,
+                                masked_readout, preset)
+from diffpool_jax.pooling import (POOLING, DiffPoolResult, PoolOutput,
+                                  dense_diff_pool, dense_dmon_pool,
+                                  dense_mincut_pool)
 
 __version__ = "0.1.0"
 
@@ -17,5 +19,6 @@ __all__ = [
     "sparse_batch", "to_graphs_tuple", "DenseGCNConv", "DenseSAGEConv",
     "DenseSumConv", "GNNStack", "MaskedBatchNorm", "PRESETS", "DiffPool",
     "DiffPoolConfig", "PoolLevel", "auxiliary_loss", "count_params",
-    "masked_readout", "preset", "DiffPoolResult", "dense_diff_pool",
+    "level_losses", "masked_readout", "preset", "POOLING", "DiffPoolResult",
+    "PoolOutput", "dense_diff_pool", "dense_mincut_pool", "dense_dmon_pool",
 ]

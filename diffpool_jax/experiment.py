@@ -25,12 +25,18 @@ from diffpool_jax.datasets import (GraphDataset, bucket_entry_slots,
                                    padded_graph_cost,
                                    sparse_by_cost, stratified_folds,
                                    synthetic_hierarchical)
-from diffpool_jax.evaluation import fair_protocol, paper_protocol
+from diffpool_jax.protocols import PROTOCOLS
 from diffpool_jax.datasets.features import FEATURE_KINDS
 from diffpool_jax.model import DiffPool, DiffPoolConfig, preset
 
-HISTORY_KEYS = ("train_loss", "train_acc", "train_link", "train_entropy",
-                "val_loss", "val_acc", "test_loss", "test_acc")
+def history_keys(aux_names) -> Tuple[str, ...]:
+  """Per-epoch, per-member values a run records: losses and accuracies of
+  each split, and the training mean of each auxiliary loss
+  ("train_<name>")."""
+  return (("train_loss", "train_acc")
+          + tuple(f"train_{name}" for name in aux_names)
+          + ("val_loss", "val_acc", "test_loss", "test_acc"))
+
 # What a run writes into its folder; --overwrite removes these and only these.
 RUN_OUTPUTS = ("config.json", "metrics.jsonl", "results.json", "checkpoints",
                "learning_curves.png", "assignments.png", "hierarchy.png")
@@ -51,13 +57,15 @@ class RunConfig:
   Attributes:
     dataset: a TU name, or "synthetic" for the built-in set.
     data_root: folder holding NAME/NAME_A.txt...; None: the download cache.
-    preset: model preset; model: overrides of its DiffPoolConfig fields.
-    protocol: "paper" (max over epochs of the mean test-fold accuracy,
+    preset: model preset; model: overrides of its DiffPoolConfig fields
+      ("aux_weights" may be a {name: weight} mapping; it updates the
+      preset's weights name by name).
+    protocol: a name in `protocols.PROTOCOLS`: "paper" (max over epochs of
+      the mean test-fold accuracy,
       optimistic) or "fair" (Errica et al.: inner validation holdout).
     folds, seeds: outer folds and seeds per fold; members = folds x seeds x
       points, where points are the learning rates `lr`.
     splits: a split file (Errica et al. format) replacing stratified folds.
-    link_weight, entropy_weight: None keeps the preset's weights.
     patience: early-stopping patience of the fair protocol.
     features: node feature kind (see datasets.node_features).
     max_buckets: number of padded sizes.
@@ -95,8 +103,6 @@ class RunConfig:
   batch_size: int = 20
   lr: Tuple[float, ...] = (1e-3,)
   clip: float = 2.0
-  link_weight: Optional[float] = None
-  entropy_weight: Optional[float] = None
   patience: int = 50
   splits: Optional[str] = None
   features: str = "default"
@@ -121,9 +127,9 @@ class RunConfig:
     if self.features not in FEATURE_KINDS:
       raise ValueError(f"features={self.features!r}; expected one of "
                        f"{FEATURE_KINDS}")
-    if self.protocol not in ("paper", "fair"):
-      raise ValueError(f"protocol={self.protocol!r}; expected 'paper' or "
-                       "'fair'")
+    if self.protocol not in PROTOCOLS:
+      raise ValueError(f"protocol={self.protocol!r}; expected one of "
+                       f"{tuple(PROTOCOLS)}")
     for name in ("folds", "seeds", "epochs", "batch_size"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name}={getattr(self, name)}; must be >= 1")
@@ -137,10 +143,6 @@ class RunConfig:
                          "finite and > 0")
     if not (np.isfinite(self.clip) and self.clip > 0):
       raise ValueError(f"clip={self.clip}; must be finite and > 0")
-    for name in ("link_weight", "entropy_weight"):
-      value = getattr(self, name)
-      if value is not None and not (np.isfinite(value) and value >= 0):
-        raise ValueError(f"{name}={value}; must be finite and >= 0")
     if self.patience < 0:
       raise ValueError(f"patience={self.patience}; must be >= 0")
     if self.first_level not in ("auto", "dense", "sparse"):
@@ -169,8 +171,9 @@ class RunConfig:
     return sparse_by_cost(bucket_sizes, entry_slots)
 
   def model_config(self):
-    """The preset with this run's overrides (JSON lists become tuples); a
-    cluster reference makes the counts fixed."""
+    """The preset with this run's overrides (JSON lists become tuples;
+    aux_weights update the preset's by name); a cluster reference makes the
+    counts fixed."""
     overrides = {k: tuple(v) if isinstance(v, list) else v
                  for k, v in self.model.items()}
     known = {f.name for f in dataclasses.fields(DiffPoolConfig)}
@@ -180,6 +183,10 @@ class RunConfig:
                        f"has {sorted(known)}")
     if self.cluster_reference is not None:
       overrides["cluster_mode"] = "fixed"
+    if "aux_weights" in overrides:
+      base = dict(preset(self.preset).aux_weights)
+      base.update(weight_pairs(overrides["aux_weights"]))
+      overrides["aux_weights"] = tuple(sorted(base.items()))
     return preset(self.preset, **overrides)
 
   def model_nodes(self, n_node: np.ndarray) -> int:
@@ -206,6 +213,17 @@ class RunConfig:
     raise ValueError(f"cluster_reference={ref!r}; expected 'max', 'mean', "
                      "'median', 'pNN' (NN at most 100) or a positive "
                      "integer")
+
+
+def weight_pairs(weights) -> Dict[str, object]:
+  """{name: weight} from a mapping or a sequence of (name, weight) pairs."""
+  if isinstance(weights, dict):
+    return dict(weights)
+  try:
+    return {name: weight for name, weight in weights}
+  except (TypeError, ValueError):
+    raise ValueError(f"model.aux_weights={weights!r}; expected a mapping "
+                     "{name: weight} or (name, weight) pairs") from None
 
 
 def concatenate_members(trees: List):
@@ -311,7 +329,7 @@ def load_dataset(config: RunConfig) -> GraphDataset:
 
 def make_folds(config: RunConfig, dataset: GraphDataset):
   """Outer folds: from the split file, or stratified with a seed (with a
-  10% inner validation holdout for the fair protocol)."""
+  the protocol's inner validation holdout, 10 % for "fair")."""
   if config.splits is not None:
     folds = load_split_file(config.splits, dataset.num_graphs)
     if len(folds) < config.folds:
@@ -319,7 +337,7 @@ def make_folds(config: RunConfig, dataset: GraphDataset):
                        f"fewer than folds={config.folds}; pass --folds "
                        f"{len(folds)} or another split file")
     return folds[:config.folds]
-  holdout = 0.1 if config.protocol == "fair" else 0.0
+  holdout = PROTOCOLS[config.protocol].holdout
   return stratified_folds(dataset.labels, config.folds, config.split_seed,
                           holdout)
 
@@ -357,6 +375,7 @@ class Run:
     self.config = config
     self.out = Path(out_dir)
     self.dataset = dataset if dataset is not None else load_dataset(config)
+    self.protocol = PROTOCOLS[config.protocol]
     self.folds = make_folds(config, self.dataset)
     self.members = Members.grid(len(self.folds), config.seeds, config.lr)
     self.grid_shape = (len(self.folds), config.seeds, len(config.lr))
@@ -375,18 +394,16 @@ class Run:
     self.val_graphs = [fold_of(m).validation
                        for m in range(len(self.members))]
     self.test_graphs = [fold_of(m).test for m in range(len(self.members))]
-    link = (model_config.link_weight if config.link_weight is None
-            else config.link_weight)
-    entropy = (model_config.entropy_weight if config.entropy_weight is None
-               else config.entropy_weight)
     num = len(self.members)
     sample = training.gather_batch(self.data.buckets[0],
                                    jnp.arange(config.batch_size))
     self.states = training.init_members(
         self.model, sample, self.members.seed * 1000 + self.members.fold,
-        self.members.lr, [config.clip] * num, [link] * num, [entropy] * num)
+        self.members.lr, [config.clip] * num,
+        {name: [weight] * num
+         for name, weight in model_config.weights.items()})
     self.history = {k: np.full((config.epochs, num), np.nan)
-                    for k in HISTORY_KEYS}
+                    for k in history_keys(model_config.aux_names)}
     self.epoch_seconds = np.full(config.epochs, np.nan)
     self.use_program_size(config.members_per_program or num)
 
@@ -554,20 +571,20 @@ class Run:
              "lr": float(self.members.lr[m])}
       if np.isnan(self.history["train_loss"][epoch, m]):
         row["diverged"] = True
-      for key in HISTORY_KEYS:
-        value = self.history[key][epoch, m]
+      for key, values in self.history.items():
+        value = values[epoch, m]
         if not np.isnan(value):
           row[key] = float(value)
       rows.append(row)
     return rows
 
   def all_stopped(self, epoch: int) -> bool:
-    """Fair protocol: every member has run out of patience."""
-    if self.config.protocol != "fair":
-      return False
-    val = self.history["val_acc"][:epoch + 1]
-    best = np.argmax(val, axis=0)
-    return bool(np.all(epoch - best > self.config.patience))
+    """Whether the protocol lets training stop after this epoch (fair:
+    every member's early stopping has run out of patience)."""
+    seen = slice(0, epoch + 1)
+    return self.protocol.stopped(self.history["val_acc"][seen],
+                                 self.history["val_loss"][seen],
+                                 self.config.patience)
 
   def fit(self, resume: bool = False, progress: bool = True,
           overwrite: bool = False) -> dict:
@@ -643,22 +660,22 @@ class Run:
     return np.where(lost.any(axis=0), first, -1)
 
   def record(self, epoch: int, split: str, totals) -> None:
+    """Stores an epoch's per-member means of a split (and, for training,
+    of each auxiliary loss)."""
     values = training.metrics_to_numpy(totals)
     self.history[f"{split}_loss"][epoch] = values["loss"]
     self.history[f"{split}_acc"][epoch] = values["accuracy"]
     if split == "train":
-      self.history["train_link"][epoch] = values["link"]
-      self.history["train_entropy"][epoch] = values["entropy"]
+      for name in self.model_config.aux_names:
+        self.history[f"train_{name}"][epoch] = values[name]
 
   def results(self, epochs_run: int, compile_seconds: float,
               wall_seconds: float, train_graphs: int) -> dict:
     table = lambda key: self.members.table(
         self.history[key][:epochs_run], self.grid_shape)
-    if self.config.protocol == "paper":
-      summary = paper_protocol(table("test_acc"))
-    else:
-      summary = fair_protocol(table("val_acc"), table("val_loss"),
-                              table("test_acc"), self.config.patience)
+    summary = self.protocol.summary(
+        {key: table(key) for key in ("val_acc", "val_loss", "test_acc")},
+        self.config.patience)
     seconds = self.epoch_seconds[:epochs_run]
     median = float(np.nanmedian(seconds)) if epochs_run else float("nan")
     diverged = self.diverged_at(epochs_run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple, Optional, Tuple
+from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -13,11 +13,11 @@ import numpy as np
 
 from diffpool_jax.checks import check_dim, check_rank
 from diffpool_jax.layers import CONV_TYPES, DenseWeights, GNNStack
-from diffpool_jax.pooling import (LINK_LOSS_FORMS, check_adjacency,
-                                  dense_diff_pool)
+from diffpool_jax.pooling import LINK_LOSS_FORMS, POOLING, check_adjacency
 
 READOUTS = ("max", "mean", "sum")
 ASSIGN_HEADS = ("none", "linear", "linear_relu")
+ASSIGN_INPUTS = ("gnn", "embedding")
 CLUSTER_MODES = ("per_graph", "fixed")
 
 
@@ -36,6 +36,8 @@ class DiffPoolConfig:
     concat: concatenate all layers' outputs of a GNN.
     activate_last: ReLU + batch norm after a GNN's last layer too.
     dropout: dropout rate on every convolution's input.
+    pooling: the pooling operator, a name in `pooling.POOLING`
+      ("diffpool", "mincut" or "dmon").
     pool_ratios: per pooling level, clusters as a fraction of the previous
       level's size. An empty tuple gives the flat (no pooling) model.
     cluster_mode: "per_graph" (graph i with n_i real nodes gets
@@ -48,15 +50,20 @@ class DiffPoolConfig:
     num_clusters: explicit cluster count per level (implies fixed counts);
       overrides pool_ratios.
     round_clusters: "ceil" or "floor" when applying pool_ratios.
+    assign_from: what the assignment logits are computed from: "gnn" (an
+      assignment GNN of its own, as DiffPool) or "embedding" (the head
+      applied to the level's embedding GNN output, as MinCutPool and DMoN).
     assign_head: after the assignment GNN: "none" (its last layer, K wide,
       gives the logits; no concatenation), "linear" (a Linear from the
       concatenated layers to K) or "linear_relu" (that Linear, then ReLU).
     readout: per-level graph readout over real nodes: "max", "mean", "sum".
     readout_all_levels: concatenate every level's readout (else last only).
     mlp_hidden: hidden widths of the prediction MLP.
-    link_loss: "frobenius", "pyg" or "bce" (see `dense_diff_pool`).
-    link_weight: weight of the link loss (summed over levels) in training.
-    entropy_weight: weight of the entropy loss (summed over levels).
+    link_loss: "frobenius", "pyg" or "bce" (the "diffpool" operator's form,
+      see `dense_diff_pool`).
+    aux_weights: (name, weight) pairs: the training weight of each of the
+      operator's auxiliary losses (summed over levels); a loss not named
+      has weight 1. `weights` gives them as a mapping.
   """
   conv: str = "sage"
   hidden_dim: int = 64
@@ -68,21 +75,23 @@ class DiffPoolConfig:
   concat: bool = True
   activate_last: bool = False
   dropout: float = 0.0
+  pooling: str = "diffpool"
   pool_ratios: Tuple[float, ...] = (0.25, 0.25)
   cluster_mode: str = "per_graph"
   max_clusters: Optional[int] = 64
   num_clusters: Optional[Tuple[int, ...]] = None
   round_clusters: str = "ceil"
+  assign_from: str = "gnn"
   assign_head: str = "none"
   readout: str = "max"
   readout_all_levels: bool = True
   mlp_hidden: Tuple[int, ...] = (50,)
   link_loss: str = "frobenius"
-  link_weight: float = 1.0
-  entropy_weight: float = 1.0
+  aux_weights: Tuple[Tuple[str, float], ...] = ()
 
   def __post_init__(self):
     choices = (("conv", CONV_TYPES), ("readout", READOUTS),
+               ("pooling", tuple(POOLING)), ("assign_from", ASSIGN_INPUTS),
                ("assign_head", ASSIGN_HEADS), ("link_loss", LINK_LOSS_FORMS),
                ("round_clusters", ("ceil", "floor")),
                ("cluster_mode", CLUSTER_MODES))
@@ -112,6 +121,33 @@ class DiffPoolConfig:
     if any(not 0 < r <= 1 for r in self.pool_ratios):
       raise ValueError(f"DiffPoolConfig.pool_ratios={self.pool_ratios}; "
                        "every ratio must be in (0, 1]")
+    if self.assign_from == "embedding" and self.assign_head == "none":
+      raise ValueError("DiffPoolConfig.assign_from='embedding' needs an "
+                       "assign_head ('linear' or 'linear_relu') to map the "
+                       "embedding to cluster logits")
+    self.check_aux_weights()
+
+  def check_aux_weights(self) -> None:
+    """ValueError unless aux_weights names losses of the pooling operator,
+    each once, with finite weights >= 0."""
+    names = POOLING[self.pooling].aux_names
+    seen = set()
+    for pair in self.aux_weights:
+      if len(pair) != 2:
+        raise ValueError(f"DiffPoolConfig.aux_weights: {pair!r} is not a "
+                         "(name, weight) pair")
+      name, weight = pair
+      if name not in names:
+        raise ValueError(f"DiffPoolConfig.aux_weights: {name!r} is not an "
+                         f"auxiliary loss of pooling={self.pooling!r}; its "
+                         f"losses are {names}")
+      if name in seen:
+        raise ValueError(f"DiffPoolConfig.aux_weights: {name!r} given twice")
+      seen.add(name)
+      if not (isinstance(weight, (int, float)) and math.isfinite(weight)
+              and weight >= 0):
+        raise ValueError(f"DiffPoolConfig.aux_weights: {name}={weight!r}; "
+                         "must be a finite number >= 0")
 
   @property
   def num_levels(self) -> int:
@@ -119,6 +155,22 @@ class DiffPoolConfig:
     if self.num_clusters is not None:
       return len(self.num_clusters)
     return len(self.pool_ratios)
+
+  @property
+  def aux_names(self) -> Tuple[str, ...]:
+    """Names of the auxiliary losses the model returns (none if flat)."""
+    return POOLING[self.pooling].aux_names if self.num_levels else ()
+
+  @property
+  def weights(self) -> Dict[str, float]:
+    """Training weight of each auxiliary loss (1 unless aux_weights says)."""
+    given = dict(self.aux_weights)
+    return {name: float(given.get(name, 1.0)) for name in self.aux_names}
+
+  @property
+  def pooling_options(self) -> Dict[str, object]:
+    """Keyword arguments of the pooling operator beyond the common ones."""
+    return {"link_loss": self.link_loss} if self.pooling == "diffpool" else {}
 
   @property
   def per_graph(self) -> bool:
@@ -177,7 +229,7 @@ PRESETS = {
         conv="sum", hidden_dim=20, embed_dim=20, bn_affine=False,
         pool_ratios=(0.1,), round_clusters="floor", cluster_mode="fixed",
         assign_head="linear",
-        link_loss="bce", entropy_weight=0.0),
+        link_loss="bce", aux_weights=(("entropy", 0.0),)),
     # PyTorch Geometric examples/proteins_diff_pool.py: GNN blocks of 3
     # DenseSAGEConv (no L2) + ReLU + BatchNorm on every layer, concatenated;
     # the assignment block ends with Linear + ReLU; clusters ceil(0.25 N) then
@@ -187,16 +239,41 @@ PRESETS = {
     "pyg": DiffPoolConfig(
         cluster_mode="fixed", l2_normalize=False, activate_last=True, assign_head="linear_relu",
         readout="mean", readout_all_levels=False, mlp_hidden=(64,),
-        link_loss="pyg", link_weight=0.0, entropy_weight=0.0),
+        link_loss="pyg", aux_weights=(("link", 0.0), ("entropy", 0.0))),
     # The flat baseline DiffPool is contrasted with: the paper preset's GNN
     # stack, then one mean readout over all nodes (a "virtual supernode"
     # joined to every node) and the MLP head; no pooling.
     "flat": DiffPoolConfig(pool_ratios=(), readout="mean"),
+    # MinCutPool's graph-classification network (Bianchi et al. 2020, as in
+    # PyTorch Geometric's examples/proteins_mincut_pool.py): one 32-wide
+    # convolution per level with ReLU, no batch norm or L2 normalisation;
+    # the assignment is a Linear on that level's output; each level keeps
+    # 50 % of the nodes (read per graph, at most max_clusters); mean readout
+    # of the last level; MLP 32; cut and orthogonality losses, weight 1.
+    # Deviations: GCN convolutions at every level (PyG: GraphConv after the
+    # first pooling); PyG trains with lr 5e-4 and weight decay 1e-4.
+    "mincut": DiffPoolConfig(
+        pooling="mincut", conv="gcn", hidden_dim=32, embed_dim=32,
+        num_layers=1, l2_normalize=False, batch_norm=False,
+        activate_last=True, pool_ratios=(0.5, 0.5), assign_from="embedding",
+        assign_head="linear", readout="mean", readout_all_levels=False,
+        mlp_hidden=(32,)),
+    # DMoN in the same network (PyG's examples/proteins_dmon_pool.py; the
+    # DMoN paper itself evaluates clustering, not graph classification):
+    # pooled features SELU(S^T X); spectral and cluster losses at weight 1
+    # as in the paper; the orthogonality loss, which PyG's example also
+    # adds at weight 1, is reported but weighted 0.
+    "dmon": DiffPoolConfig(
+        pooling="dmon", conv="gcn", hidden_dim=32, embed_dim=32,
+        num_layers=1, l2_normalize=False, batch_norm=False,
+        activate_last=True, pool_ratios=(0.5, 0.5), assign_from="embedding",
+        assign_head="linear", readout="mean", readout_all_levels=False,
+        mlp_hidden=(32,), aux_weights=(("ortho", 0.0),)),
 }
 
 
 def preset(name: str, **overrides) -> DiffPoolConfig:
-  """The named preset ("paper", "original", "pyg", "flat"), with overrides."""
+  """The named preset (a key of PRESETS), with overrides."""
   if name not in PRESETS:
     raise ValueError(f"unknown preset {name!r}; expected one of "
                      f"{tuple(PRESETS)}")
@@ -210,15 +287,13 @@ class PoolLevel(NamedTuple):
     s: [B, N_l, K_l] soft assignment (zero rows on padded nodes, zero
       columns on a graph's padded cluster slots).
     adj: [B, K_l, K_l] pooled adjacency.
-    link_loss: [] scalar.
-    entropy_loss: [] scalar.
+    aux: the pooling operator's auxiliary losses by name, [] scalars.
     mask: [B, K_l] bool, the real clusters of each graph (the pooled
       graph's node mask).
   """
   s: jax.Array
   adj: jax.Array
-  link_loss: jax.Array
-  entropy_loss: jax.Array
+  aux: Mapping[str, jax.Array]
   mask: jax.Array
 
 
@@ -240,9 +315,10 @@ def masked_readout(z: jax.Array, node_mask: jax.Array, kind: str) -> jax.Array:
 class DiffPool(nn.Module):
   """Hierarchical graph classifier with DiffPool coarsening.
 
-  For each pooling level: an embedding GNN and an assignment GNN run on the
-  current graph, and `dense_diff_pool` coarsens it; a final embedding GNN
-  runs on the coarsest graph. Each embedding GNN's output is read out
+  For each pooling level: an embedding GNN and an assignment GNN (or, with
+  `assign_from="embedding"`, a head on the embedding) run on the current
+  graph, and the pooling operator (`config.pooling`: DiffPool, MinCutPool
+  or DMoN) coarsens it; a final embedding GNN runs on the coarsest graph. Each embedding GNN's output is read out
   (`config.readout`); the readouts (all levels, or the last) feed an MLP.
 
   Cluster counts (`config.cluster_mode`): per graph, a batch padded to N
@@ -297,16 +373,21 @@ class DiffPool(nn.Module):
     return (self.slot_counts(num_nodes),
             [jnp.asarray(row)[n_node] for row in table])
 
-  def assignment_logits(self, x, adj, node_mask, train: bool, level: int,
+  def assignment_logits(self, x, z, adj, node_mask, train: bool, level: int,
                         width: int, slots: int) -> jax.Array:
-    """[B, N, slots] assignment logits: the assignment GNN (and head) with
-    `width` output columns, of which the first `slots` are used."""
+    """[B, N, slots] assignment logits of a level with input features x and
+    embedding z: the assignment GNN on x (or, assign_from="embedding", z)
+    and the head, with `width` output columns of which the first `slots`
+    are used."""
     c = self.config
-    # Without a head, the assignment GNN's last layer gives the logits.
-    hidden = (c.hidden_dim,) * (c.num_layers - 1)
-    h = self.gnn(hidden + (width,), f"assign{level}",
-                 c.concat and c.assign_head != "none")(
-                     x, adj, node_mask, train)
+    if c.assign_from == "embedding":
+      h = z
+    else:
+      # Without a head, the assignment GNN's last layer gives the logits.
+      hidden = (c.hidden_dim,) * (c.num_layers - 1)
+      h = self.gnn(hidden + (width,), f"assign{level}",
+                   c.concat and c.assign_head != "none")(
+                       x, adj, node_mask, train)
     if c.assign_head == "none":
       return h[..., :slots]
     kernel, bias = DenseWeights(width, name=f"assign_head{level}")(
@@ -356,20 +437,20 @@ class DiffPool(nn.Module):
       z = self.gnn(hidden + (c.embed_dim,), f"embed{level}", c.concat)(
           x, adj, node_mask, train)
       readouts.append(masked_readout(z, node_mask, c.readout))
-      s_logits = self.assignment_logits(x, adj, node_mask, train, level,
+      s_logits = self.assignment_logits(x, z, adj, node_mask, train, level,
                                         width, slots[level])
       cluster_mask = None
       if real_clusters is not None:
         cluster_mask = (jnp.arange(slots[level])[None, :]
                         < real_clusters[level][:, None])
-      pooled = dense_diff_pool(z, adj, s_logits, node_mask, c.link_loss,
-                               cluster_mask=cluster_mask)
+      pooled = POOLING[c.pooling].function(
+          z, adj, s_logits, node_mask, cluster_mask=cluster_mask,
+          **c.pooling_options)
       x, adj = pooled.x, pooled.adj
       node_mask = jnp.broadcast_to(graph_mask[:, None], (batch, slots[level]))
       if cluster_mask is not None:
         node_mask = node_mask & cluster_mask
-      levels.append(PoolLevel(pooled.s, pooled.adj, pooled.link_loss,
-                              pooled.entropy_loss, node_mask))
+      levels.append(PoolLevel(pooled.s, pooled.adj, pooled.aux, node_mask))
     z = self.gnn(hidden + (c.embed_dim,), f"embed{c.num_levels}", c.concat)(
         x, adj, node_mask, train)
     readouts.append(masked_readout(z, node_mask, c.readout))
@@ -381,14 +462,22 @@ class DiffPool(nn.Module):
     return logits, tuple(levels)
 
 
-def auxiliary_loss(levels: Tuple[PoolLevel, ...],
-                   config: DiffPoolConfig) -> jax.Array:
-  """link_weight * sum of link losses + entropy_weight * sum of entropies."""
+def level_losses(levels: Tuple[PoolLevel, ...]) -> Dict[str, jax.Array]:
+  """Each auxiliary loss summed over the pooling levels, by name."""
   if not levels:
-    return jnp.zeros(())
-  link = sum(level.link_loss for level in levels)
-  entropy = sum(level.entropy_loss for level in levels)
-  return config.link_weight * link + config.entropy_weight * entropy
+    return {}
+  return {name: sum(level.aux[name] for level in levels)
+          for name in levels[0].aux}
+
+
+def auxiliary_loss(levels: Tuple[PoolLevel, ...],
+                   weights: Mapping[str, jax.Array]) -> jax.Array:
+  """sum over levels and names of weights[name] * aux[name] (a config's
+  `weights`, or a training state's per-member weights)."""
+  total = jnp.zeros(())
+  for name, value in level_losses(levels).items():
+    total = total + weights[name] * value
+  return total
 
 
 def count_params(params) -> int:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Mapping, NamedTuple, Optional,
+                    Sequence, Tuple)
 
 import flax.struct
 import jax
@@ -27,7 +28,7 @@ from diffpool_jax.adjacency import Adjacency, EdgeList
 from diffpool_jax.datasets.buckets import (assign_buckets, bucket_positions,
                                            bucketed_batches)
 from diffpool_jax.graphs import GraphBatch
-from diffpool_jax.model import DiffPool
+from diffpool_jax.model import DiffPool, auxiliary_loss, level_losses
 
 
 @flax.struct.dataclass
@@ -38,15 +39,14 @@ class TrainState:
     params: model parameters.
     batch_stats: running batch-norm statistics.
     opt_state: optax state; its hyperparams hold the learning rate and clip.
-    link_weight: [] weight of the summed link losses.
-    entropy_weight: [] weight of the summed entropy losses.
+    aux_weights: {name: [] weight} of each auxiliary loss (summed over
+      levels) in the training loss.
     key: PRNG key; step t uses fold_in(key, t) for dropout.
   """
   params: Any
   batch_stats: Any
   opt_state: Any
-  link_weight: jax.Array
-  entropy_weight: jax.Array
+  aux_weights: Dict[str, jax.Array]
   key: jax.Array
 
 
@@ -55,8 +55,7 @@ class StepMetrics(NamedTuple):
   loss: jax.Array          # sum of per-graph total loss
   correct: jax.Array       # number of correct predictions
   graphs: jax.Array        # number of real graphs
-  link: jax.Array          # sum over graphs of the summed link losses
-  entropy: jax.Array       # sum over graphs of the summed entropy losses
+  aux: Dict[str, jax.Array]  # per name, sum over graphs of the level sums
 
 
 class Schedule(NamedTuple):
@@ -121,7 +120,8 @@ def gather_batch(bucket: GraphBatch, positions: jax.Array) -> GraphBatch:
 
 
 def init_state(model: DiffPool, sample: GraphBatch, key: jax.Array,
-               learning_rate, clip, link_weight, entropy_weight) -> TrainState:
+               learning_rate, clip, aux_weights: Mapping[str, Any]
+               ) -> TrainState:
   """A fresh member state; every hyper-parameter may be a traced scalar."""
   init_key, state_key = jax.random.split(key)
   variables = model.init(init_key, sample.x, sample.adj, sample.node_mask)
@@ -132,16 +132,16 @@ def init_state(model: DiffPool, sample: GraphBatch, key: jax.Array,
   return TrainState(params=variables["params"],
                     batch_stats=variables.get("batch_stats", {}),
                     opt_state=opt_state,
-                    link_weight=jnp.asarray(link_weight, jnp.float32),
-                    entropy_weight=jnp.asarray(entropy_weight, jnp.float32),
+                    aux_weights={name: jnp.asarray(value, jnp.float32)
+                                 for name, value in aux_weights.items()},
                     key=state_key)
 
 
 def init_members(model: DiffPool, sample: GraphBatch, seeds: Sequence[int],
                  learning_rates: Sequence[float], clips: Sequence[float],
-                 link_weights: Sequence[float],
-                 entropy_weights: Sequence[float]) -> TrainState:
-  """Stacked states of M members ([M, ...] leaves), one per seed entry.
+                 aux_weights: Mapping[str, Sequence[float]]) -> TrainState:
+  """Stacked states of M members ([M, ...] leaves), one per seed entry;
+  aux_weights maps each auxiliary loss name to its M weights.
 
   Members are initialised one after another (`lax.map`), so the forward
   pass of the initialisation needs one member's memory, not M members'.
@@ -151,11 +151,11 @@ def init_members(model: DiffPool, sample: GraphBatch, seeds: Sequence[int],
   one = functools.partial(init_state, model, sample)
   init = jax.jit(lambda *values: jax.lax.map(lambda v: one(*v), values))
   return init(keys, as_array(learning_rates), as_array(clips),
-              as_array(link_weights), as_array(entropy_weights))
+              {name: as_array(v) for name, v in aux_weights.items()})
 
 
 def graph_losses(model: DiffPool, params, batch_stats, batch: GraphBatch,
-                 link_weight, entropy_weight, train: bool, key=None):
+                 aux_weights: Mapping[str, jax.Array], train: bool, key=None):
   """Mean training loss over real graphs and the step's metric sums."""
   variables = {"params": params, "batch_stats": batch_stats}
   (logits, levels), updates = model.apply(
@@ -166,12 +166,11 @@ def graph_losses(model: DiffPool, params, batch_stats, batch: GraphBatch,
   log_probs = jax.nn.log_softmax(logits)
   nll = -jnp.take_along_axis(log_probs, batch.labels[:, None], 1)[:, 0]
   cross_entropy = jnp.sum(nll * real) / jnp.maximum(count, 1.0)
-  link = sum((level.link_loss for level in levels), jnp.zeros(()))
-  entropy = sum((level.entropy_loss for level in levels), jnp.zeros(()))
-  loss = cross_entropy + link_weight * link + entropy_weight * entropy
+  loss = cross_entropy + auxiliary_loss(levels, aux_weights)
   correct = jnp.sum((jnp.argmax(logits, -1) == batch.labels) * real)
-  metrics = StepMetrics(loss * count, correct, count, link * count,
-                        entropy * count)
+  aux_sums = {name: value * count
+              for name, value in level_losses(levels).items()}
+  metrics = StepMetrics(loss * count, correct, count, aux_sums)
   return loss, (metrics, updates.get("batch_stats", batch_stats))
 
 
@@ -181,8 +180,8 @@ def train_step(model: DiffPool, state: TrainState, batch: GraphBatch,
   key = jax.random.fold_in(state.key, step)
   grad_fn = jax.grad(graph_losses, argnums=1, has_aux=True)
   grads, (metrics, batch_stats) = grad_fn(
-      model, state.params, state.batch_stats, batch, state.link_weight,
-      state.entropy_weight, True, key)
+      model, state.params, state.batch_stats, batch, state.aux_weights,
+      True, key)
   updates, opt_state = optimizer().update(grads, state.opt_state,
                                           state.params)
   params = optax.apply_updates(state.params, updates)
@@ -198,17 +197,19 @@ def eval_step(model: DiffPool, state: TrainState, batch: GraphBatch
               ) -> StepMetrics:
   """Metric sums of the state's predictions on a batch (running BN stats)."""
   _, (metrics, _) = graph_losses(model, state.params, state.batch_stats,
-                                 batch, state.link_weight,
-                                 state.entropy_weight, False)
+                                 batch, state.aux_weights, False)
   return metrics
 
 
-def zero_metrics(num_members: int) -> StepMetrics:
-  return StepMetrics(*(jnp.zeros((num_members,)) for _ in StepMetrics._fields))
+def zero_metrics(num_members: int, aux_names: Sequence[str]) -> StepMetrics:
+  """Zero metric sums [M] for a model with these auxiliary losses."""
+  zeros = lambda: jnp.zeros((num_members,))
+  return StepMetrics(zeros(), zeros(), zeros(),
+                     {name: zeros() for name in aux_names})
 
 
 def _add(total: StepMetrics, step: StepMetrics) -> StepMetrics:
-  return StepMetrics(*(a + b for a, b in zip(total, step)))
+  return jax.tree_util.tree_map(jnp.add, total, step)
 
 
 MEMBERS, BATCH = "members", "batch"
@@ -286,7 +287,8 @@ def run_train_epoch(model: DiffPool, mesh: Optional[Mesh], states: TrainState,
     return (states, _add(totals, metrics), step + 1), None
 
   (states, totals, _), _ = jax.lax.scan(
-      body, (states, zero_metrics(num_members), first_step),
+      body, (states, zero_metrics(num_members, model.config.aux_names),
+             first_step),
       (bucket_ids, jnp.swapaxes(indices, 0, 1)))
   return states, totals
 
@@ -310,7 +312,8 @@ def run_eval_epoch(model: DiffPool, mesh: Optional[Mesh], states: TrainState,
     metrics = jax.lax.switch(bucket_id, branches, states, positions)
     return _add(totals, metrics), None
 
-  totals, _ = jax.lax.scan(body, zero_metrics(num_members),
+  totals, _ = jax.lax.scan(body, zero_metrics(num_members,
+                                              model.config.aux_names),
                            (bucket_ids, jnp.swapaxes(indices, 0, 1)))
   return totals
 
@@ -387,9 +390,10 @@ def members_finite(params) -> jax.Array:
 
 
 def metrics_to_numpy(metrics: StepMetrics) -> dict:
-  """Per-member means from metric sums: loss, accuracy, link, entropy."""
+  """Per-member means [M] from metric sums: loss, accuracy, graphs, and
+  each auxiliary loss by its name."""
   host = jax.device_get(metrics)
   count = np.maximum(host.graphs, 1)
   return {"loss": host.loss / count, "accuracy": host.correct / count,
-          "link": host.link / count, "entropy": host.entropy / count,
-          "graphs": host.graphs}
+          "graphs": host.graphs,
+          **{name: value / count for name, value in host.aux.items()}}

@@ -387,8 +387,8 @@ def parity_side(args) -> dict:
   logits, levels = model.apply(to_flax_variables(net), batch.x, batch.adj,
                                batch.node_mask)
   ours = np.asarray(jax.nn.log_softmax(logits))
-  our_link = float(sum(level.link_loss for level in levels))
-  our_entropy = float(sum(level.entropy_loss for level in levels))
+  our_link = float(sum(level.aux["link"] for level in levels))
+  our_entropy = float(sum(level.aux["entropy"] for level in levels))
   relative = lambda a, b: abs(a - b) / max(abs(b), 1e-12)
   return {"max_nodes": max_nodes,
           "log_prob_max_abs_diff": float(np.abs(ours - log_probs.numpy()).max()),

@@ -24,6 +24,8 @@ import numpy as np
 
 from diffpool_jax import evaluation, plots
 from diffpool_jax.model import PRESETS
+from diffpool_jax.pooling import POOLING
+from diffpool_jax.protocols import PROTOCOLS
 from diffpool_jax.experiment import (Run, RunConfig, RunFolderError,
                                      write_json_atomic)
 
@@ -37,9 +39,11 @@ def parse_args(argv):
   parser.add_argument("--dataset", help="TU name; default: built-in "
                       "synthetic hierarchical set")
   parser.add_argument("--data-root", help="folder holding NAME/NAME_A.txt")
-  parser.add_argument("--preset", choices=["paper", "original", "pyg",
-                                           "flat"])
-  parser.add_argument("--protocol", choices=["paper", "fair"])
+  parser.add_argument("--preset", choices=list(PRESETS))
+  parser.add_argument("--pooling", choices=list(POOLING),
+                      help="pooling operator in the preset's network "
+                      "(default: the preset's)")
+  parser.add_argument("--protocol", choices=list(PROTOCOLS))
   parser.add_argument("--splits", help="split file (Errica et al. format)")
   parser.add_argument("--folds", type=int)
   parser.add_argument("--seeds", type=int)
@@ -50,11 +54,15 @@ def parse_args(argv):
   parser.add_argument("--hidden-dim", type=int,
                       help="width of every GNN layer (hidden and embedding)")
   parser.add_argument("--patience", type=int)
+  parser.add_argument("--aux-weight", nargs="+", metavar="NAME=WEIGHT",
+                      help="weights of the pooling operator's auxiliary "
+                      "losses, e.g. link=1 entropy=0.1 (diffpool), "
+                      "mincut=1 ortho=1, spectral=1 ortho=0 cluster=1 "
+                      "(dmon); default: the preset's")
   parser.add_argument("--link-weight", type=float,
-                      help="weight of the link loss (default: the preset's)")
+                      help="the same as --aux-weight link=WEIGHT")
   parser.add_argument("--entropy-weight", type=float,
-                      help="weight of the entropy loss (default: the "
-                      "preset's)")
+                      help="the same as --aux-weight entropy=WEIGHT")
   parser.add_argument("--features", help="node feature kind")
   parser.add_argument("--first-level", choices=["auto", "dense", "sparse"],
                       help="first-level adjacency (auto: sparse for big "
@@ -96,6 +104,26 @@ def parse_max_clusters(text: str) -> Optional[int]:
   return int(text)
 
 
+def parse_aux_weights(args) -> dict:
+  """{name: weight} from --aux-weight NAME=WEIGHT ... and its aliases."""
+  weights = {}
+  for item in args.aux_weight or ():
+    name, sep, text = item.partition("=")
+    try:
+      weight = float(text)
+    except ValueError:
+      weight = None
+    if not sep or not name or weight is None:
+      raise SystemExit(f"--aux-weight {item!r}: expected NAME=WEIGHT, for "
+                       "example link=1")
+    weights[name] = weight
+  for name, value in (("link", args.link_weight),
+                      ("entropy", args.entropy_weight)):
+    if value is not None:
+      weights[name] = value
+  return weights
+
+
 def build_config(args) -> tuple[RunConfig, Optional[str]]:
   """RunConfig from the config file, then the flags; and the baseline."""
   dataset = args.dataset or "synthetic"
@@ -112,8 +140,6 @@ def build_config(args) -> tuple[RunConfig, Optional[str]]:
            "splits": args.splits, "folds": args.folds, "seeds": args.seeds,
            "epochs": args.epochs, "batch_size": args.batch_size,
            "lr": args.lr, "patience": args.patience,
-           "link_weight": args.link_weight,
-           "entropy_weight": args.entropy_weight,
            "features": args.features, "first_level": args.first_level,
            "cluster_reference": (int(args.cluster_reference)
                                  if (args.cluster_reference or "").isdigit()
@@ -126,6 +152,13 @@ def build_config(args) -> tuple[RunConfig, Optional[str]]:
     values["model"] = {**values.get("model", {}),
                        "hidden_dim": args.hidden_dim,
                        "embed_dim": args.hidden_dim}
+  if args.pooling is not None:
+    values["model"] = {**values.get("model", {}), "pooling": args.pooling}
+  weights = parse_aux_weights(args)
+  if weights:
+    model = values.get("model", {})
+    values["model"] = {**model, "aux_weights": {
+        **dict(model.get("aux_weights", {})), **weights}}
   if args.max_clusters is not None:
     values["model"] = {**values.get("model", {}),
                        "max_clusters": parse_max_clusters(args.max_clusters)}

@@ -36,8 +36,11 @@ def run(model, variables, batch, train):
 
 
 def loss_terms(levels):
-  return np.array([[float(l.link_loss), float(l.entropy_loss)]
-                   for l in levels]).reshape(-1, 2)
+  """[levels, losses] auxiliary loss values, in the operator's name order."""
+  if not levels:
+    return np.zeros((0, 0))
+  return np.array([[float(value) for value in l.aux.values()]
+                   for l in levels])
 
 
 def test_public_imports():
@@ -98,8 +101,8 @@ def test_forward_and_backward(name):
                                 batch.adj, batch.node_mask, train=True,
                                 mutable=["batch_stats"])
       ce = -jnp.mean(jax.nn.log_softmax(lg)[jnp.arange(4), batch.labels])
-      levels_loss = sum(l.link_loss + l.entropy_loss for l in lv)
-      return ce + dp.auxiliary_loss(lv, model.config) + levels_loss
+      levels_loss = sum(sum(l.aux.values()) for l in lv)
+      return ce + dp.auxiliary_loss(lv, model.config.weights) + levels_loss
     return jax.grad(loss)(params)
 
   leaves = jax.tree_util.tree_leaves(grad(variables["params"], batch))
@@ -135,7 +138,7 @@ def test_padding_invariance(name, train):
   np.testing.assert_allclose(np.asarray(big_logits), np.asarray(small_logits),
                              rtol=1e-4, atol=1e-5)
   small, big = loss_terms(small_levels), loss_terms(big_levels)
-  if model.config.link_loss == "pyg":
+  if model.config.pooling == "diffpool" and model.config.link_loss == "pyg":
     # PyG's normalisation divides level 1 by B N^2 (link) and B N (entropy).
     small[0] *= [16**2, 16]
     big[0] *= [32**2, 32]
@@ -248,25 +251,30 @@ def train_loss_and_grads(model, variables, batch):
         {**variables, "params": params}, batch.x, batch.adj,
         batch.node_mask, train=True, mutable=["batch_stats"])
     ce = -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), batch.labels])
-    return ce + dp.auxiliary_loss(levels, model.config), (logits, levels)
+    return ce + dp.auxiliary_loss(levels, model.config.weights), (logits,
+                                                                  levels)
   (value, (logits, levels)), grads = jax.jit(jax.value_and_grad(
       loss, has_aux=True))(variables["params"], batch)
   return value, logits, levels, grads
 
 
-def test_per_graph_clusters_do_not_depend_on_the_bucket():
+@pytest.mark.parametrize("name, small_slots, big_slots", [
+    ("paper", [4, 1], [10, 3]), ("mincut", [8, 4], [20, 10]),
+    ("dmon", [8, 4], [20, 10])])
+def test_per_graph_clusters_do_not_depend_on_the_bucket(name, small_slots,
+                                                        big_slots):
   """Logits, every level's losses and all gradients are the same whether a
-  graph sits in a 16-node bucket (4 level-1 slots) or a 40-node bucket
-  (10 slots), dense or on edges."""
+  graph sits in a 16-node bucket or a 40-node bucket (more cluster slots),
+  dense or on edges, for every pooling operator."""
   small, big, sparse = per_graph_batches()
-  model, variables = build("paper", small, max_nodes=40)
+  model, variables = build(name, small, max_nodes=40)
   assert model.config.per_graph
   reference = train_loss_and_grads(model, variables, small)
-  assert [l.s.shape[-1] for l in reference[2]] == [4, 1]
+  assert [l.s.shape[-1] for l in reference[2]] == small_slots
   for other in (big, sparse):
     value, logits, levels, grads = train_loss_and_grads(model, variables,
                                                         other)
-    assert [l.s.shape[-1] for l in levels] == [10, 3]
+    assert [l.s.shape[-1] for l in levels] == big_slots
     np.testing.assert_allclose(float(value), float(reference[0]), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(logits), np.asarray(reference[1]),
                                rtol=1e-4, atol=1e-5)

@@ -28,7 +28,8 @@ graphs = [np.arange(0, 24), np.arange(8, 32)]
 out = {}
 for name, mesh in (("one", None), ("mesh", training.make_mesh(2, 4))):
   states = training.init_members(model, sample, [1, 2], [1e-2] * 2,
-                                 [2.0] * 2, [1.0] * 2, [1.0] * 2)
+                                 [2.0] * 2,
+                                 {"link": [1.0] * 2, "entropy": [1.0] * 2})
   states, placed = training.place(mesh, states, data)
   train, evaluate = training.compile_epochs(model, mesh)
   losses = []

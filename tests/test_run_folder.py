@@ -44,7 +44,7 @@ def test_overwrite_replaces_the_run_and_keeps_other_files(tmp_path):
 
 @pytest.mark.parametrize("change, field", [
     (dict(lr=0.01), "lr"), (dict(preset="flat"), "preset"),
-    (dict(entropy_weight=0.5), "entropy_weight"),
+    (dict(model={"aux_weights": {"entropy": 0.5}}), "model"),
     (dict(epochs=1), "epochs")])
 def test_resume_refuses_another_configuration(tmp_path, change, field):
   out = tmp_path / "run"

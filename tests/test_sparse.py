@@ -90,11 +90,11 @@ def model_outputs(model, variables, batch):
     (logits, levels), _ = model.apply(
         {**variables, "params": params}, batch.x, batch.adj, batch.node_mask,
         train=True, mutable=["batch_stats"])
-    aux = sum(l.link_loss + l.entropy_loss for l in levels)
+    aux = sum(sum(l.aux.values()) for l in levels)
     return jnp.sum(logits**2) + aux, (logits, levels)
   (_, (logits, levels)), grads = jax.jit(
       jax.value_and_grad(loss, has_aux=True))(variables["params"])
-  return logits, [(l.link_loss, l.entropy_loss) for l in levels], grads
+  return logits, [tuple(l.aux.values()) for l in levels], grads
 
 
 @pytest.mark.parametrize("name, overrides", [

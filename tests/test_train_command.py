@@ -75,6 +75,13 @@ def test_two_folds_two_seeds_three_epochs(tmp_path):
     (("--lr", "nan"), "lr=nan"),
     (("--baseline", "nope"), "--baseline 'nope'"),
     (("--splits", "no-such-file.json"), "no-such-file.json"),
+    (("--aux-weight", "link"), "--aux-weight 'link': expected NAME=WEIGHT"),
+    (("--aux-weight", "link=x"), "--aux-weight 'link=x'"),
+    (("--preset", "mincut", "--aux-weight", "link=1"),
+     "'link' is not an auxiliary loss of pooling='mincut'"),
+    (("--aux-weight", "entropy=-1"), "entropy=-1.0; must be a finite"),
+    (("--pooling", "dmon", "--aux-weight", "mincut=1"),
+     "'mincut' is not an auxiliary loss of pooling='dmon'"),
 ])
 def test_bad_flags_fail_clearly(tmp_path, flags, message):
   done = subprocess.run(
@@ -83,6 +90,25 @@ def test_bad_flags_fail_clearly(tmp_path, flags, message):
   assert done.returncode != 0 and message in done.stderr, done.stderr
   assert "Traceback" not in done.stderr
   assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_mincut_preset_trains_with_its_losses_by_name(tmp_path):
+  """Another pooling operator through the command: its auxiliary losses
+  reach metrics.jsonl by name, --aux-weight updates the preset's weights."""
+  out = tmp_path / "run"
+  done = subprocess.run(
+      command(write_config(tmp_path), out, "--preset", "mincut", "--folds",
+              "2", "--epochs", "2", "--aux-weight", "ortho=0.5",
+              "--no-plots"),
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr
+  rows = read_metrics(out)
+  assert {"train_mincut", "train_ortho"} <= set(rows[0])
+  assert "train_link" not in rows[0]
+  assert all(-1 <= row["train_mincut"] <= 0 for row in rows)
+  model = json.loads((out / "config.json").read_text())["model"]
+  assert model["pooling"] == "mincut"
+  assert dict(map(tuple, model["aux_weights"])) == {"ortho": 0.5}
 
 
 def test_out_pointing_at_a_file_fails_clearly(tmp_path):

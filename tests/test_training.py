@@ -11,8 +11,8 @@ import pytest
 import diffpool_jax as dp
 from diffpool_jax import training
 from diffpool_jax.datasets import choose_buckets, synthetic_hierarchical
-from diffpool_jax.evaluation import (early_stopping_epoch, fair_protocol,
-                                     paper_protocol)
+from diffpool_jax.protocols import (early_stopping_epoch, fair_protocol,
+                                    paper_protocol)
 
 TINY_MODEL = dict(hidden_dim=8, embed_dim=8, num_layers=2, mlp_hidden=(8,),
                   pool_ratios=(0.5,))
@@ -32,7 +32,7 @@ def setup():
 def members(model, sample, seeds, lrs):
   n = len(seeds)
   return training.init_members(model, sample, seeds, lrs, [2.0] * n,
-                               [1.0] * n, [0.5] * n)
+                               {"link": [1.0] * n, "entropy": [0.5] * n})
 
 
 def test_masked_step_leaves_state_bit_identical(setup):
@@ -52,6 +52,27 @@ def test_masked_step_leaves_state_bit_identical(setup):
       state, real, jnp.int32(3))
   assert not np.allclose(np.asarray(changed.params["mlp1"]["kernel"]),
                          np.asarray(state.params["mlp1"]["kernel"]))
+
+
+def test_aux_weights_weigh_each_loss_by_name(setup):
+  """The training loss is cross-entropy + sum of weight x auxiliary loss,
+  with the state's per-member weights."""
+  _, data, model, sample = setup
+  batch = training.gather_batch(data.buckets[0], jnp.arange(4))
+  state = jax.tree_util.tree_map(lambda x: x[0],
+                                 members(model, sample, [0], [1e-2]))
+
+  def loss_with(weights):
+    loss, (metrics, _) = training.graph_losses(
+        model, state.params, state.batch_stats, batch, weights, False)
+    return float(loss), {k: float(v / metrics.graphs)
+                         for k, v in metrics.aux.items()}
+
+  plain, aux = loss_with({"link": 0.0, "entropy": 0.0})
+  weighted, _ = loss_with({"link": 2.0, "entropy": 3.0})
+  assert set(aux) == {"link", "entropy"} and aux["link"] > 0
+  np.testing.assert_allclose(weighted - plain,
+                             2 * aux["link"] + 3 * aux["entropy"], rtol=1e-5)
 
 
 def test_vmapped_member_equals_solo_run(setup):
@@ -154,7 +175,7 @@ def test_members_are_initialised_as_one_member_alone(setup):
   states = members(model, sample, [3, 4], [1e-2, 3e-3])
   for m, (seed, lr) in enumerate(((3, 1e-2), (4, 3e-3))):
     alone = training.init_state(model, sample, jax.random.PRNGKey(seed), lr,
-                                2.0, 1.0, 0.5)
+                                2.0, {"link": 1.0, "entropy": 0.5})
     for got, want in zip(jax.tree_util.tree_leaves(states),
                          jax.tree_util.tree_leaves(alone)):
       np.testing.assert_allclose(np.asarray(got)[m], np.asarray(want),

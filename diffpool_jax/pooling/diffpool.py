@@ -9,22 +9,20 @@ losses push S towards a useful clustering: the link loss ||A - S S^T||_F
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
-from diffpool_jax.adjacency import (Adjacency, EdgeList, matmul,
-                                    squared_norms)
-from diffpool_jax.checks import check_dim, check_rank
+from diffpool_jax.adjacency import Adjacency, EdgeList, squared_norms
+from diffpool_jax.pooling.common import (coarsen, gram, masked_softmax,
+                                         per_graph_mean, prepare, safe_sqrt)
 
 LINK_LOSS_FORMS = ("frobenius", "pyg", "bce")
+AUX_NAMES = ("link", "entropy")
 
 # Clipping constant of the authors' BCE link loss (RexYing/diffpool).
 BCE_EPS = 1e-7
-# Logit of a masked-out cluster column: exp() of it is exactly 0 and, unlike
-# -inf, p log p and its gradient stay finite (0).
-MASKED_LOGIT = -1e9
 
 
 class DiffPoolResult(NamedTuple):
@@ -43,33 +41,10 @@ class DiffPoolResult(NamedTuple):
   link_loss: jax.Array
   entropy_loss: jax.Array
 
-
-def safe_sqrt(value: jax.Array) -> jax.Array:
-  """sqrt with a zero (not NaN) gradient at 0."""
-  positive = value > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, value, 1.0)), 0.0)
-
-
-def mask_clusters(logits: jax.Array, cluster_mask: Optional[jax.Array]
-                  ) -> jax.Array:
-  """Assignment logits [B,N,K] with the columns a graph may not use
-  (cluster_mask [B,K] False) set to MASKED_LOGIT; None keeps them all."""
-  if cluster_mask is None:
-    return logits
-  return jnp.where(cluster_mask[:, None, :], logits, MASKED_LOGIT)
-
-
-def masked_softmax(logits: jax.Array, node_mask: jax.Array) -> jax.Array:
-  """Row softmax over the last axis; rows of padded nodes are exactly zero.
-
-  Args:
-    logits: [B, N, K] (masked columns already at MASKED_LOGIT).
-    node_mask: [B, N] bool.
-
-  Returns:
-    [B, N, K] assignment S.
-  """
-  return jax.nn.softmax(logits, axis=-1) * node_mask[..., None]
+  @property
+  def aux(self) -> Mapping[str, jax.Array]:
+    """The auxiliary losses by name: "link" and "entropy"."""
+    return {"link": self.link_loss, "entropy": self.entropy_loss}
 
 
 def row_entropy(logits: jax.Array) -> jax.Array:
@@ -85,10 +60,6 @@ def row_entropy(logits: jax.Array) -> jax.Array:
   return -jnp.sum(jnp.exp(log_s) * log_s, axis=-1)
 
 
-def _per_graph_mean(per_graph: jax.Array, graph_mask: jax.Array) -> jax.Array:
-  """Mean of [B] values over real graphs (0 when there are none)."""
-  total = jnp.sum(jnp.where(graph_mask, per_graph, 0.0))
-  return total / jnp.maximum(jnp.sum(graph_mask), 1)
 
 
 def squared_residuals(adj, s, pooled_adj) -> jax.Array:
@@ -98,10 +69,10 @@ def squared_residuals(adj, s, pooled_adj) -> jax.Array:
   Args:
     adj: [B, N, N] or EdgeList; s: [B, N, K]; pooled_adj: [B, K, K].
   """
-  gram = jnp.einsum("bnk,bnl->bkl", s, s)
+  ss = gram(s)
   squared = (squared_norms(adj)
              - 2.0 * jnp.trace(pooled_adj, axis1=1, axis2=2)
-             + jnp.sum(gram * gram, axis=(1, 2)))
+             + jnp.sum(ss * ss, axis=(1, 2)))
   return jnp.maximum(squared, 0.0)
 
 
@@ -114,7 +85,7 @@ def link_loss_frobenius(adj, s, pooled_adj, n_node) -> jax.Array:
   """
   norms = safe_sqrt(squared_residuals(adj, s, pooled_adj))
   n_sq = jnp.maximum(n_node, 1).astype(norms.dtype) ** 2
-  return _per_graph_mean(norms / n_sq, n_node > 0)
+  return per_graph_mean(norms / n_sq, n_node > 0)
 
 
 def link_loss_pyg(adj, s, pooled_adj) -> jax.Array:
@@ -137,7 +108,7 @@ def link_loss_bce(adj, s, node_mask, n_node) -> jax.Array:
   pair_mask = node_mask[:, :, None] & node_mask[:, None, :]
   per_graph = jnp.sum(jnp.where(pair_mask, bce, 0.0), axis=(1, 2))
   n_sq = jnp.maximum(n_node, 1).astype(per_graph.dtype) ** 2
-  return _per_graph_mean(per_graph / n_sq, n_node > 0)
+  return per_graph_mean(per_graph / n_sq, n_node > 0)
 
 
 def entropy_loss(s_logits, node_mask, n_node, form: str) -> jax.Array:
@@ -151,22 +122,9 @@ def entropy_loss(s_logits, node_mask, n_node, form: str) -> jax.Array:
   if form == "pyg":
     return jnp.mean(entropy)
   n = jnp.maximum(n_node, 1).astype(entropy.dtype)
-  return _per_graph_mean(jnp.sum(entropy, axis=1) / n, n_node > 0)
+  return per_graph_mean(jnp.sum(entropy, axis=1) / n, n_node > 0)
 
 
-def check_adjacency(adj: Adjacency, batch: int, num_nodes: int,
-                    where: str) -> None:
-  """ValueError unless adj is [B,N,N] (or an EdgeList of that shape)."""
-  if isinstance(adj, EdgeList):
-    if adj.shape != (batch, num_nodes, num_nodes):
-      raise ValueError(f"{where}: argument 'adj' is an EdgeList of shape "
-                       f"{adj.shape}; expected {(batch, num_nodes, num_nodes)}"
-                       " from x")
-    return
-  check_rank(adj, 3, "adj", "[B,N,N]", where)
-  check_dim(adj, 0, batch, "adj", "B, the batch size of x", where)
-  check_dim(adj, 1, num_nodes, "adj", "N, the node count of x", where)
-  check_dim(adj, 2, num_nodes, "adj", "N, the node count of x", where)
 
 
 def dense_diff_pool(x: jax.Array,
@@ -197,30 +155,10 @@ def dense_diff_pool(x: jax.Array,
 
   Returns:
     `DiffPoolResult(x [B,K,F], adj [B,K,K], s [B,N,K], link_loss [],
-    entropy_loss [])`.
+    entropy_loss [])`; its `aux` maps "link" and "entropy" to the losses.
   """
   where = "dense_diff_pool"
-  check_rank(x, 3, "x", "[B,N,F]", where)
-  check_rank(s_logits, 3, "s_logits", "[B,N,K]", where)
-  batch, num_nodes = x.shape[:2]
-  check_adjacency(adj, batch, num_nodes, where)
-  check_dim(s_logits, 0, batch, "s_logits", "B, the batch size of x", where)
-  check_dim(s_logits, 1, num_nodes, "s_logits", "N, the node count of x",
-            where)
-  if mask is None:
-    mask = jnp.ones((batch, num_nodes), bool)
-  else:
-    check_rank(mask, 2, "mask", "[B,N]", where)
-    check_dim(mask, 0, batch, "mask", "B, the batch size of x", where)
-    check_dim(mask, 1, num_nodes, "mask", "N, the node count of x", where)
-    mask = mask.astype(bool)
-  if cluster_mask is not None:
-    check_rank(cluster_mask, 2, "cluster_mask", "[B,K]", where)
-    check_dim(cluster_mask, 0, batch, "cluster_mask",
-              "B, the batch size of x", where)
-    check_dim(cluster_mask, 1, s_logits.shape[2], "cluster_mask",
-              "K, the cluster count of s_logits", where)
-    s_logits = mask_clusters(s_logits, cluster_mask.astype(bool))
+  s_logits, mask, _ = prepare(x, adj, s_logits, mask, cluster_mask, where)
   if link_loss not in LINK_LOSS_FORMS:
     raise ValueError(f"{where}: argument 'link_loss' is {link_loss!r}; "
                      f"expected one of {LINK_LOSS_FORMS}")
@@ -230,8 +168,7 @@ def dense_diff_pool(x: jax.Array,
 
   n_node = jnp.sum(mask, axis=1)
   s = masked_softmax(s_logits, mask)
-  pooled_x = jnp.einsum("bnk,bnf->bkf", s, x)
-  pooled_adj = jnp.einsum("bnk,bnl->bkl", s, matmul(adj, s))
+  pooled_x, pooled_adj = coarsen(x, adj, s)
   if link_loss == "frobenius":
     link = link_loss_frobenius(adj, s, pooled_adj, n_node)
   elif link_loss == "pyg":

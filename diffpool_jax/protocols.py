@@ -1,0 +1,165 @@
+"""Evaluation protocols: how a run's folds hold out validation graphs, when
+its training may stop, and how per-epoch accuracies become the reported
+number.
+
+A protocol is an object with a `name`, a `note`, a `holdout` (fraction of
+each outer training fold kept for validation when folds are drawn without a
+split file), `stopped(val_acc, val_loss, patience)` and
+`summary(tables, patience)`. `PROTOCOLS` finds one by name; a new protocol
+is one class here and one entry there. Tables are indexed
+[epoch, fold, seed, point] (point: hyper-parameter point); everything is
+pure NumPy so it can be checked by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Mapping, Tuple
+
+import numpy as np
+
+PAPER_NOTE = ("optimistic: the epoch is chosen by the mean accuracy on the "
+              "test folds themselves (the DiffPool authors' protocol)")
+FAIR_NOTE = ("Errica et al. 2020: model selection and early stopping on an "
+             "inner validation holdout; test accuracy at the selected epoch")
+
+
+def nan_argmax(values: np.ndarray) -> int:
+  """Flat index of the largest value, NaN (a diverged run) never chosen
+  unless every value is NaN (then 0)."""
+  values = np.asarray(values, np.float64).ravel()
+  if np.all(np.isnan(values)):
+    return 0
+  return int(np.nanargmax(values))
+
+
+def paper_protocol(test_acc: np.ndarray) -> Dict[str, object]:
+  """The DiffPool authors' protocol: every epoch, the mean test-fold
+  accuracy over folds (and seeds); report its maximum over epochs.
+
+  Args:
+    test_acc: [E, F, S, P] accuracies; with several points P, each point is
+      scored on its own and the best point is reported. NaN (a diverged
+      member) excludes that epoch of that point.
+
+  Returns:
+    dict with accuracy (mean over folds at the best epoch), std over folds,
+    per-fold accuracies (mean over seeds), the epoch (0-based) and point.
+  """
+  per_fold = test_acc.mean(axis=2)                     # [E, F, P]
+  curve = per_fold.mean(axis=1)                        # [E, P]
+  epoch, point = np.unravel_index(nan_argmax(curve), curve.shape)
+  folds = per_fold[epoch, :, point]
+  return {"protocol": "paper", "note": PAPER_NOTE,
+          "accuracy": float(folds.mean()), "std": float(folds.std()),
+          "fold_accuracies": folds.tolist(), "epoch": int(epoch),
+          "point": int(point)}
+
+
+def early_stopping(val_acc: np.ndarray, val_loss: np.ndarray,
+                   patience: int) -> Tuple[int, bool]:
+  """Early stopping of one run on the epochs seen so far.
+
+  The best epoch is the one with the best validation accuracy (ties: lower
+  validation loss, then earlier); the run stops at the first epoch that
+  comes more than `patience` epochs after the best one before it, and no
+  later epoch counts.
+
+  Args:
+    val_acc, val_loss: [E] per-epoch validation accuracy and loss.
+    patience: epochs without improvement before stopping.
+
+  Returns:
+    (selected epoch, whether the run has stopped within these E epochs).
+  """
+  best = 0
+  for epoch in range(1, len(val_acc)):
+    if epoch - best > patience:
+      return best, True
+    better = (val_acc[epoch] > val_acc[best] or
+              (val_acc[epoch] == val_acc[best] and
+               val_loss[epoch] < val_loss[best]))
+    if better:
+      best = epoch
+  return best, False
+
+
+def early_stopping_epoch(val_acc: np.ndarray, val_loss: np.ndarray,
+                         patience: int) -> int:
+  """The selected epoch of one run (see `early_stopping`)."""
+  return early_stopping(val_acc, val_loss, patience)[0]
+
+
+def fair_protocol(val_acc: np.ndarray, val_loss: np.ndarray,
+                  test_acc: np.ndarray, patience: int) -> Dict[str, object]:
+  """Errica et al.: per fold, each run (seed, point) stops early on its
+  validation holdout; the point with the best mean validation accuracy over
+  seeds is selected; the fold's score is the mean test accuracy of its
+  seeds at their selected epochs. Reported: mean and std over folds.
+
+  Args:
+    val_acc, val_loss, test_acc: [E, F, S, P].
+    patience: early-stopping patience in epochs.
+  """
+  _, num_folds, num_seeds, num_points = val_acc.shape
+  chosen_val = np.zeros((num_folds, num_seeds, num_points))
+  chosen_test = np.zeros((num_folds, num_seeds, num_points))
+  epochs = np.zeros((num_folds, num_seeds, num_points), np.int64)
+  for f in range(num_folds):
+    for s in range(num_seeds):
+      for p in range(num_points):
+        e = early_stopping_epoch(val_acc[:, f, s, p], val_loss[:, f, s, p],
+                                 patience)
+        epochs[f, s, p] = e
+        chosen_val[f, s, p] = val_acc[e, f, s, p]
+        chosen_test[f, s, p] = test_acc[e, f, s, p]
+  points = np.array([nan_argmax(row) for row in chosen_val.mean(axis=1)],
+                    np.int64)                                    # [F]
+  folds = chosen_test.mean(axis=1)[np.arange(num_folds), points]
+  return {"protocol": "fair", "note": FAIR_NOTE,
+          "accuracy": float(folds.mean()), "std": float(folds.std()),
+          "fold_accuracies": folds.tolist(),
+          "selected_points": points.tolist(),
+          "selected_epochs": epochs[np.arange(num_folds), :, points].tolist()}
+
+
+class PaperProtocol:
+  """The authors' protocol: no validation split, no early stopping; the
+  epoch is chosen on the test folds (optimistic, labelled as such)."""
+  name = "paper"
+  note = PAPER_NOTE
+  holdout = 0.0
+
+  def stopped(self, val_acc, val_loss, patience: int) -> bool:
+    """Never: every epoch may be the one the test folds choose."""
+    return False
+
+  def summary(self, tables: Mapping[str, np.ndarray], patience: int) -> dict:
+    """`paper_protocol` of tables["test_acc"] [E, F, S, P]."""
+    return paper_protocol(tables["test_acc"])
+
+
+class FairProtocol:
+  """Errica et al.'s protocol: a 10 % inner validation holdout (or the split
+  file's), early stopping and point selection on it."""
+  name = "fair"
+  note = FAIR_NOTE
+  holdout = 0.1
+
+  def stopped(self, val_acc: np.ndarray, val_loss: np.ndarray,
+              patience: int) -> bool:
+    """Whether every member's early stopping has run out of patience, by
+    the same rule the summary selects with.
+
+    Args:
+      val_acc, val_loss: [E, M] the epochs seen so far, per member.
+    """
+    return all(early_stopping(val_acc[:, m], val_loss[:, m], patience)[1]
+               for m in range(val_acc.shape[1]))
+
+  def summary(self, tables: Mapping[str, np.ndarray], patience: int) -> dict:
+    """`fair_protocol` of tables "val_acc", "val_loss", "test_acc"."""
+    return fair_protocol(tables["val_acc"], tables["val_loss"],
+                         tables["test_acc"], patience)
+
+
+PROTOCOLS = {"paper": PaperProtocol(), "fair": FairProtocol()}

@@ -1,0 +1,277 @@
+"""MinCutPool and DMoN against float64 NumPy references, on dense and
+edge-list adjacencies, with node and cluster masks; the operator registry."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import diffpool_jax as dp
+from diffpool_jax.pooling import POOLING
+from tests.helpers import random_graph
+
+SIZES, NUM_NODES, CLUSTERS = (9, 14, 4, 1, 0), 16, 5
+# Each graph's real cluster count (a padding graph of 0 nodes keeps 1).
+REAL_CLUSTERS = (3, 5, 2, 1, 1)
+
+
+def softmax(logits):
+  e = np.exp(logits - logits.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def normalized(pooled):
+  a = pooled.copy()
+  np.fill_diagonal(a, 0.0)
+  d = a.sum(1)
+  inv = np.where(d > 0, 1.0 / np.sqrt(np.where(d > 0, d, 1.0)), 0.0)
+  return a * inv[:, None] * inv[None, :]
+
+
+def ortho(s):
+  ss = s.T @ s
+  k = s.shape[1]
+  return np.linalg.norm(ss / np.linalg.norm(ss) - np.eye(k) / np.sqrt(k))
+
+
+def reference(operator, x, adj, logits, n_node, clusters):
+  """Per real graph, cut to its n_i nodes and K_i clusters (float64):
+  (pooled x, normalised pooled adj, S, {loss: mean over real graphs})."""
+  outs, losses = [], []
+  for i, (n, k) in enumerate(zip(n_node, clusters)):
+    if n == 0:
+      outs.append(None)
+      continue
+    z = x[i, :n].astype(np.float64)
+    a = adj[i, :n, :n].astype(np.float64)
+    s = softmax(logits[i, :n, :k].astype(np.float64))
+    pooled = s.T @ a @ s
+    d = a.sum(1)
+    # A graph without edges (here the 1-node one) has no cut or modularity:
+    # the operators define both losses as 0 there.
+    if operator == "mincut":
+      volume = (s.T @ np.diag(d) @ s).trace()
+      loss = {"mincut": -np.trace(pooled) / volume if volume else 0.0,
+              "ortho": ortho(s)}
+      pooled_x = s.T @ z
+    else:
+      m = a.sum() / 2
+      modularity = (np.trace(pooled - np.outer(s.T @ d, d @ s) / (2 * m))
+                    if m else 0.0)
+      loss = {"spectral": -modularity / (2 * m) if m else 0.0,
+              "ortho": ortho(s),
+              "cluster": np.sqrt(k) / n * np.linalg.norm(s.sum(0)) - 1}
+      pooled_x = s.T @ z
+      pooled_x = np.where(pooled_x > 0, pooled_x,
+                          1.6732632423543772 * (np.exp(pooled_x) - 1))
+      pooled_x *= 1.0507009873554805
+    outs.append((pooled_x, normalized(pooled), s))
+    losses.append(loss)
+  means = {name: np.mean([l[name] for l in losses]) for name in losses[0]}
+  return outs, means
+
+
+def inputs(seed, weighted=False):
+  """The same random graphs as a dense and a sparse batch, assignment
+  logits [B,N,K] and the cluster mask [B,K]."""
+  rng = np.random.default_rng(seed)
+  graphs = [random_graph(rng, n, 6, edge_prob=0.4) for n in SIZES]
+  edges = [g[0] for g in graphs]
+  weights = ([rng.uniform(0.5, 2.0, len(e)).astype(np.float32) for e in edges]
+             if weighted else None)
+  labels = np.zeros(len(SIZES), np.int64)
+  dense = dp.dense_batch(edges, [g[1] for g in graphs], labels, NUM_NODES,
+                         edge_weights=weights)
+  sparse = dp.sparse_batch(edges, [g[1] for g in graphs], labels, NUM_NODES,
+                           num_edges=max(len(e) for e in edges) + 4,
+                           edge_weights=weights)
+  logits = rng.normal(size=(len(SIZES), NUM_NODES, CLUSTERS)).astype(
+      np.float32)
+  cluster_mask = np.arange(CLUSTERS)[None] < np.array(REAL_CLUSTERS)[:, None]
+  return dense, sparse, logits, cluster_mask
+
+
+OPERATORS = {"mincut": dp.dense_mincut_pool, "dmon": dp.dense_dmon_pool}
+
+
+@pytest.mark.parametrize("operator", sorted(OPERATORS))
+@pytest.mark.parametrize("weighted", [False, True])
+def test_matches_float64_reference(operator, weighted):
+  dense, _, logits, cluster_mask = inputs(0, weighted)
+  out = OPERATORS[operator](dense.x, dense.adj, logits, dense.node_mask,
+                            cluster_mask=cluster_mask)
+  expected, losses = reference(operator, dense.x, dense.adj, logits,
+                               dense.n_node, REAL_CLUSTERS)
+  assert set(out.aux) == set(POOLING[operator].aux_names) == set(losses)
+  for name, value in losses.items():
+    np.testing.assert_allclose(float(out.aux[name]), value, rtol=2e-5,
+                               atol=1e-6, err_msg=name)
+  for i, graph in enumerate(expected):
+    if graph is None:                 # a padding graph pools to nothing
+      assert not np.any(np.asarray(out.s[i]))
+      assert not np.any(np.asarray(out.adj[i]))
+      continue
+    pooled_x, pooled_adj, s = graph
+    n, k = s.shape
+    np.testing.assert_allclose(np.asarray(out.s[i, :n, :k]), s, rtol=1e-5,
+                               atol=1e-6)
+    assert not np.any(np.asarray(out.s[i, n:])), "padded node rows"
+    assert not np.any(np.asarray(out.s[i, :, k:])), "masked cluster columns"
+    np.testing.assert_allclose(np.asarray(out.x[i, :k]), pooled_x,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out.adj[i, :k, :k]), pooled_adj,
+                               rtol=1e-5, atol=1e-6)
+    assert not np.any(np.asarray(out.adj[i, k:])), "masked cluster rows"
+
+
+@pytest.mark.parametrize("operator", sorted(OPERATORS))
+def test_edge_list_matches_dense(operator):
+  """Values and gradients, from an EdgeList (no N x N matrix) and dense."""
+  dense, sparse, logits, cluster_mask = inputs(1, weighted=True)
+
+  def objective(batch, s_logits):
+    out = OPERATORS[operator](batch.x, batch.adj, s_logits, batch.node_mask,
+                              cluster_mask=cluster_mask)
+    total = sum(out.aux.values()) + jnp.sum(out.x ** 2) + jnp.sum(out.adj)
+    return total, out
+
+  results = [jax.value_and_grad(objective, argnums=1, has_aux=True)(b, logits)
+             for b in (dense, sparse)]
+  (_, dense_out), dense_grad = results[0]
+  (_, sparse_out), sparse_grad = results[1]
+  for name in dense_out.aux:
+    np.testing.assert_allclose(float(sparse_out.aux[name]),
+                               float(dense_out.aux[name]), rtol=1e-5,
+                               atol=1e-6)
+  for field in ("x", "adj", "s"):
+    np.testing.assert_allclose(np.asarray(getattr(sparse_out, field)),
+                               np.asarray(getattr(dense_out, field)),
+                               rtol=1e-5, atol=1e-6)
+  assert np.all(np.isfinite(np.asarray(dense_grad)))
+  np.testing.assert_allclose(np.asarray(sparse_grad), np.asarray(dense_grad),
+                             rtol=1e-4, atol=1e-6)
+  masked = ~cluster_mask[:, None, :] | ~np.asarray(dense.node_mask)[..., None]
+  assert not np.any(np.asarray(dense_grad)[np.broadcast_to(
+      masked, dense_grad.shape)]), "gradient reaches masked slots"
+
+
+def two_cliques():
+  """Two disjoint triangles, and the assignment logits that put each in
+  its own cluster (almost one-hot)."""
+  edges = np.array([(a, b) for block in ((0, 1, 2), (3, 4, 5))
+                    for a in block for b in block if a != b])
+  batch = dp.dense_batch([edges], [np.ones((6, 1), np.float32)],
+                         np.zeros(1, np.int64), 6)
+  logits = np.full((1, 6, 2), -30.0, np.float32)
+  logits[0, :3, 0] = logits[0, 3:, 1] = 30.0
+  return batch, logits
+
+
+def test_known_values_of_a_perfect_partition():
+  """Two triangles, one cluster each: no cut edge (mincut -1), orthogonal
+  equal clusters (ortho 0, cluster 0), modularity 1/2 (spectral -1/2)."""
+  batch, logits = two_cliques()
+  cut = dp.dense_mincut_pool(batch.x, batch.adj, logits, batch.node_mask)
+  np.testing.assert_allclose(float(cut.aux["mincut"]), -1.0, atol=1e-6)
+  np.testing.assert_allclose(float(cut.aux["ortho"]), 0.0, atol=1e-6)
+  mod = dp.dense_dmon_pool(batch.x, batch.adj, logits, batch.node_mask)
+  np.testing.assert_allclose(float(mod.aux["spectral"]), -0.5, atol=1e-6)
+  np.testing.assert_allclose(float(mod.aux["cluster"]), 0.0, atol=1e-6)
+  # Self loops removed; the (vanishing) edge between the clusters is
+  # normalised by its own degrees, as D^-1/2 A D^-1/2 does: [[0,1],[1,0]].
+  np.testing.assert_allclose(np.asarray(cut.adj[0]), [[0, 1], [1, 0]],
+                             atol=1e-6)
+
+
+def test_one_cluster_collapse_is_penalised():
+  """All nodes in one of 2 clusters: cluster loss sqrt(2) - 1, ortho
+  sqrt(2 - sqrt(2)), modularity 0."""
+  batch, logits = two_cliques()
+  logits[0, :, 0], logits[0, :, 1] = 30.0, -30.0
+  out = dp.dense_dmon_pool(batch.x, batch.adj, logits, batch.node_mask)
+  np.testing.assert_allclose(float(out.aux["cluster"]), np.sqrt(2) - 1,
+                             rtol=1e-6)
+  np.testing.assert_allclose(float(out.aux["ortho"]),
+                             np.sqrt(2 - np.sqrt(2)), rtol=1e-6)
+  np.testing.assert_allclose(float(out.aux["spectral"]), 0.0, atol=1e-6)
+
+
+def test_graph_without_edges_gives_finite_zero_losses():
+  batch = dp.dense_batch([np.zeros((0, 2), np.int64)],
+                         [np.ones((4, 1), np.float32)], np.zeros(1, np.int64),
+                         4)
+  logits = np.random.default_rng(0).normal(size=(1, 4, 2)).astype(np.float32)
+  for name, operator in OPERATORS.items():
+    grads = jax.grad(lambda l: sum(operator(batch.x, batch.adj, l,
+                                            batch.node_mask).aux.values()))(
+                                                logits)
+    out = operator(batch.x, batch.adj, logits, batch.node_mask)
+    loss = "mincut" if name == "mincut" else "spectral"
+    assert float(out.aux[loss]) == 0.0
+    assert np.all(np.isfinite(np.asarray(grads)))
+
+
+@pytest.mark.parametrize("name", sorted(POOLING))
+@pytest.mark.parametrize("bad, message", [
+    (dict(x=np.ones((2, 5), np.float32)), "argument 'x'"),
+    (dict(s_logits=np.ones((2, 4, 3), np.float32)), "argument 's_logits'"),
+    (dict(mask=np.ones((2, 6), bool)), "argument 'mask'"),
+    (dict(cluster_mask=np.ones((2, 4), bool)), "argument 'cluster_mask'"),
+])
+def test_bad_arguments_are_named(name, bad, message):
+  args = dict(x=np.ones((2, 5, 3), np.float32),
+              adj=np.ones((2, 5, 5), np.float32),
+              s_logits=np.ones((2, 5, 3), np.float32),
+              mask=np.ones((2, 5), bool), cluster_mask=None)
+  args.update(bad)
+  function = POOLING[name].function
+  with pytest.raises(ValueError, match=message):
+    function(args["x"], args["adj"], args["s_logits"], args["mask"],
+             cluster_mask=args["cluster_mask"])
+
+
+@pytest.mark.parametrize("name", sorted(POOLING))
+def test_registry_names_every_returned_loss(name):
+  dense, _, logits, _ = inputs(2)
+  out = POOLING[name].function(dense.x, dense.adj, logits, dense.node_mask)
+  assert tuple(out.aux) == POOLING[name].aux_names
+  assert out.x.shape == (len(SIZES), CLUSTERS, 6)
+  assert out.adj.shape == (len(SIZES), CLUSTERS, CLUSTERS)
+
+
+def dense_balance_pool(x, adj, s_logits, mask=None, cluster_mask=None):
+  """The docs' example operator: DiffPool's coarsening with one loss."""
+  from diffpool_jax.pooling.common import (coarsen, per_graph_mean,
+                                           prepare)
+  s_logits, mask, cluster_mask = prepare(x, adj, s_logits, mask,
+                                         cluster_mask, "dense_balance_pool")
+  s = dp.pooling.masked_softmax(s_logits, mask)
+  pooled_x, pooled_adj = coarsen(x, adj, s)
+  sizes = jnp.sum(s, axis=1)
+  balance = (jnp.sum(sizes ** 2, axis=1)
+             / jnp.maximum(jnp.sum(mask, 1), 1) ** 2)
+  aux = {"balance": per_graph_mean(balance, jnp.any(mask, axis=1))}
+  return dp.PoolOutput(pooled_x, pooled_adj, s, aux)
+
+
+def test_a_new_operator_needs_only_a_function_and_a_registry_entry(
+    monkeypatch, tmp_path):
+  """Registered by name, the operator trains through Run with its loss
+  weighted and recorded by name; no other code knows about it."""
+  from diffpool_jax.experiment import Run, RunConfig
+  from diffpool_jax.pooling import PoolingOperator
+  monkeypatch.setitem(POOLING, "balance",
+                      PoolingOperator(dense_balance_pool, ("balance",)))
+  config = RunConfig(
+      dataset="synthetic", folds=2, epochs=2, max_buckets=1,
+      synthetic={"num_graphs": 24, "communities": [2, 3],
+                 "community_size": [3, 4]},
+      model={"pooling": "balance", "hidden_dim": 8, "embed_dim": 8,
+             "num_layers": 1, "mlp_hidden": [8], "pool_ratios": [0.5],
+             "aux_weights": {"balance": 0.5}})
+  run = Run(config, tmp_path / "run")
+  results = run.fit(progress=False)
+  assert run.model_config.weights == {"balance": 0.5}
+  balance = run.history["train_balance"]
+  assert balance.shape == (2, 2) and np.all((balance > 0) & (balance <= 1))
+  assert 0 <= results["accuracy"] <= 1
