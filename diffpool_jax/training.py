@@ -336,7 +336,7 @@ def compile_epochs(model: DiffPool, mesh: Optional[Mesh] = None
 def compiler_options() -> dict:
   """XLA options for the epoch programs. On CPU, LLVM optimisation level 1:
   compiles about 17 % faster than the default with the same step time
-  (experiments/PERFORMANCE.md); on GPU/TPU, the defaults."""
+  (experiments/benchmarks/PERFORMANCE.md); on GPU/TPU, the defaults."""
   if jax.default_backend() != "cpu":
     return {}
   return {"xla_backend_optimization_level": 1}

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from experiments import benchmark
+from experiments.benchmarks import pyg as benchmark
 
 
 def test_pin_to_cpus_limits_the_child():
@@ -62,7 +62,7 @@ def test_ceiling_uses_a_faster_model_matmul(capsys):
 
 def test_scale_stand_in_graphs_are_simple_undirected_graphs():
   import numpy as np
-  from experiments import scale_benchmark as scale
+  from experiments.benchmarks import scale
   rng = np.random.default_rng(0)
   for make, n in ((scale.thread_graph, 300), (scale.ego_graph, 60)):
     entries = make(rng, n)

@@ -18,7 +18,7 @@ DEFAULT_MAX_BUCKETS = 5
 MAX_CANDIDATES = 2048
 # Cost of one edge-list entry (gather, scale, segment_sum, and their
 # gradients) in units of one entry of a dense [N,N] x [N,F] matmul, measured
-# on a 2-core CPU with experiments/scale_benchmark.py (15 for small entry
+# on a 2-core CPU with experiments/benchmarks/scale.py (15 for small entry
 # budgets, up to 40 for budgets past the cache): a bucket uses the edge list
 # when its N^2 is larger than this many times its entry slots.
 SPARSE_ENTRY_COST = 24

@@ -1,6 +1,7 @@
 """Scale benchmark: per-graph against fixed cluster counts on one data set.
 
-  python -m experiments.scale_benchmark --dataset DD --data-root ../shared/data/tu
+  python -m experiments.benchmarks.scale --dataset DD \
+      --data-root ../shared/data/tu
 
 For each cluster setting (default: the `paper` preset's per-graph counts,
 fixed counts from the largest graph, as PyG and Errica et al. do, and from
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.benchmark import median_seconds, peak_rss_mib
+from experiments.benchmarks.pyg import median_seconds, peak_rss_mib
 
 GIB = 2**30
 SETTINGS = {
@@ -194,7 +195,7 @@ def entry_cost(repeats: int = 15) -> list:
 
 
 def run_child(setting: str, args) -> dict:
-  command = [sys.executable, "-m", "experiments.scale_benchmark",
+  command = [sys.executable, "-m", "experiments.benchmarks.scale",
              "--setting", setting, "--dataset", args.dataset,
              "--preset", args.preset,
              "--batch-size", str(args.batch_size),

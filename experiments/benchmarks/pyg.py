@@ -2,7 +2,7 @@
 DiffPool (examples/proteins_diff_pool.py), same data, same parameter count.
 
   pip install -r requirements-bench.txt
-  python -m experiments.benchmark --data-root ../shared/data/tu
+  python -m experiments.benchmarks.pyg --data-root ../shared/data/tu
 
 Each side runs in its own child process (so peak RSS is its own), pinned to
 --threads CPUs (XLA sizes its pool from them; torch gets set_num_threads),
@@ -99,7 +99,7 @@ def pyg_side(args) -> dict:
   from torch_geometric.data import Data
   from torch_geometric.loader import DenseDataLoader
   import torch_geometric.transforms as T
-  from experiments.pyg_reference import PygDiffPool
+  from experiments.benchmarks.pyg_reference import PygDiffPool
   import torch.nn.functional as F
 
   torch.set_num_threads(args.threads)
@@ -363,7 +363,8 @@ def parity_side(args) -> dict:
   import jax
   import torch
   import diffpool_jax as dp
-  from experiments.pyg_reference import PygDiffPool, to_flax_variables
+  from experiments.benchmarks.pyg_reference import (PygDiffPool,
+                                                    to_flax_variables)
 
   torch.manual_seed(0)
   dataset, _ = load(args)
@@ -402,8 +403,8 @@ SIDES = {"pyg": pyg_side, "ours": our_side, "parity": parity_side}
 
 
 def run_child(side: str, dataset: str, args) -> dict:
-  command = [sys.executable, "-m", "experiments.benchmark", "--child", side,
-             "--dataset", dataset, "--data-root", args.data_root,
+  command = [sys.executable, "-m", "experiments.benchmarks.pyg", "--child",
+             side, "--dataset", dataset, "--data-root", args.data_root,
              "--threads", str(args.threads), "--repeats", str(args.repeats),
              "--cv-epochs", str(args.cv_epochs),
              "--buckets", str(args.buckets)]

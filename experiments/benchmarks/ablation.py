@@ -1,6 +1,6 @@
-"""Measures the speed optimisations recorded in experiments/PERFORMANCE.md.
+"""Measures the speed optimisations recorded in PERFORMANCE.md (beside it).
 
-  python -m experiments.ablation --data-root ../shared/data/tu
+  python -m experiments.benchmarks.ablation --data-root ../shared/data/tu
 
 All timings are medians after a warm-up call, one member, batch 20, the
 `pyg` preset, float32:
@@ -29,7 +29,7 @@ from diffpool_jax import training
 from diffpool_jax.datasets import (bucket_entry_slots, choose_buckets,
                                    load_tu, sparse_by_cost, stratified_folds)
 from diffpool_jax.experiment import write_json_atomic
-from experiments.benchmark import BATCH, median_seconds
+from experiments.benchmarks.pyg import BATCH, median_seconds
 
 
 def epoch_seconds(dataset, buckets, sparse, repeats: int) -> float:

@@ -2,13 +2,13 @@
 diffpool_jax/layers.py, alternating them in one process (this VM's speed
 drifts between runs, so separate runs cannot resolve a few per cent).
 
-  python -m experiments.layer_ab --data-root ../shared/data/tu \
+  python -m experiments.benchmarks.layer_ab --data-root ../shared/data/tu \
       --dataset ENZYMES cdc1321 HEAD
 
 Per size bucket: each revision's compiled train step on 20 graphs, the
 minimum over rounds of 3 steps; the epoch estimate weights each bucket by
 the steps the first of 10 folds' training graphs take there
-(experiments/PERFORMANCE.md, rows 7-9).
+(experiments/benchmarks/PERFORMANCE.md, rows 7-9).
 """
 
 from __future__ import annotations

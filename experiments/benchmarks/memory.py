@@ -1,7 +1,7 @@
 """Peak memory and time of one training step, dense vs sparse first level,
 on a batch of the largest graphs of a data set (default: D&D).
 
-  python -m experiments.memory_benchmark --data-root ../shared/data/tu
+  python -m experiments.benchmarks.memory --data-root ../shared/data/tu
 
 Each form runs in its own child process so that its peak RSS is its own.
 XLA's compiled memory analysis (arguments + temporaries) is printed too; a
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.benchmark import median_seconds, peak_rss_mib
+from experiments.benchmarks.pyg import median_seconds, peak_rss_mib
 
 GIB = 2**30
 
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     return 0
   results = []
   for form in ("sparse", "dense"):
-    command = [sys.executable, "-m", "experiments.memory_benchmark",
+    command = [sys.executable, "-m", "experiments.benchmarks.memory",
                "--form", form] + [a for a in (argv or sys.argv[1:])]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:

@@ -1,0 +1,1 @@
+"""Benchmarks, ablations and profiling tools (see PERFORMANCE.md)."""
