@@ -11,15 +11,16 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh
 from tqdm import tqdm
 
-from diffpool_jax import memory, training
+from diffpool_jax import memory, pipeline, training
 from diffpool_jax.datasets import (GraphDataset, bucket_entry_slots,
                                    choose_buckets, load_split_file, load_tu,
                                    padded_graph_cost,
@@ -366,6 +367,28 @@ class Members:
     return values.reshape(values.shape[0], *shape)
 
 
+class Programs(NamedTuple):
+  """A run's compiled epoch programs for `size` members per program.
+
+  Attributes:
+    size: members per program (the run's members go program by program).
+    mesh: device mesh of the programs (None: one device).
+    buckets: the padded data set placed for the mesh.
+    train: compiled training epoch (see training.compile_epochs).
+    evaluators: split ("val", "test") -> (compiled evaluation epoch, its
+      fixed schedule).
+    steps_per_epoch: optimizer steps in one training epoch.
+    train_bytes: XLA's memory estimate of the training program.
+  """
+  size: int
+  mesh: Optional[Mesh]
+  buckets: Tuple
+  train: Any
+  evaluators: Dict[str, Tuple[Any, pipeline.Schedule]]
+  steps_per_epoch: int
+  train_bytes: int
+
+
 class Run:
   """A cross-validated run in `out_dir`; `fit()` trains it (resuming from
   the last checkpoint when asked) and returns the results."""
@@ -388,7 +411,7 @@ class Run:
     self.sparse = config.sparse_buckets(
         self.buckets, bucket_entry_slots(self.dataset.edges,
                                          self.dataset.n_node, self.buckets))
-    self.data = training.device_data(self.dataset, self.buckets, self.sparse)
+    self.data = pipeline.device_data(self.dataset, self.buckets, self.sparse)
     fold_of = lambda m: self.folds[self.members.fold[m]]
     self.train_graphs = [fold_of(m).train for m in range(len(self.members))]
     self.val_graphs = [fold_of(m).validation
@@ -405,7 +428,10 @@ class Run:
     self.history = {k: np.full((config.epochs, num), np.nan)
                     for k in history_keys(model_config.aux_names)}
     self.epoch_seconds = np.full(config.epochs, np.nan)
-    self.use_program_size(config.members_per_program or num)
+    if num % max(config.members_per_program, 1):
+      raise ValueError(f"members_per_program={config.members_per_program} "
+                       f"does not divide the {num} members (folds x seeds "
+                       "x learning rates)")
 
   def padded_graph_cost(self, sizes: np.ndarray) -> np.ndarray:
     """[U] modelled cost of one graph padded to each size (for buckets)."""
@@ -415,35 +441,18 @@ class Run:
     layers = c.num_layers * (2 if c.num_levels else 1)
     return padded_graph_cost(sizes, c.hidden_dim, clusters, entries, layers)
 
-  def use_program_size(self, members: int) -> None:
-    """Trains `members` members per compiled program (a divisor of all)."""
-    if len(self.members) % members:
-      raise ValueError(f"members_per_program={members} does not divide the "
-                       f"{len(self.members)} members (folds x seeds x "
-                       "learning rates)")
-    self.program_members = members
-    self.mesh = training.make_mesh(members, self.config.batch_size)
-    self.states, self.data = training.place(self.mesh, self.states,
-                                            self.data)
-    self.train_epoch, self.eval_epoch = training.compile_epochs(self.model,
-                                                                self.mesh)
-
-  def member_parts(self) -> List[slice]:
-    """The members of each program, in order."""
-    size = self.program_members
-    return [slice(lo, lo + size) for lo in range(0, len(self.members), size)]
-
-  def part_states(self, part: slice) -> training.TrainState:
+  def part_states(self, mesh: Optional[Mesh], part: slice
+                  ) -> training.TrainState:
     """The states of a program's members, placed for its mesh."""
-    if part == slice(0, len(self.members)):
-      return self.states
-    states = jax.tree_util.tree_map(lambda leaf: leaf[part], self.states)
-    return training.place(self.mesh, states, self.data)[0]
+    states = self.states
+    if part != slice(0, len(self.members)):
+      states = jax.tree_util.tree_map(lambda leaf: leaf[part], states)
+    return training.place(mesh, states, ())[0]
 
-  def schedule(self, epoch: int) -> training.Schedule:
+  def schedule(self, epoch: int) -> pipeline.Schedule:
     """The training schedule of an epoch (deterministic given the epoch)."""
     rng = np.random.default_rng([self.config.split_seed, epoch])
-    return training.make_schedule(self.train_graphs, self.data,
+    return pipeline.make_schedule(self.train_graphs, self.data,
                                   self.config.batch_size, rng)
 
   def checkpoint_manager(self) -> ocp.CheckpointManager:
@@ -471,95 +480,103 @@ class Run:
     target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct,
                                     template)
     tree = manager.restore(step, args=ocp.args.StandardRestore(target))
-    self.states, self.data = training.place(self.mesh, tree["states"],
-                                            self.data)
+    self.states = tree["states"]
     for key, values in tree["history"].items():
       self.history[key][:saved_epochs] = np.asarray(values)
     self.epoch_seconds[:saved_epochs] = np.asarray(tree["epoch_seconds"])
     return int(tree["epoch"]) + 1
 
-  def compile(self, progress: bool = False) -> float:
-    """Compiles the epoch programs ahead of time, with as many members per
-    program as fit in memory (see RunConfig.members_per_program); returns
-    seconds. Raises MemoryError when not even one member fits."""
-    start = time.perf_counter()
+  def compile(self, progress: bool = False) -> "Programs":
+    """The epoch programs, compiled ahead of time with as many members per
+    program as fit in memory (see RunConfig.members_per_program). Raises
+    MemoryError when not even one member fits."""
     budget = memory.budget_bytes(self.config.memory_gib)
     shared = sum(leaf.nbytes for leaf in
                  jax.tree_util.tree_leaves(self.data.buckets))
+    size = self.config.members_per_program or len(self.members)
     while True:
-      self.compile_programs()
-      needed = memory.program_bytes(self.train_program)
-      if needed <= budget:
+      programs = self.compile_programs(size)
+      if programs.train_bytes <= budget:
         break
+      message = self.memory_message(programs, budget)
       if self.config.members_per_program:
-        raise MemoryError(self.memory_message(needed, budget) + (
+        raise MemoryError(message + (
             f". Lower --members-per-program (now "
             f"{self.config.members_per_program}) or let it choose (0)."))
-      if self.program_members == 1:
-        raise MemoryError(self.memory_message(needed, budget) + (
+      if size == 1:
+        raise MemoryError(message + (
             ". Not even one member fits: lower --batch-size, the widths or "
             "--max-clusters, or raise --memory-gib."))
       # A linear guess from this program; only a compiled single-member
       # program is trusted to refuse the run.
-      fit = max(memory.members_that_fit(self.program_members, needed,
-                                        shared, budget), 1)
-      if fit == self.program_members:
+      fit = max(memory.members_that_fit(size, programs.train_bytes, shared,
+                                        budget), 1)
+      if fit == size:
         fit = max(d for d in range(1, fit) if fit % d == 0)
-      self.use_program_size(fit)
+      size = fit
     if progress:
-      print(self.memory_message(needed, budget), flush=True)
-    return time.perf_counter() - start
+      print(self.memory_message(programs, budget), flush=True)
+    return programs
 
-  def compile_programs(self) -> None:
+  def compile_programs(self, size: int) -> "Programs":
     """Lowers and compiles the train program and one evaluation program
-    per split, for `program_members` members."""
+    per split for `size` members per program (a divisor of all)."""
+    mesh = training.make_mesh(size, self.config.batch_size)
+    train_epoch, eval_epoch = training.compile_epochs(self.model, mesh)
+    part = slice(0, size)
     schedule = self.schedule(0)
-    part = self.member_parts()[0]
-    states = self.part_states(part)
-    self.train_program = self.train_epoch.lower(
-        states, self.data.buckets, schedule.bucket_ids,
-        schedule.indices[part], jnp.int32(0)).compile()
-    self.evaluators = {}
+    buckets = training.place(mesh, (), self.data.buckets)[1]
+    states = self.part_states(mesh, part)
+    train = train_epoch.lower(states, buckets, schedule.bucket_ids,
+                              schedule.indices[part], jnp.int32(0)).compile()
+    evaluators = {}
     for split, graphs in (("val", self.val_graphs),
                           ("test", self.test_graphs)):
       if all(len(g) for g in graphs):
-        fixed = training.make_schedule(graphs, self.data,
+        fixed = pipeline.make_schedule(graphs, self.data,
                                        self.config.batch_size)
-        compiled = self.eval_epoch.lower(states, self.data.buckets,
-                                         fixed.bucket_ids,
-                                         fixed.indices[part]).compile()
-        self.evaluators[split] = (compiled, fixed)
-    self.steps_per_epoch = schedule.indices.shape[1]
+        compiled = eval_epoch.lower(states, buckets, fixed.bucket_ids,
+                                    fixed.indices[part]).compile()
+        evaluators[split] = (compiled, fixed)
+    return Programs(size, mesh, buckets, train, evaluators,
+                    schedule.indices.shape[1], memory.program_bytes(train))
 
-  def memory_message(self, needed: int, budget: int) -> str:
+  def memory_message(self, programs: "Programs", budget: int) -> str:
     """One line on the training program's memory against the budget."""
     form = "edge list" if self.sparse[-1] else "dense"
-    return (f"training program: {needed / memory.GIB:.2f} GiB (XLA "
-            f"estimate; {self.program_members} of {len(self.members)} "
+    return (f"training program: {programs.train_bytes / memory.GIB:.2f} GiB "
+            f"(XLA estimate; {programs.size} of {len(self.members)} "
             f"members per program, batch {self.config.batch_size}, largest "
             f"bucket {int(self.buckets[-1])} nodes, {form}); budget "
             f"{budget / memory.GIB:.1f} GiB")
 
-  def train_members(self, schedule: training.Schedule, first_step: int
-                    ) -> training.StepMetrics:
+  def member_parts(self, programs: "Programs") -> List[slice]:
+    """The members of each program, in order."""
+    size = programs.size
+    return [slice(lo, lo + size) for lo in range(0, len(self.members), size)]
+
+  def train_members(self, programs: "Programs", schedule: pipeline.Schedule,
+                    first_step: int) -> training.StepMetrics:
     """One training epoch of every member, program by program; returns
     per-member metric sums [M]."""
     states, totals = [], []
-    for part in self.member_parts():
-      new, sums = self.train_program(
-          self.part_states(part), self.data.buckets, schedule.bucket_ids,
-          schedule.indices[part], jnp.int32(first_step))
+    for part in self.member_parts(programs):
+      new, sums = programs.train(
+          self.part_states(programs.mesh, part), programs.buckets,
+          schedule.bucket_ids, schedule.indices[part], jnp.int32(first_step))
       states.append(new)
       totals.append(sums)
     self.states = concatenate_members(states)
     return concatenate_members(totals)
 
-  def evaluate_members(self, evaluate, fixed: training.Schedule
+  def evaluate_members(self, programs: "Programs", split: str
                        ) -> training.StepMetrics:
-    """Per-member metric sums [M] of an evaluation schedule."""
+    """Per-member metric sums [M] of a split ("val" or "test")."""
+    evaluate, fixed = programs.evaluators[split]
     return concatenate_members([
-        evaluate(self.part_states(part), self.data.buckets, fixed.bucket_ids,
-                 fixed.indices[part]) for part in self.member_parts()])
+        evaluate(self.part_states(programs.mesh, part), programs.buckets,
+                 fixed.bucket_ids, fixed.indices[part])
+        for part in self.member_parts(programs)])
 
   def metric_rows(self, epoch: int) -> List[dict]:
     rows = []
@@ -604,7 +621,9 @@ class Run:
     manager = self.checkpoint_manager()
     start_epoch = (self.restore(manager, saved["epochs"]) if saved
                    else 0)
-    compile_seconds = self.compile(progress)
+    compile_start = time.perf_counter()
+    programs = self.compile(progress)
+    compile_seconds = time.perf_counter() - compile_start
     rows = [r for e in range(start_epoch) for r in self.metric_rows(e)]
     train_graphs = sum(len(g) for g in self.train_graphs)
     wall_start = time.perf_counter()
@@ -615,16 +634,17 @@ class Run:
     for epoch in bar:
       schedule = self.schedule(epoch)
       start = time.perf_counter()
-      totals = self.train_members(schedule, epoch * self.steps_per_epoch)
+      totals = self.train_members(programs, schedule,
+                                  epoch * programs.steps_per_epoch)
       jax.block_until_ready(self.states)
       self.epoch_seconds[epoch] = time.perf_counter() - start
       self.record(epoch, "train", totals)
-      for split, (evaluate, fixed) in self.evaluators.items():
-        self.record(epoch, split, self.evaluate_members(evaluate, fixed))
+      for split in programs.evaluators:
+        self.record(epoch, split, self.evaluate_members(programs, split))
       self.mark_diverged(epoch)
       rows.extend(self.metric_rows(epoch))
       write_lines_atomic(self.out / "metrics.jsonl", rows)
-      shown = "val_acc" if "val" in self.evaluators else "test_acc"
+      shown = "val_acc" if "val" in programs.evaluators else "test_acc"
       bar.set_postfix(loss=f"{np.mean(self.history['train_loss'][epoch]):.3f}",
                       **{shown: f"{np.mean(self.history[shown][epoch]):.3f}"},
                       graphs_per_s=f"{train_graphs / self.epoch_seconds[epoch]:.0f}")
@@ -637,7 +657,8 @@ class Run:
         break
     bar.close()
     results = self.results(epoch + 1, compile_seconds,
-                           time.perf_counter() - wall_start, train_graphs)
+                           time.perf_counter() - wall_start, train_graphs,
+                           programs.size)
     write_json_atomic(self.out / "results.json", results)
     return results
 
@@ -670,7 +691,8 @@ class Run:
         self.history[f"train_{name}"][epoch] = values[name]
 
   def results(self, epochs_run: int, compile_seconds: float,
-              wall_seconds: float, train_graphs: int) -> dict:
+              wall_seconds: float, train_graphs: int,
+              members_per_program: int) -> dict:
     table = lambda key: self.members.table(
         self.history[key][:epochs_run], self.grid_shape)
     summary = self.protocol.summary(
@@ -693,7 +715,7 @@ class Run:
             "jax_version": jax.__version__,
             "device": str(jax.devices()[0]),
             "devices": jax.device_count(),
-            "members_per_program": self.program_members,
+            "members_per_program": members_per_program,
             "buckets": self.buckets.tolist()}
 
   def cluster_slots(self) -> List[List[int]]:

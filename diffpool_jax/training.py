@@ -1,13 +1,15 @@
-"""Training engine: members (folds x seeds x hyper-parameter points) side by
-side in one vmapped program, whole epochs in one jitted call.
+"""Training engine (device side, JAX): members (folds x seeds x
+hyper-parameter points) side by side in one vmapped program, whole epochs
+in one jitted call.
 
-The padded data set lives on the device as one `GraphBatch` per size bucket.
-An epoch is a `Schedule`: a shared sequence of bucket ids [T] and, per
-member, the graphs of each step [M, T, B] as positions inside that step's
-bucket (-1 = empty slot). A `lax.scan` runs over the steps; `lax.switch`
-picks the bucket (each bucket compiles once); `jax.vmap` runs the members.
-A member with no graph in a step takes a masked no-op step that leaves its
-parameters, batch statistics and optimizer state exactly unchanged.
+The host pipeline (pipeline.py) puts the padded data set on the device as
+one `GraphBatch` per size bucket and makes each epoch's `Schedule`: a
+shared sequence of bucket ids [T] and, per member, the graphs of each step
+[M, T, B] as positions inside that step's bucket (-1 = empty slot). Here a
+`lax.scan` runs over the steps; `lax.switch` picks the bucket (each bucket
+compiles once); `jax.vmap` runs the members. A member with no graph in a
+step takes a masked no-op step that leaves its parameters, batch
+statistics and optimizer state exactly unchanged.
 """
 
 from __future__ import annotations
@@ -25,8 +27,6 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from diffpool_jax.adjacency import Adjacency, EdgeList
-from diffpool_jax.datasets.buckets import (assign_buckets, bucket_positions,
-                                           bucketed_batches)
 from diffpool_jax.graphs import GraphBatch
 from diffpool_jax.model import DiffPool, auxiliary_loss, level_losses
 
@@ -58,13 +58,6 @@ class StepMetrics(NamedTuple):
   aux: Dict[str, jax.Array]  # per name, sum over graphs of the level sums
 
 
-class Schedule(NamedTuple):
-  """An epoch's batches. bucket_ids [T]; indices [M, T, B] positions in the
-  step's bucket, -1 for empty slots."""
-  bucket_ids: np.ndarray
-  indices: np.ndarray
-
-
 def optimizer() -> optax.GradientTransformation:
   """Adam after global-norm gradient clipping; both set per member through
   the state's hyperparams ("learning_rate", "clip")."""
@@ -73,27 +66,6 @@ def optimizer() -> optax.GradientTransformation:
                        optax.adam(learning_rate))
   return optax.inject_hyperparams(adam_with_clip)(learning_rate=1e-3,
                                                   clip=2.0)
-
-
-class DeviceData(NamedTuple):
-  """The data set on the device: one padded batch per bucket, and where
-  each graph sits (host arrays)."""
-  buckets: Tuple[GraphBatch, ...]
-  bucket_sizes: np.ndarray     # [K] padded node count of each bucket
-  which: np.ndarray            # [G] bucket of each graph
-  position: np.ndarray         # [G] position inside its bucket
-
-
-def device_data(dataset, bucket_sizes: np.ndarray,
-                sparse: bool | Sequence[bool] = False) -> DeviceData:
-  """Pads the data set per bucket and moves it to the device; `sparse`
-  (one flag, or one per bucket) stores a bucket's adjacency as an EdgeList
-  (no N x N matrices)."""
-  batches = bucketed_batches(dataset, bucket_sizes, sparse)
-  return DeviceData(tuple(jax.device_put(b) for b in batches),
-                    np.asarray(bucket_sizes),
-                    assign_buckets(dataset.n_node, bucket_sizes),
-                    bucket_positions(dataset.n_node, bucket_sizes))
 
 
 def gather_adjacency(adj: Adjacency, safe: jax.Array, real: jax.Array,
@@ -235,14 +207,14 @@ def make_mesh(num_members: int, batch_size: int,
   return Mesh(grid, (MEMBERS, BATCH))
 
 
-def place(mesh: Optional[Mesh], states: TrainState, data: DeviceData
-          ) -> Tuple[TrainState, DeviceData]:
-  """States split over the mesh's member axis; data replicated."""
+def place(mesh: Optional[Mesh], states: TrainState,
+          buckets: Tuple[GraphBatch, ...]
+          ) -> Tuple[TrainState, Tuple[GraphBatch, ...]]:
+  """States split over the mesh's member axis; the buckets replicated."""
   if mesh is None:
-    return states, data
+    return states, buckets
   states = jax.device_put(states, NamedSharding(mesh, P(MEMBERS)))
-  buckets = jax.device_put(data.buckets, NamedSharding(mesh, P()))
-  return states, data._replace(buckets=buckets)
+  return states, jax.device_put(buckets, NamedSharding(mesh, P()))
 
 
 def gather_members(bucket: GraphBatch, positions: jax.Array,
@@ -340,44 +312,6 @@ def compiler_options() -> dict:
   if jax.default_backend() != "cpu":
     return {}
   return {"xla_backend_optimization_level": 1}
-
-
-def steps_per_bucket(member_graphs: Sequence[np.ndarray], which: np.ndarray,
-                     num_buckets: int, batch_size: int) -> np.ndarray:
-  """[K] steps each bucket needs: the most batches any member has there."""
-  counts = np.stack([np.bincount(which[g], minlength=num_buckets)
-                     for g in member_graphs])
-  return (-(-counts // batch_size)).max(axis=0)
-
-
-def make_schedule(member_graphs: Sequence[np.ndarray], data: DeviceData,
-                  batch_size: int, rng: Optional[np.random.Generator] = None
-                  ) -> Schedule:
-  """An epoch's schedule for members training on the given graph ids.
-
-  With `rng`, graphs are shuffled within each member and bucket, and the
-  order of steps is shuffled (shared by all members); without, the order is
-  fixed (for evaluation). The number of steps depends only on how many
-  graphs each member has per bucket, so it is the same every epoch.
-  """
-  num_buckets = len(data.bucket_sizes)
-  steps = steps_per_bucket(member_graphs, data.which, num_buckets,
-                           batch_size)
-  bucket_ids = np.repeat(np.arange(num_buckets), steps)
-  if rng is not None:
-    bucket_ids = bucket_ids[rng.permutation(len(bucket_ids))]
-  indices = np.full((len(member_graphs), len(bucket_ids), batch_size), -1,
-                    np.int32)
-  for m, graphs in enumerate(member_graphs):
-    for b in range(num_buckets):
-      members_b = graphs[data.which[graphs] == b]
-      if rng is not None:
-        members_b = members_b[rng.permutation(len(members_b))]
-      slots = np.flatnonzero(bucket_ids == b)
-      padded = np.full(steps[b] * batch_size, -1, np.int64)
-      padded[:len(members_b)] = data.position[members_b]
-      indices[m, slots] = padded.reshape(steps[b], batch_size)
-  return Schedule(bucket_ids.astype(np.int32), indices)
 
 
 @jax.jit

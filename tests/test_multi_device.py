@@ -14,12 +14,12 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = r"""
 import json, jax, jax.numpy as jnp, numpy as np
 import diffpool_jax as dp
-from diffpool_jax import training
+from diffpool_jax import pipeline, training
 from diffpool_jax.datasets import choose_buckets, synthetic_hierarchical
 assert jax.device_count() == 4
 dataset = synthetic_hierarchical(num_graphs=32, communities=(2, 3),
                                  community_size=(3, 5), seed=0)
-data = training.device_data(dataset, choose_buckets(dataset.n_node, 2))
+data = pipeline.device_data(dataset, choose_buckets(dataset.n_node, 2))
 model = dp.DiffPool(dp.preset("paper", hidden_dim=8, embed_dim=8,
                               num_layers=2, pool_ratios=(0.5,)),
                     dataset.num_classes, dataset.max_nodes)
@@ -30,13 +30,13 @@ for name, mesh in (("one", None), ("mesh", training.make_mesh(2, 4))):
   states = training.init_members(model, sample, [1, 2], [1e-2] * 2,
                                  [2.0] * 2,
                                  {"link": [1.0] * 2, "entropy": [1.0] * 2})
-  states, placed = training.place(mesh, states, data)
+  states, buckets = training.place(mesh, states, data.buckets)
   train, evaluate = training.compile_epochs(model, mesh)
   losses = []
   for epoch in range(2):
-    schedule = training.make_schedule(graphs, data, 4,
+    schedule = pipeline.make_schedule(graphs, data, 4,
                                       np.random.default_rng(epoch))
-    states, totals = train(states, placed.buckets, schedule.bucket_ids,
+    states, totals = train(states, buckets, schedule.bucket_ids,
                            schedule.indices, jnp.int32(0))
     losses.append(training.metrics_to_numpy(totals)["loss"].tolist())
   out[name] = losses

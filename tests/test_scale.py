@@ -81,9 +81,10 @@ def run_tiny(tmp_path, name, **changes):
 
 
 def test_members_one_program_at_a_time_match_side_by_side(tmp_path):
-  together, _ = run_tiny(tmp_path, "together")
-  apart, _ = run_tiny(tmp_path, "apart", members_per_program=1)
-  assert together.program_members == 2 and apart.program_members == 1
+  together, together_results = run_tiny(tmp_path, "together")
+  apart, apart_results = run_tiny(tmp_path, "apart", members_per_program=1)
+  assert together_results["members_per_program"] == 2
+  assert apart_results["members_per_program"] == 1
   for key, values in together.history.items():
     np.testing.assert_allclose(apart.history[key], values, rtol=1e-4,
                                atol=1e-5, err_msg=key)
@@ -91,8 +92,7 @@ def test_members_one_program_at_a_time_match_side_by_side(tmp_path):
 
 def program_bytes(tmp_path, **changes) -> int:
   run = Run(RunConfig(**{**TINY_RUN, **changes}), tmp_path / "probe")
-  run.compile()
-  return memory.program_bytes(run.train_program)
+  return run.compile().train_bytes
 
 
 def test_members_are_split_into_programs_that_fit_the_budget(tmp_path):
@@ -100,7 +100,7 @@ def test_members_are_split_into_programs_that_fit_the_budget(tmp_path):
   one = program_bytes(tmp_path, members_per_program=1)
   assert one < both
   run, results = run_tiny(tmp_path, "split", memory_gib=one / memory.GIB)
-  assert run.program_members == 1 and results["members_per_program"] == 1
+  assert results["members_per_program"] == 1
   assert np.all(np.isfinite(run.history["train_loss"]))
   assert np.all(~np.isnan(run.history["test_acc"]))
 
@@ -133,3 +133,10 @@ def test_cluster_flags_reach_the_model(tmp_path):
       command(write_config(tmp_path), out, "--max-clusters", "zero"),
       cwd=REPO, capture_output=True, text=True, timeout=120)
   assert bad.returncode != 0 and "--max-clusters 'zero'" in bad.stderr
+
+
+def test_a_program_size_that_does_not_divide_the_members_is_refused(
+    tmp_path):
+  with pytest.raises(ValueError, match="members_per_program=3 does not "
+                     "divide the 2 members"):
+    Run(RunConfig(**{**TINY_RUN, "members_per_program": 3}), tmp_path / "r")

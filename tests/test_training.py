@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import diffpool_jax as dp
-from diffpool_jax import training
+from diffpool_jax import pipeline, training
 from diffpool_jax.datasets import choose_buckets, synthetic_hierarchical
 from diffpool_jax.protocols import (early_stopping_epoch, fair_protocol,
                                     paper_protocol)
@@ -22,7 +22,7 @@ TINY_MODEL = dict(hidden_dim=8, embed_dim=8, num_layers=2, mlp_hidden=(8,),
 def setup():
   dataset = synthetic_hierarchical(num_graphs=30, communities=(2, 3),
                                    community_size=(3, 5), seed=0)
-  data = training.device_data(dataset, choose_buckets(dataset.n_node, 2))
+  data = pipeline.device_data(dataset, choose_buckets(dataset.n_node, 2))
   model = dp.DiffPool(dp.preset("paper", dropout=0.1, **TINY_MODEL),
                       dataset.num_classes, dataset.max_nodes)
   sample = training.gather_batch(data.buckets[0], jnp.arange(4))
@@ -79,7 +79,7 @@ def test_vmapped_member_equals_solo_run(setup):
   dataset, data, model, sample = setup
   graphs = [np.arange(0, 20), np.arange(10, 30)]  # different training sets
   seeds, lrs = [3, 4], [1e-2, 3e-3]
-  schedule = training.make_schedule(graphs, data, batch_size=4,
+  schedule = pipeline.make_schedule(graphs, data, batch_size=4,
                                     rng=np.random.default_rng(0))
   train, _ = training.compile_epochs(model)
   states, totals = train(members(model, sample, seeds, lrs), data.buckets,
@@ -98,7 +98,7 @@ def test_vmapped_member_equals_solo_run(setup):
 def test_schedule_covers_each_members_graphs_once(setup):
   dataset, data, _, _ = setup
   graphs = [np.arange(0, 25), np.arange(5, 12)]
-  schedule = training.make_schedule(graphs, data, batch_size=4,
+  schedule = pipeline.make_schedule(graphs, data, batch_size=4,
                                     rng=np.random.default_rng(1))
   assert schedule.indices.shape[:2] == (2, len(schedule.bucket_ids))
   for m, wanted in enumerate(graphs):
@@ -110,7 +110,7 @@ def test_schedule_covers_each_members_graphs_once(setup):
                                  (data.position == position))
           seen.extend(match.tolist())
     assert sorted(seen) == sorted(wanted.tolist())
-  again = training.make_schedule(graphs, data, 4, np.random.default_rng(2))
+  again = pipeline.make_schedule(graphs, data, 4, np.random.default_rng(2))
   assert again.indices.shape == schedule.indices.shape  # same every epoch
 
 
@@ -153,10 +153,10 @@ def test_fair_protocol_arithmetic():
 
 def test_sparse_and_dense_epochs_agree(setup):
   dataset, dense_data, model, sample = setup
-  sparse_data = training.device_data(dataset, dense_data.bucket_sizes,
+  sparse_data = pipeline.device_data(dataset, dense_data.bucket_sizes,
                                      sparse=True)
   graphs = [np.arange(0, 20)]
-  schedule = training.make_schedule(graphs, dense_data, batch_size=4,
+  schedule = pipeline.make_schedule(graphs, dense_data, batch_size=4,
                                     rng=np.random.default_rng(0))
   train, _ = training.compile_epochs(model)
   results = [train(members(model, sample, [3], [1e-2]), data.buckets,

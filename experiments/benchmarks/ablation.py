@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import diffpool_jax as dp
-from diffpool_jax import training
+from diffpool_jax import pipeline, training
 from diffpool_jax.datasets import (bucket_entry_slots, choose_buckets,
                                    load_tu, sparse_by_cost, stratified_folds)
 from diffpool_jax.experiment import write_json_atomic
@@ -36,14 +36,14 @@ def epoch_seconds(dataset, buckets, sparse, repeats: int) -> float:
   """Median seconds of one training epoch on fold 0's training graphs."""
   model = dp.DiffPool(dp.preset("pyg"), dataset.num_classes,
                       dataset.max_nodes)
-  data = training.device_data(dataset, buckets, sparse)
+  data = pipeline.device_data(dataset, buckets, sparse)
   sample = training.gather_batch(data.buckets[0], jnp.arange(BATCH))
   states = training.init_members(model, sample, [0], [1e-3], [2.0], [0.0],
                                  [0.0])
   train, _ = training.compile_epochs(model)
   fold = stratified_folds(dataset.labels, 10, seed=0,
                           validation_fraction=0.0)[0]
-  schedule = training.make_schedule([fold.train], data, BATCH,
+  schedule = pipeline.make_schedule([fold.train], data, BATCH,
                                     np.random.default_rng(0))
 
   def run():

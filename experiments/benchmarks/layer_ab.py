@@ -28,7 +28,7 @@ import numpy as np
 
 import diffpool_jax as dp
 import diffpool_jax.model as model_module
-from diffpool_jax import training
+from diffpool_jax import pipeline, training
 from diffpool_jax.datasets import (choose_buckets, load_tu,
                                    stratified_folds)
 
@@ -88,9 +88,9 @@ def main(argv=None) -> int:
 
   dataset = load_tu(args.dataset, root=args.data_root)
   buckets = choose_buckets(dataset.n_node, 5)
-  data = training.device_data(dataset, buckets)
+  data = pipeline.device_data(dataset, buckets)
   train_graphs = stratified_folds(dataset.labels, 10, seed=0)[0].train
-  steps_per_epoch = training.steps_per_bucket([train_graphs], data.which,
+  steps_per_epoch = pipeline.steps_per_bucket([train_graphs], data.which,
                                               len(buckets), BATCH)
   with tempfile.TemporaryDirectory() as folder:
     steps = {rev: compiled_steps(layers_at(rev, Path(folder)).GNNStack,

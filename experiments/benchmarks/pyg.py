@@ -179,7 +179,7 @@ def our_side(args) -> dict:
   import jax
   import jax.numpy as jnp
   import diffpool_jax as dp
-  from diffpool_jax import training
+  from diffpool_jax import pipeline, training
   from diffpool_jax.datasets import choose_buckets
 
   full, all_folds = load(args)
@@ -188,7 +188,7 @@ def our_side(args) -> dict:
   for max_nodes in sorted({USUAL_MAX_NODES, full.max_nodes}):
     dataset, folds = graphs_up_to(full, all_folds, max_nodes)
     buckets = choose_buckets(dataset.n_node, args.buckets)
-    data = training.device_data(dataset, buckets)
+    data = pipeline.device_data(dataset, buckets)
     sample = training.gather_batch(data.buckets[0], jnp.arange(BATCH))
     model = dp.DiffPool(dp.preset("pyg"), dataset.num_classes, max_nodes)
     train, evaluate = training.compile_epochs(model)
@@ -200,13 +200,13 @@ def our_side(args) -> dict:
 
     train_graphs = [folds[0].train]
     rng = np.random.default_rng(0)
-    schedule = training.make_schedule(train_graphs, data, BATCH, rng)
+    schedule = pipeline.make_schedule(train_graphs, data, BATCH, rng)
     states = members(1)
     start = time.perf_counter()
     compiled = train.lower(states, data.buckets, schedule.bucket_ids,
                            schedule.indices, jnp.int32(0)).compile()
     compile_seconds = time.perf_counter() - start
-    everything = training.make_schedule([np.arange(dataset.num_graphs)],
+    everything = pipeline.make_schedule([np.arange(dataset.num_graphs)],
                                         data, BATCH)
     compiled_eval = evaluate.lower(states, data.buckets,
                                    everything.bucket_ids,
@@ -261,12 +261,12 @@ def our_cross_validation(args, train, evaluate, members, data, folds
   compilation; "steady" sums the epochs after the first.
   """
   import jax
-  from diffpool_jax import training
+  from diffpool_jax import pipeline, training
   rng = np.random.default_rng(0)
   graphs = [f.train for f in folds]
-  schedules = [training.make_schedule(graphs, data, BATCH, rng)
+  schedules = [pipeline.make_schedule(graphs, data, BATCH, rng)
                for _ in range(args.cv_epochs)]
-  test = training.make_schedule([f.test for f in folds], data, BATCH)
+  test = pipeline.make_schedule([f.test for f in folds], data, BATCH)
 
   def run(rows):
     """Seconds (total, epochs after the first) for these members."""

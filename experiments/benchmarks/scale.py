@@ -104,7 +104,7 @@ STAND_INS = ("social-sparse", "social-dense")
 def child(args) -> dict:
   import jax
   import jax.numpy as jnp
-  from diffpool_jax import memory, training
+  from diffpool_jax import memory, pipeline, training
   from diffpool_jax.experiment import Run, RunConfig
   # Run() builds two members' states; only the first one is timed.
 
@@ -127,7 +127,7 @@ def child(args) -> dict:
   train_graphs = np.sort(np.random.default_rng(0).permutation(count)[
       :int(0.9 * count)])
   states = jax.tree_util.tree_map(lambda leaf: leaf[:1], run.states)
-  schedule = training.make_schedule([train_graphs], run.data,
+  schedule = pipeline.make_schedule([train_graphs], run.data,
                                     args.batch_size, np.random.default_rng(0))
   train_epoch, _ = training.compile_epochs(run.model)
   compiled = train_epoch.lower(states, run.data.buckets, schedule.bucket_ids,

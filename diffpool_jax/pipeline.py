@@ -1,0 +1,84 @@
+"""Host pipeline (NumPy): the padded data set on the device, one batch per
+size bucket, and each epoch's schedule of batches for every member.
+
+A `Schedule` is what the device engine (training.py) scans over: a shared
+sequence of bucket ids [T] and, per member, the graphs of each step
+[M, T, B] as positions inside that step's bucket (-1 = empty slot).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Sequence, Tuple
+
+import jax
+import numpy as np
+
+from diffpool_jax.datasets.buckets import (assign_buckets, bucket_positions,
+                                           bucketed_batches)
+from diffpool_jax.graphs import GraphBatch
+
+
+class Schedule(NamedTuple):
+  """An epoch's batches. bucket_ids [T]; indices [M, T, B] positions in the
+  step's bucket, -1 for empty slots."""
+  bucket_ids: np.ndarray
+  indices: np.ndarray
+
+
+class DeviceData(NamedTuple):
+  """The data set on the device: one padded batch per bucket, and where
+  each graph sits (host arrays)."""
+  buckets: Tuple[GraphBatch, ...]
+  bucket_sizes: np.ndarray     # [K] padded node count of each bucket
+  which: np.ndarray            # [G] bucket of each graph
+  position: np.ndarray         # [G] position inside its bucket
+
+
+def device_data(dataset, bucket_sizes: np.ndarray,
+                sparse: bool | Sequence[bool] = False) -> DeviceData:
+  """Pads the data set per bucket and moves it to the device; `sparse`
+  (one flag, or one per bucket) stores a bucket's adjacency as an EdgeList
+  (no N x N matrices)."""
+  batches = bucketed_batches(dataset, bucket_sizes, sparse)
+  return DeviceData(tuple(jax.device_put(b) for b in batches),
+                    np.asarray(bucket_sizes),
+                    assign_buckets(dataset.n_node, bucket_sizes),
+                    bucket_positions(dataset.n_node, bucket_sizes))
+
+
+def steps_per_bucket(member_graphs: Sequence[np.ndarray], which: np.ndarray,
+                     num_buckets: int, batch_size: int) -> np.ndarray:
+  """[K] steps each bucket needs: the most batches any member has there."""
+  counts = np.stack([np.bincount(which[g], minlength=num_buckets)
+                     for g in member_graphs])
+  return (-(-counts // batch_size)).max(axis=0)
+
+
+def make_schedule(member_graphs: Sequence[np.ndarray], data: DeviceData,
+                  batch_size: int, rng: Optional[np.random.Generator] = None
+                  ) -> Schedule:
+  """An epoch's schedule for members training on the given graph ids.
+
+  With `rng`, graphs are shuffled within each member and bucket, and the
+  order of steps is shuffled (shared by all members); without, the order is
+  fixed (for evaluation). The number of steps depends only on how many
+  graphs each member has per bucket, so it is the same every epoch.
+  """
+  num_buckets = len(data.bucket_sizes)
+  steps = steps_per_bucket(member_graphs, data.which, num_buckets,
+                           batch_size)
+  bucket_ids = np.repeat(np.arange(num_buckets), steps)
+  if rng is not None:
+    bucket_ids = bucket_ids[rng.permutation(len(bucket_ids))]
+  indices = np.full((len(member_graphs), len(bucket_ids), batch_size), -1,
+                    np.int32)
+  for m, graphs in enumerate(member_graphs):
+    for b in range(num_buckets):
+      members_b = graphs[data.which[graphs] == b]
+      if rng is not None:
+        members_b = members_b[rng.permutation(len(members_b))]
+      slots = np.flatnonzero(bucket_ids == b)
+      padded = np.full(steps[b] * batch_size, -1, np.int64)
+      padded[:len(members_b)] = data.position[members_b]
+      indices[m, slots] = padded.reshape(steps[b], batch_size)
+  return Schedule(bucket_ids.astype(np.int32), indices)
