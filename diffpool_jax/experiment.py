@@ -379,6 +379,8 @@ class Programs(NamedTuple):
       fixed schedule).
     steps_per_epoch: optimizer steps in one training epoch.
     train_bytes: XLA's memory estimate of the training program.
+    stages: program ("train", "evaluation") -> seconds of "trace", "lower"
+      and "compile".
   """
   size: int
   mesh: Optional[Mesh]
@@ -387,6 +389,7 @@ class Programs(NamedTuple):
   evaluators: Dict[str, Tuple[Any, pipeline.Schedule]]
   steps_per_epoch: int
   train_bytes: int
+  stages: Dict[str, Dict[str, float]]
 
 
 class Run:
@@ -395,6 +398,7 @@ class Run:
 
   def __init__(self, config: RunConfig, out_dir: str | os.PathLike,
                dataset: Optional[GraphDataset] = None):
+    start = time.perf_counter()
     self.config = config
     self.out = Path(out_dir)
     self.dataset = dataset if dataset is not None else load_dataset(config)
@@ -428,6 +432,8 @@ class Run:
     self.history = {k: np.full((config.epochs, num), np.nan)
                     for k in history_keys(model_config.aux_names)}
     self.epoch_seconds = np.full(config.epochs, np.nan)
+    # Data, buckets and member initialisation, before any epoch program.
+    self.setup_seconds = time.perf_counter() - start
     if num % max(config.members_per_program, 1):
       raise ValueError(f"members_per_program={config.members_per_program} "
                        f"does not divide the {num} members (folds x seeds "
@@ -527,19 +533,32 @@ class Run:
     schedule = self.schedule(0)
     buckets = training.place(mesh, (), self.data.buckets)[1]
     states = self.part_states(mesh, part)
-    train = train_epoch.lower(states, buckets, schedule.bucket_ids,
-                              schedule.indices[part], jnp.int32(0)).compile()
+    train, seconds = training.compile_timed(
+        train_epoch, states, buckets, schedule.bucket_ids,
+        schedule.indices[part], jnp.int32(0))
+    stages = {"train": seconds}
     evaluators = {}
-    for split, graphs in (("val", self.val_graphs),
-                          ("test", self.test_graphs)):
-      if all(len(g) for g in graphs):
-        fixed = pipeline.make_schedule(graphs, self.data,
-                                       self.config.batch_size)
-        compiled = eval_epoch.lower(states, buckets, fixed.bucket_ids,
-                                    fixed.indices[part]).compile()
-        evaluators[split] = (compiled, fixed)
+    fixed = self.evaluation_schedules()
+    if fixed:
+      first = next(iter(fixed.values()))
+      evaluate, stages["evaluation"] = training.compile_timed(
+          eval_epoch, states, buckets, first.bucket_ids,
+          first.indices[part])
+      evaluators = {split: (evaluate, f) for split, f in fixed.items()}
     return Programs(size, mesh, buckets, train, evaluators,
-                    schedule.indices.shape[1], memory.program_bytes(train))
+                    schedule.indices.shape[1], memory.program_bytes(train),
+                    stages)
+
+  def evaluation_schedules(self) -> Dict[str, pipeline.Schedule]:
+    """The fixed schedules of the splits every member has graphs in ("val",
+    "test"), padded to one length so that one program evaluates both."""
+    fixed = {split: pipeline.make_schedule(graphs, self.data,
+                                           self.config.batch_size)
+             for split, graphs in (("val", self.val_graphs),
+                                   ("test", self.test_graphs))
+             if all(len(g) for g in graphs)}
+    steps = max((len(f.bucket_ids) for f in fixed.values()), default=0)
+    return {split: pipeline.pad_steps(f, steps) for split, f in fixed.items()}
 
   def memory_message(self, programs: "Programs", budget: int) -> str:
     """One line on the training program's memory against the budget."""
@@ -658,7 +677,7 @@ class Run:
     bar.close()
     results = self.results(epoch + 1, compile_seconds,
                            time.perf_counter() - wall_start, train_graphs,
-                           programs.size)
+                           programs)
     write_json_atomic(self.out / "results.json", results)
     return results
 
@@ -692,7 +711,7 @@ class Run:
 
   def results(self, epochs_run: int, compile_seconds: float,
               wall_seconds: float, train_graphs: int,
-              members_per_program: int) -> dict:
+              programs: Programs) -> dict:
     table = lambda key: self.members.table(
         self.history[key][:epochs_run], self.grid_shape)
     summary = self.protocol.summary(
@@ -715,7 +734,9 @@ class Run:
             "jax_version": jax.__version__,
             "device": str(jax.devices()[0]),
             "devices": jax.device_count(),
-            "members_per_program": members_per_program,
+            "members_per_program": programs.size,
+            "setup_seconds": self.setup_seconds,
+            "compile_stages": programs.stages,
             "buckets": self.buckets.tolist()}
 
   def cluster_slots(self) -> List[List[int]]:

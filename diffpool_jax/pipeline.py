@@ -82,3 +82,18 @@ def make_schedule(member_graphs: Sequence[np.ndarray], data: DeviceData,
       padded[:len(members_b)] = data.position[members_b]
       indices[m, slots] = padded.reshape(steps[b], batch_size)
   return Schedule(bucket_ids.astype(np.int32), indices)
+
+
+def pad_steps(schedule: Schedule, steps: int) -> Schedule:
+  """The schedule with empty steps appended up to `steps` (bucket 0, every
+  slot -1): they change no metric sum, and schedules of equal length share
+  one compiled program."""
+  extra = steps - len(schedule.bucket_ids)
+  if extra < 0:
+    raise ValueError(f"pad_steps: the schedule has {len(schedule.bucket_ids)}"
+                     f" steps, more than {steps}")
+  members, _, batch = schedule.indices.shape
+  return Schedule(
+      np.concatenate([schedule.bucket_ids, np.zeros(extra, np.int32)]),
+      np.concatenate([schedule.indices,
+                      np.full((members, extra, batch), -1, np.int32)], 1))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from typing import (Any, Callable, Dict, Mapping, NamedTuple, Optional,
                     Sequence, Tuple)
 
@@ -303,6 +304,21 @@ def compile_epochs(model: DiffPool, mesh: Optional[Mesh] = None
   evaluate = jax.jit(functools.partial(run_eval_epoch, model, mesh),
                      compiler_options=options)
   return train, evaluate
+
+
+def compile_timed(jitted: Callable, *args) -> Tuple[Any, Dict[str, float]]:
+  """Ahead-of-time compilation of `jitted` for `args`: the compiled program
+  and the seconds of each stage ("trace", "lower", "compile")."""
+  seconds = {}
+  start = time.perf_counter()
+  traced = jitted.trace(*args)
+  seconds["trace"] = time.perf_counter() - start
+  lowered = traced.lower()
+  seconds["lower"] = time.perf_counter() - start - seconds["trace"]
+  compiled = lowered.compile()
+  seconds["compile"] = (time.perf_counter() - start - seconds["trace"]
+                        - seconds["lower"])
+  return compiled, seconds
 
 
 def compiler_options() -> dict:

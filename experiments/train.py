@@ -22,7 +22,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from diffpool_jax import evaluation, plots
+from diffpool_jax import compile_cache, evaluation, plots
 from diffpool_jax.model import PRESETS
 from diffpool_jax.pooling import POOLING
 from diffpool_jax.protocols import PROTOCOLS
@@ -89,6 +89,10 @@ def parse_args(argv):
                       "checkpoint (same settings; --epochs may grow)")
   parser.add_argument("--overwrite", action="store_true",
                       help="replace the run in --out (deletes its outputs)")
+  parser.add_argument("--compile-cache", metavar="DIR|off",
+                      help="JAX's persistent compilation cache folder, or "
+                      "off (default: $DIFFPOOL_JAX_COMPILE_CACHE, else "
+                      "~/.cache/diffpool_jax/xla)")
   parser.add_argument("--no-plots", action="store_true")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
   return parser.parse_args(argv)
@@ -259,6 +263,10 @@ SHARED_MODEL_FIELDS = ("conv", "hidden_dim", "embed_dim", "num_layers",
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   config, baseline = build_config(args)
+  try:
+    compile_cache.enable(args.compile_cache)
+  except ValueError as error:
+    raise SystemExit(f"--compile-cache: {error}")
   if baseline and baseline not in PRESETS:
     raise SystemExit(f"--baseline {baseline!r}: expected one of "
                      f"{tuple(PRESETS)}")

@@ -114,6 +114,25 @@ def test_schedule_covers_each_members_graphs_once(setup):
   assert again.indices.shape == schedule.indices.shape  # same every epoch
 
 
+def test_empty_steps_change_no_evaluation_sum(setup):
+  """Padding an evaluation schedule with empty steps (so that validation
+  and test share one program) leaves every metric sum bit-identical."""
+  _, data, model, sample = setup
+  states = members(model, sample, [0, 1], [1e-2, 1e-2])
+  graphs = [np.arange(0, 9), np.arange(20, 30)]
+  fixed = pipeline.make_schedule(graphs, data, batch_size=4)
+  padded = pipeline.pad_steps(fixed, len(fixed.bucket_ids) + 3)
+  assert len(padded.bucket_ids) == len(fixed.bucket_ids) + 3
+  _, evaluate = training.compile_epochs(model)
+  sums = [evaluate(states, data.buckets, s.bucket_ids, s.indices)
+          for s in (fixed, padded)]
+  for a, b in zip(jax.tree_util.tree_leaves(sums[0]),
+                  jax.tree_util.tree_leaves(sums[1])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(ValueError, match="more than 2"):
+    pipeline.pad_steps(fixed, 2)
+
+
 def test_paper_protocol_arithmetic():
   # 3 epochs x 2 folds x 1 seed x 1 point.
   test_acc = np.array([[0.5, 0.7], [0.9, 0.6], [0.6, 0.6]])[..., None, None]
