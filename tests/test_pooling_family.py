@@ -177,10 +177,25 @@ def test_known_values_of_a_perfect_partition():
   mod = dp.dense_dmon_pool(batch.x, batch.adj, logits, batch.node_mask)
   np.testing.assert_allclose(float(mod.aux["spectral"]), -0.5, atol=1e-6)
   np.testing.assert_allclose(float(mod.aux["cluster"]), 0.0, atol=1e-6)
-  # Self loops removed; the (vanishing) edge between the clusters is
-  # normalised by its own degrees, as D^-1/2 A D^-1/2 does: [[0,1],[1,0]].
-  np.testing.assert_allclose(np.asarray(cut.adj[0]), [[0, 1], [1, 0]],
-                             atol=1e-6)
+  # Self loops removed; the vanishing edge between the clusters (degree
+  # ~1e-26, below MIN_DEGREE) stays vanishing: an empty pooled graph.
+  np.testing.assert_allclose(np.asarray(cut.adj[0]), 0.0, atol=1e-12)
+
+
+def test_nearly_empty_clusters_keep_finite_gradients():
+  """A cluster with a vanishing degree (1e-30): the normalised pooled
+  adjacency and its gradient stay finite (an unclamped d^-1/2 overflows)."""
+  from diffpool_jax.pooling.common import normalized_pooled_adjacency
+  tiny = 1e-30
+  pooled = jnp.array([[[0.0, tiny, 1.0], [tiny, 0.0, tiny],
+                       [1.0, tiny, 0.0]]])
+  weights = jnp.arange(9.0).reshape(1, 3, 3)
+  grads = jax.grad(lambda a: jnp.sum(normalized_pooled_adjacency(a)
+                                     * weights))(pooled)
+  assert np.all(np.isfinite(np.asarray(grads)))
+  np.testing.assert_allclose(
+      np.asarray(normalized_pooled_adjacency(pooled))[0],
+      [[0, 0, 1], [0, 0, 0], [1, 0, 0]], atol=1e-12)
 
 
 def test_one_cluster_collapse_is_penalised():
