@@ -50,15 +50,16 @@ def clean_env(tmp_path):
 
 
 def test_a_second_run_reads_the_first_runs_programs(tmp_path):
-  """Cold, the run fills the cache folder; warm, the same run compiles its
-  epoch programs from it, faster, with the same metrics."""
-  cache = tmp_path / "xla"
+  """Cold, the run fills the default cache folder (in the data cache
+  folder); warm, the same run compiles its epoch programs from it, faster,
+  with the same metrics."""
+  cache = tmp_path / "data" / "xla"
   config = write_config(tmp_path)
   stages = []
   for name in ("cold", "warm"):
     done = subprocess.run(
         command(config, tmp_path / name, "--folds", "2", "--epochs", "2",
-                "--no-plots", "--compile-cache", str(cache)),
+                "--no-plots"),
         cwd=REPO, capture_output=True, text=True, timeout=600,
         env=clean_env(tmp_path))
     assert done.returncode == 0, done.stderr
@@ -78,13 +79,3 @@ def test_off_writes_no_cache(tmp_path):
       env=clean_env(tmp_path))
   assert done.returncode == 0, done.stderr
   assert not (tmp_path / "data" / "xla").exists()
-
-
-def test_default_cache_is_in_the_data_cache_folder(tmp_path):
-  done = subprocess.run(
-      command(write_config(tmp_path), tmp_path / "run", "--folds", "2",
-              "--epochs", "1", "--no-plots"),
-      cwd=REPO, capture_output=True, text=True, timeout=600,
-      env=clean_env(tmp_path))
-  assert done.returncode == 0, done.stderr
-  assert any((tmp_path / "data" / "xla").iterdir())
