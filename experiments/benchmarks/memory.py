@@ -47,7 +47,8 @@ def child(args) -> dict:
                       config.model_nodes(dataset.n_node))
   batch = jax.device_put(batch)
   state = training.init_members(model, jax.tree_util.tree_map(
-      lambda v: v[:2], batch), [0], [1e-3], [2.0], [1.0], [1.0])
+      lambda v: v[:2], batch), [0], [1e-3], [2.0],
+      {name: [1.0] for name in model.config.aux_names})
   step = jax.jit(jax.vmap(functools.partial(training.train_step, model),
                           in_axes=(0, 0, None)))
   members_batch = jax.tree_util.tree_map(lambda v: v[None], batch)
