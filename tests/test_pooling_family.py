@@ -256,17 +256,13 @@ def test_registry_names_every_returned_loss(name):
 
 def dense_balance_pool(x, adj, s_logits, mask=None, cluster_mask=None):
   """The docs' example operator: DiffPool's coarsening with one loss."""
-  from diffpool_jax.pooling.common import (coarsen, per_graph_mean,
-                                           prepare)
-  s_logits, mask, cluster_mask = prepare(x, adj, s_logits, mask,
-                                         cluster_mask, "dense_balance_pool")
-  s = dp.pooling.masked_softmax(s_logits, mask)
-  pooled_x, pooled_adj = coarsen(x, adj, s)
-  sizes = jnp.sum(s, axis=1)
+  from diffpool_jax.pooling.common import assign, per_graph_mean
+  a = assign(x, adj, s_logits, mask, cluster_mask, "dense_balance_pool")
+  sizes = jnp.sum(a.s, axis=1)
   balance = (jnp.sum(sizes ** 2, axis=1)
-             / jnp.maximum(jnp.sum(mask, 1), 1) ** 2)
-  aux = {"balance": per_graph_mean(balance, jnp.any(mask, axis=1))}
-  return dp.PoolOutput(pooled_x, pooled_adj, s, aux)
+             / jnp.maximum(jnp.sum(a.mask, 1), 1) ** 2)
+  aux = {"balance": per_graph_mean(balance, a.graph_mask)}
+  return dp.PoolOutput(a.x, a.adj, a.s, aux)
 
 
 def test_a_new_operator_needs_only_a_function_and_a_registry_entry(

@@ -136,6 +136,36 @@ def prepare(x, adj, s_logits, mask, cluster_mask, where: str
   return mask_clusters(s_logits, cluster_mask), mask, cluster_mask
 
 
+class Assignment(NamedTuple):
+  """An operator's checked inputs, its assignment and the pooled graph.
+
+  Attributes:
+    s_logits: [B, N, K] logits, masked clusters at MASKED_LOGIT.
+    mask: [B, N] bool real nodes; cluster_mask: [B, K] bool real clusters.
+    graph_mask: [B] bool real graphs.
+    s: [B, N, K] the masked row softmax S.
+    x: [B, K, F] S^T X; adj: [B, K, K] S^T A S.
+  """
+  s_logits: jax.Array
+  mask: jax.Array
+  cluster_mask: jax.Array
+  graph_mask: jax.Array
+  s: jax.Array
+  x: jax.Array
+  adj: jax.Array
+
+
+def assign(x, adj, s_logits, mask, cluster_mask, where: str) -> Assignment:
+  """What every dense pooling operator starts with: checks its arguments
+  (`prepare`), forms S and the pooled graph S^T X, S^T A S (`coarsen`)."""
+  s_logits, mask, cluster_mask = prepare(x, adj, s_logits, mask,
+                                         cluster_mask, where)
+  s = masked_softmax(s_logits, mask)
+  pooled_x, pooled_adj = coarsen(x, adj, s)
+  return Assignment(s_logits, mask, cluster_mask, jnp.any(mask, axis=1), s,
+                    pooled_x, pooled_adj)
+
+
 def coarsen(x: jax.Array, adj: Adjacency, s: jax.Array
             ) -> Tuple[jax.Array, jax.Array]:
   """The pooled graph: S^T X [B,K,F] and S^T A S [B,K,K] (A S from the

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from diffpool_jax.adjacency import Adjacency, EdgeList, squared_norms
-from diffpool_jax.pooling.common import (coarsen, gram, masked_softmax,
-                                         per_graph_mean, prepare, safe_sqrt)
+from diffpool_jax.pooling.common import (assign, gram, per_graph_mean,
+                                         safe_sqrt)
 
 LINK_LOSS_FORMS = ("frobenius", "pyg", "bce")
 AUX_NAMES = ("link", "entropy")
@@ -158,7 +158,6 @@ def dense_diff_pool(x: jax.Array,
     entropy_loss [])`; its `aux` maps "link" and "entropy" to the losses.
   """
   where = "dense_diff_pool"
-  s_logits, mask, _ = prepare(x, adj, s_logits, mask, cluster_mask, where)
   if link_loss not in LINK_LOSS_FORMS:
     raise ValueError(f"{where}: argument 'link_loss' is {link_loss!r}; "
                      f"expected one of {LINK_LOSS_FORMS}")
@@ -166,14 +165,13 @@ def dense_diff_pool(x: jax.Array,
     raise ValueError(f"{where}: link_loss='bce' needs S S^T entry by entry "
                      "and so a dense adjacency, not an EdgeList")
 
-  n_node = jnp.sum(mask, axis=1)
-  s = masked_softmax(s_logits, mask)
-  pooled_x, pooled_adj = coarsen(x, adj, s)
+  a = assign(x, adj, s_logits, mask, cluster_mask, where)
+  n_node = jnp.sum(a.mask, axis=1)
   if link_loss == "frobenius":
-    link = link_loss_frobenius(adj, s, pooled_adj, n_node)
+    link = link_loss_frobenius(adj, a.s, a.adj, n_node)
   elif link_loss == "pyg":
-    link = link_loss_pyg(adj, s, pooled_adj)
+    link = link_loss_pyg(adj, a.s, a.adj)
   else:
-    link = link_loss_bce(adj, s, mask, n_node)
-  entropy = entropy_loss(s_logits, mask, n_node, link_loss)
-  return DiffPoolResult(pooled_x, pooled_adj, s, link, entropy)
+    link = link_loss_bce(adj, a.s, a.mask, n_node)
+  entropy = entropy_loss(a.s_logits, a.mask, n_node, link_loss)
+  return DiffPoolResult(a.x, a.adj, a.s, link, entropy)

@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 
 from diffpool_jax.adjacency import Adjacency, row_sums
-from diffpool_jax.pooling.common import (PoolOutput, coarsen, masked_softmax,
+from diffpool_jax.pooling.common import (PoolOutput, assign,
                                          normalized_pooled_adjacency,
                                          orthogonality_loss, per_graph_mean,
-                                         prepare, safe_divide, safe_sqrt)
+                                         safe_divide, safe_sqrt)
 
 AUX_NAMES = ("spectral", "ortho", "cluster")
 
@@ -75,17 +75,11 @@ def dense_dmon_pool(x: jax.Array,
     the full K of `s` for every graph; the authors' TensorFlow code divides
     by the degree sum (2m) where the paper has m.
   """
-  where = "dense_dmon_pool"
-  s_logits, mask, cluster_mask = prepare(x, adj, s_logits, mask,
-                                         cluster_mask, where)
-  s = masked_softmax(s_logits, mask)
-  pooled_x, pooled_adj = coarsen(x, adj, s)
-  graph_mask = jnp.any(mask, axis=1)
-  aux = {"spectral": per_graph_mean(spectral_loss(adj, s, pooled_adj),
-                                    graph_mask),
-         "ortho": per_graph_mean(orthogonality_loss(s, cluster_mask),
-                                 graph_mask),
-         "cluster": per_graph_mean(cluster_loss(s, mask, cluster_mask),
-                                   graph_mask)}
-  return PoolOutput(jax.nn.selu(pooled_x),
-                    normalized_pooled_adjacency(pooled_adj), s, aux)
+  a = assign(x, adj, s_logits, mask, cluster_mask, "dense_dmon_pool")
+  losses = {"spectral": spectral_loss(adj, a.s, a.adj),
+            "ortho": orthogonality_loss(a.s, a.cluster_mask),
+            "cluster": cluster_loss(a.s, a.mask, a.cluster_mask)}
+  aux = {name: per_graph_mean(value, a.graph_mask)
+         for name, value in losses.items()}
+  return PoolOutput(jax.nn.selu(a.x), normalized_pooled_adjacency(a.adj),
+                    a.s, aux)

@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 
 from diffpool_jax.adjacency import Adjacency, row_sums
-from diffpool_jax.pooling.common import (PoolOutput, coarsen, masked_softmax,
+from diffpool_jax.pooling.common import (PoolOutput, assign,
                                          normalized_pooled_adjacency,
                                          orthogonality_loss, per_graph_mean,
-                                         prepare, safe_divide)
+                                         safe_divide)
 
 AUX_NAMES = ("mincut", "ortho")
 
@@ -56,13 +56,8 @@ def dense_mincut_pool(x: jax.Array,
     all B graphs (an empty padding graph gives 0/0) and uses the full K of
     `s` in the identity for every graph.
   """
-  where = "dense_mincut_pool"
-  s_logits, mask, cluster_mask = prepare(x, adj, s_logits, mask,
-                                         cluster_mask, where)
-  s = masked_softmax(s_logits, mask)
-  pooled_x, pooled_adj = coarsen(x, adj, s)
-  graph_mask = jnp.any(mask, axis=1)
-  aux = {"mincut": per_graph_mean(cut_loss(adj, s, pooled_adj), graph_mask),
-         "ortho": per_graph_mean(orthogonality_loss(s, cluster_mask),
-                                 graph_mask)}
-  return PoolOutput(pooled_x, normalized_pooled_adjacency(pooled_adj), s, aux)
+  a = assign(x, adj, s_logits, mask, cluster_mask, "dense_mincut_pool")
+  aux = {"mincut": per_graph_mean(cut_loss(adj, a.s, a.adj), a.graph_mask),
+         "ortho": per_graph_mean(orthogonality_loss(a.s, a.cluster_mask),
+                                 a.graph_mask)}
+  return PoolOutput(a.x, normalized_pooled_adjacency(a.adj), a.s, aux)
