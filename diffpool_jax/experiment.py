@@ -62,8 +62,9 @@ class RunConfig:
       ("aux_weights" may be a {name: weight} mapping; it updates the
       preset's weights name by name).
     protocol: a name in `protocols.PROTOCOLS`: "paper" (max over epochs of
-      the mean test-fold accuracy,
-      optimistic) or "fair" (Errica et al.: inner validation holdout).
+      the mean test-fold accuracy, optimistic), "fair" (Errica et al.: inner
+      validation holdout) or "errica" (half the seeds select a point on
+      validation, the other half retrain it for the test score).
     folds, seeds: outer folds and seeds per fold; members = folds x seeds x
       points, where points are the learning rates `lr`.
     splits: a split file (Errica et al. format) replacing stratified folds.
@@ -131,6 +132,7 @@ class RunConfig:
     if self.protocol not in PROTOCOLS:
       raise ValueError(f"protocol={self.protocol!r}; expected one of "
                        f"{tuple(PROTOCOLS)}")
+    PROTOCOLS[self.protocol].check(self.seeds)
     for name in ("folds", "seeds", "epochs", "batch_size"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name}={getattr(self, name)}; must be >= 1")

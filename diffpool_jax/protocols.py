@@ -21,6 +21,10 @@ PAPER_NOTE = ("optimistic: the epoch is chosen by the mean accuracy on the "
               "test folds themselves (the DiffPool authors' protocol)")
 FAIR_NOTE = ("Errica et al. 2020: model selection and early stopping on an "
              "inner validation holdout; test accuracy at the selected epoch")
+ERRICA_NOTE = ("Errica et al. 2020 with separate runs: per fold, the first "
+               "half of the seeds select a point on the validation holdout, "
+               "the second half (independent retrainings of the chosen "
+               "point, early-stopped on validation) give the test accuracy")
 
 
 def nan_argmax(values: np.ndarray) -> int:
@@ -122,12 +126,56 @@ def fair_protocol(val_acc: np.ndarray, val_loss: np.ndarray,
           "selected_epochs": epochs[np.arange(num_folds), :, points].tolist()}
 
 
+def errica_protocol(val_acc: np.ndarray, val_loss: np.ndarray,
+                    test_acc: np.ndarray, patience: int) -> Dict[str, object]:
+  """Errica et al.'s model selection then assessment, from runs trained
+  side by side: seeds [0, S/2) select, seeds [S/2, S) assess.
+
+  Per outer fold: every selection run (seed, point) stops early on its
+  validation holdout; the point with the best mean validation accuracy over
+  the selection seeds is chosen (the test folds are never looked at); the
+  chosen point's R = S/2 assessment runs, trained independently, each stop
+  early on their validation holdout, and the fold's score is the mean of
+  their test accuracies at those epochs. Reported: mean and std over folds,
+  and per fold everything the choice used.
+
+  Args:
+    val_acc, val_loss, test_acc: [E, F, S, P] with S even.
+    patience: early-stopping patience in epochs.
+  """
+  _, num_folds, num_seeds, num_points = val_acc.shape
+  if num_seeds < 2 or num_seeds % 2:
+    raise ValueError(f"errica protocol: {num_seeds} seeds; needs an even "
+                     "number >= 2 (half select, half assess)")
+  half = num_seeds // 2
+  stop = np.zeros((num_folds, num_seeds, num_points), np.int64)
+  for f, s, p in np.ndindex(num_folds, num_seeds, num_points):
+    stop[f, s, p] = early_stopping_epoch(val_acc[:, f, s, p],
+                                         val_loss[:, f, s, p], patience)
+  at_stop = lambda table: np.take_along_axis(table, stop[None], 0)[0]
+  scores = at_stop(val_acc)[:, :half].mean(axis=1)              # [F, P]
+  points = np.array([nan_argmax(row) for row in scores], np.int64)
+  folds = np.arange(num_folds)
+  assessed = at_stop(test_acc)[folds, half:, points]            # [F, R]
+  return {"protocol": "errica", "note": ERRICA_NOTE,
+          "accuracy": float(assessed.mean(axis=1).mean()),
+          "std": float(assessed.mean(axis=1).std()),
+          "fold_accuracies": assessed.mean(axis=1).tolist(),
+          "selected_points": points.tolist(),
+          "selection_scores": scores.tolist(),
+          "assessment_test": assessed.tolist(),
+          "assessment_epochs": stop[folds, half:, points].tolist()}
+
+
 class PaperProtocol:
   """The authors' protocol: no validation split, no early stopping; the
   epoch is chosen on the test folds (optimistic, labelled as such)."""
   name = "paper"
   note = PAPER_NOTE
   holdout = 0.0
+
+  def check(self, seeds: int) -> None:
+    """Any number of seeds."""
 
   def stopped(self, val_acc, val_loss, patience: int) -> bool:
     """Never: every epoch may be the one the test folds choose."""
@@ -144,6 +192,9 @@ class FairProtocol:
   name = "fair"
   note = FAIR_NOTE
   holdout = 0.1
+
+  def check(self, seeds: int) -> None:
+    """Any number of seeds."""
 
   def stopped(self, val_acc: np.ndarray, val_loss: np.ndarray,
               patience: int) -> bool:
@@ -162,4 +213,25 @@ class FairProtocol:
                          tables["test_acc"], patience)
 
 
-PROTOCOLS = {"paper": PaperProtocol(), "fair": FairProtocol()}
+class ErricaProtocol(FairProtocol):
+  """Errica et al.'s selection and assessment with separate runs (see
+  `errica_protocol`): the fair protocol's holdout and stopping rule, an
+  even number of seeds."""
+  name = "errica"
+  note = ERRICA_NOTE
+
+  def check(self, seeds: int) -> None:
+    """ValueError unless seeds is even and >= 2."""
+    if seeds < 2 or seeds % 2:
+      raise ValueError(f"seeds={seeds}; the errica protocol needs an even "
+                       "number >= 2 (half select a point, half retrain it "
+                       "for the test score), e.g. --seeds 6")
+
+  def summary(self, tables: Mapping[str, np.ndarray], patience: int) -> dict:
+    """`errica_protocol` of tables "val_acc", "val_loss", "test_acc"."""
+    return errica_protocol(tables["val_acc"], tables["val_loss"],
+                           tables["test_acc"], patience)
+
+
+PROTOCOLS = {"paper": PaperProtocol(), "fair": FairProtocol(),
+             "errica": ErricaProtocol()}

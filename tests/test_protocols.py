@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from diffpool_jax.protocols import (PROTOCOLS, FairProtocol, early_stopping,
-                                    fair_protocol)
+                                    errica_protocol, fair_protocol)
 
 
 def test_a_later_tie_with_lower_loss_keeps_training_going():
@@ -64,3 +64,71 @@ def test_paper_protocol_never_stops_and_has_no_holdout():
   assert summary["protocol"] == "paper" and "optimistic" in summary["note"]
   assert summary["accuracy"] == pytest.approx(
       tables["test_acc"].mean(axis=(1, 2, 3)).max())
+
+
+def known_choice_tables():
+  """2 folds, 4 seeds (0-1 select, 2-3 assess), 3 points, 4 epochs.
+
+  Selection seeds: point 1 has the best validation accuracy (0.8 at
+  epoch 2). Traps: point 2 has the best test accuracy everywhere and the
+  best validation accuracy on the assessment seeds, which must not count.
+  Assessment seeds of point 1 peak on validation at epochs 1 and 3.
+  """
+  epochs, folds, seeds, points = 4, 2, 4, 3
+  val_acc = np.full((epochs, folds, seeds, points), 0.5)
+  val_loss = np.ones_like(val_acc)
+  test_acc = np.full_like(val_acc, 0.3)
+  val_acc[2, :, :2, 1] = 0.8                  # selection: point 1 wins
+  val_acc[:, :, :2, 2] = 0.6                  # selection: point 2 second
+  val_acc[:, :, 2:, 2] = 0.99                 # assessment seeds: not used
+  test_acc[:, :, :, 2] = 0.95                 # the test's favourite
+  val_acc[1, :, 2, 1] = 0.7                   # assessment run 1 stops at 1
+  val_acc[3, :, 3, 1] = 0.7                   # assessment run 2 stops at 3
+  test_acc[1, 0, 2, 1], test_acc[3, 0, 3, 1] = 0.6, 0.8    # fold 0: 0.7
+  test_acc[1, 1, 2, 1], test_acc[3, 1, 3, 1] = 0.4, 0.6    # fold 1: 0.5
+  return val_acc, val_loss, test_acc
+
+
+def test_errica_selection_picks_the_known_point_and_assesses_apart():
+  result = errica_protocol(*known_choice_tables(), patience=10)
+  assert result["selected_points"] == [1, 1]
+  assert result["assessment_epochs"] == [[1, 3], [1, 3]]
+  np.testing.assert_allclose(result["fold_accuracies"], [0.7, 0.5])
+  assert result["accuracy"] == pytest.approx(0.6)
+  assert result["std"] == pytest.approx(0.1)
+  np.testing.assert_allclose(result["selection_scores"][0], [0.5, 0.8, 0.6])
+  # The fair protocol, selecting and scoring on the same runs, is fooled
+  # by the assessment seeds' validation scores and picks point 2.
+  fair = fair_protocol(*known_choice_tables(), patience=10)
+  assert fair["selected_points"] == [2, 2]
+
+
+def test_errica_needs_an_even_number_of_seeds():
+  val_acc, val_loss, test_acc = known_choice_tables()
+  with pytest.raises(ValueError, match="3 seeds; needs an even number"):
+    errica_protocol(val_acc[:, :, :3], val_loss[:, :, :3],
+                    test_acc[:, :, :3], 10)
+  with pytest.raises(ValueError, match="seeds=3; the errica protocol"):
+    PROTOCOLS["errica"].check(3)
+  from diffpool_jax.experiment import RunConfig
+  with pytest.raises(ValueError, match="seeds=1; the errica protocol"):
+    RunConfig(protocol="errica")
+
+
+def test_a_run_with_the_errica_protocol(tmp_path):
+  """Two learning rates x 2 seeds per fold through Run: each fold's choice
+  and its assessment runs are recorded."""
+  from diffpool_jax.experiment import Run, RunConfig
+  config = RunConfig(
+      dataset="synthetic", protocol="errica", folds=2, seeds=2,
+      lr=[1e-3, 1e-2], epochs=2, max_buckets=1,
+      synthetic={"num_graphs": 80, "communities": [2, 3],
+                 "community_size": [3, 4]},
+      model={"hidden_dim": 8, "embed_dim": 8, "num_layers": 1,
+             "mlp_hidden": [8], "pool_ratios": [0.5]})
+  results = Run(config, tmp_path / "run").fit(progress=False)
+  assert results["protocol"] == "errica"
+  assert len(results["selected_points"]) == 2
+  assert np.asarray(results["assessment_test"]).shape == (2, 1)
+  assert np.asarray(results["selection_scores"]).shape == (2, 2)
+  assert 0 <= results["accuracy"] <= 1
