@@ -124,6 +124,18 @@ def test_stratified_folds_partition_and_keep_ratios(labels):
   assert all(np.array_equal(a.test, b.test) for a, b in zip(folds, again))
 
 
+def test_too_few_graphs_for_the_folds_fail_clearly():
+  labels = np.repeat(np.arange(4), 10)            # 40 graphs, 4 classes
+  with pytest.raises(ValueError, match="fold 0: its 20 training graphs of "
+                     "4 classes are too few for a stratified 10% "
+                     "validation holdout"):
+    stratified_folds(labels, num_folds=2)
+  with pytest.raises(ValueError, match="50 folds of 40 graphs"):
+    stratified_folds(labels, num_folds=50, validation_fraction=0.0)
+  assert len(stratified_folds(labels, num_folds=2,
+                              validation_fraction=0.0)) == 2
+
+
 def test_synthetic_is_deterministic_by_seed():
   a = synthetic_hierarchical(num_graphs=20, seed=5)
   b = synthetic_hierarchical(num_graphs=20, seed=5)

@@ -27,14 +27,27 @@ def stratified_folds(labels: np.ndarray, num_folds: int = 10, seed: int = 0,
   within one graph per class of the data set's.
   """
   labels = np.asarray(labels)
+  if num_folds > len(labels):
+    raise ValueError(f"{num_folds} folds of {len(labels)} graphs: every "
+                     "fold needs a test graph; use fewer folds (--folds)")
   splitter = StratifiedKFold(n_splits=num_folds, shuffle=True,
                              random_state=seed)
   folds = []
-  for rest, test in splitter.split(np.zeros(len(labels)), labels):
+  for number, (rest, test) in enumerate(
+      splitter.split(np.zeros(len(labels)), labels)):
     if validation_fraction > 0:
-      train, validation = train_test_split(
-          rest, test_size=validation_fraction, stratify=labels[rest],
-          random_state=seed)
+      try:
+        train, validation = train_test_split(
+            rest, test_size=validation_fraction, stratify=labels[rest],
+            random_state=seed)
+      except ValueError:
+        classes = len(np.unique(labels[rest]))
+        raise ValueError(
+            f"fold {number}: its {len(rest)} training graphs of {classes} "
+            f"classes are too few for a stratified {validation_fraction:.0%}"
+            " validation holdout with a graph of every class; use fewer "
+            "folds (--folds), more graphs, or a split file (--splits)"
+        ) from None
     else:
       train, validation = rest, np.zeros(0, np.int64)
     folds.append(Fold(np.sort(train), np.sort(validation), np.sort(test)))
