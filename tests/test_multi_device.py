@@ -50,7 +50,8 @@ print(json.dumps(out))
 
 def test_four_devices_match_one():
   env = dict(os.environ,
-             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+             XLA_FLAGS="--xla_force_host_platform_device_count=4 "
+             + os.environ.get("XLA_FLAGS", ""))
   done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
