@@ -67,6 +67,9 @@ class RunConfig:
       validation, the other half retrain it for the test score).
     folds, seeds: outer folds and seeds per fold; members = folds x seeds x
       points, where points are the learning rates `lr`.
+    batch_size, clip, weight_decay: graphs per step, the global
+      gradient-norm clip and the L2 weight decay added to the gradient
+      (torch's Adam(weight_decay=...)), the same for every member.
     splits: a split file (Errica et al. format) replacing stratified folds.
     patience: early-stopping patience of the fair protocol.
     features: node feature kind (see datasets.node_features).
@@ -105,6 +108,7 @@ class RunConfig:
   batch_size: int = 20
   lr: Tuple[float, ...] = (1e-3,)
   clip: float = 2.0
+  weight_decay: float = 0.0
   patience: int = 50
   splits: Optional[str] = None
   features: str = "default"
@@ -146,6 +150,9 @@ class RunConfig:
                          "finite and > 0")
     if not (np.isfinite(self.clip) and self.clip > 0):
       raise ValueError(f"clip={self.clip}; must be finite and > 0")
+    if not (np.isfinite(self.weight_decay) and self.weight_decay >= 0):
+      raise ValueError(f"weight_decay={self.weight_decay}; must be finite "
+                       "and >= 0")
     if self.patience < 0:
       raise ValueError(f"patience={self.patience}; must be >= 0")
     if self.first_level not in ("auto", "dense", "sparse"):
@@ -430,7 +437,8 @@ class Run:
         self.model, sample, self.members.seed * 1000 + self.members.fold,
         self.members.lr, [config.clip] * num,
         {name: [weight] * num
-         for name, weight in model_config.weights.items()})
+         for name, weight in model_config.weights.items()},
+        [config.weight_decay] * num)
     self.history = {k: np.full((config.epochs, num), np.nan)
                     for k in history_keys(model_config.aux_names)}
     self.epoch_seconds = np.full(config.epochs, np.nan)

@@ -61,13 +61,16 @@ class StepMetrics(NamedTuple):
 
 
 def optimizer() -> optax.GradientTransformation:
-  """Adam after global-norm gradient clipping; both set per member through
-  the state's hyperparams ("learning_rate", "clip")."""
-  def adam_with_clip(learning_rate, clip):
+  """Adam after global-norm gradient clipping and L2 weight decay added to
+  the clipped gradient (as torch's Adam(weight_decay=...) after
+  clip_grad_norm_); all three set per member through the state's
+  hyperparams ("learning_rate", "clip", "weight_decay")."""
+  def adam_with_clip(learning_rate, clip, weight_decay):
     return optax.chain(optax.clip_by_global_norm(clip),
+                       optax.add_decayed_weights(weight_decay),
                        optax.adam(learning_rate))
   return optax.inject_hyperparams(adam_with_clip)(learning_rate=1e-3,
-                                                  clip=2.0)
+                                                  clip=2.0, weight_decay=0.0)
 
 
 def gather_adjacency(adj: Adjacency, safe: jax.Array, real: jax.Array,
@@ -94,8 +97,8 @@ def gather_batch(bucket: GraphBatch, positions: jax.Array) -> GraphBatch:
 
 
 def init_state(model: DiffPool, sample: GraphBatch, key: jax.Array,
-               learning_rate, clip, aux_weights: Mapping[str, Any]
-               ) -> TrainState:
+               learning_rate, clip, aux_weights: Mapping[str, Any],
+               weight_decay=0.0) -> TrainState:
   """A fresh member state; every hyper-parameter may be a traced scalar."""
   init_key, state_key = jax.random.split(key)
   variables = model.init(init_key, sample.x, sample.adj, sample.node_mask)
@@ -103,6 +106,8 @@ def init_state(model: DiffPool, sample: GraphBatch, key: jax.Array,
   opt_state.hyperparams["learning_rate"] = jnp.asarray(learning_rate,
                                                        jnp.float32)
   opt_state.hyperparams["clip"] = jnp.asarray(clip, jnp.float32)
+  opt_state.hyperparams["weight_decay"] = jnp.asarray(weight_decay,
+                                                      jnp.float32)
   return TrainState(params=variables["params"],
                     batch_stats=variables.get("batch_stats", {}),
                     opt_state=opt_state,
@@ -113,9 +118,12 @@ def init_state(model: DiffPool, sample: GraphBatch, key: jax.Array,
 
 def init_members(model: DiffPool, sample: GraphBatch, seeds: Sequence[int],
                  learning_rates: Sequence[float], clips: Sequence[float],
-                 aux_weights: Mapping[str, Sequence[float]]) -> TrainState:
+                 aux_weights: Mapping[str, Sequence[float]],
+                 weight_decays: Optional[Sequence[float]] = None
+                 ) -> TrainState:
   """Stacked states of M members ([M, ...] leaves), one per seed entry;
-  aux_weights maps each auxiliary loss name to its M weights.
+  aux_weights maps each auxiliary loss name to its M weights;
+  weight_decays: M L2 weight-decay factors (None: 0).
 
   Members are initialised one after another (`lax.map`), so the forward
   pass of the initialisation needs one member's memory, not M members'.
@@ -124,8 +132,11 @@ def init_members(model: DiffPool, sample: GraphBatch, seeds: Sequence[int],
   as_array = lambda v: jnp.asarray(v, jnp.float32)
   one = functools.partial(init_state, model, sample)
   init = jax.jit(lambda *values: jax.lax.map(lambda v: one(*v), values))
+  if weight_decays is None:
+    weight_decays = [0.0] * len(seeds)
   return init(keys, as_array(learning_rates), as_array(clips),
-              {name: as_array(v) for name, v in aux_weights.items()})
+              {name: as_array(v) for name, v in aux_weights.items()},
+              as_array(weight_decays))
 
 
 def graph_losses(model: DiffPool, params, batch_stats, batch: GraphBatch,

@@ -51,6 +51,11 @@ def parse_args(argv):
   parser.add_argument("--batch-size", type=int)
   parser.add_argument("--lr", type=float, nargs="+",
                       help="one or more learning rates (a grid of members)")
+  parser.add_argument("--clip", type=float,
+                      help="global gradient-norm clip (default 2.0)")
+  parser.add_argument("--weight-decay", type=float,
+                      help="L2 weight decay added to the gradient, as "
+                      "torch's Adam(weight_decay=...) (default 0)")
   parser.add_argument("--hidden-dim", type=int,
                       help="width of every GNN layer (hidden and embedding)")
   parser.add_argument("--patience", type=int)
@@ -143,7 +148,8 @@ def build_config(args) -> tuple[RunConfig, Optional[str]]:
            "preset": args.preset, "protocol": args.protocol,
            "splits": args.splits, "folds": args.folds, "seeds": args.seeds,
            "epochs": args.epochs, "batch_size": args.batch_size,
-           "lr": args.lr, "patience": args.patience,
+           "lr": args.lr, "clip": args.clip,
+           "weight_decay": args.weight_decay, "patience": args.patience,
            "features": args.features, "first_level": args.first_level,
            "cluster_reference": (int(args.cluster_reference)
                                  if (args.cluster_reference or "").isdigit()

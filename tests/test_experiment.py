@@ -30,6 +30,7 @@ def test_bad_cluster_reference(reference):
     (dict(lr=[1e-3, -1e-3]), "lr=-0.001; every learning rate"),
     (dict(lr=float("inf")), "lr=inf"),
     (dict(clip=0.0), "clip=0.0; must be finite and > 0"),
+    (dict(weight_decay=-1e-4), "weight_decay=-0.0001; must be finite"),
     (dict(model={"aux_weights": {"link": float("nan")}}),
      "aux_weights: link=nan; must be a finite number >= 0"),
     (dict(model={"aux_weights": {"entropy": -1.0}}),

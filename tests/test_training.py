@@ -199,3 +199,39 @@ def test_members_are_initialised_as_one_member_alone(setup):
                          jax.tree_util.tree_leaves(alone)):
       np.testing.assert_allclose(np.asarray(got)[m], np.asarray(want),
                                  rtol=1e-6, atol=1e-7)
+
+
+def test_weight_decay_is_l2_on_the_clipped_gradient(setup):
+  """One step with weight decay wd equals Adam on clip(g) + wd * params;
+  the default (0) is Adam on clip(g)."""
+  import optax
+  _, data, model, sample = setup
+  batch = training.gather_batch(data.buckets[0], jnp.arange(4))
+  key = jax.random.PRNGKey(0)
+  plain = training.init_state(model, sample, key, 1e-2, 0.5,
+                              {"link": 1.0, "entropy": 0.5})
+  decayed = training.init_state(model, sample, key, 1e-2, 0.5,
+                                {"link": 1.0, "entropy": 0.5}, 0.3)
+  step = jax.jit(functools.partial(training.train_step, model))
+  after_plain, _ = step(plain, batch, jnp.int32(0))
+  after_decayed, _ = step(decayed, batch, jnp.int32(0))
+  # The same step by hand with optax's pieces.
+  grads, _ = jax.grad(training.graph_losses, argnums=1, has_aux=True)(
+      model, plain.params, plain.batch_stats, batch, plain.aux_weights,
+      True, jax.random.fold_in(plain.key, 0))
+  clipped, _ = optax.clip_by_global_norm(0.5).update(grads, None)
+  with_decay = jax.tree_util.tree_map(lambda g, p: g + 0.3 * p, clipped,
+                                      plain.params)
+  adam = optax.adam(1e-2)
+  updates, _ = adam.update(with_decay, adam.init(plain.params))
+  expected = optax.apply_updates(plain.params, updates)
+  for got, want in zip(jax.tree_util.tree_leaves(after_decayed.params),
+                       jax.tree_util.tree_leaves(expected)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5,
+                               atol=1e-6)
+  updates, _ = adam.update(clipped, adam.init(plain.params))
+  expected_plain = optax.apply_updates(plain.params, updates)
+  for got, want in zip(jax.tree_util.tree_leaves(after_plain.params),
+                       jax.tree_util.tree_leaves(expected_plain)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5,
+                               atol=1e-6)
