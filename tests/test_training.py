@@ -3,6 +3,7 @@ and the protocol arithmetic."""
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -215,23 +216,19 @@ def test_weight_decay_is_l2_on_the_clipped_gradient(setup):
   step = jax.jit(functools.partial(training.train_step, model))
   after_plain, _ = step(plain, batch, jnp.int32(0))
   after_decayed, _ = step(decayed, batch, jnp.int32(0))
-  # The same step by hand with optax's pieces.
+  # The same steps by hand with optax's pieces.
   grads, _ = jax.grad(training.graph_losses, argnums=1, has_aux=True)(
       model, plain.params, plain.batch_stats, batch, plain.aux_weights,
       True, jax.random.fold_in(plain.key, 0))
   clipped, _ = optax.clip_by_global_norm(0.5).update(grads, None)
+  adam = optax.adam(1e-2)
+
+  def adam_step(gradient):
+    updates, _ = adam.update(gradient, adam.init(plain.params))
+    return optax.apply_updates(plain.params, updates)
+
   with_decay = jax.tree_util.tree_map(lambda g, p: g + 0.3 * p, clipped,
                                       plain.params)
-  adam = optax.adam(1e-2)
-  updates, _ = adam.update(with_decay, adam.init(plain.params))
-  expected = optax.apply_updates(plain.params, updates)
-  for got, want in zip(jax.tree_util.tree_leaves(after_decayed.params),
-                       jax.tree_util.tree_leaves(expected)):
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5,
-                               atol=1e-6)
-  updates, _ = adam.update(clipped, adam.init(plain.params))
-  expected_plain = optax.apply_updates(plain.params, updates)
-  for got, want in zip(jax.tree_util.tree_leaves(after_plain.params),
-                       jax.tree_util.tree_leaves(expected_plain)):
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5,
-                               atol=1e-6)
+  for after, gradient in ((after_decayed, with_decay), (after_plain, clipped)):
+    chex.assert_trees_all_close(after.params, adam_step(gradient), rtol=1e-5,
+                                atol=1e-6)
