@@ -66,7 +66,8 @@ class RunConfig:
       validation holdout) or "errica" (half the seeds select a point on
       validation, the other half retrain it for the test score).
     folds, seeds: outer folds and seeds per fold; members = folds x seeds x
-      points, where points are the learning rates `lr`.
+      points, where the points are every combination of the learning rates
+      `lr` and the values of each `grid` axis (see `points`).
     batch_size, clip, weight_decay: graphs per step, the global
       gradient-norm clip and the L2 weight decay added to the gradient
       (torch's Adam(weight_decay=...)), the same for every member.
@@ -81,6 +82,12 @@ class RunConfig:
       counts from this node count: "max" (the largest graph, as PyG and
       Errica et al.), "mean", "median", "pNN" (the NN-th percentile of
       graph sizes) or an integer.
+    grid: more scalar hyper-parameters swept side by side, {axis: values},
+      axes from SCALAR_AXES: "clip", "weight_decay", "dropout" and
+      "aux.NAME" (the weight of auxiliary loss NAME). An axis replaces the
+      single value given elsewhere (clip, weight_decay, model dropout and
+      aux_weights); none of them changes array shapes, so every point
+      trains in the same compiled program.
     synthetic: keyword arguments of synthetic_hierarchical.
     checkpoint_every: epochs between checkpoints (0: never).
     first_level: adjacency of the first level, "dense" ([B,N,N]), "sparse"
@@ -118,6 +125,7 @@ class RunConfig:
   members_per_program: int = 0
   memory_gib: Optional[float] = None
   split_seed: int = 0
+  grid: Dict[str, Tuple[float, ...]] = dataclasses.field(default_factory=dict)
   synthetic: Dict[str, object] = dataclasses.field(default_factory=dict)
   checkpoint_every: int = 10
 
@@ -165,8 +173,34 @@ class RunConfig:
       raise ValueError(f"memory_gib={self.memory_gib}; must be > 0")
     if self.cluster_reference is not None:
       self.reference_nodes(np.array([1]))    # raises on a bad reference
-    self.model_config()                      # raises on a bad model field
+    self.grid = {axis: check_axis(axis, values)
+                 for axis, values in sorted(dict(self.grid).items())}
+    aux_names = self.model_config().aux_names  # raises on a bad model field
+    for axis in self.grid:
+      if axis.startswith("aux.") and axis[4:] not in aux_names:
+        raise ValueError(f"grid: {axis!r} names no auxiliary loss of this "
+                         f"model; its losses are {list(aux_names)} "
+                         f"(axes {[f'aux.{n}' for n in aux_names]})")
 
+  def points(self) -> List[Dict[str, float]]:
+    """Every combination of `lr` and the grid axes (lr varies slowest,
+    then the axes in name order): the hyper-parameter points trained side
+    by side, each a {axis: value} dict with "lr" and every grid axis."""
+    axes = {"lr": self.lr, **self.grid}
+    return [dict(zip(axes, values))
+            for values in itertools.product(*axes.values())]
+
+  def member_hyperparameters(self, point: Dict[str, float]
+                             ) -> Dict[str, float]:
+    """Every scalar hyper-parameter of a member at `point`: "lr", "clip",
+    "weight_decay", "dropout" and "aux.NAME" for each auxiliary loss."""
+    model = self.model_config()
+    values = {"lr": self.lr[0], "clip": self.clip,
+              "weight_decay": self.weight_decay, "dropout": model.dropout,
+              **{f"aux.{name}": weight
+                 for name, weight in model.weights.items()}}
+    values.update(point)
+    return values
   def sparse_buckets(self, bucket_sizes, entry_slots) -> List[bool]:
     """Per bucket, whether its first level runs on an EdgeList.
 
@@ -193,6 +227,9 @@ class RunConfig:
                        f"has {sorted(known)}")
     if self.cluster_reference is not None:
       overrides["cluster_mode"] = "fixed"
+    if max(self.grid.get("dropout", ()), default=0) > 0:
+      # Dropout on in the model; each member passes its own rate.
+      overrides["dropout"] = max(self.grid["dropout"])
     if "aux_weights" in overrides:
       base = dict(preset(self.preset).aux_weights)
       base.update(weight_pairs(overrides["aux_weights"]))
@@ -223,6 +260,40 @@ class RunConfig:
     raise ValueError(f"cluster_reference={ref!r}; expected 'max', 'mean', "
                      "'median', 'pNN' (NN at most 100) or a positive "
                      "integer")
+
+
+SCALAR_AXES = ("clip", "weight_decay", "dropout", "aux.NAME")
+
+
+def check_axis(axis: str, values) -> Tuple[float, ...]:
+  """A grid axis's values as floats; ValueError naming the axis unless it
+  is one of SCALAR_AXES with a non-empty list of values in its range."""
+  ranges = {"clip": ("> 0", lambda v: v > 0),
+            "weight_decay": (">= 0", lambda v: v >= 0),
+            "dropout": ("in [0, 1)", lambda v: 0 <= v < 1)}
+  if axis == "lr":
+    raise ValueError("grid: 'lr' is not a grid axis; give learning rates "
+                     "as lr (a list)")
+  if axis not in ranges and not (axis.startswith("aux.") and len(axis) > 4):
+    raise ValueError(f"grid: unknown axis {axis!r}; expected one of "
+                     f"{SCALAR_AXES}")
+  rule, ok = ranges.get(axis, (">= 0", lambda v: v >= 0))
+  if isinstance(values, (str, bytes)) or not np.ndim(values) == 1 or \
+      not len(values):
+    raise ValueError(f"grid: {axis}={values!r}; expected a non-empty list "
+                     "of numbers")
+  try:
+    numbers = tuple(float(v) for v in values)
+  except (TypeError, ValueError):
+    raise ValueError(f"grid: {axis}={list(values)!r}; expected numbers"
+                     ) from None
+  for value in numbers:
+    if not (np.isfinite(value) and ok(value)):
+      raise ValueError(f"grid: {axis}={value}; every value must be finite "
+                       f"and {rule}")
+  if len(set(numbers)) < len(numbers):
+    raise ValueError(f"grid: {axis}={list(numbers)} repeats a value")
+  return numbers
 
 
 def weight_pairs(weights) -> Dict[str, object]:
@@ -354,19 +425,25 @@ def make_folds(config: RunConfig, dataset: GraphDataset):
 
 @dataclasses.dataclass
 class Members:
-  """The runs trained side by side: member m has fold[m], seed[m], point[m].
-  """
+  """The runs trained side by side: member m has fold[m], seed[m], point[m]
+  and hyper[axis][m] for every scalar hyper-parameter axis (see
+  RunConfig.member_hyperparameters)."""
   fold: np.ndarray
   seed: np.ndarray
   point: np.ndarray
-  lr: np.ndarray
+  hyper: Dict[str, np.ndarray]
 
   @classmethod
-  def grid(cls, num_folds: int, num_seeds: int, learning_rates):
+  def grid(cls, num_folds: int, num_seeds: int,
+           points: List[Dict[str, float]]):
+    """Members folds x seeds x points; `points` [P] of {axis: value} with
+    the same axes."""
     combos = list(itertools.product(range(num_folds), range(num_seeds),
-                                    range(len(learning_rates))))
+                                    range(len(points))))
     fold, seed, point = (np.array(c) for c in zip(*combos))
-    return cls(fold, seed, point, np.asarray(learning_rates)[point])
+    hyper = {axis: np.array([points[p][axis] for p in point], np.float64)
+             for axis in points[0]}
+    return cls(fold, seed, point, hyper)
 
   def __len__(self):
     return len(self.fold)
@@ -413,8 +490,11 @@ class Run:
     self.dataset = dataset if dataset is not None else load_dataset(config)
     self.protocol = PROTOCOLS[config.protocol]
     self.folds = make_folds(config, self.dataset)
-    self.members = Members.grid(len(self.folds), config.seeds, config.lr)
-    self.grid_shape = (len(self.folds), config.seeds, len(config.lr))
+    self.points = config.points()
+    self.members = Members.grid(
+        len(self.folds), config.seeds,
+        [config.member_hyperparameters(p) for p in self.points])
+    self.grid_shape = (len(self.folds), config.seeds, len(self.points))
     model_config = config.model_config()
     self.model_config = model_config
     self.model = DiffPool(model_config, self.dataset.num_classes,
@@ -433,12 +513,12 @@ class Run:
     num = len(self.members)
     sample = training.gather_batch(self.data.buckets[0],
                                    jnp.arange(config.batch_size))
+    hyper = self.members.hyper
     self.states = training.init_members(
         self.model, sample, self.members.seed * 1000 + self.members.fold,
-        self.members.lr, [config.clip] * num,
-        {name: [weight] * num
-         for name, weight in model_config.weights.items()},
-        [config.weight_decay] * num)
+        hyper["lr"], hyper["clip"],
+        {name: hyper[f"aux.{name}"] for name in model_config.aux_names},
+        hyper["weight_decay"], hyper["dropout"])
     self.history = {k: np.full((config.epochs, num), np.nan)
                     for k in history_keys(model_config.aux_names)}
     self.epoch_seconds = np.full(config.epochs, np.nan)
@@ -447,7 +527,7 @@ class Run:
     if num % max(config.members_per_program, 1):
       raise ValueError(f"members_per_program={config.members_per_program} "
                        f"does not divide the {num} members (folds x seeds "
-                       "x learning rates)")
+                       "x points)")
 
   def padded_graph_cost(self, sizes: np.ndarray) -> np.ndarray:
     """[U] modelled cost of one graph padded to each size (for buckets)."""
@@ -466,10 +546,14 @@ class Run:
     return training.place(mesh, states, ())[0]
 
   def schedule(self, epoch: int) -> pipeline.Schedule:
-    """The training schedule of an epoch (deterministic given the epoch)."""
+    """The training schedule of an epoch (deterministic given the epoch):
+    each member's graphs are shuffled by its own fold and seed, so a
+    member trains on the same batches whatever points train beside it."""
     rng = np.random.default_rng([self.config.split_seed, epoch])
+    member_seeds = [[self.config.split_seed, epoch, int(f), int(s)]
+                    for f, s in zip(self.members.fold, self.members.seed)]
     return pipeline.make_schedule(self.train_graphs, self.data,
-                                  self.config.batch_size, rng)
+                                  self.config.batch_size, rng, member_seeds)
 
   def checkpoint_manager(self) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=2,
@@ -614,7 +698,8 @@ class Run:
              "fold": int(self.members.fold[m]),
              "seed": int(self.members.seed[m]),
              "point": int(self.members.point[m]),
-             "lr": float(self.members.lr[m])}
+             **{axis: float(self.members.hyper[axis][m])
+                for axis in self.points[0]}}
       if np.isnan(self.history["train_loss"][epoch, m]):
         row["diverged"] = True
       for key, values in self.history.items():
@@ -734,6 +819,7 @@ class Run:
             "diverged_members": {int(m): int(diverged[m]) for m in
                                  np.flatnonzero(diverged >= 0)},
             "dataset": self.config.dataset, "preset": self.config.preset,
+            "points": self.points,
             "epochs_run": epochs_run, "members": len(self.members),
             "wall_seconds": wall_seconds,
             "compile_seconds": compile_seconds,

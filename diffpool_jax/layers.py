@@ -194,6 +194,13 @@ class MaskedBatchNorm(nn.Module):
     return ((x - mean) * gain + bias) * weight
 
 
+def dropout(x: jax.Array, rate, key: jax.Array) -> jax.Array:
+  """Inverted dropout whose rate may be a traced scalar: each entry is
+  zeroed with probability `rate`, the others scaled by 1 / (1 - rate)."""
+  keep = 1.0 - rate
+  return jnp.where(jax.random.bernoulli(key, keep, x.shape), x / keep, 0.0)
+
+
 class GNNStack(nn.Module):
   """A stack of dense graph convolutions with the usual trimmings.
 
@@ -211,7 +218,8 @@ class GNNStack(nn.Module):
     bn_affine: give the batch norm a learned scale and bias.
     concat: concatenate every layer's output.
     activate_last: apply ReLU (and batch norm) after the last layer too.
-    dropout: dropout rate on each layer's input (training only).
+    dropout: dropout rate on each layer's input (training only); 0: no
+      dropout, whatever rate the call passes.
   """
   conv: str
   widths: Sequence[int]
@@ -223,12 +231,16 @@ class GNNStack(nn.Module):
   dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, x, adj, node_mask, train: bool):
-    """x [B,N,F], adj [B,N,N], node_mask [B,N] -> [B,N,sum(widths) or last]."""
+  def __call__(self, x, adj, node_mask, train: bool, rate=None):
+    """x [B,N,F], adj [B,N,N], node_mask [B,N] -> [B,N,sum(widths) or last].
+
+    rate: the dropout rate (a float or traced [] array); None: `dropout`.
+    """
     outputs = []
     for i, width in enumerate(self.widths):
-      if self.dropout > 0:
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      if self.dropout > 0 and train:
+        x = dropout(x, self.dropout if rate is None else rate,
+                    self.make_rng("dropout"))
       activated = i < len(self.widths) - 1 or self.activate_last
       # A masked batch norm zeroes padded nodes itself.
       x = make_conv(self.conv, width, f"conv{i}",

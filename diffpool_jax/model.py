@@ -374,7 +374,7 @@ class DiffPool(nn.Module):
             [jnp.asarray(row)[n_node] for row in table])
 
   def assignment_logits(self, x, z, adj, node_mask, train: bool, level: int,
-                        width: int, slots: int) -> jax.Array:
+                        width: int, slots: int, dropout=None) -> jax.Array:
     """[B, N, slots] assignment logits of a level with input features x and
     embedding z: the assignment GNN on x (or, assign_from="embedding", z)
     and the head, with `width` output columns of which the first `slots`
@@ -387,7 +387,7 @@ class DiffPool(nn.Module):
       hidden = (c.hidden_dim,) * (c.num_layers - 1)
       h = self.gnn(hidden + (width,), f"assign{level}",
                    c.concat and c.assign_head != "none")(
-                       x, adj, node_mask, train)
+                       x, adj, node_mask, train, dropout)
     if c.assign_head == "none":
       return h[..., :slots]
     kernel, bias = DenseWeights(width, name=f"assign_head{level}")(
@@ -398,8 +398,8 @@ class DiffPool(nn.Module):
     return s_logits
 
   @nn.compact
-  def __call__(self, x, adj, node_mask=None, *, train: bool = False
-               ) -> Tuple[jax.Array, Tuple[PoolLevel, ...]]:
+  def __call__(self, x, adj, node_mask=None, *, train: bool = False,
+               dropout=None) -> Tuple[jax.Array, Tuple[PoolLevel, ...]]:
     """Classifies a padded batch.
 
     Args:
@@ -410,6 +410,9 @@ class DiffPool(nn.Module):
         without real nodes are padding: they give finite, ignorable logits.
       train: batch statistics and dropout on (needs the "batch_stats"
         collection mutable and, with dropout, a "dropout" RNG).
+      dropout: the dropout rate, a float or a traced [] array (so that
+        vmapped members may differ); None: config.dropout. Dropout is part
+        of the model only when config.dropout > 0.
 
     Returns:
       logits [B, C], and a tuple with one `PoolLevel` per pooling level.
@@ -435,10 +438,10 @@ class DiffPool(nn.Module):
     readouts, levels = [], []
     for level, width in enumerate(widths):
       z = self.gnn(hidden + (c.embed_dim,), f"embed{level}", c.concat)(
-          x, adj, node_mask, train)
+          x, adj, node_mask, train, dropout)
       readouts.append(masked_readout(z, node_mask, c.readout))
       s_logits = self.assignment_logits(x, z, adj, node_mask, train, level,
-                                        width, slots[level])
+                                        width, slots[level], dropout)
       cluster_mask = None
       if real_clusters is not None:
         cluster_mask = (jnp.arange(slots[level])[None, :]
@@ -452,7 +455,7 @@ class DiffPool(nn.Module):
         node_mask = node_mask & cluster_mask
       levels.append(PoolLevel(pooled.s, pooled.adj, pooled.aux, node_mask))
     z = self.gnn(hidden + (c.embed_dim,), f"embed{c.num_levels}", c.concat)(
-        x, adj, node_mask, train)
+        x, adj, node_mask, train, dropout)
     readouts.append(masked_readout(z, node_mask, c.readout))
 
     h = jnp.concatenate(readouts, -1) if c.readout_all_levels else readouts[-1]

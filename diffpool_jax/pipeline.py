@@ -55,14 +55,17 @@ def steps_per_bucket(member_graphs: Sequence[np.ndarray], which: np.ndarray,
 
 
 def make_schedule(member_graphs: Sequence[np.ndarray], data: DeviceData,
-                  batch_size: int, rng: Optional[np.random.Generator] = None
-                  ) -> Schedule:
+                  batch_size: int, rng: Optional[np.random.Generator] = None,
+                  member_seeds: Optional[Sequence] = None) -> Schedule:
   """An epoch's schedule for members training on the given graph ids.
 
-  With `rng`, graphs are shuffled within each member and bucket, and the
-  order of steps is shuffled (shared by all members); without, the order is
-  fixed (for evaluation). The number of steps depends only on how many
-  graphs each member has per bucket, so it is the same every epoch.
+  With `rng`, the order of steps is shuffled (shared by all members) and
+  graphs are shuffled within each member and bucket: by `rng` itself, or,
+  given `member_seeds` (one NumPy seed per member), by each member's own
+  generator, so that a member's batches do not depend on which members
+  train beside it. Without `rng` the order is fixed (for evaluation). The
+  number of steps depends only on how many graphs each member has per
+  bucket, so it is the same every epoch.
   """
   num_buckets = len(data.bucket_sizes)
   steps = steps_per_bucket(member_graphs, data.which, num_buckets,
@@ -73,10 +76,13 @@ def make_schedule(member_graphs: Sequence[np.ndarray], data: DeviceData,
   indices = np.full((len(member_graphs), len(bucket_ids), batch_size), -1,
                     np.int32)
   for m, graphs in enumerate(member_graphs):
+    shuffle = rng
+    if rng is not None and member_seeds is not None:
+      shuffle = np.random.default_rng(member_seeds[m])
     for b in range(num_buckets):
       members_b = graphs[data.which[graphs] == b]
-      if rng is not None:
-        members_b = members_b[rng.permutation(len(members_b))]
+      if shuffle is not None:
+        members_b = members_b[shuffle.permutation(len(members_b))]
       slots = np.flatnonzero(bucket_ids == b)
       padded = np.full(steps[b] * batch_size, -1, np.int64)
       padded[:len(members_b)] = data.position[members_b]

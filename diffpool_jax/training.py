@@ -43,12 +43,15 @@ class TrainState:
     opt_state: optax state; its hyperparams hold the learning rate and clip.
     aux_weights: {name: [] weight} of each auxiliary loss (summed over
       levels) in the training loss.
+    dropout: [] dropout rate of every convolution's input (used when the
+      model's config has dropout on, i.e. config.dropout > 0).
     key: PRNG key; step t uses fold_in(key, t) for dropout.
   """
   params: Any
   batch_stats: Any
   opt_state: Any
   aux_weights: Dict[str, jax.Array]
+  dropout: jax.Array
   key: jax.Array
 
 
@@ -98,8 +101,9 @@ def gather_batch(bucket: GraphBatch, positions: jax.Array) -> GraphBatch:
 
 def init_state(model: DiffPool, sample: GraphBatch, key: jax.Array,
                learning_rate, clip, aux_weights: Mapping[str, Any],
-               weight_decay=0.0) -> TrainState:
-  """A fresh member state; every hyper-parameter may be a traced scalar."""
+               weight_decay=0.0, dropout=None) -> TrainState:
+  """A fresh member state; every hyper-parameter may be a traced scalar
+  (dropout None: the model config's rate)."""
   init_key, state_key = jax.random.split(key)
   variables = model.init(init_key, sample.x, sample.adj, sample.node_mask)
   opt_state = optimizer().init(variables["params"])
@@ -113,17 +117,21 @@ def init_state(model: DiffPool, sample: GraphBatch, key: jax.Array,
                     opt_state=opt_state,
                     aux_weights={name: jnp.asarray(value, jnp.float32)
                                  for name, value in aux_weights.items()},
+                    dropout=jnp.asarray(model.config.dropout if dropout is None
+                                        else dropout, jnp.float32),
                     key=state_key)
 
 
 def init_members(model: DiffPool, sample: GraphBatch, seeds: Sequence[int],
                  learning_rates: Sequence[float], clips: Sequence[float],
                  aux_weights: Mapping[str, Sequence[float]],
-                 weight_decays: Optional[Sequence[float]] = None
-                 ) -> TrainState:
+                 weight_decays: Optional[Sequence[float]] = None,
+                 dropouts: Optional[Sequence[float]] = None) -> TrainState:
   """Stacked states of M members ([M, ...] leaves), one per seed entry;
   aux_weights maps each auxiliary loss name to its M weights;
-  weight_decays: M L2 weight-decay factors (None: 0).
+  weight_decays: M L2 weight-decay factors (None: 0); dropouts: M dropout
+  rates (None: the model config's; a model built with dropout 0 has no
+  dropout, whatever the rate).
 
   Members are initialised one after another (`lax.map`), so the forward
   pass of the initialisation needs one member's memory, not M members'.
@@ -134,18 +142,23 @@ def init_members(model: DiffPool, sample: GraphBatch, seeds: Sequence[int],
   init = jax.jit(lambda *values: jax.lax.map(lambda v: one(*v), values))
   if weight_decays is None:
     weight_decays = [0.0] * len(seeds)
+  if dropouts is None:
+    dropouts = [model.config.dropout] * len(seeds)
   return init(keys, as_array(learning_rates), as_array(clips),
               {name: as_array(v) for name, v in aux_weights.items()},
-              as_array(weight_decays))
+              as_array(weight_decays), as_array(dropouts))
 
 
 def graph_losses(model: DiffPool, params, batch_stats, batch: GraphBatch,
-                 aux_weights: Mapping[str, jax.Array], train: bool, key=None):
-  """Mean training loss over real graphs and the step's metric sums."""
+                 aux_weights: Mapping[str, jax.Array], train: bool, key=None,
+                 dropout=None):
+  """Mean training loss over real graphs and the step's metric sums
+  (dropout: the rate, None for the model config's)."""
   variables = {"params": params, "batch_stats": batch_stats}
   (logits, levels), updates = model.apply(
       variables, batch.x, batch.adj, batch.node_mask, train=train,
-      mutable=["batch_stats"], rngs=None if key is None else {"dropout": key})
+      dropout=dropout, mutable=["batch_stats"],
+      rngs=None if key is None else {"dropout": key})
   real = batch.graph_mask.astype(jnp.float32)
   count = jnp.sum(real)
   log_probs = jax.nn.log_softmax(logits)
@@ -166,7 +179,7 @@ def train_step(model: DiffPool, state: TrainState, batch: GraphBatch,
   grad_fn = jax.grad(graph_losses, argnums=1, has_aux=True)
   grads, (metrics, batch_stats) = grad_fn(
       model, state.params, state.batch_stats, batch, state.aux_weights,
-      True, key)
+      True, key, state.dropout)
   updates, opt_state = optimizer().update(grads, state.opt_state,
                                           state.params)
   params = optax.apply_updates(state.params, updates)

@@ -1,0 +1,361 @@
+"""Hyper-parameter sweeps: scalar points side by side, shape points one
+after another, and model selection over the whole grid.
+
+  python -m experiments.sweep --grid experiments/configs/sweep_small.json
+  python -m experiments.sweep --grid experiments/configs/sweep_diffpool.json \
+      --dataset ENZYMES --data-root ../shared/data/tu \
+      --splits ../shared/data/splits/ENZYMES_splits.json
+
+A grid file is JSON with three parts:
+  "run":    RunConfig fields shared by every point (dataset, protocol, ...);
+  "scalar": {axis: values} for "lr" and RunConfig.grid axes ("clip",
+            "weight_decay", "dropout", "aux.NAME"): they change no array
+            shape, so all their combinations train as members of one
+            compiled program;
+  "shape":  {field: values} for choices that change shapes ("preset",
+            "batch_size", "features", "max_buckets", "cluster_reference",
+            "first_level" and "model.FIELD"): each combination is its own
+            program, run one after another on the same data and folds.
+Flags override "run". The protocol ("fair" or "errica" to select on
+validation; "paper" is optimistic) selects among all points at once.
+Writes into --out: one run folder per shape point (shape_00, ...), and
+sweep.json, sweep.csv (one row per grid point) and sweep.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import itertools
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Dict, List, NamedTuple
+
+import numpy as np
+
+from diffpool_jax import compile_cache, plots
+from diffpool_jax.experiment import (Run, RunConfig, RunFolderError,
+                                     load_dataset, write_json_atomic)
+from diffpool_jax.protocols import (PROTOCOLS, early_stopping_epoch,
+                                    paper_protocol)
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+SHAPE_FIELDS = ("preset", "batch_size", "features", "max_buckets",
+                "cluster_reference", "first_level")
+SWEEP_OUTPUTS = ("grid.json", "sweep.json", "sweep.csv", "sweep.png")
+TABLE_KEYS = ("val_acc", "val_loss", "test_acc")
+
+
+class Grid(NamedTuple):
+  """A parsed grid file: shared run fields, scalar axes, shape axes."""
+  run: Dict[str, object]
+  scalar: Dict[str, list]
+  shape: Dict[str, list]
+
+  def shape_points(self) -> List[Dict[str, object]]:
+    """Every combination of the shape axes (one program each)."""
+    return [dict(zip(self.shape, values))
+            for values in itertools.product(*self.shape.values())]
+
+  def run_config(self, shape_point: Dict[str, object]) -> RunConfig:
+    """The RunConfig of one shape point, with every scalar point in it."""
+    values = json.loads(json.dumps(self.run))
+    values["grid"] = {k: v for k, v in self.scalar.items() if k != "lr"}
+    if "lr" in self.scalar:
+      values["lr"] = self.scalar["lr"]
+    for field, value in shape_point.items():
+      if field.startswith("model."):
+        values.setdefault("model", {})[field[len("model."):]] = value
+      else:
+        values[field] = value
+    return RunConfig(**values)
+
+
+def load_grid(path: str | os.PathLike, overrides: Dict[str, object]) -> Grid:
+  """Reads and checks a grid file; `overrides` replace its "run" fields.
+  ValueError naming the file (and line, or part and field) at fault."""
+  try:
+    values = json.loads(Path(path).read_text())
+  except OSError as error:
+    raise ValueError(f"--grid {path}: {error.strerror}") from None
+  except json.JSONDecodeError as error:
+    raise ValueError(f"--grid {path}: line {error.lineno}: {error.msg}"
+                     ) from None
+  if not isinstance(values, dict):
+    raise ValueError(f"--grid {path}: expected a JSON object with 'run', "
+                     "'scalar' and 'shape'")
+  unknown = sorted(set(values) - {"run", "scalar", "shape"})
+  if unknown:
+    raise ValueError(f"--grid {path}: unknown parts {unknown}; expected "
+                     "'run', 'scalar' and 'shape'")
+  parts = {}
+  for part in ("run", "scalar", "shape"):
+    parts[part] = values.get(part, {})
+    if not isinstance(parts[part], dict):
+      raise ValueError(f"--grid {path}: '{part}' must be an object")
+  for part in ("scalar", "shape"):
+    for field, options in parts[part].items():
+      if not isinstance(options, list) or not options:
+        raise ValueError(f"--grid {path}: {part}.{field} must be a "
+                         "non-empty list of values")
+  for field in parts["shape"]:
+    if field not in SHAPE_FIELDS and not field.startswith("model."):
+      raise ValueError(f"--grid {path}: shape.{field} is not a shape field; "
+                       f"expected one of {SHAPE_FIELDS} or model.FIELD")
+  known = {f.name for f in dataclasses.fields(RunConfig)}
+  bad = sorted(set(parts["run"]) - known)
+  if bad:
+    raise ValueError(f"--grid {path}: run: unknown fields {bad}")
+  swept = sorted(set(parts["run"]) & ({"lr", "grid"} | set(parts["shape"])))
+  if swept:
+    raise ValueError(f"--grid {path}: run.{swept[0]} is also swept; give "
+                     "it in 'scalar' or 'shape' only")
+  grid = Grid({**parts["run"], **overrides}, parts["scalar"], parts["shape"])
+  for point in grid.shape_points():
+    try:
+      grid.run_config(point)
+    except (TypeError, ValueError) as error:
+      where = ", ".join(f"{k}={v!r}" for k, v in point.items())
+      raise ValueError(f"--grid {path}: {where or 'run'}: {error}"
+                       ) from None
+  return grid
+
+
+def tables_from_metrics(path: Path, epochs: int, shape) -> Dict[str,
+                                                              np.ndarray]:
+  """[E, F, S, P] tables of TABLE_KEYS from a run's metrics.jsonl (epochs
+  not run, and values not recorded, are NaN)."""
+  tables = {key: np.full((epochs, *shape), np.nan) for key in TABLE_KEYS}
+  folds, seeds, points = shape
+  for line in path.read_text().splitlines():
+    row = json.loads(line)
+    where = (row["epoch"], row["fold"], row["seed"], row["point"])
+    for key in TABLE_KEYS:
+      if key in row:
+        tables[key][where] = row[key]
+  return tables
+
+
+def point_scores(tables: Dict[str, np.ndarray], protocol: str,
+                 patience: int) -> List[Dict[str, float]]:
+  """Per point: mean and std over folds of the validation and test
+  accuracy, each run taken at its early-stopped epoch ("fair", "errica")
+  or, for "paper", at the point's best mean test epoch; and the mean
+  selected epoch (1-based count of epochs trained to it).
+
+  Args:
+    tables: TABLE_KEYS -> [E, F, S, P].
+  """
+  _, num_folds, num_seeds, num_points = tables["test_acc"].shape
+  rows = []
+  for p in range(num_points):
+    if protocol == "paper":
+      best = paper_protocol(tables["test_acc"][..., p:p + 1])
+      folds = np.asarray(best["fold_accuracies"])
+      rows.append({"val_mean": None, "val_std": None,
+                   "test_mean": float(folds.mean()),
+                   "test_std": float(folds.std()),
+                   "epochs": best["epoch"] + 1.0})
+      continue
+    val, test, epochs = (np.zeros((num_folds, num_seeds)) for _ in range(3))
+    for f, s in np.ndindex(num_folds, num_seeds):
+      e = early_stopping_epoch(tables["val_acc"][:, f, s, p],
+                               tables["val_loss"][:, f, s, p], patience)
+      val[f, s] = tables["val_acc"][e, f, s, p]
+      test[f, s] = tables["test_acc"][e, f, s, p]
+      epochs[f, s] = e + 1
+    rows.append({"val_mean": float(val.mean(1).mean()),
+                 "val_std": float(val.mean(1).std()),
+                 "test_mean": float(test.mean(1).mean()),
+                 "test_std": float(test.mean(1).std()),
+                 "epochs": float(epochs.mean())})
+  return rows
+
+
+def claim_sweep_folder(out: Path, grid: Grid, resume: bool,
+                       overwrite: bool) -> None:
+  """Makes `out` this sweep's folder: another sweep there is refused unless
+  `resume` (same grid) or `overwrite` (its outputs and shape runs go)."""
+  if out.exists() and not out.is_dir():
+    raise RunFolderError(f"--out {out} is a file, not a folder")
+  saved = out / "grid.json"
+  found = [n for n in SWEEP_OUTPUTS if (out / n).exists()]
+  found += sorted(p.name for p in out.glob("shape_*")) if out.is_dir() else []
+  if not found:
+    return
+  if resume and overwrite:
+    raise RunFolderError("--resume and --overwrite exclude each other")
+  if overwrite:
+    for name in found:
+      path = out / name
+      shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return
+  if not resume:
+    raise RunFolderError(f"--out {out} already holds a sweep "
+                         f"({', '.join(found[:4])}); pass --resume to "
+                         "continue it or --overwrite to replace it")
+  if not saved.exists() or (comparable(json.loads(saved.read_text()))
+                            != comparable(grid._asdict())):
+    raise RunFolderError(f"--resume: {saved} holds another grid (or none); "
+                         "use another --out or --overwrite")
+
+
+def comparable(grid: dict) -> dict:
+  """A grid as JSON, without the machine's data folder (for --resume)."""
+  grid = json.loads(json.dumps(grid))
+  grid["run"].pop("data_root", None)
+  return grid
+
+
+def compute_line(grid: Grid, configs: List[RunConfig]) -> str:
+  """What the sweep will train, before it starts."""
+  first = configs[0]
+  members = len(first.points()) * first.seeds * first.folds
+  return (f"sweep: {len(configs)} program(s) (shape points) x "
+          f"{len(first.points())} scalar point(s) side by side; each "
+          f"program trains {first.folds} folds x {first.seeds} seeds x "
+          f"{len(first.points())} points = {members} members for up to "
+          f"{first.epochs} epochs: {members * first.epochs * len(configs)} "
+          "member-epochs in all")
+
+
+def run_sweep(grid: Grid, out: Path, resume: bool = False,
+              overwrite: bool = False, progress: bool = True) -> dict:
+  """Trains every shape point (resuming finished or checkpointed ones when
+  asked), then scores every grid point and selects by the protocol;
+  writes sweep.json, sweep.csv and sweep.png; returns sweep.json's
+  content."""
+  shape_points = grid.shape_points()
+  configs = [grid.run_config(p) for p in shape_points]
+  protocol, patience = configs[0].protocol, configs[0].patience
+  if len({c.epochs for c in configs}) > 1:
+    raise ValueError("every shape point must train the same epochs")
+  claim_sweep_folder(out, grid, resume, overwrite)
+  out.mkdir(parents=True, exist_ok=True)
+  write_json_atomic(out / "grid.json", grid._asdict())
+  if progress:
+    print(compute_line(grid, configs), flush=True)
+  datasets = {}
+  tables, rows = [], []
+  for i, (shape_point, config) in enumerate(zip(shape_points, configs)):
+    folder = out / f"shape_{i:02d}"
+    where = ", ".join(f"{k}={v}" for k, v in shape_point.items())
+    if progress:
+      print(f"[{i + 1}/{len(configs)}] {where or 'one shape'}: "
+            f"{len(config.points())} point(s) side by side", flush=True)
+    key = (config.dataset, config.features)
+    if key not in datasets:
+      datasets[key] = load_dataset(config)
+    run = Run(config, folder, dataset=datasets[key])
+    if not (resume and (folder / "results.json").exists()):
+      run.fit(resume=resume, progress=progress)
+    table = tables_from_metrics(folder / "metrics.jsonl", config.epochs,
+                                run.grid_shape)
+    tables.append(table)
+    for point, score in zip(run.points,
+                            point_scores(table, protocol, patience)):
+      rows.append({"shape_point": i, **shape_point, **point, **score})
+  combined = {key: np.concatenate([t[key] for t in tables], axis=-1)
+              for key in TABLE_KEYS}
+  selection = PROTOCOLS[protocol].summary(combined, patience)
+  chosen = np.atleast_1d(selection.get("selected_points",
+                                       selection.get("point")))
+  for index, row in enumerate(rows):
+    row["selected_folds"] = int(np.sum(chosen == index))
+  result = {"grid": grid._asdict(), "protocol": protocol,
+            "rows": rows, "selection": selection}
+  write_json_atomic(out / "sweep.json", result)
+  write_csv_atomic(out / "sweep.csv", rows)
+  plots.plot_sweep(rows, out / "sweep.png",
+                   "val_mean" if protocol != "paper" else "test_mean")
+  return result
+
+
+def write_csv_atomic(path: Path, rows: List[dict]) -> None:
+  """One CSV row per grid point (columns: the union of the rows' keys)."""
+  columns = list(dict.fromkeys(k for row in rows for k in row))
+  temporary = path.with_name(path.name + ".tmp")
+  with open(temporary, "w", newline="") as handle:
+    writer = csv.DictWriter(handle, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+  os.replace(temporary, path)
+
+
+def describe(row: dict, grid: Grid) -> str:
+  """The swept values of a grid point, e.g. "lr=0.001 model.hidden_dim=32"."""
+  axes = list(grid.shape) + list(grid.scalar)
+  return " ".join(f"{axis}={row[axis]:g}" if isinstance(row[axis], float)
+                  else f"{axis}={row[axis]}" for axis in axes)
+
+
+def print_summary(result: dict, grid: Grid) -> None:
+  """Per grid point scores, then the protocol's selected result."""
+  shown = "val_mean" if result["protocol"] != "paper" else "test_mean"
+  print(f"\n{'point':>5}  {'val %':>12}  {'test %':>12}  epochs  chosen  "
+        "values")
+  for index, row in enumerate(result["rows"]):
+    cell = lambda m, s: ("—" if row[m] is None
+                         else f"{100 * row[m]:.1f} ± {100 * row[s]:.1f}")
+    print(f"{index:5d}  {cell('val_mean', 'val_std'):>12}  "
+          f"{cell('test_mean', 'test_std'):>12}  {row['epochs']:6.1f}  "
+          f"{row['selected_folds']:6d}  {describe(row, grid)}")
+  selection = result["selection"]
+  print(f"\nselected by {result['protocol']} ({selection['note']}; ranked by "
+        f"{shown}): test {100 * selection['accuracy']:.2f} ± "
+        f"{100 * selection['std']:.2f} %")
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(
+      description="Hyper-parameter sweep (see the module docstring).")
+  parser.add_argument("--grid", required=True, help="grid file (JSON)")
+  parser.add_argument("--dataset")
+  parser.add_argument("--data-root")
+  parser.add_argument("--splits")
+  parser.add_argument("--protocol", choices=list(PROTOCOLS))
+  parser.add_argument("--folds", type=int)
+  parser.add_argument("--seeds", type=int)
+  parser.add_argument("--epochs", type=int)
+  parser.add_argument("--out", help="output folder (default runs/sweep_"
+                      "<grid name>_<dataset>)")
+  parser.add_argument("--resume", action="store_true",
+                      help="continue the sweep in --out")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace the sweep in --out")
+  parser.add_argument("--compile-cache", default=None,
+                      help="persistent XLA cache folder or 'off'")
+  parser.add_argument("--quiet", action="store_true")
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  overrides = {k: v for k, v in (
+      ("dataset", args.dataset), ("data_root", args.data_root),
+      ("splits", args.splits), ("protocol", args.protocol),
+      ("folds", args.folds), ("seeds", args.seeds),
+      ("epochs", args.epochs)) if v is not None}
+  try:
+    compile_cache.enable(args.compile_cache)
+    grid = load_grid(args.grid, overrides)
+  except ValueError as error:
+    raise SystemExit(str(error))
+  dataset = grid.run.get("dataset", "synthetic")
+  out = Path(args.out or f"runs/sweep_{Path(args.grid).stem}_{dataset}")
+  try:
+    result = run_sweep(grid, out, args.resume, args.overwrite,
+                       progress=not args.quiet)
+  except (MemoryError, RunFolderError, ValueError, OSError) as error:
+    raise SystemExit(f"sweep: {error}")
+  print_summary(result, grid)
+  print(f"\nresults in {out}/sweep.json, sweep.csv, sweep.png")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
