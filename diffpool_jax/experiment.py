@@ -543,7 +543,7 @@ class Run:
     states = self.states
     if part != slice(0, len(self.members)):
       states = jax.tree_util.tree_map(lambda leaf: leaf[part], states)
-    return training.place(mesh, states, ())[0]
+    return training.shard_members(mesh, states)
 
   def schedule(self, epoch: int) -> pipeline.Schedule:
     """The training schedule of an epoch (deterministic given the epoch):
@@ -625,7 +625,7 @@ class Run:
     train_epoch, eval_epoch = training.compile_epochs(self.model, mesh)
     part = slice(0, size)
     schedule = self.schedule(0)
-    buckets = training.place(mesh, (), self.data.buckets)[1]
+    buckets = training.replicate(mesh, self.data.buckets)
     states = self.part_states(mesh, part)
     train, seconds = training.compile_timed(
         train_epoch, states, buckets, schedule.bucket_ids,

@@ -233,14 +233,19 @@ def make_mesh(num_members: int, batch_size: int,
   return Mesh(grid, (MEMBERS, BATCH))
 
 
-def place(mesh: Optional[Mesh], states: TrainState,
-          buckets: Tuple[GraphBatch, ...]
-          ) -> Tuple[TrainState, Tuple[GraphBatch, ...]]:
-  """States split over the mesh's member axis; the buckets replicated."""
+def shard_members(mesh: Optional[Mesh], states: TrainState) -> TrainState:
+  """Member states [M, ...] split over the mesh's member axis."""
   if mesh is None:
-    return states, buckets
-  states = jax.device_put(states, NamedSharding(mesh, P(MEMBERS)))
-  return states, jax.device_put(buckets, NamedSharding(mesh, P()))
+    return states
+  return jax.device_put(states, NamedSharding(mesh, P(MEMBERS)))
+
+
+def replicate(mesh: Optional[Mesh], buckets: Tuple[GraphBatch, ...]
+              ) -> Tuple[GraphBatch, ...]:
+  """The padded buckets copied to every device of the mesh."""
+  if mesh is None:
+    return buckets
+  return jax.device_put(buckets, NamedSharding(mesh, P()))
 
 
 def gather_members(bucket: GraphBatch, positions: jax.Array,

@@ -30,7 +30,8 @@ for name, mesh in (("one", None), ("mesh", training.make_mesh(2, 4))):
   states = training.init_members(model, sample, [1, 2], [1e-2] * 2,
                                  [2.0] * 2,
                                  {"link": [1.0] * 2, "entropy": [1.0] * 2})
-  states, buckets = training.place(mesh, states, data.buckets)
+  states = training.shard_members(mesh, states)
+  buckets = training.replicate(mesh, data.buckets)
   train, evaluate = training.compile_epochs(model, mesh)
   losses = []
   for epoch in range(2):

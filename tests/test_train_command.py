@@ -121,17 +121,17 @@ def test_out_pointing_at_a_file_fails_clearly(tmp_path):
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
-  config = write_config(tmp_path, protocol="fair", folds=2, epochs=40,
+  config = write_config(tmp_path, protocol="fair", folds=2, epochs=16,
                         checkpoint_every=4, patience=100,
                         synthetic={"num_graphs": 120, "communities": [2, 3],
                                    "community_size": [3, 6]})
   whole = tmp_path / "whole"
-  done = subprocess.run(command(config, whole), cwd=REPO,
+  done = subprocess.run(command(config, whole, "--no-plots"), cwd=REPO,
                         capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr
 
   killed = tmp_path / "killed"
-  process = subprocess.Popen(command(config, killed), cwd=REPO,
+  process = subprocess.Popen(command(config, killed, "--no-plots"), cwd=REPO,
                              stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
   deadline = time.time() + 300
@@ -143,7 +143,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
   assert process.wait() == -signal.SIGKILL
   assert not (killed / "results.json").exists()
 
-  resumed = subprocess.run(command(config, killed, "--resume"), cwd=REPO,
+  resumed = subprocess.run(command(config, killed, "--resume", "--no-plots"),
+                           cwd=REPO,
                            capture_output=True, text=True, timeout=600)
   assert resumed.returncode == 0, resumed.stderr
   assert read_metrics(killed) == read_metrics(whole)
