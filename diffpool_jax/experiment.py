@@ -27,7 +27,7 @@ from diffpool_jax.datasets import (GraphDataset, bucket_entry_slots,
                                    sparse_by_cost, stratified_folds,
                                    synthetic_hierarchical)
 from diffpool_jax.protocols import PROTOCOLS
-from diffpool_jax.datasets.features import FEATURE_KINDS
+from diffpool_jax.datasets.features import split_kind
 from diffpool_jax.model import DiffPool, DiffPoolConfig, preset
 
 def history_keys(aux_names) -> Tuple[str, ...]:
@@ -138,9 +138,7 @@ class RunConfig:
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name}={value!r}; must be an integer")
-    if self.features not in FEATURE_KINDS:
-      raise ValueError(f"features={self.features!r}; expected one of "
-                       f"{FEATURE_KINDS}")
+    split_kind(self.features)               # raises on a bad feature kind
     if self.protocol not in PROTOCOLS:
       raise ValueError(f"protocol={self.protocol!r}; expected one of "
                        f"{tuple(PROTOCOLS)}")

@@ -68,7 +68,10 @@ def parse_args(argv):
                       help="the same as --aux-weight link=WEIGHT")
   parser.add_argument("--entropy-weight", type=float,
                       help="the same as --aux-weight entropy=WEIGHT")
-  parser.add_argument("--features", help="node feature kind")
+  parser.add_argument("--features", help="node feature kind (default, "
+                      "labels, attributes, both, degree, constant), "
+                      "optionally +degree/+clustering/+rwpe, e.g. "
+                      "default+rwpe")
   parser.add_argument("--first-level", choices=["auto", "dense", "sparse"],
                       help="first-level adjacency (auto: sparse for big "
                       "graphs)")

@@ -2,6 +2,7 @@
 
 import itertools
 
+import networkx as nx
 import numpy as np
 import pytest
 
@@ -9,6 +10,9 @@ from diffpool_jax.datasets import (assign_buckets, bucket_positions,
                                    bucketed_batches, choose_buckets, load_tu,
                                    padding_waste, stratified_folds,
                                    synthetic_hierarchical)
+from diffpool_jax.datasets.features import (RWPE_STEPS,
+                                            clustering_coefficients,
+                                            random_walk_returns)
 from diffpool_jax.datasets.synthetic import pattern_edges
 from tests.test_tu import GOOD, write_set
 
@@ -30,8 +34,58 @@ def test_feature_kinds(toy):
   np.testing.assert_array_equal(degree.argmax(1), [2, 2, 2, 0])
   capped = toy.with_features("degree", max_degree=1).features[0]
   np.testing.assert_array_equal(capped, np.eye(2)[[1, 1, 1, 0]])
-  with pytest.raises(ValueError, match="unknown node feature kind 'pca'"):
+  with pytest.raises(ValueError, match="features='pca'; expected one of"):
     toy.with_features("pca")
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("both+pca", "unknown structural feature 'pca'"),
+    ("labels+rwpe+rwpe", "names a structural feature twice"),
+    ("rwpe", "features='rwpe'; expected one of"),
+])
+def test_bad_structural_feature_kinds_are_named(toy, kind, message):
+  with pytest.raises(ValueError, match=message):
+    toy.with_features(kind)
+
+
+def test_structural_features_match_independent_references():
+  graphs = synthetic_hierarchical(num_graphs=6, seed=3).with_features(
+      "default")
+  extended = graphs.with_features("default+clustering+rwpe")
+  base = graphs.num_node_features
+  assert extended.num_node_features == base + 1 + RWPE_STEPS
+  for g in range(graphs.num_graphs):
+    n, edges = int(graphs.n_node[g]), graphs.edges[g]
+    features = extended.features[g].astype(np.float64)
+    np.testing.assert_array_equal(features[:, :base], graphs.features[g])
+    graph = nx.Graph()
+    graph.add_nodes_from(range(n))
+    graph.add_edges_from(map(tuple, edges))
+    graph.remove_edges_from(nx.selfloop_edges(graph))
+    clustering = nx.clustering(graph)
+    np.testing.assert_allclose(features[:, base],
+                               [clustering[i] for i in range(n)], atol=1e-6)
+    a = nx.to_numpy_array(graph, nodelist=range(n))
+    degree = a.sum(1)
+    walk = a / np.where(degree > 0, degree, 1)[:, None]
+    want = [np.diagonal(np.linalg.matrix_power(walk, k))
+            for k in range(1, RWPE_STEPS + 1)]
+    np.testing.assert_allclose(features[:, base + 1:], np.stack(want, 1),
+                               atol=1e-6)
+
+
+def test_structural_features_of_edge_cases():
+  # A triangle with a pendant node and an isolated node; edges one way
+  # only, a duplicate and a self-loop, as raw files may have them.
+  edges = np.array([[0, 1], [1, 2], [2, 0], [2, 3], [2, 3], [1, 1]])
+  clustering = clustering_coefficients(5, edges)[:, 0]
+  np.testing.assert_allclose(clustering, [1, 1, 1 / 3, 0, 0], rtol=1e-6)
+  returns = random_walk_returns(5, edges, steps=2)
+  # Step 1: no self-loops; step 2 from node 3: to node 2, back with 1/3.
+  np.testing.assert_allclose(returns[:, 0], 0)
+  np.testing.assert_allclose(returns[:, 1], [1 / 2 * (1 / 2 + 1 / 3), 5 / 12,
+                                             1 / 3 * (1 / 2 + 1 / 2 + 1), 1 / 3,
+                                             0], rtol=1e-6)
 
 
 def test_default_features_fall_back_to_degree(tmp_path):

@@ -9,6 +9,13 @@ Kinds:
   "constant"    a single column of ones.
   "default"     "both" where labels and attributes exist, else whichever
                 exists, else "degree" (Errica et al. 2020 for social sets).
+
+Structural features computed from each graph alone (never from labels) are
+appended with "+": "default+rwpe", "labels+clustering+rwpe". Extras:
+  "degree"      the one-hot degree above.
+  "clustering"  each node's local clustering coefficient (one column).
+  "rwpe"        random-walk return probabilities [(D^-1 A)^k]_ii for
+                k = 1..RWPE_STEPS (Dwivedi et al. 2022), RWPE_STEPS columns.
 """
 
 from __future__ import annotations
@@ -16,9 +23,12 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+import scipy.sparse
 
 FEATURE_KINDS = ("default", "labels", "attributes", "both", "degree",
                  "constant")
+STRUCTURE_FEATURES = ("degree", "clustering", "rwpe")
+RWPE_STEPS = 8
 # Cap of the degree one-hot when none is given: the data set's largest
 # degree, but no more than this many slots.
 MAX_DEGREE_CAP = 64
@@ -60,6 +70,74 @@ def degree_one_hot(n_node: np.ndarray, edges: Sequence[np.ndarray],
   return [eye[np.minimum(d, max_degree)] for d in degrees]
 
 
+def split_kind(kind: str) -> Tuple[str, Tuple[str, ...]]:
+  """("both", ("rwpe",)) from "both+rwpe"; ValueError naming the kind
+  unless its base is one of FEATURE_KINDS and each extra one of
+  STRUCTURE_FEATURES, each once."""
+  base, *extras = str(kind).split("+")
+  if base not in FEATURE_KINDS:
+    raise ValueError(f"features={kind!r}; expected one of {FEATURE_KINDS}, "
+                     f"optionally with +{'/+'.join(STRUCTURE_FEATURES)}")
+  for extra in extras:
+    if extra not in STRUCTURE_FEATURES:
+      raise ValueError(f"features={kind!r}: unknown structural feature "
+                       f"{extra!r}; expected one of {STRUCTURE_FEATURES}")
+  if len(set(extras)) < len(extras):
+    raise ValueError(f"features={kind!r} names a structural feature twice")
+  return base, tuple(extras)
+
+
+def undirected_adjacency(num_nodes: int, edges: np.ndarray
+                         ) -> scipy.sparse.csr_matrix:
+  """[n, n] 0/1 symmetric adjacency without self-loops (float64)."""
+  edges = edges[edges[:, 0] != edges[:, 1]] if len(edges) else edges
+  ones = np.ones(len(edges))
+  a = scipy.sparse.coo_matrix((ones, (edges[:, 0], edges[:, 1])),
+                              shape=(num_nodes, num_nodes)).tocsr()
+  a = a + a.T
+  a.data[:] = 1.0
+  return a
+
+
+def clustering_coefficients(num_nodes: int, edges: np.ndarray) -> np.ndarray:
+  """[n, 1] local clustering: triangles through a node over d(d-1)/2
+  (0 for degree < 2)."""
+  a = undirected_adjacency(num_nodes, edges)
+  triangles = np.asarray((a @ a).multiply(a).sum(axis=1)).ravel() / 2
+  degree = np.asarray(a.sum(axis=1)).ravel()
+  pairs = degree * (degree - 1) / 2
+  value = np.divide(triangles, pairs, out=np.zeros(num_nodes),
+                    where=pairs > 0)
+  return value[:, None].astype(np.float32)
+
+
+def random_walk_returns(num_nodes: int, edges: np.ndarray,
+                        steps: int = RWPE_STEPS) -> np.ndarray:
+  """[n, steps] probability that a random walk from each node is back
+  after k = 1..steps steps (isolated nodes: 0). Sparse times dense, so a
+  step costs edges x n."""
+  a = undirected_adjacency(num_nodes, edges)
+  degree = np.asarray(a.sum(axis=1)).ravel()
+  inverse = np.divide(1.0, degree, out=np.zeros(num_nodes), where=degree > 0)
+  walk = scipy.sparse.diags(inverse) @ a
+  power = np.eye(num_nodes)
+  returns = np.zeros((num_nodes, steps))
+  for k in range(steps):
+    power = np.asarray(walk @ power)
+    returns[:, k] = np.diagonal(power)
+  return returns.astype(np.float32)
+
+
+def structure_features(dataset, extra: str, max_degree: Optional[int]
+                       ) -> List[np.ndarray]:
+  """Per graph [n_i, F] of one structural extra (see STRUCTURE_FEATURES)."""
+  if extra == "degree":
+    return degree_one_hot(dataset.n_node, dataset.edges, max_degree)
+  compute = {"clustering": clustering_coefficients,
+             "rwpe": random_walk_returns}[extra]
+  return [compute(int(n), e) for n, e in zip(dataset.n_node, dataset.edges)]
+
+
 def resolve_kind(dataset, kind: str) -> str:
   """Maps "default" to the concrete kind for this data set."""
   has_labels = dataset.node_labels is not None
@@ -89,16 +167,27 @@ def node_features(dataset, kind: str = "default",
 
   Args:
     dataset: a `GraphDataset`.
-    kind: one of FEATURE_KINDS (see the module docstring).
+    kind: one of FEATURE_KINDS, optionally with "+EXTRA" structural
+      features appended (see the module docstring).
     max_degree: cap of the "degree" one-hot (default: the data set's
       largest degree, at most MAX_DEGREE_CAP).
     standardize_with: indices of the training graphs; when given, node
       attributes are standardised with their mean and std (never with
       statistics of other graphs).
   """
-  if kind not in FEATURE_KINDS:
-    raise ValueError(f"unknown node feature kind {kind!r}; expected one of "
-                     f"{FEATURE_KINDS}")
+  base, extras = split_kind(kind)
+  features = base_features(dataset, base, max_degree, standardize_with)
+  if not extras:
+    return features
+  blocks = [features] + [structure_features(dataset, extra, max_degree)
+                         for extra in extras]
+  return [np.concatenate(parts, axis=1) for parts in zip(*blocks)]
+
+
+def base_features(dataset, kind: str, max_degree: Optional[int],
+                  standardize_with: Optional[Sequence[int]]
+                  ) -> List[np.ndarray]:
+  """Per graph [n_i, F] of one of FEATURE_KINDS (see `node_features`)."""
   kind = resolve_kind(dataset, kind)
   if kind == "constant":
     return [np.ones((n, 1), np.float32) for n in dataset.n_node]
