@@ -614,7 +614,17 @@ class Run:
       size = fit
     if progress:
       print(self.memory_message(programs, budget), flush=True)
+      print(self.compute_message(programs), flush=True)
     return programs
+
+  def compute_message(self, programs: "Programs") -> str:
+    """One line on what the run trains: members, epochs, programs."""
+    folds, seeds, points = self.grid_shape
+    return (f"compute: {folds} folds x {seeds} seeds x {points} points = "
+            f"{len(self.members)} members, up to {self.config.epochs} epochs"
+            f" of {programs.steps_per_epoch} steps, "
+            f"{len(self.member_parts(programs))} program(s) per epoch; "
+            f"protocol {self.protocol.name}")
 
   def compile_programs(self, size: int) -> "Programs":
     """Lowers and compiles the train program and one evaluation program
