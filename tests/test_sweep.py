@@ -162,7 +162,7 @@ def test_bad_grid_files_name_the_file_and_field(tmp_path, text, message):
 
 
 def test_shipped_grids_parse():
-  for name in ("sweep_small", "sweep_diffpool"):
+  for name in ("sweep_small", "sweep_diffpool", "sweep_pooling"):
     grid = sweep.load_grid(f"{sweep.CONFIG_DIR}/{name}.json", {})
     assert grid.shape_points() and grid.scalar
 
