@@ -74,7 +74,10 @@ class RunConfig:
     splits: a split file (Errica et al. format) replacing stratified folds.
     patience: early-stopping patience of the fair protocol.
     features: node feature kind (see datasets.node_features).
-    max_buckets: number of padded sizes.
+    max_buckets: at most this many padded sizes.
+    min_bucket_gain: a further size bucket (one more compiled branch) is
+      added only while it cuts the modelled epoch cost by at least this
+      fraction (0: always max_buckets).
     cluster_reference: None keeps the preset's cluster counts (per graph
       for "paper": each graph pools to the ratio of its own nodes, capped
       at the model's max_clusters; the largest graph for the fixed counts
@@ -120,6 +123,7 @@ class RunConfig:
   splits: Optional[str] = None
   features: str = "default"
   max_buckets: int = 5
+  min_bucket_gain: float = 0.1
   cluster_reference: object = None
   first_level: str = "auto"
   members_per_program: int = 0
@@ -159,6 +163,9 @@ class RunConfig:
     if not (np.isfinite(self.weight_decay) and self.weight_decay >= 0):
       raise ValueError(f"weight_decay={self.weight_decay}; must be finite "
                        "and >= 0")
+    if not 0 <= self.min_bucket_gain < 1:
+      raise ValueError(f"min_bucket_gain={self.min_bucket_gain}; must be in "
+                       "[0, 1) (0: always max_buckets)")
     if self.patience < 0:
       raise ValueError(f"patience={self.patience}; must be >= 0")
     if self.first_level not in ("auto", "dense", "sparse"):
@@ -498,6 +505,7 @@ class Run:
     self.model = DiffPool(model_config, self.dataset.num_classes,
                           config.model_nodes(self.dataset.n_node))
     self.buckets = choose_buckets(self.dataset.n_node, config.max_buckets,
+                                  min_gain=config.min_bucket_gain,
                                   cost=self.padded_graph_cost)
     self.sparse = config.sparse_buckets(
         self.buckets, bucket_entry_slots(self.dataset.edges,

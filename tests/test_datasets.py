@@ -128,6 +128,21 @@ def test_buckets_are_optimal_and_cover_every_graph(seed):
   assert np.all((which == 0) | (buckets[which - 1] < n_node))
 
 
+@pytest.mark.parametrize("min_gain", [0.05, 0.1, 0.3])
+def test_buckets_stop_when_one_more_saves_too_little(min_gain):
+  n_node = np.random.default_rng(7).integers(2, 40, size=60)
+  least = [brute_force_cost(n_node, k) for k in range(1, 6)]
+  # The fewest buckets after which a further one saves < min_gain.
+  want = next((k + 1 for k in range(4)
+               if least[k + 1] >= (1 - min_gain) * least[k]), 5)
+  buckets = choose_buckets(n_node, 5, min_gain=min_gain)
+  assert len(buckets) == want < 5
+  assert (buckets[assign_buckets(n_node, buckets)] ** 2).sum() == least[
+      want - 1]
+  with pytest.raises(ValueError, match="min_gain=1; must be in"):
+    choose_buckets(n_node, 5, min_gain=1)
+
+
 def test_bucketed_batches_hold_every_graph_once():
   dataset = synthetic_hierarchical(num_graphs=40, seed=1)
   buckets = choose_buckets(dataset.n_node, 3)

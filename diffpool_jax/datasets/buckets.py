@@ -25,22 +25,29 @@ SPARSE_ENTRY_COST = 24
 
 
 def choose_buckets(n_node: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS,
-                   cost: Optional[Callable[[np.ndarray], np.ndarray]] = None
-                   ) -> np.ndarray:
+                   cost: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                   min_gain: float = 0.0) -> np.ndarray:
   """Bucket sizes (ascending, the last is max(n_node)) that minimise the
   total cost sum_i cost(bucket(n_i)) of the padded graphs.
+
+  Every bucket is one more branch to compile; with `min_gain`, buckets are
+  added (up to max_buckets) only while one more cuts the least total cost
+  by at least that fraction.
 
   Args:
     n_node: [G] node counts.
     max_buckets: at most this many sizes.
     cost: [U] padded sizes -> [U] cost of one graph padded to each (must
       grow with the size); default N^2, the padded adjacency entries.
+    min_gain: in [0, 1): the saving a further bucket must bring.
 
   Returns:
     [K] int bucket sizes, K <= max_buckets.
   """
   if max_buckets < 1:
     raise ValueError(f"max_buckets={max_buckets}; need at least 1")
+  if not 0 <= min_gain < 1:
+    raise ValueError(f"min_gain={min_gain}; must be in [0, 1)")
   n_node = np.asarray(n_node, np.int64)
   # Candidate sizes: the distinct node counts, on a coarser grid when there
   # are very many (keeps the U x U table small).
@@ -65,7 +72,10 @@ def choose_buckets(n_node: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS,
                      best[k - 1, :-1, None] + per_graph[None] * spans, np.inf)
     back[k, 1:] = np.argmin(total, axis=0)
     best[k, 1:] = total[back[k, 1:], np.arange(num_sizes)]
-  k = int(np.argmin(best[1:, num_sizes])) + 1
+  least = best[:, num_sizes]
+  k = 1
+  while k < max_buckets and least[k + 1] < (1 - min_gain) * least[k]:
+    k += 1
   ends, j = [], num_sizes
   while j > 0:
     ends.append(sizes[j - 1])
