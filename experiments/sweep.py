@@ -39,7 +39,8 @@ import numpy as np
 
 from diffpool_jax import compile_cache, plots
 from diffpool_jax.experiment import (Run, RunConfig, RunFolderError,
-                                     load_dataset, write_json_atomic)
+                                     load_dataset, make_folds,
+                                     write_json_atomic)
 from diffpool_jax.protocols import (PROTOCOLS, early_stopping_epoch,
                                     paper_protocol)
 
@@ -235,11 +236,18 @@ def run_sweep(grid: Grid, out: Path, resume: bool = False,
   if len({c.epochs for c in configs}) > 1:
     raise ValueError("every shape point must train the same epochs")
   claim_sweep_folder(out, grid, resume, overwrite)
+  # Data and folds first: a bad data set or split file stops the sweep
+  # before anything is written.
+  datasets = {}
+  for config in configs:
+    key = (config.dataset, config.features)
+    if key not in datasets:
+      datasets[key] = load_dataset(config)
+    make_folds(config, datasets[key])
   out.mkdir(parents=True, exist_ok=True)
   write_json_atomic(out / "grid.json", grid._asdict())
   if progress:
     print(compute_line(grid, configs), flush=True)
-  datasets = {}
   tables, rows = [], []
   for i, (shape_point, config) in enumerate(zip(shape_points, configs)):
     folder = out / f"shape_{i:02d}"
@@ -247,10 +255,8 @@ def run_sweep(grid: Grid, out: Path, resume: bool = False,
     if progress:
       print(f"[{i + 1}/{len(configs)}] {where or 'one shape'}: "
             f"{len(config.points())} point(s) side by side", flush=True)
-    key = (config.dataset, config.features)
-    if key not in datasets:
-      datasets[key] = load_dataset(config)
-    run = Run(config, folder, dataset=datasets[key])
+    run = Run(config, folder,
+              dataset=datasets[(config.dataset, config.features)])
     if not (resume and (folder / "results.json").exists()):
       run.fit(resume=resume, progress=progress)
     table = tables_from_metrics(folder / "metrics.jsonl", config.epochs,

@@ -161,6 +161,15 @@ def test_bad_grid_files_name_the_file_and_field(tmp_path, text, message):
   assert str(path) in str(error.value) and message in str(error.value)
 
 
+def test_a_bad_split_file_stops_the_sweep_before_anything_is_written(
+    tmp_path):
+  grid = sweep.load_grid(write_grid(tmp_path), {})
+  grid = grid._replace(run={**grid.run, "splits": str(tmp_path / "no.json")})
+  with pytest.raises((OSError, ValueError), match="no.json"):
+    sweep.run_sweep(grid, tmp_path / "out", progress=False)
+  assert not (tmp_path / "out").exists()
+
+
 def test_shipped_grids_parse():
   for name in ("sweep_small", "sweep_diffpool", "sweep_pooling"):
     grid = sweep.load_grid(f"{sweep.CONFIG_DIR}/{name}.json", {})
