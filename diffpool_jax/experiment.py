@@ -206,6 +206,7 @@ class RunConfig:
                  for name, weight in model.weights.items()}}
     values.update(point)
     return values
+
   def sparse_buckets(self, bucket_sizes, entry_slots) -> List[bool]:
     """Per bucket, whether its first level runs on an EdgeList.
 
