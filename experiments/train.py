@@ -64,6 +64,11 @@ def parse_args(argv):
                       "losses, e.g. link=1 entropy=0.1 (diffpool), "
                       "mincut=1 ortho=1, spectral=1 ortho=0 cluster=1 "
                       "(dmon); default: the preset's")
+  parser.add_argument("--grid", nargs="+", metavar="AXIS=V1,V2",
+                      help="scalar axes trained side by side as more points, "
+                      "e.g. dropout=0,0.2 aux.link=1,0.1 (axes: clip, "
+                      "weight_decay, dropout, aux.NAME; see "
+                      "experiments.sweep for shape axes)")
   parser.add_argument("--link-weight", type=float,
                       help="the same as --aux-weight link=WEIGHT")
   parser.add_argument("--entropy-weight", type=float,
@@ -136,6 +141,22 @@ def parse_aux_weights(args) -> dict:
   return weights
 
 
+def parse_grid(items) -> dict:
+  """{axis: [values]} from --grid AXIS=V1,V2 ..."""
+  grid = {}
+  for item in items or ():
+    axis, sep, text = item.partition("=")
+    try:
+      values = [float(v) for v in text.split(",")]
+    except ValueError:
+      values = None
+    if not sep or not axis or not values:
+      raise SystemExit(f"--grid {item!r}: expected AXIS=V1,V2,..., for "
+                       "example dropout=0,0.2")
+    grid[axis] = values
+  return grid
+
+
 def build_config(args) -> tuple[RunConfig, Optional[str]]:
   """RunConfig from the config file, then the flags; and the baseline."""
   dataset = args.dataset or "synthetic"
@@ -172,6 +193,8 @@ def build_config(args) -> tuple[RunConfig, Optional[str]]:
     model = values.get("model", {})
     values["model"] = {**model, "aux_weights": {
         **dict(model.get("aux_weights", {})), **weights}}
+  if args.grid:
+    values["grid"] = {**values.get("grid", {}), **parse_grid(args.grid)}
   if args.max_clusters is not None:
     values["model"] = {**values.get("model", {}),
                        "max_clusters": parse_max_clusters(args.max_clusters)}
@@ -285,8 +308,11 @@ def main(argv=None) -> int:
   if baseline:
     shared = {k: v for k, v in config.model.items()
               if k in SHARED_MODEL_FIELDS}
+    # The baseline's own auxiliary losses (if any) keep their weights.
+    grid = {axis: values for axis, values in config.grid.items()
+            if not axis.startswith("aux.")}
     baseline_config = dataclasses.replace(config, preset=baseline,
-                                          model=shared)
+                                          model=shared, grid=grid)
     rows.append(train_one(baseline_config, out / f"baseline_{baseline}",
                           args))
   print_table(rows)

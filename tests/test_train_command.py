@@ -82,6 +82,9 @@ def test_two_folds_two_seeds_three_epochs(tmp_path):
     (("--aux-weight", "entropy=-1"), "entropy=-1.0; must be a finite"),
     (("--pooling", "dmon", "--aux-weight", "mincut=1"),
      "'mincut' is not an auxiliary loss of pooling='dmon'"),
+    (("--grid", "dropout"), "--grid 'dropout': expected AXIS=V1,V2"),
+    (("--grid", "dropout=0,x"), "--grid 'dropout=0,x'"),
+    (("--grid", "momentum=0.9"), "unknown axis 'momentum'"),
 ])
 def test_bad_flags_fail_clearly(tmp_path, flags, message):
   done = subprocess.run(
