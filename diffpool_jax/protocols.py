@@ -93,6 +93,24 @@ def early_stopping_epoch(val_acc: np.ndarray, val_loss: np.ndarray,
   return early_stopping(val_acc, val_loss, patience)[0]
 
 
+def stopping_epochs(val_acc: np.ndarray, val_loss: np.ndarray,
+                    patience: int) -> np.ndarray:
+  """[F, S, P] the early-stopped epoch of every run (fold, seed, point) of
+  [E, F, S, P] tables (see `early_stopping`)."""
+  runs = val_acc.shape[1:]
+  epochs = np.zeros(runs, np.int64)
+  for run in np.ndindex(*runs):
+    epochs[run] = early_stopping_epoch(val_acc[(slice(None),) + run],
+                                       val_loss[(slice(None),) + run],
+                                       patience)
+  return epochs
+
+
+def at_epochs(table: np.ndarray, epochs: np.ndarray) -> np.ndarray:
+  """[F, S, P] each run's value of an [E, F, S, P] table at its epoch."""
+  return np.take_along_axis(table, epochs[None], 0)[0]
+
+
 def fair_protocol(val_acc: np.ndarray, val_loss: np.ndarray,
                   test_acc: np.ndarray, patience: int) -> Dict[str, object]:
   """Errica et al.: per fold, each run (seed, point) stops early on its
@@ -104,18 +122,10 @@ def fair_protocol(val_acc: np.ndarray, val_loss: np.ndarray,
     val_acc, val_loss, test_acc: [E, F, S, P].
     patience: early-stopping patience in epochs.
   """
-  _, num_folds, num_seeds, num_points = val_acc.shape
-  chosen_val = np.zeros((num_folds, num_seeds, num_points))
-  chosen_test = np.zeros((num_folds, num_seeds, num_points))
-  epochs = np.zeros((num_folds, num_seeds, num_points), np.int64)
-  for f in range(num_folds):
-    for s in range(num_seeds):
-      for p in range(num_points):
-        e = early_stopping_epoch(val_acc[:, f, s, p], val_loss[:, f, s, p],
-                                 patience)
-        epochs[f, s, p] = e
-        chosen_val[f, s, p] = val_acc[e, f, s, p]
-        chosen_test[f, s, p] = test_acc[e, f, s, p]
+  num_folds = val_acc.shape[1]
+  epochs = stopping_epochs(val_acc, val_loss, patience)          # [F, S, P]
+  chosen_val = at_epochs(val_acc, epochs)
+  chosen_test = at_epochs(test_acc, epochs)
   points = np.array([nan_argmax(row) for row in chosen_val.mean(axis=1)],
                     np.int64)                                    # [F]
   folds = chosen_test.mean(axis=1)[np.arange(num_folds), points]
@@ -143,20 +153,16 @@ def errica_protocol(val_acc: np.ndarray, val_loss: np.ndarray,
     val_acc, val_loss, test_acc: [E, F, S, P] with S even.
     patience: early-stopping patience in epochs.
   """
-  _, num_folds, num_seeds, num_points = val_acc.shape
+  num_folds, num_seeds = val_acc.shape[1:3]
   if num_seeds < 2 or num_seeds % 2:
     raise ValueError(f"errica protocol: {num_seeds} seeds; needs an even "
                      "number >= 2 (half select, half assess)")
   half = num_seeds // 2
-  stop = np.zeros((num_folds, num_seeds, num_points), np.int64)
-  for f, s, p in np.ndindex(num_folds, num_seeds, num_points):
-    stop[f, s, p] = early_stopping_epoch(val_acc[:, f, s, p],
-                                         val_loss[:, f, s, p], patience)
-  at_stop = lambda table: np.take_along_axis(table, stop[None], 0)[0]
-  scores = at_stop(val_acc)[:, :half].mean(axis=1)              # [F, P]
+  stop = stopping_epochs(val_acc, val_loss, patience)            # [F, S, P]
+  scores = at_epochs(val_acc, stop)[:, :half].mean(axis=1)       # [F, P]
   points = np.array([nan_argmax(row) for row in scores], np.int64)
   folds = np.arange(num_folds)
-  assessed = at_stop(test_acc)[folds, half:, points]            # [F, R]
+  assessed = at_epochs(test_acc, stop)[folds, half:, points]     # [F, R]
   return {"protocol": "errica", "note": ERRICA_NOTE,
           "accuracy": float(assessed.mean(axis=1).mean()),
           "std": float(assessed.mean(axis=1).std()),

@@ -41,8 +41,8 @@ from diffpool_jax import compile_cache, plots
 from diffpool_jax.experiment import (Run, RunConfig, RunFolderError,
                                      load_dataset, make_folds,
                                      write_json_atomic)
-from diffpool_jax.protocols import (PROTOCOLS, early_stopping_epoch,
-                                    paper_protocol)
+from diffpool_jax.protocols import (PROTOCOLS, at_epochs, paper_protocol,
+                                    stopping_epochs)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 SHAPE_FIELDS = ("preset", "batch_size", "features", "max_buckets",
@@ -131,7 +131,6 @@ def tables_from_metrics(path: Path, epochs: int, shape) -> Dict[str,
   """[E, F, S, P] tables of TABLE_KEYS from a run's metrics.jsonl (epochs
   not run, and values not recorded, are NaN)."""
   tables = {key: np.full((epochs, *shape), np.nan) for key in TABLE_KEYS}
-  folds, seeds, points = shape
   for line in path.read_text().splitlines():
     row = json.loads(line)
     where = (row["epoch"], row["fold"], row["seed"], row["point"])
@@ -151,7 +150,12 @@ def point_scores(tables: Dict[str, np.ndarray], protocol: str,
   Args:
     tables: TABLE_KEYS -> [E, F, S, P].
   """
-  _, num_folds, num_seeds, num_points = tables["test_acc"].shape
+  num_points = tables["test_acc"].shape[-1]
+  if protocol != "paper":
+    stop = stopping_epochs(tables["val_acc"], tables["val_loss"], patience)
+    val = at_epochs(tables["val_acc"], stop).mean(axis=1)         # [F, P]
+    test = at_epochs(tables["test_acc"], stop).mean(axis=1)       # [F, P]
+    epochs = (stop + 1).mean(axis=(0, 1))                         # [P]
   rows = []
   for p in range(num_points):
     if protocol == "paper":
@@ -162,18 +166,11 @@ def point_scores(tables: Dict[str, np.ndarray], protocol: str,
                    "test_std": float(folds.std()),
                    "epochs": best["epoch"] + 1.0})
       continue
-    val, test, epochs = (np.zeros((num_folds, num_seeds)) for _ in range(3))
-    for f, s in np.ndindex(num_folds, num_seeds):
-      e = early_stopping_epoch(tables["val_acc"][:, f, s, p],
-                               tables["val_loss"][:, f, s, p], patience)
-      val[f, s] = tables["val_acc"][e, f, s, p]
-      test[f, s] = tables["test_acc"][e, f, s, p]
-      epochs[f, s] = e + 1
-    rows.append({"val_mean": float(val.mean(1).mean()),
-                 "val_std": float(val.mean(1).std()),
-                 "test_mean": float(test.mean(1).mean()),
-                 "test_std": float(test.mean(1).std()),
-                 "epochs": float(epochs.mean())})
+    rows.append({"val_mean": float(val[:, p].mean()),
+                 "val_std": float(val[:, p].std()),
+                 "test_mean": float(test[:, p].mean()),
+                 "test_std": float(test[:, p].std()),
+                 "epochs": float(epochs[p])})
   return rows
 
 
@@ -238,12 +235,12 @@ def run_sweep(grid: Grid, out: Path, resume: bool = False,
   claim_sweep_folder(out, grid, resume, overwrite)
   # Data and folds first: a bad data set or split file stops the sweep
   # before anything is written.
-  datasets = {}
+  datasets, num_folds = {}, []
   for config in configs:
     key = (config.dataset, config.features)
     if key not in datasets:
       datasets[key] = load_dataset(config)
-    make_folds(config, datasets[key])
+    num_folds.append(len(make_folds(config, datasets[key])))
   out.mkdir(parents=True, exist_ok=True)
   write_json_atomic(out / "grid.json", grid._asdict())
   if progress:
@@ -255,15 +252,15 @@ def run_sweep(grid: Grid, out: Path, resume: bool = False,
     if progress:
       print(f"[{i + 1}/{len(configs)}] {where or 'one shape'}: "
             f"{len(config.points())} point(s) side by side", flush=True)
-    run = Run(config, folder,
-              dataset=datasets[(config.dataset, config.features)])
     if not (resume and (folder / "results.json").exists()):
-      run.fit(resume=resume, progress=progress)
+      Run(config, folder,
+          dataset=datasets[(config.dataset, config.features)]).fit(
+              resume=resume, progress=progress)
+    points = config.points()
     table = tables_from_metrics(folder / "metrics.jsonl", config.epochs,
-                                run.grid_shape)
+                                (num_folds[i], config.seeds, len(points)))
     tables.append(table)
-    for point, score in zip(run.points,
-                            point_scores(table, protocol, patience)):
+    for point, score in zip(points, point_scores(table, protocol, patience)):
       rows.append({"shape_point": i, **shape_point, **point, **score})
   combined = {key: np.concatenate([t[key] for t in tables], axis=-1)
               for key in TABLE_KEYS}

@@ -75,7 +75,7 @@ def test_bad_grid_axes_are_named(grid, message):
 def test_scalar_points_side_by_side_equal_separate_runs(swept, tmp_path):
   grid, out, _ = swept
   side_by_side = metrics(out / "shape_01")
-  points = Run(grid.run_config({"model.hidden_dim": 12}), tmp_path).points
+  points = grid.run_config({"model.hidden_dim": 12}).points()
   for p in (0, 5):       # (lr 0.01, no dropout), (lr 0.003, dropout 0.3)
     point = points[p]
     config = RunConfig(**{
