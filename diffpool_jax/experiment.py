@@ -639,21 +639,20 @@ class Run:
     """Lowers and compiles the train program and one evaluation program
     per split for `size` members per program (a divisor of all)."""
     mesh = training.make_mesh(size, self.config.batch_size)
-    train_epoch, eval_epoch = training.compile_epochs(self.model, mesh)
     part = slice(0, size)
     schedule = self.schedule(0)
     buckets = training.replicate(mesh, self.data.buckets)
     states = self.part_states(mesh, part)
-    train, seconds = training.compile_timed(
-        train_epoch, states, buckets, schedule.bucket_ids,
+    train, seconds = training.compile_epoch_program(
+        self.model, mesh, "train", states, buckets, schedule.bucket_ids,
         schedule.indices[part], jnp.int32(0))
     stages = {"train": seconds}
     evaluators = {}
     fixed = self.evaluation_schedules()
     if fixed:
       first = next(iter(fixed.values()))
-      evaluate, stages["evaluation"] = training.compile_timed(
-          eval_epoch, states, buckets, first.bucket_ids,
+      evaluate, stages["evaluation"] = training.compile_epoch_program(
+          self.model, mesh, "evaluate", states, buckets, first.bucket_ids,
           first.indices[part])
       evaluators = {split: (evaluate, f) for split, f in fixed.items()}
     return Programs(size, mesh, buckets, train, evaluators,

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from diffpool_jax import compile_cache
 from diffpool_jax.adjacency import Adjacency, EdgeList
 from diffpool_jax.graphs import GraphBatch
 from diffpool_jax.model import DiffPool, auxiliary_loss, level_losses
@@ -334,6 +335,23 @@ def compile_epochs(model: DiffPool, mesh: Optional[Mesh] = None
   evaluate = jax.jit(functools.partial(run_eval_epoch, model, mesh),
                      compiler_options=options)
   return train, evaluate
+
+
+def compile_epoch_program(model: DiffPool, mesh: Optional[Mesh], kind: str,
+                          *args) -> Tuple[Any, Dict[str, float]]:
+  """The compiled "train" or "evaluate" epoch program (see
+  `compile_epochs`) for `args`, and the seconds of each stage. With the
+  persistent cache on (compile_cache.enable) and one device, its traced
+  program is kept too, so a warm run skips tracing (same results)."""
+  train, evaluate = compile_epochs(model, mesh)
+  if compile_cache.traced_folder() is None or mesh is not None:
+    return compile_timed(train if kind == "train" else evaluate, *args)
+  fun = run_train_epoch if kind == "train" else run_eval_epoch
+  key = compile_cache.program_key(kind, model, args)
+  return compile_cache.compile_exported(
+      functools.partial(fun, model, mesh), args, key,
+      donate_argnums=(0,) if kind == "train" else (),
+      compiler_options=compiler_options())
 
 
 def compile_timed(jitted: Callable, *args) -> Tuple[Any, Dict[str, float]]:

@@ -1,6 +1,6 @@
 """The persistent compilation cache of command-line runs: where it lives,
-turning it off, bad folders, and a second run finding the first's
-programs."""
+turning it off, bad folders, kept traced programs, and a second run
+finding the first's programs."""
 
 import json
 import os
@@ -9,6 +9,9 @@ import sys
 
 from types import SimpleNamespace
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from diffpool_jax import compile_cache
@@ -66,7 +69,10 @@ def test_a_second_run_reads_the_first_runs_programs(tmp_path):
     stages.append(json.loads((tmp_path / name / "results.json").read_text())
                   ["compile_stages"])
   assert any(cache.iterdir())
+  assert len(list((cache / "traced").glob("*.exported"))) == 2
   assert stages[1]["train"]["compile"] < stages[0]["train"]["compile"] / 2
+  # the traced train program is read back, not traced again
+  assert stages[1]["train"]["trace"] < stages[0]["train"]["trace"] / 5
   assert ((tmp_path / "cold" / "metrics.jsonl").read_text()
           == (tmp_path / "warm" / "metrics.jsonl").read_text())
 
@@ -79,3 +85,58 @@ def test_off_writes_no_cache(tmp_path):
       env=clean_env(tmp_path))
   assert done.returncode == 0, done.stderr
   assert not (tmp_path / "data" / "xla").exists()
+
+
+def step(state, x):
+  """A small program with pytrees in and out (state is donated)."""
+  return ({"total": state["total"] + x.sum(0), "steps": state["steps"] + 1},
+          (x * x).sum())
+
+
+def step_args():
+  return ({"total": jnp.ones(3), "steps": jnp.int32(2)},
+          jnp.arange(6.0).reshape(2, 3))
+
+
+def never_traced(*args):
+  raise AssertionError("traced again instead of read back")
+
+
+def test_program_key_follows_static_values_shapes_and_dtypes():
+  key = compile_cache.program_key("step", "model A", step_args())
+  assert key == compile_cache.program_key("step", "model A", step_args())
+  state, x = step_args()
+  assert key != compile_cache.program_key("step", "model B", (state, x))
+  assert key != compile_cache.program_key("eval", "model A", (state, x))
+  assert key != compile_cache.program_key("step", "model A",
+                                          (state, x[:1]))
+  assert key != compile_cache.program_key(
+      "step", "model A", (state, x.astype(jnp.float16)))
+
+
+def test_traced_programs_are_kept_read_back_and_retraced_when_damaged(
+    monkeypatch, tmp_path):
+  monkeypatch.setattr(compile_cache, "_traced_folder", tmp_path)
+  expected = jax.jit(step)(*step_args())
+  key = compile_cache.program_key("step", None, step_args())
+  cold, _ = compile_cache.compile_exported(step, step_args(), key,
+                                           donate_argnums=(0,))
+  # warm: the kept program runs; tracing `never_traced` would raise
+  warm, _ = compile_cache.compile_exported(never_traced, step_args(), key,
+                                           donate_argnums=(0,))
+  for program in (cold, warm):
+    args = step_args()
+    out = program(*args)
+    assert (jax.tree_util.tree_structure(out)
+            == jax.tree_util.tree_structure(expected))
+    for got, want in zip(jax.tree_util.tree_leaves(out),
+                         jax.tree_util.tree_leaves(expected)):
+      np.testing.assert_array_equal(got, want)
+    assert args[0]["total"].is_deleted()       # the state was donated
+    assert not args[1].is_deleted()
+  (tmp_path / f"{key}.exported").write_bytes(b"cut short")
+  again, _ = compile_cache.compile_exported(step, step_args(), key)
+  np.testing.assert_array_equal(again(*step_args())[1], expected[1])
+  read_back, _ = compile_cache.compile_exported(never_traced, step_args(),
+                                                key)
+  np.testing.assert_array_equal(read_back(*step_args())[1], expected[1])
