@@ -156,14 +156,21 @@ def _read_traced(path: Path) -> Optional[Tuple[export.Exported, Any]]:
 
 
 def _write_traced(path: Path, exported: export.Exported, out_tree) -> None:
-  """Writes atomically (a reader never sees a partial file)."""
-  path.parent.mkdir(parents=True, exist_ok=True)
+  """Writes atomically (a reader never sees a partial file); a cache that
+  cannot be written (disk full, folder removed) only costs the next run
+  its tracing again."""
   data = pickle.dumps({"exported": bytes(exported.serialize()),
                        "out_tree": out_tree})
-  handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-  with os.fdopen(handle, "wb") as stream:
-    stream.write(data)
-  os.replace(temporary, path)
+  temporary = None
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(handle, "wb") as stream:
+      stream.write(data)
+    os.replace(temporary, path)
+  except OSError:
+    if temporary is not None and os.path.exists(temporary):
+      os.remove(temporary)
 
 
 def _trace_flat(fun: Callable, args: tuple) -> Tuple[export.Exported, Any]:

@@ -140,3 +140,15 @@ def test_traced_programs_are_kept_read_back_and_retraced_when_damaged(
   read_back, _ = compile_cache.compile_exported(never_traced, step_args(),
                                                 key)
   np.testing.assert_array_equal(read_back(*step_args())[1], expected[1])
+
+
+def test_a_cache_folder_that_cannot_be_written_only_costs_tracing(
+    monkeypatch, tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a folder")
+  monkeypatch.setattr(compile_cache, "_traced_folder", blocker / "traced")
+  key = compile_cache.program_key("step", None, step_args())
+  program, _ = compile_cache.compile_exported(step, step_args(), key)
+  np.testing.assert_array_equal(program(*step_args())[1],
+                                jax.jit(step)(*step_args())[1])
+  assert blocker.read_text() == "not a folder"
