@@ -155,12 +155,11 @@ def _read_traced(path: Path) -> Optional[Tuple[export.Exported, Any]]:
     return None
 
 
-def _write_traced(path: Path, exported: export.Exported, out_tree) -> None:
+def _write_traced(path: Path, serialized: bytes, out_tree) -> None:
   """Writes atomically (a reader never sees a partial file); a cache that
   cannot be written (disk full, folder removed) only costs the next run
   its tracing again."""
-  data = pickle.dumps({"exported": bytes(exported.serialize()),
-                       "out_tree": out_tree})
+  data = pickle.dumps({"exported": serialized, "out_tree": out_tree})
   temporary = None
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,9 +172,9 @@ def _write_traced(path: Path, exported: export.Exported, out_tree) -> None:
       os.remove(temporary)
 
 
-def _trace_flat(fun: Callable, args: tuple) -> Tuple[export.Exported, Any]:
+def _trace_flat(fun: Callable, args: tuple) -> Tuple[bytes, Any]:
   """`fun(*args)` traced and exported as a function of the leaves of args;
-  returns it and the output's tree."""
+  returns it serialized, and the output's tree."""
   leaves, in_tree = jax.tree_util.tree_flatten(args)
   out_trees = []
 
@@ -186,7 +185,22 @@ def _trace_flat(fun: Callable, args: tuple) -> Tuple[export.Exported, Any]:
     return out
 
   exported = export.export(jax.jit(flat))(*leaves)
-  return export.deserialize(exported.serialize()), out_trees[0]
+  return bytes(exported.serialize()), out_trees[0]
+
+
+def compile_timed(jitted: Callable, *args) -> Tuple[Any, Dict[str, float]]:
+  """Ahead-of-time compilation of `jitted` for `args`: the compiled program
+  and the seconds of each stage ("trace", "lower", "compile")."""
+  seconds = {}
+  start = time.perf_counter()
+  traced = jitted.trace(*args)
+  seconds["trace"] = time.perf_counter() - start
+  lowered = traced.lower()
+  seconds["lower"] = time.perf_counter() - start - seconds["trace"]
+  compiled = lowered.compile()
+  seconds["compile"] = (time.perf_counter() - start - seconds["trace"]
+                        - seconds["lower"])
+  return compiled, seconds
 
 
 def compile_exported(fun: Callable, args: tuple, key: str,
@@ -201,27 +215,24 @@ def compile_exported(fun: Callable, args: tuple, key: str,
   ("trace": tracing and exporting, or reading the traced program;
   "lower"; "compile").
   """
-  seconds = {}
   start = time.perf_counter()
   path = traced_folder() / f"{key}.exported"
   kept = _read_traced(path)
   if kept is None:
-    kept = _trace_flat(fun, args)
-    _write_traced(path, *kept)
+    serialized, out_tree = _trace_flat(fun, args)
+    _write_traced(path, serialized, out_tree)
+    # compile the deserialized module, as a warm run will: same results
+    kept = export.deserialize(serialized), out_tree
   exported, out_tree = kept
-  seconds["trace"] = time.perf_counter() - start
+  traced_seconds = time.perf_counter() - start
   positions, offset = [], 0           # the donated arguments' leaves
   for i, arg in enumerate(args):
     count = len(jax.tree_util.tree_leaves(arg))
     if i in donate_argnums:
       positions.extend(range(offset, offset + count))
     offset += count
-  leaves = jax.tree_util.tree_leaves(args)
   jitted = jax.jit(exported.call, donate_argnums=tuple(positions),
                    compiler_options=compiler_options)
-  lowered = jitted.trace(*leaves).lower()
-  seconds["lower"] = time.perf_counter() - start - seconds["trace"]
-  compiled = lowered.compile()
-  seconds["compile"] = (time.perf_counter() - start - seconds["trace"]
-                        - seconds["lower"])
+  compiled, seconds = compile_timed(jitted, *jax.tree_util.tree_leaves(args))
+  seconds["trace"] += traced_seconds
   return FlatProgram(compiled, out_tree), seconds

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import time
 from typing import (Any, Callable, Dict, Mapping, NamedTuple, Optional,
                     Sequence, Tuple)
 
@@ -322,6 +321,18 @@ def run_eval_epoch(model: DiffPool, mesh: Optional[Mesh], states: TrainState,
   return totals
 
 
+EPOCH_PROGRAMS = {"train": (run_train_epoch, (0,)),   # (function, donated)
+                  "evaluate": (run_eval_epoch, ())}
+
+
+def jit_epoch_program(model: DiffPool, mesh: Optional[Mesh], kind: str
+                      ) -> Callable:
+  """The jitted "train" (donates the states) or "evaluate" epoch program."""
+  fun, donated = EPOCH_PROGRAMS[kind]
+  return jax.jit(functools.partial(fun, model, mesh), donate_argnums=donated,
+                 compiler_options=compiler_options())
+
+
 def compile_epochs(model: DiffPool, mesh: Optional[Mesh] = None
                    ) -> Tuple[Callable, Callable]:
   """Jitted (train_epoch, eval_epoch); train_epoch donates the states.
@@ -329,12 +340,8 @@ def compile_epochs(model: DiffPool, mesh: Optional[Mesh] = None
   Both take (states, buckets, bucket_ids, indices[, first_step]); with a
   mesh (see `make_mesh`, `place`) they run split over its devices.
   """
-  options = compiler_options()
-  train = jax.jit(functools.partial(run_train_epoch, model, mesh),
-                  donate_argnums=(0,), compiler_options=options)
-  evaluate = jax.jit(functools.partial(run_eval_epoch, model, mesh),
-                     compiler_options=options)
-  return train, evaluate
+  return (jit_epoch_program(model, mesh, "train"),
+          jit_epoch_program(model, mesh, "evaluate"))
 
 
 def compile_epoch_program(model: DiffPool, mesh: Optional[Mesh], kind: str,
@@ -343,30 +350,14 @@ def compile_epoch_program(model: DiffPool, mesh: Optional[Mesh], kind: str,
   `compile_epochs`) for `args`, and the seconds of each stage. With the
   persistent cache on (compile_cache.enable) and one device, its traced
   program is kept too, so a warm run skips tracing (same results)."""
-  train, evaluate = compile_epochs(model, mesh)
   if compile_cache.traced_folder() is None or mesh is not None:
-    return compile_timed(train if kind == "train" else evaluate, *args)
-  fun = run_train_epoch if kind == "train" else run_eval_epoch
-  key = compile_cache.program_key(kind, model, args)
+    return compile_cache.compile_timed(jit_epoch_program(model, mesh, kind),
+                                       *args)
+  fun, donated = EPOCH_PROGRAMS[kind]
   return compile_cache.compile_exported(
-      functools.partial(fun, model, mesh), args, key,
-      donate_argnums=(0,) if kind == "train" else (),
+      functools.partial(fun, model, mesh), args,
+      compile_cache.program_key(kind, model, args), donate_argnums=donated,
       compiler_options=compiler_options())
-
-
-def compile_timed(jitted: Callable, *args) -> Tuple[Any, Dict[str, float]]:
-  """Ahead-of-time compilation of `jitted` for `args`: the compiled program
-  and the seconds of each stage ("trace", "lower", "compile")."""
-  seconds = {}
-  start = time.perf_counter()
-  traced = jitted.trace(*args)
-  seconds["trace"] = time.perf_counter() - start
-  lowered = traced.lower()
-  seconds["lower"] = time.perf_counter() - start - seconds["trace"]
-  compiled = lowered.compile()
-  seconds["compile"] = (time.perf_counter() - start - seconds["trace"]
-                        - seconds["lower"])
-  return compiled, seconds
 
 
 def compiler_options() -> dict:
