@@ -67,7 +67,8 @@ class RunConfig:
       validation, the other half retrain it for the test score).
     folds, seeds: outer folds and seeds per fold; members = folds x seeds x
       points, where the points are every combination of the learning rates
-      `lr` and the values of each `grid` axis (see `points`).
+      `lr` and the values of each `grid` axis (see `points`). seeds None:
+      the protocol's `default_seeds` (1; "errica" 6: 3 select, 3 retrain).
     batch_size, clip, weight_decay: graphs per step, the global
       gradient-norm clip and the L2 weight decay added to the gradient
       (torch's Adam(weight_decay=...)), the same for every member.
@@ -113,7 +114,7 @@ class RunConfig:
   model: Dict[str, object] = dataclasses.field(default_factory=dict)
   protocol: str = "paper"
   folds: int = 10
-  seeds: int = 1
+  seeds: Optional[int] = None
   epochs: int = 100
   batch_size: int = 20
   lr: Tuple[float, ...] = (1e-3,)
@@ -138,6 +139,8 @@ class RunConfig:
                     "members_per_program")
 
   def __post_init__(self):
+    if self.protocol in PROTOCOLS and self.seeds is None:
+      self.seeds = PROTOCOLS[self.protocol].default_seeds
     for name in self.INTEGER_FIELDS:
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

@@ -179,6 +179,7 @@ class PaperProtocol:
   name = "paper"
   note = PAPER_NOTE
   holdout = 0.0
+  default_seeds = 1
 
   def check(self, seeds: int) -> None:
     """Any number of seeds."""
@@ -198,6 +199,7 @@ class FairProtocol:
   name = "fair"
   note = FAIR_NOTE
   holdout = 0.1
+  default_seeds = 1
 
   def check(self, seeds: int) -> None:
     """Any number of seeds."""
@@ -225,6 +227,7 @@ class ErricaProtocol(FairProtocol):
   even number of seeds."""
   name = "errica"
   note = ERRICA_NOTE
+  default_seeds = 6          # 3 select a point, 3 retrain it (R = 3)
 
   def check(self, seeds: int) -> None:
     """ValueError unless seeds is even and >= 2."""

@@ -322,7 +322,9 @@ def parse_args(argv):
   parser.add_argument("--splits")
   parser.add_argument("--protocol", choices=list(PROTOCOLS))
   parser.add_argument("--folds", type=int)
-  parser.add_argument("--seeds", type=int)
+  parser.add_argument("--seeds", type=int,
+                      help="seeds per fold (default: the grid's, else 1; "
+                      "6 with the errica protocol)")
   parser.add_argument("--epochs", type=int)
   parser.add_argument("--out", help="output folder (default runs/sweep_"
                       "<grid name>_<dataset>)")

@@ -46,7 +46,9 @@ def parse_args(argv):
   parser.add_argument("--protocol", choices=list(PROTOCOLS))
   parser.add_argument("--splits", help="split file (Errica et al. format)")
   parser.add_argument("--folds", type=int)
-  parser.add_argument("--seeds", type=int)
+  parser.add_argument("--seeds", type=int,
+                      help="seeds per fold (default: 1; 6 with --protocol "
+                      "errica: 3 select, 3 retrain)")
   parser.add_argument("--epochs", type=int)
   parser.add_argument("--batch-size", type=int)
   parser.add_argument("--lr", type=float, nargs="+",

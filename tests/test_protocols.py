@@ -112,7 +112,15 @@ def test_errica_needs_an_even_number_of_seeds():
     PROTOCOLS["errica"].check(3)
   from diffpool_jax.experiment import RunConfig
   with pytest.raises(ValueError, match="seeds=1; the errica protocol"):
-    RunConfig(protocol="errica")
+    RunConfig(protocol="errica", seeds=1)
+
+
+def test_seeds_default_to_the_protocols_three_select_three_retrain():
+  from diffpool_jax.experiment import RunConfig
+  assert RunConfig(protocol="errica").seeds == 6
+  assert RunConfig(protocol="fair").seeds == 1
+  assert RunConfig(protocol="paper").seeds == 1
+  assert RunConfig(protocol="errica", seeds=2).seeds == 2
 
 
 def test_a_run_with_the_errica_protocol(tmp_path):
