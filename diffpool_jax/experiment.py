@@ -137,18 +137,26 @@ class RunConfig:
   INTEGER_FIELDS = ("folds", "seeds", "epochs", "batch_size", "patience",
                     "max_buckets", "split_seed", "checkpoint_every",
                     "members_per_program")
+  NUMBER_FIELDS = ("clip", "weight_decay", "min_bucket_gain")
 
   def __post_init__(self):
-    if self.protocol in PROTOCOLS and self.seeds is None:
+    if not isinstance(self.protocol, str) or self.protocol not in PROTOCOLS:
+      raise ValueError(f"protocol={self.protocol!r}; expected one of "
+                       f"{tuple(PROTOCOLS)}")
+    if self.seeds is None:
       self.seeds = PROTOCOLS[self.protocol].default_seeds
     for name in self.INTEGER_FIELDS:
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name}={value!r}; must be an integer")
+    for name in self.NUMBER_FIELDS:
+      if not is_number(getattr(self, name)):
+        raise ValueError(f"{name}={getattr(self, name)!r}; must be a number")
+    lrs = np.atleast_1d(np.asarray(self.lr, dtype=object))
+    if lrs.ndim != 1 or not all(map(is_number, lrs)):
+      raise ValueError(f"lr={self.lr!r}; expected a number or a list of "
+                       "numbers")
     split_kind(self.features)               # raises on a bad feature kind
-    if self.protocol not in PROTOCOLS:
-      raise ValueError(f"protocol={self.protocol!r}; expected one of "
-                       f"{tuple(PROTOCOLS)}")
     PROTOCOLS[self.protocol].check(self.seeds)
     for name in ("folds", "seeds", "epochs", "batch_size"):
       if getattr(self, name) < 1:
@@ -177,7 +185,8 @@ class RunConfig:
     if self.members_per_program < 0:
       raise ValueError(f"members_per_program={self.members_per_program}; "
                        "must be >= 0 (0: as many as fit in memory)")
-    if self.memory_gib is not None and not self.memory_gib > 0:
+    if self.memory_gib is not None and not (is_number(self.memory_gib)
+                                            and self.memory_gib > 0):
       raise ValueError(f"memory_gib={self.memory_gib}; must be > 0")
     if self.cluster_reference is not None:
       self.reference_nodes(np.array([1]))    # raises on a bad reference
@@ -272,6 +281,12 @@ class RunConfig:
 
 
 SCALAR_AXES = ("clip", "weight_decay", "dropout", "aux.NAME")
+
+
+def is_number(value) -> bool:
+  """Whether `value` is a real number (not a bool, string or None)."""
+  return (isinstance(value, (int, float, np.integer, np.floating))
+          and not isinstance(value, (bool, np.bool_)))
 
 
 def check_axis(axis: str, values) -> Tuple[float, ...]:
