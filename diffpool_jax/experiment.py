@@ -187,7 +187,7 @@ class RunConfig:
                        "must be >= 0 (0: as many as fit in memory)")
     if self.memory_gib is not None and not (is_number(self.memory_gib)
                                             and self.memory_gib > 0):
-      raise ValueError(f"memory_gib={self.memory_gib}; must be > 0")
+      raise ValueError(f"memory_gib={self.memory_gib!r}; must be a number > 0")
     if self.cluster_reference is not None:
       self.reference_nodes(np.array([1]))    # raises on a bad reference
     self.grid = {axis: check_axis(axis, values)

@@ -44,7 +44,7 @@ def test_bad_cluster_reference(reference):
     (dict(lr=["abc"]), r"lr=\['abc'\]; expected a number or a list"),
     (dict(lr=[[1e-3]]), "expected a number or a list of numbers"),
     (dict(clip="2"), "clip='2'; must be a number"),
-    (dict(memory_gib="4"), "memory_gib='4'; must be > 0"),
+    (dict(memory_gib="4"), "memory_gib='4'; must be a number > 0"),
     (dict(protocol=["fair"]), r"protocol=\['fair'\]; expected one of"),
     (dict(weight_decay=None), "weight_decay=None; must be a number"),
     (dict(features="nonsense"), "features='nonsense'; expected one of"),
