@@ -156,6 +156,7 @@ class RunConfig:
     if lrs.ndim != 1 or not all(map(is_number, lrs)):
       raise ValueError(f"lr={self.lr!r}; expected a number or a list of "
                        "numbers")
+    self.lr = tuple(float(v) for v in lrs)
     split_kind(self.features)               # raises on a bad feature kind
     PROTOCOLS[self.protocol].check(self.seeds)
     for name in ("folds", "seeds", "epochs", "batch_size"):
@@ -164,7 +165,6 @@ class RunConfig:
     if self.folds < 2 and self.splits is None:
       raise ValueError(f"folds={self.folds}; stratified folds need at least "
                        "2 (or a split file)")
-    self.lr = tuple(float(v) for v in np.atleast_1d(self.lr))
     for value in self.lr:
       if not (np.isfinite(value) and value > 0):
         raise ValueError(f"lr={value}; every learning rate must be "
