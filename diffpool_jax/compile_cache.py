@@ -102,8 +102,9 @@ def traced_folder() -> Optional[Path]:
 @functools.lru_cache(maxsize=1)
 def library_fingerprint() -> str:
   """A hash of the library's source and of what tracing depends on (jax,
-  jaxlib, flax and optax versions, backend, precision settings): any
-  change to them makes every traced program stale."""
+  jaxlib, flax and optax versions, backend, dtype settings): any change to
+  them makes every traced program stale. (The matmul precision, which a
+  context may change within a process, is part of `program_key`.)"""
   digest = hashlib.sha256()
   package = Path(__file__).resolve().parent
   for path in sorted(package.rglob("*.py")):
@@ -113,7 +114,6 @@ def library_fingerprint() -> str:
                       optax.__version__,
                       jax.default_backend(),
                       jax.config.jax_enable_x64,
-                      jax.config.jax_default_matmul_precision,
                       jax.config.jax_numpy_dtype_promotion)).encode())
   return digest.hexdigest()
 
@@ -121,12 +121,15 @@ def library_fingerprint() -> str:
 def program_key(name: str, static: Any, args: tuple) -> str:
   """The cache key of program `name` traced with the static values
   `static` (their repr must say everything they change, e.g. a flax
-  module) for arguments shaped as `args`."""
+  module) for arguments shaped as `args`, at the matmul precision in
+  force."""
   leaves, tree = jax.tree_util.tree_flatten(args)
   avals = [(tuple(leaf.shape), str(leaf.dtype),
             bool(getattr(jax.typeof(leaf), "weak_type", False)))
            for leaf in leaves]
-  text = repr((name, static, str(tree), avals, library_fingerprint()))
+  text = repr((name, static, str(tree), avals,
+               jax.config.jax_default_matmul_precision,
+               library_fingerprint()))
   return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

@@ -104,9 +104,15 @@ class RunConfig:
       program; the rest run one program after another. 0 (auto): all of
       them if XLA's memory estimate fits `memory_gib`, else the most that
       fit (a divisor of the member count).
-    memory_gib: memory the training programs may use (None: 60 % of the
-      memory available when the run starts). A run whose single member
-      does not fit is refused before training.
+    memory_gib: memory the training programs may use (None: on a GPU or
+      TPU 80 % of the device memory JAX may use, on the CPU 60 % of the
+      host memory available when the run starts; see memory.budget). A
+      run whose single member does not fit is refused before training.
+    matmul_precision: precision of the float32 matrix products in the
+      epoch programs, one of training.MATMUL_PRECISIONS: "float32" (full
+      float32 on every backend, the default), "tensorfloat32" (TF32
+      tensor cores on NVIDIA GPUs), "bfloat16" or "default" (the
+      backend's choice: TF32 on recent NVIDIA GPUs). No effect on the CPU.
   """
   dataset: str = "synthetic"
   data_root: Optional[str] = None
@@ -129,6 +135,7 @@ class RunConfig:
   first_level: str = "auto"
   members_per_program: int = 0
   memory_gib: Optional[float] = None
+  matmul_precision: str = "float32"
   split_seed: int = 0
   grid: Dict[str, Tuple[float, ...]] = dataclasses.field(default_factory=dict)
   synthetic: Dict[str, object] = dataclasses.field(default_factory=dict)
@@ -188,6 +195,7 @@ class RunConfig:
     if self.memory_gib is not None and not (is_number(self.memory_gib)
                                             and self.memory_gib > 0):
       raise ValueError(f"memory_gib={self.memory_gib!r}; must be a number > 0")
+    training.precision_context(self.matmul_precision)  # raises if unknown
     if self.cluster_reference is not None:
       self.reference_nodes(np.array([1]))    # raises on a bad reference
     self.grid = {axis: check_axis(axis, values)
@@ -615,13 +623,13 @@ class Run:
     """The epoch programs, compiled ahead of time with as many members per
     program as fit in memory (see RunConfig.members_per_program). Raises
     MemoryError when not even one member fits."""
-    budget = memory.budget_bytes(self.config.memory_gib)
+    budget = memory.budget(self.config.memory_gib)
     shared = sum(leaf.nbytes for leaf in
                  jax.tree_util.tree_leaves(self.data.buckets))
     size = self.config.members_per_program or len(self.members)
     while True:
       programs = self.compile_programs(size)
-      if programs.train_bytes <= budget:
+      if programs.train_bytes <= budget.bytes:
         break
       message = self.memory_message(programs, budget)
       if self.config.members_per_program:
@@ -635,7 +643,7 @@ class Run:
       # A linear guess from this program; only a compiled single-member
       # program is trusted to refuse the run.
       fit = max(memory.members_that_fit(size, programs.train_bytes, shared,
-                                        budget), 1)
+                                        budget.bytes), 1)
       if fit == size:
         fit = max(d for d in range(1, fit) if fit % d == 0)
       size = fit
@@ -661,9 +669,10 @@ class Run:
     schedule = self.schedule(0)
     buckets = training.replicate(mesh, self.data.buckets)
     states = self.part_states(mesh, part)
+    precision = self.config.matmul_precision
     train, seconds = training.compile_epoch_program(
         self.model, mesh, "train", states, buckets, schedule.bucket_ids,
-        schedule.indices[part], jnp.int32(0))
+        schedule.indices[part], jnp.int32(0), matmul_precision=precision)
     stages = {"train": seconds}
     evaluators = {}
     fixed = self.evaluation_schedules()
@@ -671,7 +680,7 @@ class Run:
       first = next(iter(fixed.values()))
       evaluate, stages["evaluation"] = training.compile_epoch_program(
           self.model, mesh, "evaluate", states, buckets, first.bucket_ids,
-          first.indices[part])
+          first.indices[part], matmul_precision=precision)
       evaluators = {split: (evaluate, f) for split, f in fixed.items()}
     return Programs(size, mesh, buckets, train, evaluators,
                     schedule.indices.shape[1], memory.program_bytes(train),
@@ -688,14 +697,16 @@ class Run:
     steps = max((len(f.bucket_ids) for f in fixed.values()), default=0)
     return {split: pipeline.pad_steps(f, steps) for split, f in fixed.items()}
 
-  def memory_message(self, programs: "Programs", budget: int) -> str:
-    """One line on the training program's memory against the budget."""
+  def memory_message(self, programs: "Programs",
+                     budget: memory.Budget) -> str:
+    """One line on the training program's memory against the budget and
+    the device it was taken from."""
     form = "edge list" if self.sparse[-1] else "dense"
     return (f"training program: {programs.train_bytes / memory.GIB:.2f} GiB "
             f"(XLA estimate; {programs.size} of {len(self.members)} "
             f"members per program, batch {self.config.batch_size}, largest "
             f"bucket {int(self.buckets[-1])} nodes, {form}); budget "
-            f"{budget / memory.GIB:.1f} GiB")
+            f"{budget.bytes / memory.GIB:.1f} GiB: {budget.source}")
 
   def member_parts(self, programs: "Programs") -> List[slice]:
     """The members of each program, in order."""

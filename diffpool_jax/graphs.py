@@ -8,14 +8,16 @@ and a batch may hold padding graphs (zero nodes) to reach a static batch size.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import flax.struct
-import jraph
 import numpy as np
 
 from diffpool_jax.adjacency import EdgeList
 from diffpool_jax.checks import check_dim, check_rank
+
+if TYPE_CHECKING:                 # jraph is optional: only the conversions
+  import jraph                    # below need it, imported when called
 
 
 @flax.struct.dataclass
@@ -169,13 +171,15 @@ def sparse_batch(edges: Sequence[np.ndarray],
                     n_node=n_node)
 
 
-def to_graphs_tuple(batch: GraphBatch) -> jraph.GraphsTuple:
+def to_graphs_tuple(batch: GraphBatch) -> "jraph.GraphsTuple":
   """Converts a padded batch to a `jraph.GraphsTuple` (host side, NumPy).
 
   Padding graphs become zero-node graphs. Edges are the non-zero adjacency
   entries (row-major for a dense batch, in stored order for an EdgeList),
   `edges` holds their weights [E] and `globals` the graph labels [B].
+  Needs the optional package jraph.
   """
+  import jraph
   x = np.asarray(batch.x)
   node_mask = np.asarray(batch.node_mask)
   n_node = np.asarray(batch.n_node)
@@ -200,7 +204,7 @@ def to_graphs_tuple(batch: GraphBatch) -> jraph.GraphsTuple:
       globals=np.asarray(batch.labels).astype(np.int32))
 
 
-def from_graphs_tuple(graph: jraph.GraphsTuple, num_nodes: int,
+def from_graphs_tuple(graph: "jraph.GraphsTuple", num_nodes: int,
                       num_edges: Optional[int] = None) -> GraphBatch:
   """Converts a `jraph.GraphsTuple` to a batch padded to `num_nodes`.
 

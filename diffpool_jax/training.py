@@ -14,6 +14,7 @@ statistics and optimizer state exactly unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -345,19 +346,45 @@ def compile_epochs(model: DiffPool, mesh: Optional[Mesh] = None
 
 
 def compile_epoch_program(model: DiffPool, mesh: Optional[Mesh], kind: str,
-                          *args) -> Tuple[Any, Dict[str, float]]:
+                          *args, matmul_precision: Optional[str] = None
+                          ) -> Tuple[Any, Dict[str, float]]:
   """The compiled "train" or "evaluate" epoch program (see
   `compile_epochs`) for `args`, and the seconds of each stage. With the
   persistent cache on (compile_cache.enable) and one device, its traced
-  program is kept too, so a warm run skips tracing (same results)."""
-  if compile_cache.traced_folder() is None or mesh is not None:
-    return compile_cache.compile_timed(jit_epoch_program(model, mesh, kind),
-                                       *args)
-  fun, donated = EPOCH_PROGRAMS[kind]
-  return compile_cache.compile_exported(
-      functools.partial(fun, model, mesh), args,
-      compile_cache.program_key(kind, model, args), donate_argnums=donated,
-      compiler_options=compiler_options())
+  program is kept too, so a warm run skips tracing (same results).
+
+  matmul_precision: the float32 matrix products' precision, one of
+  MATMUL_PRECISIONS (None: JAX's current `jax_default_matmul_precision`).
+  """
+  with precision_context(matmul_precision):
+    if compile_cache.traced_folder() is None or mesh is not None:
+      return compile_cache.compile_timed(
+          jit_epoch_program(model, mesh, kind), *args)
+    fun, donated = EPOCH_PROGRAMS[kind]
+    return compile_cache.compile_exported(
+        functools.partial(fun, model, mesh), args,
+        compile_cache.program_key(kind, model, args), donate_argnums=donated,
+        compiler_options=compiler_options())
+
+
+# Precision of float32 matrix products (jax.default_matmul_precision):
+# "float32" computes in full float32 on every backend (the runs' default,
+# results as on the CPU); "tensorfloat32" lets NVIDIA GPUs (Ampere and
+# newer) use TF32 tensor cores (10-bit mantissa inputs); "bfloat16" one
+# bfloat16 pass (TPU's fastest); "default" is the backend's own choice
+# (TF32 on recent NVIDIA GPUs, bfloat16 passes on TPU, float32 on CPU).
+MATMUL_PRECISIONS = ("float32", "tensorfloat32", "bfloat16", "default")
+
+
+def precision_context(matmul_precision: Optional[str]):
+  """A context in which traced matrix products use `matmul_precision`
+  (None: leave JAX's setting as it is)."""
+  if matmul_precision is None:
+    return contextlib.nullcontext()
+  if matmul_precision not in MATMUL_PRECISIONS:
+    raise ValueError(f"matmul_precision={matmul_precision!r}; expected one "
+                     f"of {MATMUL_PRECISIONS}")
+  return jax.default_matmul_precision(matmul_precision)
 
 
 def compiler_options() -> dict:

@@ -26,6 +26,7 @@ from diffpool_jax import compile_cache, evaluation, plots
 from diffpool_jax.model import PRESETS
 from diffpool_jax.pooling import POOLING
 from diffpool_jax.protocols import PROTOCOLS
+from diffpool_jax.training import MATMUL_PRECISIONS
 from diffpool_jax.experiment import (Run, RunConfig, RunFolderError,
                                      write_json_atomic)
 
@@ -94,7 +95,13 @@ def parse_args(argv):
                       "program (default 0: as many as fit in memory)")
   parser.add_argument("--memory-gib", type=float,
                       help="memory the training programs may use (default: "
-                      "60%% of what is available)")
+                      "80%% of the device memory on a GPU or TPU, 60%% of "
+                      "the host memory available on the CPU)")
+  parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS,
+                      help="precision of float32 matrix products (default "
+                      "float32: full float32 on every backend; "
+                      "tensorfloat32: TF32 tensor cores on NVIDIA GPUs; "
+                      "default: the backend's own choice)")
   parser.add_argument("--baseline", help="also train this preset on the "
                       "same folds and show both (e.g. flat)")
   parser.add_argument("--checkpoint-every", type=int)
@@ -182,7 +189,8 @@ def build_config(args) -> tuple[RunConfig, Optional[str]]:
                                  else args.cluster_reference),
            "checkpoint_every": args.checkpoint_every,
            "members_per_program": args.members_per_program,
-           "memory_gib": args.memory_gib}
+           "memory_gib": args.memory_gib,
+           "matmul_precision": args.matmul_precision}
   values.update({k: v for k, v in flags.items() if v is not None})
   if args.hidden_dim is not None:
     values["model"] = {**values.get("model", {}),

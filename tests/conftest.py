@@ -25,6 +25,12 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_backend_optimization_level=0").strip()
 
+# Float32 matrix products in full float32 on every backend: the tests that
+# compare with float64 NumPy references need it where a GPU would use TF32
+# (10-bit mantissas) by default. Subprocesses inherit it; runs set their own
+# (RunConfig.matmul_precision, "float32" by default).
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "float32")
+
 # ../shared/data beside the project checkout (CI has it), or an override.
 SHARED_DATA = Path(os.environ.get(
     "DIFFPOOL_JAX_SHARED_DATA",

@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import jraph
 import numpy as np
 import pytest
 
@@ -137,6 +136,7 @@ def test_original_preset_is_dense_only():
 
 
 def test_sparse_jraph_round_trip():
+  jraph = pytest.importorskip("jraph")
   dense, sparse = both_batches(7, weighted=True)
   graph = to_graphs_tuple(sparse)
   assert isinstance(graph, jraph.GraphsTuple)

@@ -1,0 +1,69 @@
+"""The device check (experiments.benchmarks.device) runs end to end on tiny
+inputs, so that it works the day a GPU is lent; its figures mean nothing
+here."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.benchmarks import device
+
+REPO = Path(__file__).resolve().parents[1]
+# Every part function once (determinism twice: with and without the
+# deterministic-ops flag, which a child gets through its environment).
+QUICK_PARTS = ("environment", "tests", "pyg_epoch:ENZYMES", "paper_epoch:DD",
+               "fair_run:float32", "members:1000", "compile", "determinism")
+
+
+def test_quick_check_runs_every_part(tmp_path):
+  out = tmp_path / "report.json"
+  done = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmarks.device", "--quick",
+       "--out", str(out), "--parts", *QUICK_PARTS],
+      cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert done.returncode == 0, done.stderr[-3000:]
+  parts = json.loads(out.read_text())["parts"]
+  expected = {p.name for p in device.PARTS
+              if any(p.name.startswith(prefix) for prefix in QUICK_PARTS)}
+  assert set(parts) == expected
+  for name, result in parts.items():
+    assert "error" not in result, (name, result["error"])
+    if "skipped" in result:     # only the peer, where torch is missing
+      assert name.endswith(":pyg") and not device.has_pyg(), name
+  assert parts["tests"]["returncode"] == 0
+  assert "passed" in parts["tests"]["summary"]
+  assert parts["determinism"]["identical"]      # the CPU is deterministic
+  assert "--xla_gpu_deterministic_ops=true" in \
+      parts["determinism:deterministic_ops"]["xla_flags"]
+  assert parts["members:1000"]["members"] == device.QUICK_MEMBERS[1000]
+  assert parts["compile"]["warm"]["compile_seconds"] < \
+      parts["compile"]["cold"]["compile_seconds"]
+  table = done.stdout
+  assert "device: cpu" in table and "budget" in table
+  assert "reference tests on the device:" in table
+  assert "DD: one member's training epoch" in table
+  assert "members side by side" in table
+  assert "two identical runs: metrics identical True" in table
+
+
+def test_reference_test_selection_exists():
+  for path in device.REFERENCE_TESTS:
+    assert (REPO / path).is_file(), path
+  assert (REPO / device.QUICK_TEST.split("::")[0]).is_file()
+
+
+def test_copy_data_names_what_is_missing(tmp_path):
+  with pytest.raises(SystemExit, match=r"tu/ENZYMES not found"):
+    device.copy_data(tmp_path / "shared", tmp_path / "data")
+
+
+def test_a_failed_part_is_reported_not_fatal(capsys):
+  report = {"parts": {"environment": {"error": "boom\nRuntimeError: no GPU"},
+                      "members:1": {"skipped": "time budget spent"}}}
+  device.print_table(report)
+  out = capsys.readouterr().out
+  assert "environment (FAILED: RuntimeError: no GPU)" in out
+  assert "members:1 (skipped: time budget spent)" in out
