@@ -421,7 +421,7 @@ PARTS: List[Part] = [
     Part("paper_epoch:PROTEINS", paper_epoch, dict(dataset="PROTEINS"), 60,
          {}),
     Part("paper_epoch:DD", paper_epoch, dict(dataset="DD"), 90, {}),
-    Part("fair_run:float32", fair_run, dict(precision="float32"), 120, {}),
+    Part("fair_run:float32", fair_run, dict(precision="float32"), 180, {}),
     *(Part(f"members:{count}", members, dict(count=count), 60, {})
       for count in (1, 10, 100, 1000)),
     Part("compile", compile_times, {}, 120, {}),
@@ -429,7 +429,7 @@ PARTS: List[Part] = [
     Part("determinism:deterministic_ops", determinism, {}, 60,
          {"XLA_FLAGS": DETERMINISTIC}),
     Part("fair_run:tensorfloat32", fair_run,
-         dict(precision="tensorfloat32"), 120, {}),
+         dict(precision="tensorfloat32"), 180, {}),
 ]
 QUICK_MEMBERS = {1: 1, 10: 2, 100: 4, 1000: 8}   # --quick: tiny counts
 
