@@ -38,9 +38,8 @@ from typing import Dict, List, NamedTuple
 import numpy as np
 
 from diffpool_jax import compile_cache, plots
-from diffpool_jax.experiment import (Run, RunConfig, RunFolderError,
-                                     load_dataset, make_folds,
-                                     write_json_atomic)
+from diffpool_jax.run import (Run, RunConfig, RunFolderError, load_dataset,
+                              make_folds, write_json_atomic)
 from diffpool_jax.protocols import (PROTOCOLS, at_epochs, paper_protocol,
                                     stopping_epochs)
 

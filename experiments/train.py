@@ -27,8 +27,8 @@ from diffpool_jax.model import PRESETS
 from diffpool_jax.pooling import POOLING
 from diffpool_jax.protocols import PROTOCOLS
 from diffpool_jax.training import MATMUL_PRECISIONS
-from diffpool_jax.experiment import (Run, RunConfig, RunFolderError,
-                                     write_json_atomic)
+from diffpool_jax.run import (Run, RunConfig, RunFolderError,
+                              write_json_atomic)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -220,7 +220,8 @@ def build_config(args) -> tuple[RunConfig, Optional[str]]:
 
 
 def member_variables(run: Run, member: int) -> dict:
-  state = jax.tree_util.tree_map(lambda leaf: leaf[member], run.states)
+  state = jax.tree_util.tree_map(lambda leaf: leaf[member],
+                                 run.session.states)
   return {"params": state.params, "batch_stats": state.batch_stats}
 
 
@@ -237,7 +238,7 @@ def make_plots(run: Run) -> dict:
   variables = member_variables(run, 0)
   test = run.test_graphs[0]
   shown = test[:4]
-  levels = evaluation.level_one_assignments(run.model, variables,
+  levels = evaluation.level_one_assignments(run.session.model, variables,
                                             run.dataset, shown)
   plots.plot_assignments([s for s, _ in levels], run.out / "assignments.png",
                          [f"graph {g}" for g in shown])
@@ -251,7 +252,7 @@ def make_plots(run: Run) -> dict:
     member = int(np.flatnonzero(run.members.fold == fold)[0])
     graphs = run.test_graphs[member]
     assigned = evaluation.level_one_assignments(
-        run.model, member_variables(run, member), run.dataset, graphs)
+        run.session.model, member_variables(run, member), run.dataset, graphs)
     scores.append(evaluation.assignment_nmi(
         [s for s, _ in assigned],
         [run.dataset.communities[g] for g in graphs]))

@@ -10,7 +10,7 @@ import pytest
 import diffpool_jax as dp
 from diffpool_jax import compile_cache, memory, pipeline, training
 from diffpool_jax.datasets import choose_buckets, synthetic_hierarchical
-from diffpool_jax.experiment import Run, RunConfig
+from diffpool_jax.run import Run, RunConfig
 
 TINY_MODEL = dict(hidden_dim=8, embed_dim=8, num_layers=2, mlp_hidden=(8,),
                   pool_ratios=(0.5,))
@@ -130,7 +130,7 @@ def test_a_run_prints_the_device_its_budget_comes_from(tmp_path, capsys):
                      model=TINY_MODEL, checkpoint_every=0,
                      synthetic=dict(num_graphs=16, communities=(2, 3),
                                     community_size=(3, 5)))
-  Run(config, tmp_path / "run").compile(progress=True)
+  Run(config, tmp_path / "run").session.compile(progress=True)
   line = capsys.readouterr().out.splitlines()[0]
   assert line.startswith("training program:")
   assert "of the host's" in line and "(cpu)" in line

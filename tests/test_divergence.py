@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 
 from diffpool_jax.protocols import fair_protocol, nan_argmax, paper_protocol
-from diffpool_jax.experiment import Run, RunConfig
+from diffpool_jax.run import Run, RunConfig
 from tests.test_scale import TINY_RUN
 from tests.test_train_command import REPO, command, write_config
 

@@ -60,3 +60,9 @@ def test_bad_run_config(change, message):
 def test_learning_rates_become_a_tuple():
   assert RunConfig(lr=0.01).lr == (0.01,)
   assert RunConfig(lr=[0.01, 0.001]).lr == (0.01, 0.001)
+
+
+def test_the_earlier_module_keeps_the_run_names():
+  from diffpool_jax import experiment, run
+  for name in run.__all__:
+    assert getattr(experiment, name) is getattr(run, name), name

@@ -269,7 +269,7 @@ def test_a_new_operator_needs_only_a_function_and_a_registry_entry(
     monkeypatch, tmp_path):
   """Registered by name, the operator trains through Run with its loss
   weighted and recorded by name; no other code knows about it."""
-  from diffpool_jax.experiment import Run, RunConfig
+  from diffpool_jax.run import Run, RunConfig
   from diffpool_jax.pooling import PoolingOperator
   monkeypatch.setitem(POOLING, "balance",
                       PoolingOperator(dense_balance_pool, ("balance",)))

@@ -110,13 +110,13 @@ def test_errica_needs_an_even_number_of_seeds():
                     test_acc[:, :, :3], 10)
   with pytest.raises(ValueError, match="seeds=3; the errica protocol"):
     PROTOCOLS["errica"].check(3)
-  from diffpool_jax.experiment import RunConfig
+  from diffpool_jax.run import RunConfig
   with pytest.raises(ValueError, match="seeds=1; the errica protocol"):
     RunConfig(protocol="errica", seeds=1)
 
 
 def test_seeds_default_to_the_protocols_three_select_three_retrain():
-  from diffpool_jax.experiment import RunConfig
+  from diffpool_jax.run import RunConfig
   assert RunConfig(protocol="errica").seeds == 6
   assert RunConfig(protocol="fair").seeds == 1
   assert RunConfig(protocol="paper").seeds == 1
@@ -126,7 +126,7 @@ def test_seeds_default_to_the_protocols_three_select_three_retrain():
 def test_a_run_with_the_errica_protocol(tmp_path):
   """Two learning rates x 2 seeds per fold through Run: each fold's choice
   and its assessment runs are recorded."""
-  from diffpool_jax.experiment import Run, RunConfig
+  from diffpool_jax.run import Run, RunConfig
   config = RunConfig(
       dataset="synthetic", protocol="errica", folds=2, seeds=2,
       lr=[1e-3, 1e-2], epochs=2, max_buckets=1,

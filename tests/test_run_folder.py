@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from diffpool_jax.experiment import Run, RunConfig, RunFolderError
+from diffpool_jax.run import Run, RunConfig, RunFolderError
 from tests.test_scale import TINY_RUN
 
 

@@ -3,7 +3,6 @@ program by memory, and refusing a run that cannot fit."""
 
 import json
 import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -13,7 +12,8 @@ from diffpool_jax import memory
 from diffpool_jax.datasets import (choose_buckets, padded_graph_cost,
                                    sparse_by_cost)
 from diffpool_jax.datasets.buckets import SPARSE_ENTRY_COST
-from diffpool_jax.experiment import Run, RunConfig
+from diffpool_jax.engine.session import edge_list_buckets
+from diffpool_jax.run import Run, RunConfig
 from tests.test_train_command import REPO, TINY, command, write_config
 
 TINY_RUN = dict(synthetic=TINY["synthetic"], model=TINY["model"],
@@ -27,15 +27,15 @@ def test_first_level_form_follows_the_cost_of_each_bucket():
   assert sparse_by_cost(sizes, entries) == [False, True, True, False]
   # Exactly at the break-even the dense form is kept.
   assert sparse_by_cost([48], [48 * 48 // SPARSE_ENTRY_COST]) == [False]
-  config = RunConfig()
-  assert config.sparse_buckets(sizes, entries) == [False, True, True, False]
-  assert RunConfig(first_level="sparse").sparse_buckets(sizes, entries) == [
-      True] * 4
-  assert RunConfig(first_level="dense").sparse_buckets(sizes, entries) == [
-      False] * 4
+  def form(**changes):
+    config = RunConfig(**changes)
+    return edge_list_buckets(config.first_level,
+                             config.model_config().link_loss, sizes, entries)
+  assert form() == [False, True, True, False]
+  assert form(first_level="sparse") == [True] * 4
+  assert form(first_level="dense") == [False] * 4
   # The authors' BCE link loss needs S S^T entry by entry: always dense.
-  assert RunConfig(preset="original").sparse_buckets(sizes, entries) == [
-      False] * 4
+  assert form(preset="original") == [False] * 4
 
 
 def test_padded_graph_cost_counts_nodes_clusters_and_entries():
@@ -92,7 +92,7 @@ def test_members_one_program_at_a_time_match_side_by_side(tmp_path):
 
 def program_bytes(tmp_path, **changes) -> int:
   run = Run(RunConfig(**{**TINY_RUN, **changes}), tmp_path / "probe")
-  return run.compile().train_bytes
+  return run.session.compile().train_bytes
 
 
 def test_members_are_split_into_programs_that_fit_the_budget(tmp_path):

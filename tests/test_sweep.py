@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from diffpool_jax.experiment import Run, RunConfig, RunFolderError
+from diffpool_jax.run import Run, RunConfig, RunFolderError
 from diffpool_jax.layers import GNNStack
 from experiments import sweep
 from tests.helpers import random_batch

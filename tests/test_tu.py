@@ -243,7 +243,7 @@ def test_bad_split_folds_are_refused(tmp_path, parts, message):
 
 def test_fewer_folds_in_the_file_than_asked(tmp_path):
   from diffpool_jax.datasets import synthetic_hierarchical
-  from diffpool_jax.experiment import RunConfig, make_folds
+  from diffpool_jax.run import RunConfig, make_folds
   dataset = synthetic_hierarchical(num_graphs=5, seed=0)
   path = split_file(tmp_path, [0, 1], [2], [3, 4])
   config = RunConfig(protocol="fair", folds=3, splits=str(path))

@@ -28,7 +28,7 @@ import diffpool_jax as dp
 from diffpool_jax import pipeline, training
 from diffpool_jax.datasets import (bucket_entry_slots, choose_buckets,
                                    load_tu, sparse_by_cost, stratified_folds)
-from diffpool_jax.experiment import write_json_atomic
+from diffpool_jax.run import write_json_atomic
 from experiments.benchmarks.pyg import BATCH, median_seconds
 
 

@@ -102,7 +102,7 @@ def peak_memory() -> dict:
 def run_config(options, dataset: str, **changes):
   """A RunConfig on the check's data: the named TU set with its Errica
   splits (full), or the tiny synthetic set and model (--quick)."""
-  from diffpool_jax.experiment import RunConfig
+  from diffpool_jax.run import RunConfig
   if options.quick:
     values = dict(dataset="synthetic", synthetic=TINY_SET, model=TINY_MODEL,
                   batch_size=4, folds=2, checkpoint_every=0)
@@ -143,7 +143,7 @@ def environment(options) -> dict:
   import jax.numpy as jnp
   import optax
   from diffpool_jax import memory, training
-  from diffpool_jax.experiment import RunConfig
+  from diffpool_jax.run import RunConfig
   device = jax.devices()[0]
   import jaxlib
   versions = {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
@@ -275,42 +275,22 @@ def our_train_epoch(options, data, train_ids, max_nodes):
 def make_run(config, dataset=None):
   """A Run (data on the device, model, members) in a folder it never
   writes to."""
-  from diffpool_jax.experiment import Run
+  from diffpool_jax.run import Run
   return Run(config, Path(tempfile.gettempdir()) / "device_check_unused",
              dataset=dataset)
 
 
 def time_training(run, member_graphs, repeats: int) -> dict:
-  """Compiles the run's training epoch for the first len(member_graphs)
-  members training on these graphs, then times it (median after
-  warm-up). Returns the epoch's seconds, compile seconds and XLA's memory
-  estimate."""
-  import jax
-  import jax.numpy as jnp
-  from diffpool_jax import memory, pipeline, training
-  count = len(member_graphs)
-  states = jax.tree_util.tree_map(lambda leaf: leaf[:count], run.states)
-  schedule = pipeline.make_schedule(member_graphs, run.data,
-                                    run.config.batch_size,
-                                    np.random.default_rng(0),
-                                    member_seeds=list(range(count)))
-  args = (run.data.buckets, jax.device_put(schedule.bucket_ids),
-          jax.device_put(schedule.indices), jnp.int32(0))
-  start = time.perf_counter()
-  train, _ = training.compile_epoch_program(
-      run.model, None, "train", states, *args,
-      matmul_precision=run.config.matmul_precision)
-  compile_seconds = time.perf_counter() - start
-
-  def epoch():
-    nonlocal states
-    states, totals = train(states, *args)
-    jax.block_until_ready(totals)
-
+  """The training epoch of the run's first len(member_graphs) members on
+  these graphs: median seconds after warm-up, compile seconds and XLA's
+  memory estimate."""
+  from diffpool_jax.engine import epoch_runner
+  session = run.session
+  epoch, compiled = epoch_runner(session, member_graphs)
   return {"epoch_seconds": median_seconds(epoch, repeats),
-          "compile_seconds": compile_seconds,
-          "xla_estimate_gib": memory.program_bytes(train) / GIB,
-          "buckets": run.buckets.tolist(), "edge_list": run.sparse}
+          "compile_seconds": compiled["compile_seconds"],
+          "xla_estimate_gib": compiled["program_bytes"] / GIB,
+          "buckets": session.buckets.tolist(), "edge_list": session.sparse}
 
 
 def paper_epoch(options, dataset: str) -> dict:
@@ -322,7 +302,7 @@ def paper_epoch(options, dataset: str) -> dict:
   timing = time_training(run, [graphs], options.repeats)
   return {"dataset": dataset, "train_graphs": len(graphs),
           "train_graphs_per_second": len(graphs) / timing["epoch_seconds"],
-          "cluster_slots": run.cluster_slots(), **timing, **peak_memory()}
+          "cluster_slots": run.session.cluster_slots(), **timing, **peak_memory()}
 
 
 def members(options, count: int) -> dict:
@@ -348,7 +328,7 @@ def fair_run(options, precision: str) -> dict:
   config = run_config(options, "ENZYMES", protocol="fair", folds=10,
                       epochs=150, patience=50, matmul_precision=precision)
   with tempfile.TemporaryDirectory() as out:
-    from diffpool_jax.experiment import Run
+    from diffpool_jax.run import Run
     results = Run(config, out).fit(progress=False)
   keep = ("accuracy", "std", "epochs_run", "members", "wall_seconds",
           "compile_seconds", "median_epoch_seconds", "members_per_program")
@@ -365,7 +345,7 @@ def compile_times(options) -> dict:
   with tempfile.TemporaryDirectory() as folder:
     folder = Path(folder)
     config_file = folder / "config.json"
-    from diffpool_jax.experiment import write_json_atomic
+    from diffpool_jax.run import write_json_atomic
     import dataclasses
     write_json_atomic(config_file, dataclasses.asdict(config))
     for name in ("cold", "warm"):
@@ -394,7 +374,7 @@ def determinism(options) -> dict:
                         epochs=5, patience=5,
                         first_level="sparse" if options.quick else "auto")
     with tempfile.TemporaryDirectory() as out:
-      from diffpool_jax.experiment import Run
+      from diffpool_jax.run import Run
       run = Run(config, out)
       results = run.fit(progress=False)
     histories.append(run.history)
@@ -477,7 +457,7 @@ def run_part(part: Part, options, seconds_left: float) -> dict:
 def check(options) -> dict:
   """Every part in order while the time budget lasts; the report is
   rewritten after each one."""
-  from diffpool_jax.experiment import write_json_atomic
+  from diffpool_jax.run import write_json_atomic
   report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "quick": options.quick, "parts": {}}
   start = time.perf_counter()

@@ -31,7 +31,7 @@ def child(args) -> dict:
   import diffpool_jax as dp
   from diffpool_jax import training
   from diffpool_jax.datasets import load_tu
-  from diffpool_jax.experiment import RunConfig
+  from diffpool_jax.run import RunConfig
 
   dataset = load_tu(args.dataset, root=args.data_root)
   largest = np.argsort(dataset.n_node)[-args.batch_size:]
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     else:
       line += f"not run: {r['why_not']}"
     print(line)
-  from diffpool_jax.experiment import write_json_atomic
+  from diffpool_jax.run import write_json_atomic
   write_json_atomic(Path(args.out), results)
   print(f"figures in {args.out}")
   return 0

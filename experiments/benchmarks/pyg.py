@@ -258,32 +258,18 @@ def paper_per_graph(args, dataset, folds) -> dict:
   """One member's training epoch of our `paper` preset as `train` runs it:
   the whole set (no filter), clusters per graph, buckets and first-level
   form by cost; fold 0's training graphs."""
-  import jax
-  import jax.numpy as jnp
-  from diffpool_jax import pipeline, training
-  from diffpool_jax.experiment import Run, RunConfig
+  from diffpool_jax.engine import epoch_runner
+  from diffpool_jax.run import Run, RunConfig
   config = RunConfig(dataset=args.dataset, data_root=args.data_root,
                      preset="paper", protocol="paper", folds=2, epochs=1,
                      batch_size=BATCH, max_buckets=args.buckets)
-  run = Run(config, "runs/benchmark_unused", dataset=dataset)
-  states = jax.tree_util.tree_map(lambda leaf: leaf[:1], run.states)
-  schedule = pipeline.make_schedule([folds[0].train], run.data, BATCH,
-                                    np.random.default_rng(0))
-  train, _ = training.compile_epochs(run.model)
-  compiled = train.lower(states, run.data.buckets, schedule.bucket_ids,
-                         schedule.indices, jnp.int32(0)).compile()
-
-  def train_epoch():
-    nonlocal states
-    states, totals = compiled(states, run.data.buckets, schedule.bucket_ids,
-                              schedule.indices, jnp.int32(0))
-    jax.block_until_ready(totals)
-
-  epoch = median_seconds(train_epoch, args.repeats)
-  return {"buckets": run.buckets.tolist(), "edge_list": run.sparse,
-          "cluster_slots": run.cluster_slots(),
-          "train_graphs": len(folds[0].train), "epoch_seconds": epoch,
-          "train_graphs_per_second": len(folds[0].train) / epoch}
+  session = Run(config, "runs/benchmark_unused", dataset=dataset).session
+  epoch, _ = epoch_runner(session, [folds[0].train])
+  seconds = median_seconds(epoch, args.repeats)
+  return {"buckets": session.buckets.tolist(), "edge_list": session.sparse,
+          "cluster_slots": session.cluster_slots(),
+          "train_graphs": len(folds[0].train), "epoch_seconds": seconds,
+          "train_graphs_per_second": len(folds[0].train) / seconds}
 
 
 def our_cross_validation(args, train, evaluate, members, data, folds
@@ -543,7 +529,7 @@ def main(argv=None) -> int:
     report["datasets"][name] = {side: run_child(side, name, args)
                                 for side in ("parity", "pyg", "ours")}
   print_table(report)
-  from diffpool_jax.experiment import write_json_atomic
+  from diffpool_jax.run import write_json_atomic
   write_json_atomic(Path(args.out), report)
   print(f"\nfigures in {args.out}")
   return 0

@@ -103,9 +103,8 @@ STAND_INS = ("social-sparse", "social-dense")
 
 def child(args) -> dict:
   import jax
-  import jax.numpy as jnp
-  from diffpool_jax import memory, pipeline, training
-  from diffpool_jax.experiment import Run, RunConfig
+  from diffpool_jax.engine import epoch_runner
+  from diffpool_jax.run import Run, RunConfig
   # Run() builds two members' states; only the first one is timed.
 
   overrides = dict(SETTINGS[args.setting])
@@ -122,30 +121,26 @@ def child(args) -> dict:
   start = time.perf_counter()
   given = stand_in(args.dataset) if args.dataset in STAND_INS else None
   run = Run(config, "runs/scale_benchmark_unused", dataset=given)
+  session = run.session
   # One member, trained on a random 90 % of the graphs.
   count = run.dataset.num_graphs
   train_graphs = np.sort(np.random.default_rng(0).permutation(count)[
       :int(0.9 * count)])
-  states = jax.tree_util.tree_map(lambda leaf: leaf[:1], run.states)
-  schedule = pipeline.make_schedule([train_graphs], run.data,
-                                    args.batch_size, np.random.default_rng(0))
-  train_epoch, _ = training.compile_epochs(run.model)
-  compiled = train_epoch.lower(states, run.data.buckets, schedule.bucket_ids,
-                               schedule.indices, jnp.int32(0)).compile()
+  epoch, compiled = epoch_runner(session, [train_graphs])
   setup_seconds = time.perf_counter() - start
-  needed = memory.program_bytes(compiled)
+  needed = compiled["program_bytes"]
   result = {
       "setting": args.setting, "dataset": args.dataset,
       "graphs": int(run.dataset.num_graphs),
       "train_graphs": int(len(train_graphs)),
-      "buckets": run.buckets.tolist(),
-      "graphs_per_bucket": np.bincount(run.data.which,
-                                       minlength=len(run.buckets)).tolist(),
-      "first_level": ["edges" if s else "dense" for s in run.sparse],
+      "buckets": session.buckets.tolist(),
+      "graphs_per_bucket": np.bincount(
+          session.data.which, minlength=len(session.buckets)).tolist(),
+      "first_level": ["edges" if s else "dense" for s in session.sparse],
       "cluster_mode": run.describe()["cluster_mode"],
-      "cluster_slots": run.cluster_slots(),
+      "cluster_slots": session.cluster_slots(),
       "parameters": int(sum(x.size for x in jax.tree_util.tree_leaves(
-          states.params))),
+          session.states.params))) // len(run.members),
       "xla_gib": needed / GIB,
       "setup_seconds": setup_seconds,
   }
@@ -156,12 +151,6 @@ def child(args) -> dict:
     result["why_not"] = (f"XLA estimates {needed / GIB:.1f} GiB for one "
                          f"member, more than --max-gib {args.max_gib}")
   else:
-    def epoch():
-      nonlocal states
-      states, _ = compiled(states, run.data.buckets, schedule.bucket_ids,
-                           schedule.indices, jnp.int32(0))
-      jax.block_until_ready(states)
-
     result["ran"] = True
     result["epoch_seconds"] = median_seconds(epoch, args.repeats)
   result["peak_rss_gib"] = peak_rss_mib() / 1024
@@ -280,7 +269,7 @@ def main(argv=None) -> int:
   results = [run_child(setting, args) for setting in args.settings]
   costs = [] if args.no_entry_cost else entry_cost()
   print_report(results, costs)
-  from diffpool_jax.experiment import write_json_atomic
+  from diffpool_jax.run import write_json_atomic
   write_json_atomic(Path(args.out), {"settings": results,
                                      "entry_cost": costs})
   print(f"\nfigures in {args.out}")

@@ -1,0 +1,316 @@
+"""The engine of a run: the model, the padded data set on the device, the
+members' training states, and compiled epoch programs fitted to memory.
+
+A `Session` is built from a RunConfig, a data set and the members with the
+graphs each trains, validates and tests on. It chooses the size buckets
+(by the model's modelled step cost) and each bucket's first-level form
+(dense or edge list, by cost), puts the buckets on the device, initialises
+every member, compiles the epoch programs with as many members per program
+as fit the memory budget, and runs training and evaluation epochs program
+by program. The run (run/loop.py) owns the epochs, metrics and files; the
+benchmarks use a session directly.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import (Any, Callable, Dict, List, NamedTuple, Optional,
+                    Sequence, Tuple)
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from diffpool_jax import memory, pipeline, training
+from diffpool_jax.datasets import (GraphDataset, bucket_entry_slots,
+                                   choose_buckets, padded_graph_cost,
+                                   sparse_by_cost)
+from diffpool_jax.model import DiffPool
+
+
+class Programs(NamedTuple):
+  """A session's compiled epoch programs for `size` members per program.
+
+  Attributes:
+    size: members per program (the members go program by program).
+    mesh: device mesh of the programs (None: one device).
+    buckets: the padded data set placed for the mesh.
+    train: compiled training epoch (see training.compile_epochs).
+    evaluators: split ("val", "test") -> (compiled evaluation epoch, its
+      fixed schedule).
+    steps_per_epoch: optimizer steps in one training epoch.
+    train_bytes: XLA's memory estimate of the training program.
+    stages: program ("train", "evaluation") -> seconds of "trace", "lower"
+      and "compile".
+  """
+  size: int
+  mesh: Optional[Mesh]
+  buckets: Tuple
+  train: Any
+  evaluators: Dict[str, Tuple[Any, pipeline.Schedule]]
+  steps_per_epoch: int
+  train_bytes: int
+  stages: Dict[str, Dict[str, float]]
+
+
+class MemberGraphs(NamedTuple):
+  """Per member, the graph ids it trains, validates and tests on."""
+  train: List[np.ndarray]
+  val: List[np.ndarray]
+  test: List[np.ndarray]
+
+
+class Session:
+  """Model, device data, member states and epoch programs of one run.
+
+  Args:
+    config: the RunConfig (model, batch size, buckets, first level, memory,
+      precision, members per program, split seed).
+    dataset: the data set with its node features.
+    hyper: {axis: [M] values} of every member's scalar hyper-parameters
+      ("lr", "clip", "weight_decay", "dropout", "aux.NAME").
+    seeds: [M] each member's initialisation seed.
+    shuffle_seeds: [M] (fold, seed) pairs that shuffle each member's
+      batches, so that a member trains alike whatever trains beside it.
+    graphs: the graphs of each member.
+  """
+
+  def __init__(self, config, dataset: GraphDataset,
+               hyper: Dict[str, np.ndarray], seeds: Sequence[int],
+               shuffle_seeds: Sequence[Tuple[int, int]],
+               graphs: MemberGraphs):
+    self.config = config
+    self.model_config = config.model_config()
+    self.dataset = dataset
+    self.graphs = graphs
+    self.shuffle_seeds = list(shuffle_seeds)
+    self.num_members = len(seeds)
+    self.model = DiffPool(self.model_config, dataset.num_classes,
+                          config.model_nodes(dataset.n_node))
+    self.buckets = choose_buckets(dataset.n_node, config.max_buckets,
+                                  min_gain=config.min_bucket_gain,
+                                  cost=self.padded_graph_cost)
+    self.sparse = self.edge_list_buckets()
+    self.data = pipeline.device_data(dataset, self.buckets, self.sparse)
+    sample = training.gather_batch(self.data.buckets[0],
+                                   jnp.arange(config.batch_size))
+    self.states = training.init_members(
+        self.model, sample, seeds, hyper["lr"], hyper["clip"],
+        {name: hyper[f"aux.{name}"] for name in self.model_config.aux_names},
+        hyper["weight_decay"], hyper["dropout"])
+    if self.num_members % max(config.members_per_program, 1):
+      raise ValueError(f"members_per_program={config.members_per_program} "
+                       f"does not divide the {self.num_members} members "
+                       "(folds x seeds x points)")
+
+  def padded_graph_cost(self, sizes: np.ndarray) -> np.ndarray:
+    """[U] modelled cost of one graph padded to each size (for buckets)."""
+    c, n_node = self.model_config, self.dataset.n_node
+    clusters = [(self.model.slot_counts(int(n)) or (0,))[0] for n in sizes]
+    entries = sum(len(e) for e in self.dataset.edges) / max(n_node.sum(), 1)
+    layers = c.num_layers * (2 if c.num_levels else 1)
+    return padded_graph_cost(sizes, c.hidden_dim, clusters, entries, layers)
+
+  def edge_list_buckets(self) -> List[bool]:
+    """Per bucket, whether its first level runs on an EdgeList (see
+    `edge_list_buckets`)."""
+    entry_slots = bucket_entry_slots(self.dataset.edges, self.dataset.n_node,
+                                     self.buckets)
+    return edge_list_buckets(self.config.first_level,
+                             self.model_config.link_loss, self.buckets,
+                             entry_slots)
+
+  def cluster_slots(self) -> List[List[int]]:
+    """Per bucket, the cluster slots of each level."""
+    return [list(self.model.slot_counts(int(n))) for n in self.buckets]
+
+  def schedule(self, epoch: int) -> pipeline.Schedule:
+    """The training schedule of an epoch (deterministic given the epoch):
+    each member's graphs are shuffled by its own fold and seed, so a
+    member trains on the same batches whatever points train beside it."""
+    split_seed = self.config.split_seed
+    rng = np.random.default_rng([split_seed, epoch])
+    member_seeds = [[split_seed, epoch, int(f), int(s)]
+                    for f, s in self.shuffle_seeds]
+    return pipeline.make_schedule(self.graphs.train, self.data,
+                                  self.config.batch_size, rng, member_seeds)
+
+  def evaluation_schedules(self) -> Dict[str, pipeline.Schedule]:
+    """The fixed schedules of the splits every member has graphs in ("val",
+    "test"), padded to one length so that one program evaluates both."""
+    fixed = {split: pipeline.make_schedule(graphs, self.data,
+                                           self.config.batch_size)
+             for split, graphs in (("val", self.graphs.val),
+                                   ("test", self.graphs.test))
+             if all(len(g) for g in graphs)}
+    steps = max((len(f.bucket_ids) for f in fixed.values()), default=0)
+    return {split: pipeline.pad_steps(f, steps) for split, f in fixed.items()}
+
+  def part_states(self, mesh: Optional[Mesh], part: slice
+                  ) -> training.TrainState:
+    """The states of a program's members, placed for its mesh."""
+    states = self.states
+    if part != slice(0, self.num_members):
+      states = jax.tree_util.tree_map(lambda leaf: leaf[part], states)
+    return training.shard_members(mesh, states)
+
+  def compile_train(self, schedule: pipeline.Schedule, part: slice,
+                    mesh: Optional[Mesh] = None, buckets=None):
+    """The training epoch compiled for the members `part` on `schedule`'s
+    shapes, and the seconds of its stages (see
+    training.compile_epoch_program)."""
+    buckets = self.data.buckets if buckets is None else buckets
+    return training.compile_epoch_program(
+        self.model, mesh, "train", self.part_states(mesh, part), buckets,
+        schedule.bucket_ids, schedule.indices[part], jnp.int32(0),
+        matmul_precision=self.config.matmul_precision)
+
+  def compile_programs(self, size: int) -> Programs:
+    """Lowers and compiles the train program and one evaluation program
+    (for every split) for `size` members per program."""
+    mesh = training.make_mesh(size, self.config.batch_size)
+    part = slice(0, size)
+    schedule = self.schedule(0)
+    buckets = training.replicate(mesh, self.data.buckets)
+    train, seconds = self.compile_train(schedule, part, mesh, buckets)
+    stages = {"train": seconds}
+    evaluators = {}
+    fixed = self.evaluation_schedules()
+    if fixed:
+      first = next(iter(fixed.values()))
+      evaluate, stages["evaluation"] = training.compile_epoch_program(
+          self.model, mesh, "evaluate", self.part_states(mesh, part),
+          buckets, first.bucket_ids, first.indices[part],
+          matmul_precision=self.config.matmul_precision)
+      evaluators = {split: (evaluate, f) for split, f in fixed.items()}
+    return Programs(size, mesh, buckets, train, evaluators,
+                    schedule.indices.shape[1], memory.program_bytes(train),
+                    stages)
+
+  def compile(self, progress: bool = False) -> Programs:
+    """The epoch programs with as many members per program as fit in
+    memory (see RunConfig.members_per_program). Raises MemoryError when
+    not even one member fits."""
+    budget = memory.budget(self.config.memory_gib)
+    shared = sum(leaf.nbytes for leaf in
+                 jax.tree_util.tree_leaves(self.data.buckets))
+    chosen = self.config.members_per_program
+    size = chosen or self.num_members
+    while True:
+      programs = self.compile_programs(size)
+      if programs.train_bytes <= budget.bytes:
+        break
+      message = self.memory_message(programs, budget)
+      if chosen:
+        raise MemoryError(message + (
+            f". Lower members_per_program (now {chosen}) or let it choose "
+            "(0)."))
+      if size == 1:
+        raise MemoryError(message + (
+            ". Not even one member fits: lower the batch size, the widths "
+            "or max_clusters, or raise memory_gib."))
+      # A linear guess from this program; only a compiled single-member
+      # program is trusted to refuse the run.
+      fit = max(memory.members_that_fit(size, programs.train_bytes, shared,
+                                        budget.bytes), 1)
+      if fit == size:
+        fit = max(d for d in range(1, fit) if fit % d == 0)
+      size = fit
+    if progress:
+      print(self.memory_message(programs, budget), flush=True)
+    return programs
+
+  def memory_message(self, programs: Programs,
+                     budget: memory.Budget) -> str:
+    """One line on the training program's memory against the budget and
+    the device it was taken from."""
+    form = "edge list" if self.sparse[-1] else "dense"
+    return (f"training program: {programs.train_bytes / memory.GIB:.2f} GiB "
+            f"(XLA estimate; {programs.size} of {self.num_members} "
+            f"members per program, batch {self.config.batch_size}, largest "
+            f"bucket {int(self.buckets[-1])} nodes, {form}); budget "
+            f"{budget.bytes / memory.GIB:.1f} GiB: {budget.source}")
+
+  def member_parts(self, programs: Programs) -> List[slice]:
+    """The members of each program, in order."""
+    size = programs.size
+    return [slice(lo, lo + size) for lo in range(0, self.num_members, size)]
+
+  def train_members(self, programs: Programs, schedule: pipeline.Schedule,
+                    first_step: int) -> training.StepMetrics:
+    """One training epoch of every member, program by program; returns
+    per-member metric sums [M]."""
+    states, totals = [], []
+    for part in self.member_parts(programs):
+      new, sums = programs.train(
+          self.part_states(programs.mesh, part), programs.buckets,
+          schedule.bucket_ids, schedule.indices[part], jnp.int32(first_step))
+      states.append(new)
+      totals.append(sums)
+    self.states = concatenate_members(states)
+    return concatenate_members(totals)
+
+  def evaluate_members(self, programs: Programs, split: str
+                       ) -> training.StepMetrics:
+    """Per-member metric sums [M] of a split ("val" or "test")."""
+    evaluate, fixed = programs.evaluators[split]
+    return concatenate_members([
+        evaluate(self.part_states(programs.mesh, part), programs.buckets,
+                 fixed.bucket_ids, fixed.indices[part])
+        for part in self.member_parts(programs)])
+
+
+def epoch_runner(session: Session, member_graphs: Sequence[np.ndarray],
+                 seed: int = 0) -> Tuple[Callable[[], None], dict]:
+  """For benchmarks: a function that runs one training epoch (blocking)
+  of the session's first len(member_graphs) members, each on its graphs
+  (batches shuffled once with `seed`), on its own copy of their states;
+  and what compiling it took: "compile_seconds", "stages" and XLA's
+  estimate "program_bytes"."""
+  count = len(member_graphs)
+  schedule = pipeline.make_schedule(
+      member_graphs, session.data, session.config.batch_size,
+      np.random.default_rng(seed), member_seeds=list(range(count)))
+  schedule = pipeline.Schedule(*jax.device_put(tuple(schedule)))
+  start = time.perf_counter()
+  train, stages = session.compile_train(schedule, slice(0, count))
+  compiled = {"compile_seconds": time.perf_counter() - start,
+              "stages": stages, "program_bytes": memory.program_bytes(train)}
+  states = jax.tree_util.tree_map(jnp.copy,
+                                  session.part_states(None, slice(0, count)))
+
+  def epoch():
+    nonlocal states
+    states, totals = train(states, session.data.buckets, schedule.bucket_ids,
+                           schedule.indices, jnp.int32(0))
+    jax.block_until_ready(totals)
+
+  return epoch, compiled
+
+
+def edge_list_buckets(first_level: str, link_loss: str, bucket_sizes,
+                      entry_slots) -> List[bool]:
+  """Per bucket, whether its first level runs on an EdgeList.
+
+  Args:
+    first_level: "dense", "sparse" (every bucket so), or "auto": by cost
+      (`datasets.sparse_by_cost`), except that the "bce" link loss needs
+      the dense form.
+    link_loss: the model's link-loss form.
+    bucket_sizes: [K] padded node counts.
+    entry_slots: [K] adjacency entries per graph of each bucket.
+  """
+  if first_level != "auto":
+    return [first_level == "sparse"] * len(bucket_sizes)
+  if link_loss == "bce":
+    return [False] * len(bucket_sizes)
+  return sparse_by_cost(bucket_sizes, entry_slots)
+
+
+def concatenate_members(trees: List):
+  """One tree from per-program trees [m, ...] along the member axis."""
+  if len(trees) == 1:
+    return trees[0]
+  return jax.tree_util.tree_map(lambda *parts: jnp.concatenate(parts),
+                                *trees)

@@ -1,0 +1,304 @@
+"""A run's configuration: plain data and its checks (written to
+config.json). Nothing here touches data or devices."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from diffpool_jax.datasets.features import split_kind
+from diffpool_jax.model import DiffPoolConfig, preset
+from diffpool_jax.protocols import PROTOCOLS
+from diffpool_jax.training import precision_context
+
+
+@dataclasses.dataclass
+class RunConfig:
+  """Everything a run depends on (written to config.json).
+
+  Attributes:
+    dataset: a TU name, or "synthetic" for the built-in set.
+    data_root: folder holding NAME/NAME_A.txt...; None: the download cache.
+    preset: model preset; model: overrides of its DiffPoolConfig fields
+      ("aux_weights" may be a {name: weight} mapping; it updates the
+      preset's weights name by name).
+    protocol: a name in `protocols.PROTOCOLS`: "paper" (max over epochs of
+      the mean test-fold accuracy, optimistic), "fair" (Errica et al.: inner
+      validation holdout) or "errica" (half the seeds select a point on
+      validation, the other half retrain it for the test score).
+    folds, seeds: outer folds and seeds per fold; members = folds x seeds x
+      points, where the points are every combination of the learning rates
+      `lr` and the values of each `grid` axis (see `points`). seeds None:
+      the protocol's `default_seeds` (1; "errica" 6: 3 select, 3 retrain).
+    batch_size, clip, weight_decay: graphs per step, the global
+      gradient-norm clip and the L2 weight decay added to the gradient
+      (torch's Adam(weight_decay=...)), the same for every member.
+    splits: a split file (Errica et al. format) replacing stratified folds.
+    patience: early-stopping patience of the fair protocol.
+    features: node feature kind (see datasets.node_features).
+    max_buckets: at most this many padded sizes.
+    min_bucket_gain: a further size bucket (one more compiled branch) is
+      added only while it cuts the modelled epoch cost by at least this
+      fraction (0: always max_buckets).
+    cluster_reference: None keeps the preset's cluster counts (per graph
+      for "paper": each graph pools to the ratio of its own nodes, capped
+      at the model's max_clusters; the largest graph for the fixed counts
+      of "pyg" and "original"). Given, every graph gets the same fixed
+      counts from this node count: "max" (the largest graph, as PyG and
+      Errica et al.), "mean", "median", "pNN" (the NN-th percentile of
+      graph sizes) or an integer.
+    grid: more scalar hyper-parameters swept side by side, {axis: values},
+      axes from SCALAR_AXES: "clip", "weight_decay", "dropout" and
+      "aux.NAME" (the weight of auxiliary loss NAME). An axis replaces the
+      single value given elsewhere (clip, weight_decay, model dropout and
+      aux_weights); none of them changes array shapes, so every point
+      trains in the same compiled program.
+    synthetic: keyword arguments of synthetic_hierarchical.
+    checkpoint_every: epochs between checkpoints (0: never).
+    first_level: adjacency of the first level, "dense" ([B,N,N]), "sparse"
+      (an EdgeList: no N x N matrix) or "auto": per size bucket, by cost
+      (`datasets.sparse_by_cost`: the edge list when N^2 is more than
+      SPARSE_ENTRY_COST times the bucket's entry slots), so dense graphs
+      stay dense and large sparse graphs need no N x N matrix. The "bce"
+      link loss needs the dense form.
+    members_per_program: members trained side by side in one compiled
+      program; the rest run one program after another. 0 (auto): all of
+      them if XLA's memory estimate fits `memory_gib`, else the most that
+      fit (a divisor of the member count).
+    memory_gib: memory the training programs may use (None: on a GPU or
+      TPU 80 % of the device memory JAX may use, on the CPU 60 % of the
+      host memory available when the run starts; see memory.budget). A
+      run whose single member does not fit is refused before training.
+    matmul_precision: precision of the float32 matrix products in the
+      epoch programs, one of training.MATMUL_PRECISIONS: "float32" (full
+      float32 on every backend, the default), "tensorfloat32" (TF32
+      tensor cores on NVIDIA GPUs), "bfloat16" or "default" (the
+      backend's choice: TF32 on recent NVIDIA GPUs). No effect on the CPU.
+  """
+  dataset: str = "synthetic"
+  data_root: Optional[str] = None
+  preset: str = "paper"
+  model: Dict[str, object] = dataclasses.field(default_factory=dict)
+  protocol: str = "paper"
+  folds: int = 10
+  seeds: Optional[int] = None
+  epochs: int = 100
+  batch_size: int = 20
+  lr: Tuple[float, ...] = (1e-3,)
+  clip: float = 2.0
+  weight_decay: float = 0.0
+  patience: int = 50
+  splits: Optional[str] = None
+  features: str = "default"
+  max_buckets: int = 5
+  min_bucket_gain: float = 0.1
+  cluster_reference: object = None
+  first_level: str = "auto"
+  members_per_program: int = 0
+  memory_gib: Optional[float] = None
+  matmul_precision: str = "float32"
+  split_seed: int = 0
+  grid: Dict[str, Tuple[float, ...]] = dataclasses.field(default_factory=dict)
+  synthetic: Dict[str, object] = dataclasses.field(default_factory=dict)
+  checkpoint_every: int = 10
+
+  def __post_init__(self):
+    if not isinstance(self.protocol, str) or self.protocol not in PROTOCOLS:
+      raise ValueError(f"protocol={self.protocol!r}; expected one of "
+                       f"{tuple(PROTOCOLS)}")
+    if self.seeds is None:
+      self.seeds = PROTOCOLS[self.protocol].default_seeds
+    check_run_config(self)
+
+  def points(self) -> List[Dict[str, float]]:
+    """Every combination of `lr` and the grid axes (lr varies slowest,
+    then the axes in name order): the hyper-parameter points trained side
+    by side, each a {axis: value} dict with "lr" and every grid axis."""
+    axes = {"lr": self.lr, **self.grid}
+    return [dict(zip(axes, values))
+            for values in itertools.product(*axes.values())]
+
+  def member_hyperparameters(self, point: Dict[str, float]
+                             ) -> Dict[str, float]:
+    """Every scalar hyper-parameter of a member at `point`: "lr", "clip",
+    "weight_decay", "dropout" and "aux.NAME" for each auxiliary loss."""
+    model = self.model_config()
+    values = {"lr": self.lr[0], "clip": self.clip,
+              "weight_decay": self.weight_decay, "dropout": model.dropout,
+              **{f"aux.{name}": weight
+                 for name, weight in model.weights.items()}}
+    values.update(point)
+    return values
+
+  def model_config(self):
+    """The preset with this run's overrides (JSON lists become tuples;
+    aux_weights update the preset's by name); a cluster reference makes the
+    counts fixed."""
+    overrides = {k: tuple(v) if isinstance(v, list) else v
+                 for k, v in self.model.items()}
+    known = {f.name for f in dataclasses.fields(DiffPoolConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+      raise ValueError(f"model: unknown fields {unknown}; DiffPoolConfig "
+                       f"has {sorted(known)}")
+    if self.cluster_reference is not None:
+      overrides["cluster_mode"] = "fixed"
+    if max(self.grid.get("dropout", ()), default=0) > 0:
+      # Dropout on in the model; each member passes its own rate.
+      overrides["dropout"] = max(self.grid["dropout"])
+    if "aux_weights" in overrides:
+      base = dict(preset(self.preset).aux_weights)
+      base.update(weight_pairs(overrides["aux_weights"]))
+      overrides["aux_weights"] = tuple(sorted(base.items()))
+    return preset(self.preset, **overrides)
+
+  def model_nodes(self, n_node: np.ndarray) -> int:
+    """The model's `max_nodes`: the largest graph for per-graph counts,
+    the reference size for fixed counts."""
+    if self.model_config().per_graph:
+      return int(np.max(n_node))
+    return self.reference_nodes(n_node)
+
+  def reference_nodes(self, n_node: np.ndarray) -> int:
+    """The node count that fixed level-1 cluster ratios apply to."""
+    return reference_size(self.cluster_reference, n_node)
+
+
+INTEGER_FIELDS = ("folds", "seeds", "epochs", "batch_size", "patience",
+                  "max_buckets", "split_seed", "checkpoint_every",
+                  "members_per_program")
+NUMBER_FIELDS = ("clip", "weight_decay", "min_bucket_gain")
+
+
+def check_run_config(config: "RunConfig") -> None:
+  """ValueError naming the field unless every field of `config` is valid;
+  normalises `lr` (a tuple of floats) and `grid` (sorted, float tuples)."""
+  for name in INTEGER_FIELDS:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+      raise ValueError(f"{name}={value!r}; must be an integer")
+  for name in NUMBER_FIELDS:
+    if not is_number(getattr(config, name)):
+      raise ValueError(f"{name}={getattr(config, name)!r}; must be a number")
+  lrs = np.atleast_1d(np.asarray(config.lr, dtype=object))
+  if lrs.ndim != 1 or not all(map(is_number, lrs)):
+    raise ValueError(f"lr={config.lr!r}; expected a number or a list of "
+                     "numbers")
+  config.lr = tuple(float(v) for v in lrs)
+  split_kind(config.features)               # raises on a bad feature kind
+  PROTOCOLS[config.protocol].check(config.seeds)
+  for name in ("folds", "seeds", "epochs", "batch_size"):
+    if getattr(config, name) < 1:
+      raise ValueError(f"{name}={getattr(config, name)}; must be >= 1")
+  if config.folds < 2 and config.splits is None:
+    raise ValueError(f"folds={config.folds}; stratified folds need at least "
+                     "2 (or a split file)")
+  for value in config.lr:
+    if not (np.isfinite(value) and value > 0):
+      raise ValueError(f"lr={value}; every learning rate must be "
+                       "finite and > 0")
+  if not (np.isfinite(config.clip) and config.clip > 0):
+    raise ValueError(f"clip={config.clip}; must be finite and > 0")
+  if not (np.isfinite(config.weight_decay) and config.weight_decay >= 0):
+    raise ValueError(f"weight_decay={config.weight_decay}; must be finite "
+                     "and >= 0")
+  if not 0 <= config.min_bucket_gain < 1:
+    raise ValueError(f"min_bucket_gain={config.min_bucket_gain}; must be in "
+                     "[0, 1) (0: always max_buckets)")
+  if config.patience < 0:
+    raise ValueError(f"patience={config.patience}; must be >= 0")
+  if config.first_level not in ("auto", "dense", "sparse"):
+    raise ValueError(f"first_level={config.first_level!r}; expected 'auto', "
+                     "'dense' or 'sparse'")
+  if config.members_per_program < 0:
+    raise ValueError(f"members_per_program={config.members_per_program}; "
+                     "must be >= 0 (0: as many as fit in memory)")
+  if config.memory_gib is not None and not (is_number(config.memory_gib)
+                                            and config.memory_gib > 0):
+    raise ValueError(f"memory_gib={config.memory_gib!r}; must be a number > 0")
+  precision_context(config.matmul_precision)  # raises if unknown
+  if config.cluster_reference is not None:
+    reference_size(config.cluster_reference, np.array([1]))  # raises if bad
+  config.grid = {axis: check_axis(axis, values)
+                 for axis, values in sorted(dict(config.grid).items())}
+  aux_names = config.model_config().aux_names  # raises on a bad model field
+  for axis in config.grid:
+    if axis.startswith("aux.") and axis[4:] not in aux_names:
+      raise ValueError(f"grid: {axis!r} names no auxiliary loss of this "
+                       f"model; its losses are {list(aux_names)} "
+                       f"(axes {[f'aux.{n}' for n in aux_names]})")
+
+
+def reference_size(reference, n_node: np.ndarray) -> int:
+  """The node count that fixed level-1 cluster ratios apply to: "max"
+  (also for None), "mean", "median", "pNN" (a percentile of the graph
+  sizes `n_node`) or a positive integer."""
+  ref = "max" if reference is None else reference
+  if isinstance(ref, (int, np.integer)) and ref >= 1:
+    return int(ref)
+  if ref == "max":
+    return int(n_node.max())
+  if ref == "mean":
+    return int(np.ceil(n_node.mean()))
+  if ref == "median":
+    return int(np.ceil(np.median(n_node)))
+  if (isinstance(ref, str) and ref[:1] == "p" and ref[1:].isdigit()
+      and int(ref[1:]) <= 100):
+    return int(np.ceil(np.percentile(n_node, int(ref[1:]))))
+  raise ValueError(f"cluster_reference={ref!r}; expected 'max', 'mean', "
+                   "'median', 'pNN' (NN at most 100) or a positive "
+                   "integer")
+
+
+SCALAR_AXES = ("clip", "weight_decay", "dropout", "aux.NAME")
+
+
+def is_number(value) -> bool:
+  """Whether `value` is a real number (not a bool, string or None)."""
+  return (isinstance(value, (int, float, np.integer, np.floating))
+          and not isinstance(value, (bool, np.bool_)))
+
+
+def check_axis(axis: str, values) -> Tuple[float, ...]:
+  """A grid axis's values as floats; ValueError naming the axis unless it
+  is one of SCALAR_AXES with a non-empty list of values in its range."""
+  ranges = {"clip": ("> 0", lambda v: v > 0),
+            "weight_decay": (">= 0", lambda v: v >= 0),
+            "dropout": ("in [0, 1)", lambda v: 0 <= v < 1)}
+  if axis == "lr":
+    raise ValueError("grid: 'lr' is not a grid axis; give learning rates "
+                     "as lr (a list)")
+  if axis not in ranges and not (axis.startswith("aux.") and len(axis) > 4):
+    raise ValueError(f"grid: unknown axis {axis!r}; expected one of "
+                     f"{SCALAR_AXES}")
+  rule, ok = ranges.get(axis, (">= 0", lambda v: v >= 0))
+  if isinstance(values, (str, bytes)) or not np.ndim(values) == 1 or \
+      not len(values):
+    raise ValueError(f"grid: {axis}={values!r}; expected a non-empty list "
+                     "of numbers")
+  try:
+    numbers = tuple(float(v) for v in values)
+  except (TypeError, ValueError):
+    raise ValueError(f"grid: {axis}={list(values)!r}; expected numbers"
+                     ) from None
+  for value in numbers:
+    if not (np.isfinite(value) and ok(value)):
+      raise ValueError(f"grid: {axis}={value}; every value must be finite "
+                       f"and {rule}")
+  if len(set(numbers)) < len(numbers):
+    raise ValueError(f"grid: {axis}={list(numbers)} repeats a value")
+  return numbers
+
+
+def weight_pairs(weights) -> Dict[str, object]:
+  """{name: weight} from a mapping or a sequence of (name, weight) pairs."""
+  if isinstance(weights, dict):
+    return dict(weights)
+  try:
+    return {name: weight for name, weight in weights}
+  except (TypeError, ValueError):
+    raise ValueError(f"model.aux_weights={weights!r}; expected a mapping "
+                     "{name: weight} or (name, weight) pairs") from None

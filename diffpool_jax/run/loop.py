@@ -1,0 +1,268 @@
+"""A cross-validated training run: the epoch loop, its history (metrics
+per epoch and member), divergence, checkpoints, exact resume and results.
+The command line lives in experiments/train.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from diffpool_jax import training
+from diffpool_jax.datasets import GraphDataset
+from diffpool_jax.engine.session import MemberGraphs, Programs, Session
+from diffpool_jax.protocols import PROTOCOLS
+from diffpool_jax.run import store
+from diffpool_jax.run.config import RunConfig
+from diffpool_jax.run.members import Members, load_dataset, make_folds
+
+
+def history_keys(aux_names) -> Tuple[str, ...]:
+  """Per-epoch, per-member values a run records: losses and accuracies of
+  each split, and the training mean of each auxiliary loss
+  ("train_<name>")."""
+  return (("train_loss", "train_acc")
+          + tuple(f"train_{name}" for name in aux_names)
+          + ("val_loss", "val_acc", "test_loss", "test_acc"))
+
+
+class Run:
+  """A cross-validated run in `out_dir`; `fit()` trains it (resuming from
+  the last checkpoint when asked) and returns the results. Its engine
+  (model, device data, member states, programs) is `session`."""
+
+  def __init__(self, config: RunConfig, out_dir: str | os.PathLike,
+               dataset: Optional[GraphDataset] = None):
+    start = time.perf_counter()
+    self.config = config
+    self.out = Path(out_dir)
+    self.dataset = dataset if dataset is not None else load_dataset(config)
+    self.protocol = PROTOCOLS[config.protocol]
+    self.folds = make_folds(config, self.dataset)
+    self.points = config.points()
+    self.members = Members.grid(
+        len(self.folds), config.seeds,
+        [config.member_hyperparameters(p) for p in self.points])
+    self.grid_shape = (len(self.folds), config.seeds, len(self.points))
+    self.model_config = config.model_config()
+    folds = [self.folds[f] for f in self.members.fold]
+    self.train_graphs = [fold.train for fold in folds]
+    self.val_graphs = [fold.validation for fold in folds]
+    self.test_graphs = [fold.test for fold in folds]
+    self.session = Session(
+        config, self.dataset, self.members.hyper,
+        self.members.seed * 1000 + self.members.fold,
+        list(zip(self.members.fold, self.members.seed)),
+        MemberGraphs(self.train_graphs, self.val_graphs, self.test_graphs))
+    self.history = {k: np.full((config.epochs, len(self.members)), np.nan)
+                    for k in history_keys(self.model_config.aux_names)}
+    self.epoch_seconds = np.full(config.epochs, np.nan)
+    # Data, buckets and member initialisation, before any epoch program.
+    self.setup_seconds = time.perf_counter() - start
+
+  def checkpoint_tree(self, epoch: int):
+    return {"states": self.session.states, "epoch": np.asarray(epoch),
+            "history": self.history, "epoch_seconds": self.epoch_seconds}
+
+  def restore(self, manager, saved_epochs: int) -> int:
+    """Loads the latest checkpoint of a run planned for `saved_epochs`
+    epochs (its history is extended to this run's epochs); returns the
+    next epoch to run."""
+    template = self.checkpoint_tree(0)
+    template["history"] = {k: v[:1].repeat(saved_epochs, axis=0)
+                           for k, v in self.history.items()}
+    template["epoch_seconds"] = np.zeros(saved_epochs)
+    tree = store.restore_checkpoint(manager, template)
+    if tree is None:
+      return 0
+    self.session.states = tree["states"]
+    for key, values in tree["history"].items():
+      self.history[key][:saved_epochs] = np.asarray(values)
+    self.epoch_seconds[:saved_epochs] = np.asarray(tree["epoch_seconds"])
+    return int(tree["epoch"]) + 1
+
+  def compute_message(self, programs: Programs) -> str:
+    """One line on what the run trains: members, epochs, programs."""
+    folds, seeds, points = self.grid_shape
+    return (f"compute: {folds} folds x {seeds} seeds x {points} points = "
+            f"{len(self.members)} members, up to {self.config.epochs} epochs"
+            f" of {programs.steps_per_epoch} steps, "
+            f"{len(self.session.member_parts(programs))} program(s) per "
+            f"epoch; protocol {self.protocol.name}")
+
+  def all_stopped(self, epoch: int) -> bool:
+    """Whether the protocol lets training stop after this epoch (fair:
+    every member's early stopping has run out of patience)."""
+    seen = slice(0, epoch + 1)
+    return self.protocol.stopped(self.history["val_acc"][seen],
+                                 self.history["val_loss"][seen],
+                                 self.config.patience)
+
+  def fit(self, resume: bool = False, progress: bool = True,
+          overwrite: bool = False) -> dict:
+    """Trains every member; writes config.json, metrics.jsonl, results.json
+    and checkpoints into the output folder; returns the results.
+
+    The folder must not hold another run (RunFolderError): `resume`
+    continues the run there from its last checkpoint (same configuration
+    but for RESUMABLE_FIELDS; more epochs extend it), `overwrite` deletes
+    its outputs first. Resuming a folder without a run starts afresh.
+    """
+    if resume and overwrite:
+      raise store.RunFolderError("--resume and --overwrite exclude each other")
+    saved = store.claim_folder(self.out, self.config, resume, overwrite)
+    self.out.mkdir(parents=True, exist_ok=True)
+    store.write_json_atomic(self.out / "config.json", self.describe())
+    manager = store.checkpoint_manager(self.out)
+    start_epoch = self.restore(manager, saved["epochs"]) if saved else 0
+    compile_start = time.perf_counter()
+    programs = self.session.compile(progress)
+    if progress:
+      print(self.compute_message(programs), flush=True)
+    compile_seconds = time.perf_counter() - compile_start
+    rows = [row for e in range(start_epoch)
+            for row in metric_rows(self.members, self.history,
+                                   self.points[0], e)]
+    train_graphs = sum(len(g) for g in self.train_graphs)
+    wall_start = time.perf_counter()
+    bar = tqdm(range(start_epoch, self.config.epochs), disable=not progress,
+               desc=f"{self.config.dataset} {self.config.preset}",
+               initial=start_epoch, total=self.config.epochs)
+    epoch = start_epoch - 1
+    for epoch in bar:
+      schedule = self.session.schedule(epoch)
+      start = time.perf_counter()
+      totals = self.session.train_members(programs, schedule,
+                                          epoch * programs.steps_per_epoch)
+      jax.block_until_ready(self.session.states)
+      self.epoch_seconds[epoch] = time.perf_counter() - start
+      self.record(epoch, "train", totals)
+      for split in programs.evaluators:
+        self.record(epoch, split,
+                    self.session.evaluate_members(programs, split))
+      self.mark_diverged(epoch)
+      rows.extend(metric_rows(self.members, self.history, self.points[0],
+                              epoch))
+      store.write_lines_atomic(self.out / "metrics.jsonl", rows)
+      shown = "val_acc" if "val" in programs.evaluators else "test_acc"
+      bar.set_postfix(loss=f"{np.mean(self.history['train_loss'][epoch]):.3f}",
+                      **{shown: f"{np.mean(self.history[shown][epoch]):.3f}"},
+                      graphs_per_s=f"{train_graphs / self.epoch_seconds[epoch]:.0f}")
+      every = self.config.checkpoint_every
+      if every and (epoch + 1) % every == 0:
+        store.save_checkpoint(manager, epoch, self.checkpoint_tree(epoch))
+      if self.all_stopped(epoch) or np.all(self.diverged_at(epoch + 1) >= 0):
+        break
+    bar.close()
+    results = self.results(epoch + 1, compile_seconds,
+                           time.perf_counter() - wall_start, train_graphs,
+                           programs)
+    store.write_json_atomic(self.out / "results.json", results)
+    return results
+
+  def mark_diverged(self, epoch: int) -> None:
+    """Members whose training loss or parameters are not finite after this
+    epoch have diverged: from their first such epoch on, every history
+    value is NaN, so no protocol can select those epochs."""
+    params_finite = np.asarray(training.members_finite(self.session.states.params))
+    finite = params_finite & np.isfinite(self.history["train_loss"][epoch])
+    for member in np.flatnonzero(~finite):
+      for values in self.history.values():
+        values[epoch, member] = np.nan
+
+  def diverged_at(self, epochs_run: int) -> np.ndarray:
+    """[M] the first epoch (< epochs_run) where each member diverged (see
+    `mark_diverged`), or -1."""
+    return first_nan_epoch(self.history["train_loss"][:epochs_run])
+
+  def record(self, epoch: int, split: str, totals) -> None:
+    """Stores an epoch's per-member means of a split (and, for training,
+    of each auxiliary loss)."""
+    values = training.metrics_to_numpy(totals)
+    self.history[f"{split}_loss"][epoch] = values["loss"]
+    self.history[f"{split}_acc"][epoch] = values["accuracy"]
+    if split == "train":
+      for name in self.model_config.aux_names:
+        self.history[f"train_{name}"][epoch] = values[name]
+
+  def results(self, epochs_run: int, compile_seconds: float,
+              wall_seconds: float, train_graphs: int,
+              programs: Programs) -> dict:
+    table = lambda key: self.members.table(
+        self.history[key][:epochs_run], self.grid_shape)
+    summary = self.protocol.summary(
+        {key: table(key) for key in ("val_acc", "val_loss", "test_acc")},
+        self.config.patience)
+    seconds = self.epoch_seconds[:epochs_run]
+    median = float(np.nanmedian(seconds)) if epochs_run else float("nan")
+    diverged = self.diverged_at(epochs_run)
+    return {**summary,
+            "diverged_members": {int(m): int(diverged[m]) for m in
+                                 np.flatnonzero(diverged >= 0)},
+            "dataset": self.config.dataset, "preset": self.config.preset,
+            "points": self.points,
+            "epochs_run": epochs_run, "members": len(self.members),
+            "wall_seconds": wall_seconds,
+            "compile_seconds": compile_seconds,
+            "median_epoch_seconds": median,
+            "graphs_per_second": train_graphs / median,
+            "parameters": int(sum(x.size for x in jax.tree_util.tree_leaves(
+                self.session.states.params)) // len(self.members)),
+            **device_facts(),
+            "members_per_program": programs.size,
+            "setup_seconds": self.setup_seconds,
+            "compile_stages": programs.stages,
+            "buckets": self.session.buckets.tolist()}
+
+  def describe(self) -> dict:
+    return {"run": dataclasses.asdict(self.config),
+            "model": dataclasses.asdict(self.model_config),
+            "dataset": self.dataset.stats(),
+            "members": len(self.members),
+            "cluster_mode": ("per_graph" if self.model_config.per_graph
+                             else "fixed"),
+            "clusters": self.model_config.cluster_counts(
+                self.session.model.max_nodes),
+            "cluster_slots": self.session.cluster_slots(),
+            "sparse_buckets": self.session.sparse,
+            "buckets": self.session.buckets.tolist()}
+
+
+def metric_rows(members: Members, history: Dict[str, np.ndarray],
+                axes, epoch: int) -> List[dict]:
+  """metrics.jsonl's rows of an epoch: per member its fold, seed, point,
+  its value of each hyper-parameter axis in `axes` and every history value
+  that is not NaN (a diverged member is marked "diverged")."""
+  rows = []
+  for m in range(len(members)):
+    row = {"epoch": epoch, "member": m, "fold": int(members.fold[m]),
+           "seed": int(members.seed[m]), "point": int(members.point[m]),
+           **{axis: float(members.hyper[axis][m]) for axis in axes}}
+    if np.isnan(history["train_loss"][epoch, m]):
+      row["diverged"] = True
+    for key, values in history.items():
+      if not np.isnan(values[epoch, m]):
+        row[key] = float(values[epoch, m])
+    rows.append(row)
+  return rows
+
+
+def device_facts() -> dict:
+  """What results.json records of the software and devices."""
+  return {"jax_version": jax.__version__, "device": str(jax.devices()[0]),
+          "devices": jax.device_count()}
+
+
+def first_nan_epoch(values: np.ndarray) -> np.ndarray:
+  """[M] the first row of values [E, M] that is NaN in each column, or -1."""
+  lost = np.isnan(values)
+  first = lost.argmax(axis=0) if len(values) else np.zeros(values.shape[1],
+                                                           np.int64)
+  return np.where(lost.any(axis=0), first, -1)
+

@@ -1,0 +1,69 @@
+"""What a run trains: its data set, its outer folds and its members (folds
+x seeds x hyper-parameter points, trained side by side)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Dict, List
+
+import numpy as np
+
+from diffpool_jax.datasets import (GraphDataset, load_split_file, load_tu,
+                                   stratified_folds, synthetic_hierarchical)
+from diffpool_jax.datasets.splits import Fold
+from diffpool_jax.protocols import PROTOCOLS
+
+
+def load_dataset(config) -> GraphDataset:
+  """A RunConfig's data set with its node features."""
+  if config.dataset == "synthetic":
+    return synthetic_hierarchical(**config.synthetic)
+  return load_tu(config.dataset, root=config.data_root,
+                 features=config.features)
+
+
+def make_folds(config, dataset: GraphDataset) -> List[Fold]:
+  """Outer folds of a RunConfig: from its split file, or stratified with
+  its seed (with the protocol's inner validation holdout, 10 % for
+  "fair")."""
+  if config.splits is not None:
+    folds = load_split_file(config.splits, dataset.num_graphs)
+    if len(folds) < config.folds:
+      raise ValueError(f"--splits {config.splits} holds {len(folds)} folds, "
+                       f"fewer than folds={config.folds}; pass --folds "
+                       f"{len(folds)} or another split file")
+    return folds[:config.folds]
+  holdout = PROTOCOLS[config.protocol].holdout
+  return stratified_folds(dataset.labels, config.folds, config.split_seed,
+                          holdout)
+
+
+@dataclasses.dataclass
+class Members:
+  """The runs trained side by side: member m has fold[m], seed[m], point[m]
+  and hyper[axis][m] for every scalar hyper-parameter axis (see
+  RunConfig.member_hyperparameters)."""
+  fold: np.ndarray
+  seed: np.ndarray
+  point: np.ndarray
+  hyper: Dict[str, np.ndarray]
+
+  @classmethod
+  def grid(cls, num_folds: int, num_seeds: int,
+           points: List[Dict[str, float]]):
+    """Members folds x seeds x points; `points` [P] of {axis: value} with
+    the same axes."""
+    combos = list(itertools.product(range(num_folds), range(num_seeds),
+                                    range(len(points))))
+    fold, seed, point = (np.array(c) for c in zip(*combos))
+    hyper = {axis: np.array([points[p][axis] for p in point], np.float64)
+             for axis in points[0]}
+    return cls(fold, seed, point, hyper)
+
+  def __len__(self):
+    return len(self.fold)
+
+  def table(self, values: np.ndarray, shape) -> np.ndarray:
+    """Reshapes [E, M] member values to [E, folds, seeds, points]."""
+    return values.reshape(values.shape[0], *shape)
