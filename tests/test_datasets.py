@@ -95,17 +95,6 @@ def test_default_features_fall_back_to_degree(tmp_path):
   assert dataset.feature_kind == "default"
 
 
-def test_standardisation_uses_training_graphs_only(toy):
-  train_only = toy.with_features("attributes", standardize_with=[0])
-  first = train_only.features[0].astype(np.float64)
-  np.testing.assert_allclose(first.mean(0), 0, atol=1e-6)
-  np.testing.assert_allclose(first.std(0), 1, atol=1e-6)
-  # Graph 1's attributes are shifted with graph 0's statistics, not theirs.
-  raw = np.array([[0.5, 1], [1.5, 2], [0, 0], [1, 1]])
-  want = (np.array([[2, 2], [3, 3]]) - raw.mean(0)) / raw.std(0)
-  np.testing.assert_allclose(train_only.features[1], want, rtol=1e-5)
-
-
 def brute_force_cost(n_node, max_buckets):
   sizes = np.unique(n_node)
   best = np.inf
@@ -232,3 +221,34 @@ def test_synthetic_communities_are_what_it_says():
     pattern = str(dataset.label_values[dataset.labels[g]])
     want = {tuple(sorted(p)) for p in pattern_edges(pattern, num, None)}
     assert linked == want
+
+
+def test_synthetic_set_takes_any_feature_kind():
+  """Features apply to every source: the run's data set of the built-in
+  set follows RunConfig.features (it once kept its own features)."""
+  from diffpool_jax.run import RunConfig, load_dataset
+  small = dict(num_graphs=8, communities=(2, 3), community_size=(3, 4))
+  built_in = synthetic_hierarchical(**small)
+  default = load_dataset(RunConfig(synthetic=small))
+  for ours, theirs in zip(default.features, built_in.features):
+    np.testing.assert_array_equal(ours, theirs)   # its own, unchanged
+  walked = load_dataset(RunConfig(synthetic=small, features="constant+rwpe"))
+  assert walked.feature_kind == "constant+rwpe"
+  assert walked.num_node_features == 1 + RWPE_STEPS
+  for graph, n in zip(walked.features, walked.n_node):
+    np.testing.assert_array_equal(graph[:, 0], np.ones(n))
+  with pytest.raises(ValueError, match="needs node labels"):
+    load_dataset(RunConfig(synthetic=small, features="labels"))
+
+
+def test_a_new_feature_kind_is_one_entry(toy, monkeypatch):
+  from diffpool_jax.datasets import features
+  monkeypatch.setitem(features.BASE_FEATURES, "twice_degree",
+                      lambda dataset, max_degree: [
+                          2 * f for f in features.degree_features(
+                              dataset, max_degree)])
+  doubled = toy.with_features("twice_degree+clustering")
+  plain = toy.with_features("degree+clustering")
+  for two, one in zip(doubled.features, plain.features):
+    np.testing.assert_array_equal(two[:, :-1], 2 * one[:, :-1])
+    np.testing.assert_array_equal(two[:, -1], one[:, -1])

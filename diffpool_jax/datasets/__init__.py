@@ -5,7 +5,7 @@ from diffpool_jax.datasets.buckets import (assign_buckets,
                                            bucket_entry_slots,
                                            bucket_positions,
                                            bucketed_batches, choose_buckets,
-                                           edge_waste, padded_graph_cost,
+                                           padded_graph_cost,
                                            padding_waste, sparse_by_cost,
                                            waste_table)
 from diffpool_jax.datasets.dataset import GraphDataset
@@ -18,7 +18,7 @@ from diffpool_jax.datasets.tu import load_tu
 
 __all__ = [
     "assign_buckets", "bucket_entry_slots", "bucket_positions",
-    "bucketed_batches", "choose_buckets", "edge_waste", "padded_graph_cost",
+    "bucketed_batches", "choose_buckets", "padded_graph_cost",
     "padding_waste",
     "sparse_by_cost", "waste_table",
     "GraphDataset", "default_cache_dir", "download_tu", "FEATURE_KINDS",

@@ -183,18 +183,6 @@ def bucket_positions(n_node: np.ndarray, buckets: np.ndarray) -> np.ndarray:
   return positions
 
 
-def edge_waste(dataset, buckets: np.ndarray) -> Dict[str, float]:
-  """Padded entry slots / real entries when each bucket stores its graphs'
-  adjacency as an EdgeList with the bucket's largest entry count, and the
-  dense alternative (padded N^2 per graph / real entries)."""
-  which = assign_buckets(dataset.n_node, buckets)
-  entries = np.array([len(e) for e in dataset.edges], np.float64)
-  budget = bucket_entry_slots(dataset.edges, dataset.n_node, buckets)
-  dense = np.asarray(buckets, np.float64)[which] ** 2
-  return {"sparse_entries": float(budget[which].sum() / entries.sum()),
-          "dense_entries": float(dense.sum() / entries.sum())}
-
-
 def waste_table(datasets: Sequence, max_buckets: int = DEFAULT_MAX_BUCKETS
                 ) -> List[Dict[str, object]]:
   """Padding waste, pad-to-max vs buckets, one row per data set."""

@@ -3,7 +3,7 @@
 Kinds:
   "labels"      one-hot node labels (one block per label column; the
                 vocabulary is the set of values seen in the data set).
-  "attributes"  the node attributes (optionally standardised).
+  "attributes"  the node attributes.
   "both"        labels and attributes concatenated.
   "degree"      one-hot degree, degrees >= max_degree share the last slot.
   "constant"    a single column of ones.
@@ -25,9 +25,6 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import scipy.sparse
 
-FEATURE_KINDS = ("default", "labels", "attributes", "both", "degree",
-                 "constant")
-STRUCTURE_FEATURES = ("degree", "clustering", "rwpe")
 RWPE_STEPS = 8
 # Cap of the degree one-hot when none is given: the data set's largest
 # degree, but no more than this many slots.
@@ -47,18 +44,6 @@ def one_hot_labels(node_labels: Sequence[np.ndarray]) -> List[np.ndarray]:
   return out
 
 
-def attribute_stats(node_attributes: Sequence[np.ndarray],
-                    indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
-  """Mean and std ([D] each) of the attributes of the graphs at `indices`.
-
-  Constant columns get std 1 so that they standardise to zero.
-  """
-  rows = np.concatenate([node_attributes[i] for i in indices]).astype(
-      np.float64)
-  std = rows.std(axis=0)
-  return rows.mean(axis=0), np.where(std > 0, std, 1.0)
-
-
 def degree_one_hot(n_node: np.ndarray, edges: Sequence[np.ndarray],
                    max_degree: Optional[int]) -> List[np.ndarray]:
   """One-hot of min(degree, max_degree); width max_degree + 1."""
@@ -72,16 +57,18 @@ def degree_one_hot(n_node: np.ndarray, edges: Sequence[np.ndarray],
 
 def split_kind(kind: str) -> Tuple[str, Tuple[str, ...]]:
   """("both", ("rwpe",)) from "both+rwpe"; ValueError naming the kind
-  unless its base is one of FEATURE_KINDS and each extra one of
+  unless its base is "default" or in BASE_FEATURES and each extra in
   STRUCTURE_FEATURES, each once."""
   base, *extras = str(kind).split("+")
-  if base not in FEATURE_KINDS:
-    raise ValueError(f"features={kind!r}; expected one of {FEATURE_KINDS}, "
-                     f"optionally with +{'/+'.join(STRUCTURE_FEATURES)}")
+  if base != "default" and base not in BASE_FEATURES:
+    raise ValueError(f"features={kind!r}; expected one of "
+                     f"{('default', *BASE_FEATURES)}, optionally with "
+                     f"+{'/+'.join(STRUCTURE_FEATURES)}")
   for extra in extras:
     if extra not in STRUCTURE_FEATURES:
       raise ValueError(f"features={kind!r}: unknown structural feature "
-                       f"{extra!r}; expected one of {STRUCTURE_FEATURES}")
+                       f"{extra!r}; expected one of "
+                       f"{tuple(STRUCTURE_FEATURES)}")
   if len(set(extras)) < len(extras):
     raise ValueError(f"features={kind!r} names a structural feature twice")
   return base, tuple(extras)
@@ -128,27 +115,71 @@ def random_walk_returns(num_nodes: int, edges: np.ndarray,
   return returns.astype(np.float32)
 
 
-def structure_features(dataset, extra: str, max_degree: Optional[int]
+def label_features(dataset, max_degree: Optional[int]) -> List[np.ndarray]:
+  """One-hot node labels (one block per label column)."""
+  return one_hot_labels(dataset.node_labels)
+
+
+def attribute_features(dataset, max_degree: Optional[int]
                        ) -> List[np.ndarray]:
-  """Per graph [n_i, F] of one structural extra (see STRUCTURE_FEATURES)."""
-  if extra == "degree":
-    return degree_one_hot(dataset.n_node, dataset.edges, max_degree)
-  compute = {"clustering": clustering_coefficients,
-             "rwpe": random_walk_returns}[extra]
-  return [compute(int(n), e) for n, e in zip(dataset.n_node, dataset.edges)]
+  """The node attributes as they are (float32)."""
+  return [a.astype(np.float32) for a in dataset.node_attributes]
+
+
+def label_and_attribute_features(dataset, max_degree: Optional[int]
+                                 ) -> List[np.ndarray]:
+  """One-hot node labels, then the node attributes."""
+  return [np.concatenate(parts, axis=1) for parts in
+          zip(label_features(dataset, max_degree),
+              attribute_features(dataset, max_degree))]
+
+
+def degree_features(dataset, max_degree: Optional[int]) -> List[np.ndarray]:
+  """One-hot degrees (see `degree_one_hot`)."""
+  return degree_one_hot(dataset.n_node, dataset.edges, max_degree)
+
+
+def constant_features(dataset, max_degree: Optional[int]
+                      ) -> List[np.ndarray]:
+  """A single column of ones."""
+  return [np.ones((n, 1), np.float32) for n in dataset.n_node]
+
+
+def per_graph(compute):
+  """A feature builder from `compute(num_nodes, edges) -> [n, F]`."""
+  def build(dataset, max_degree: Optional[int]) -> List[np.ndarray]:
+    return [compute(int(n), e) for n, e in zip(dataset.n_node, dataset.edges)]
+  build.__doc__ = compute.__doc__
+  return build
+
+
+# The feature kinds: a builder (dataset, max_degree) -> per graph [n_i, F]
+# float32 for each name. A new kind is one function and one entry here
+# (with what it needs from the data set in NEEDS).
+BASE_FEATURES = {"labels": label_features, "attributes": attribute_features,
+                 "both": label_and_attribute_features,
+                 "degree": degree_features, "constant": constant_features}
+NEEDS = {"labels": ("node_labels",), "attributes": ("node_attributes",),
+         "both": ("node_labels", "node_attributes")}
+# Structural features computed from each graph alone (never from labels),
+# appended with "+".
+STRUCTURE_FEATURES = {"degree": degree_features,
+                      "clustering": per_graph(clustering_coefficients),
+                      "rwpe": per_graph(random_walk_returns)}
+FEATURE_KINDS = ("default", *BASE_FEATURES)     # the kinds shipped
 
 
 def resolve_kind(dataset, kind: str) -> str:
-  """Maps "default" to the concrete kind for this data set."""
+  """Maps "default" to the concrete kind for this data set; ValueError
+  naming the data set when it lacks what `kind` needs."""
   has_labels = dataset.node_labels is not None
   has_attributes = dataset.node_attributes is not None
   if kind != "default":
-    if kind in ("labels", "both") and not has_labels:
-      raise ValueError(f"{dataset.name}: features={kind!r} needs node "
-                       "labels, which this data set does not have")
-    if kind in ("attributes", "both") and not has_attributes:
-      raise ValueError(f"{dataset.name}: features={kind!r} needs node "
-                       "attributes, which this data set does not have")
+    for field in NEEDS.get(kind, ()):
+      if getattr(dataset, field) is None:
+        what = field.replace("node_", "node ")
+        raise ValueError(f"{dataset.name}: features={kind!r} needs {what}, "
+                         "which this data set does not have")
     return kind
   if has_labels and has_attributes:
     return "both"
@@ -160,9 +191,7 @@ def resolve_kind(dataset, kind: str) -> str:
 
 
 def node_features(dataset, kind: str = "default",
-                  max_degree: Optional[int] = None,
-                  standardize_with: Optional[Sequence[int]] = None
-                  ) -> List[np.ndarray]:
+                  max_degree: Optional[int] = None) -> List[np.ndarray]:
   """Per graph [n_i, F] float32 node features of the given kind.
 
   Args:
@@ -171,35 +200,11 @@ def node_features(dataset, kind: str = "default",
       features appended (see the module docstring).
     max_degree: cap of the "degree" one-hot (default: the data set's
       largest degree, at most MAX_DEGREE_CAP).
-    standardize_with: indices of the training graphs; when given, node
-      attributes are standardised with their mean and std (never with
-      statistics of other graphs).
   """
   base, extras = split_kind(kind)
-  features = base_features(dataset, base, max_degree, standardize_with)
-  if not extras:
-    return features
-  blocks = [features] + [structure_features(dataset, extra, max_degree)
-                         for extra in extras]
+  blocks = [BASE_FEATURES[resolve_kind(dataset, base)](dataset, max_degree)]
+  blocks += [STRUCTURE_FEATURES[extra](dataset, max_degree)
+             for extra in extras]
+  if len(blocks) == 1:
+    return blocks[0]
   return [np.concatenate(parts, axis=1) for parts in zip(*blocks)]
-
-
-def base_features(dataset, kind: str, max_degree: Optional[int],
-                  standardize_with: Optional[Sequence[int]]
-                  ) -> List[np.ndarray]:
-  """Per graph [n_i, F] of one of FEATURE_KINDS (see `node_features`)."""
-  kind = resolve_kind(dataset, kind)
-  if kind == "constant":
-    return [np.ones((n, 1), np.float32) for n in dataset.n_node]
-  if kind == "degree":
-    return degree_one_hot(dataset.n_node, dataset.edges, max_degree)
-  parts = []
-  if kind in ("labels", "both"):
-    parts.append(one_hot_labels(dataset.node_labels))
-  if kind in ("attributes", "both"):
-    attributes = dataset.node_attributes
-    if standardize_with is not None:
-      mean, std = attribute_stats(attributes, standardize_with)
-      attributes = [((a - mean) / std).astype(np.float32) for a in attributes]
-    parts.append([a.astype(np.float32) for a in attributes])
-  return [np.concatenate(blocks, axis=1) for blocks in zip(*parts)]

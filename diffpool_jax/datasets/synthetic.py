@@ -100,7 +100,9 @@ def synthetic_hierarchical(num_graphs: int = 500,
 
   Returns:
     A `GraphDataset` named "synthetic" with `communities` filled in and
-    features [n_i, 2 + colours] (feature_kind "synthetic").
+    node attributes [n_i, 2 + colours] (a constant, degree / 10 and the
+    one-hot colour), which are its default features; `with_features`
+    gives it any other kind, as for any data set.
   """
   for name in patterns:
     if name not in PATTERNS:
@@ -123,4 +125,4 @@ def synthetic_hierarchical(num_graphs: int = 500,
       name="synthetic", n_node=np.array([len(c) for c in groups]),
       edges=edges, labels=labels.astype(np.int64),
       label_values=np.array(patterns), features=features,
-      feature_kind="synthetic", communities=groups)
+      feature_kind="default", node_attributes=features, communities=groups)

@@ -18,7 +18,8 @@ from diffpool_jax.protocols import PROTOCOLS
 def load_dataset(config) -> GraphDataset:
   """A RunConfig's data set with its node features."""
   if config.dataset == "synthetic":
-    return synthetic_hierarchical(**config.synthetic)
+    return synthetic_hierarchical(**config.synthetic).with_features(
+        config.features)
   return load_tu(config.dataset, root=config.data_root,
                  features=config.features)
 
