@@ -24,6 +24,7 @@ import os
 import pickle
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
@@ -148,21 +149,31 @@ class FlatProgram:
     return self.compiled.memory_analysis()
 
 
-def _read_traced(path: Path) -> Optional[Tuple[export.Exported, Any]]:
-  """(exported program, output tree) kept at `path`, or None when absent
-  or unreadable (then it is traced again and rewritten)."""
+def _read_traced(path: Path
+                 ) -> Tuple[Optional[Tuple[export.Exported, Any]], str]:
+  """(exported program, output tree) kept at `path` and "", or None and
+  why it cannot be used ("" when there is none): unreadable, damaged
+  (its checksum no longer matches) or not deserializable here."""
   try:
-    kept = pickle.loads(path.read_bytes())
-    return export.deserialize(kept["exported"]), kept["out_tree"]
-  except Exception:                   # absent, partial or from other code
-    return None
+    data = path.read_bytes()
+  except OSError:
+    return None, ""
+  try:
+    kept = pickle.loads(data)
+    serialized = kept["exported"]
+    if hashlib.sha256(serialized).hexdigest() != kept["sha256"]:
+      return None, "its bytes changed since it was written"
+    return (export.deserialize(serialized), kept["out_tree"]), ""
+  except Exception as error:           # partial, foreign or other code
+    return None, f"{type(error).__name__}: {error}".splitlines()[0]
 
 
 def _write_traced(path: Path, serialized: bytes, out_tree) -> None:
   """Writes atomically (a reader never sees a partial file); a cache that
   cannot be written (disk full, folder removed) only costs the next run
   its tracing again."""
-  data = pickle.dumps({"exported": serialized, "out_tree": out_tree})
+  data = pickle.dumps({"exported": serialized, "out_tree": out_tree,
+                       "sha256": hashlib.sha256(serialized).hexdigest()})
   temporary = None
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,14 +231,31 @@ def compile_exported(fun: Callable, args: tuple, key: str,
   """
   start = time.perf_counter()
   path = traced_folder() / f"{key}.exported"
-  kept = _read_traced(path)
-  if kept is None:
-    serialized, out_tree = _trace_flat(fun, args)
-    _write_traced(path, serialized, out_tree)
-    # compile the deserialized module, as a warm run will: same results
-    kept = export.deserialize(serialized), out_tree
+  kept, problem = _read_traced(path)
+  if kept is not None:
+    try:
+      return _compile_flat(kept, args, donate_argnums, compiler_options,
+                           time.perf_counter() - start)
+    except Exception as error:         # e.g. StableHLO it cannot read
+      problem = f"{type(error).__name__}: {error}".splitlines()[0]
+  if problem:
+    warnings.warn(f"kept traced program {path} cannot be used ({problem}); "
+                  "tracing it again", RuntimeWarning, stacklevel=2)
+  serialized, out_tree = _trace_flat(fun, args)
+  _write_traced(path, serialized, out_tree)
+  # compile the deserialized module, as a warm run will: same results
+  return _compile_flat((export.deserialize(serialized), out_tree), args,
+                       donate_argnums, compiler_options,
+                       time.perf_counter() - start)
+
+
+def _compile_flat(kept: Tuple[export.Exported, Any], args: tuple,
+                  donate_argnums: Sequence[int],
+                  compiler_options: Optional[dict], traced_seconds: float
+                  ) -> Tuple[FlatProgram, Dict[str, float]]:
+  """The exported program compiled for the leaves of `args` (the donated
+  arguments' leaves donated), and the seconds of each stage."""
   exported, out_tree = kept
-  traced_seconds = time.perf_counter() - start
   positions, offset = [], 0           # the donated arguments' leaves
   for i, arg in enumerate(args):
     count = len(jax.tree_util.tree_leaves(arg))
