@@ -239,6 +239,8 @@ def run_sweep(grid: Grid, out: Path, resume: bool = False,
     key = (config.dataset, config.features)
     if key not in datasets:
       datasets[key] = load_dataset(config)
+      if progress and datasets[key].origin:
+        print(f"{config.dataset}: {datasets[key].origin}", flush=True)
     num_folds.append(len(make_folds(config, datasets[key])))
   out.mkdir(parents=True, exist_ok=True)
   write_json_atomic(out / "grid.json", grid._asdict())

@@ -264,6 +264,8 @@ def train_one(config: RunConfig, out: Path, args) -> dict:
     run = Run(config, out)
   except (ValueError, OSError) as error:   # data, splits, model settings
     raise SystemExit(f"{config.dataset}: {error}")
+  if run.dataset.origin and not args.quiet:
+    print(f"{config.dataset}: {run.dataset.origin}", flush=True)
   try:
     results = run.fit(resume=args.resume, progress=not args.quiet,
                       overwrite=args.overwrite)

@@ -31,6 +31,13 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 # (RunConfig.matmul_precision, "float32" by default).
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "float32")
 
+# The data cache folder (downloads, processed TU sets) of this test session
+# only, never the user's.
+if "DIFFPOOL_JAX_DATA" not in os.environ:
+  os.environ["DIFFPOOL_JAX_DATA"] = tempfile.mkdtemp(prefix="diffpool_jax_data_")
+  atexit.register(shutil.rmtree, os.environ["DIFFPOOL_JAX_DATA"],
+                  ignore_errors=True)
+
 # ../shared/data beside the project checkout (CI has it), or an override.
 SHARED_DATA = Path(os.environ.get(
     "DIFFPOOL_JAX_SHARED_DATA",

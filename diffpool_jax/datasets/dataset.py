@@ -28,6 +28,8 @@ class GraphDataset:
     edge_attributes: per graph [E_i, D] float attributes, or None.
     graph_attributes: [G, D] float graph attributes, or None.
     communities: per graph [n_i] true community ids (synthetic sets), or None.
+    origin: one line on where the graphs came from (e.g. "parsed ...
+      (cache written)" or "read from the processed cache ...").
   """
   name: str
   n_node: np.ndarray
@@ -42,6 +44,7 @@ class GraphDataset:
   edge_attributes: Optional[List[np.ndarray]] = None
   graph_attributes: Optional[np.ndarray] = None
   communities: Optional[List[np.ndarray]] = None
+  origin: str = ""
 
   def __len__(self) -> int:
     return len(self.n_node)

@@ -10,13 +10,18 @@ The raw format (1-based ids, one file per table, plain `.txt` or `.txt.gz`):
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import io
 import os
+import re
+import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
 import numpy as np
 
+from diffpool_jax.datasets import processed
 from diffpool_jax.datasets.dataset import GraphDataset
 from diffpool_jax.datasets.download import download_tu, default_cache_dir
 
@@ -73,8 +78,55 @@ def read_table(path: Path, dtype, expected_rows: Optional[int] = None,
 
   Every row must have as many values as the first. Raises ValueError
   naming the file and line for empty, ragged, non-numeric or too large
-  values, and for a row count other than `expected_rows`.
+  values, and for a row count other than `expected_rows`. The whole file
+  is parsed as one buffer (`parse_table`); only when that fails is it read
+  line by line to name the offending line.
   """
+  values = parse_table(read_bytes(path), dtype)
+  if values is None:
+    values = read_table_by_line(path, dtype)
+  if expected_rows is not None and len(values) != expected_rows:
+    raise ValueError(f"{path}: has {len(values)} lines, expected "
+                     f"{expected_rows} ({what})")
+  return values
+
+
+def read_bytes(path: Path) -> bytes:
+  """The file's bytes (gzip or plain); ValueError naming the file when it
+  cannot be read (a truncated or fake .gz)."""
+  try:
+    if path.suffix == ".gz":
+      with gzip.open(path, "rb") as handle:
+        return handle.read()
+    return path.read_bytes()
+  except (OSError, EOFError) as error:
+    raise ValueError(f"{path}: cannot be read as text "
+                     f"({type(error).__name__}: {error})") from None
+
+
+# A line holding nothing but whitespace, other than at the end of a file.
+BLANK_LINE = re.compile(rb"(?:^|\n)[ \t\r\f\v]*\n")
+
+
+def parse_table(data: bytes, dtype) -> Optional[np.ndarray]:
+  """[rows, columns] values of a whole table, parsed in one pass (NumPy's
+  C parser), or None when the table is not well formed (empty, a blank
+  line, ragged rows, a value that is not a `dtype` number): the caller
+  then reads it line by line for a message naming the line."""
+  end = len(data.rstrip())
+  if end == 0 or BLANK_LINE.search(data, 0, end):
+    return None
+  try:
+    text = data[:end].replace(b",", b" ").decode("ascii")
+    return np.loadtxt(io.StringIO(text), dtype=dtype, comments=None,
+                      ndmin=2)
+  except (ValueError, OverflowError, UnicodeDecodeError):
+    return None
+
+
+def read_table_by_line(path: Path, dtype) -> np.ndarray:
+  """The table read line by line (slow): names the file and line of the
+  first empty, ragged, non-numeric or too large row."""
   lines = read_lines(path)
   if not lines:
     raise ValueError(f"{path}: the file is empty")
@@ -91,9 +143,6 @@ def read_table(path: Path, dtype, expected_rows: Optional[int] = None,
     for number, (line, row) in enumerate(zip(lines, rows), start=1):
       check_row(path, number, line, row, dtype, columns)
     raise
-  if expected_rows is not None and len(lines) != expected_rows:
-    raise ValueError(f"{path}: has {len(lines)} lines, expected "
-                     f"{expected_rows} ({what})")
   return values.reshape(len(lines), columns)
 
 
@@ -194,8 +243,8 @@ def coalesce(pairs: np.ndarray, num_nodes: int, keep_self_loops: bool
 
 def load_tu(name: str, root: Optional[str | os.PathLike] = None,
             download: bool = True, keep_self_loops: bool = False,
-            features: str = "default", url: Optional[str] = None
-            ) -> GraphDataset:
+            features: str = "default", url: Optional[str] = None,
+            cache: bool = True) -> GraphDataset:
   """Loads TU data set `name` from `root/name/` or the download cache.
 
   Args:
@@ -208,6 +257,10 @@ def load_tu(name: str, root: Optional[str | os.PathLike] = None,
     features: node feature kind (see `node_features`), "default" picks node
       labels + attributes where present, else degrees.
     url: the base URL of the zips (default: the official TU site).
+    cache: keep the parsed graphs in the cache folder's `processed/` and
+      read them back while the raw files, the reader and `keep_self_loops`
+      are unchanged (see datasets.processed); `origin` says which path was
+      taken.
 
   Returns:
     A `GraphDataset`. Duplicate adjacency entries are coalesced, edges are
@@ -223,6 +276,29 @@ def load_tu(name: str, root: Optional[str | os.PathLike] = None,
           "[.gz]; pass download=True or put the files there")
     download_tu(name, folder_root, url=url)
 
+  start = time.perf_counter()
+  options = {"keep_self_loops": keep_self_loops}
+  key = processed.raw_key(folder, name, options) if cache else ""
+  path = processed.cache_path(name)
+  dataset = processed.load(path, key) if cache else None
+  if dataset is not None:
+    origin = f"read from the processed cache {path}"
+  else:
+    dataset = parse_tu(folder, name, keep_self_loops)
+    origin = f"parsed the raw files in {folder}"
+    if cache:
+      origin += (f"; processed cache written to {path}"
+                 if processed.save(path, dataset, key)
+                 else f"; processed cache not written ({path.parent} is "
+                 "not writable)")
+  origin += f" ({time.perf_counter() - start:.1f} s)"
+  return dataclasses.replace(dataset.with_features(features), origin=origin)
+
+
+def parse_tu(folder: Path, name: str, keep_self_loops: bool = False
+             ) -> GraphDataset:
+  """Parses the raw TU files of `name` in `folder` (see `load_tu`); the
+  result has no features yet."""
   def required(table: str) -> Path:
     path = find_table(folder, name, table)
     if path is None:
@@ -283,4 +359,4 @@ def load_tu(name: str, root: Optional[str | os.PathLike] = None,
       edge_labels=per_entry(edge_labels),
       edge_attributes=per_entry(edge_attributes),
       graph_attributes=graph_attributes)
-  return dataset.with_features(features)
+  return dataset
