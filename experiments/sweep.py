@@ -40,6 +40,8 @@ import numpy as np
 from diffpool_jax import compile_cache, plots
 from diffpool_jax.run import (Run, RunConfig, RunFolderError, load_dataset,
                               make_folds, write_json_atomic)
+from diffpool_jax.run.members import input_fingerprints
+from diffpool_jax.run.store import check_inputs
 from diffpool_jax.protocols import (PROTOCOLS, at_epochs, paper_protocol,
                                     stopping_epochs)
 
@@ -253,10 +255,15 @@ def run_sweep(grid: Grid, out: Path, resume: bool = False,
     if progress:
       print(f"[{i + 1}/{len(configs)}] {where or 'one shape'}: "
             f"{len(config.points())} point(s) side by side", flush=True)
-    if not (resume and (folder / "results.json").exists()):
-      Run(config, folder,
-          dataset=datasets[(config.dataset, config.features)]).fit(
-              resume=resume, progress=progress)
+    dataset = datasets[(config.dataset, config.features)]
+    if resume and (folder / "results.json").exists():
+      # finished: read back, once its inputs are known to be the same
+      saved = json.loads((folder / "config.json").read_text())
+      check_inputs(folder, saved.get("inputs") or {},
+                   input_fingerprints(config, dataset))
+    else:
+      Run(config, folder, dataset=dataset).fit(resume=resume,
+                                               progress=progress)
     points = config.points()
     table = tables_from_metrics(folder / "metrics.jsonl", config.epochs,
                                 (num_folds[i], config.seeds, len(points)))

@@ -84,3 +84,46 @@ def test_the_command_says_what_to_do_in_one_line(tmp_path):
   assert done.returncode != 0 and "Traceback" not in done.stderr
   assert "already holds a run" in done.stderr
   assert "--overwrite" in done.stderr
+
+
+def two_fold_split_file(path, num_graphs=40):
+  """Two folds of the 40 graphs in Errica et al.'s format."""
+  halves = [list(range(0, 20)), list(range(20, num_graphs))]
+  folds = [{"test": test, "model_selection": [
+      {"train": train[4:], "validation": train[:4]}]}
+           for test, train in ((halves[0], halves[1]),
+                               (halves[1], halves[0]))]
+  path.write_text(json.dumps(folds))
+  return path
+
+
+def test_resume_refuses_changed_data(tmp_path):
+  import dataclasses
+  from diffpool_jax.run import load_dataset
+  out = tmp_path / "run"
+  config = RunConfig(**{**TINY_RUN, "checkpoint_every": 1})
+  dataset = load_dataset(config)
+  Run(config, out, dataset=dataset).fit(progress=False)
+  saved = json.loads((out / "config.json").read_text())["inputs"]
+  assert set(saved) == {"data"}
+  flipped = dataclasses.replace(dataset, labels=1 - dataset.labels % 2)
+  before = (out / "metrics.jsonl").read_text()
+  with pytest.raises(RunFolderError, match=r"--resume: the data set \(graphs,"
+                     r" labels or features\) changed since the run"):
+    Run(config, out, dataset=flipped).fit(resume=True, progress=False)
+  assert (out / "metrics.jsonl").read_text() == before
+  # the same data resumes
+  Run(config, out, dataset=dataset).fit(resume=True, progress=False)
+
+
+def test_resume_refuses_a_changed_split_file(tmp_path):
+  splits = two_fold_split_file(tmp_path / "splits.json")
+  out = tmp_path / "run"
+  fit(out, splits=str(splits), protocol="fair")
+  folds = json.loads(splits.read_text())
+  splits.write_text(json.dumps(folds[::-1]))          # two folds swapped
+  with pytest.raises(RunFolderError, match="split file's content changed "
+                     ".*start a new run"):
+    fit(out, resume=True, splits=str(splits), protocol="fair")
+  splits.write_text(json.dumps(folds))
+  fit(out, resume=True, splits=str(splits), protocol="fair")

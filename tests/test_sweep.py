@@ -141,6 +141,20 @@ def test_resume_reads_finished_programs_and_refuses_another_grid(swept,
     sweep.run_sweep(other, out, resume=True, progress=False)
 
 
+def test_resume_refuses_a_finished_program_whose_data_changed(swept,
+                                                              tmp_path):
+  import shutil
+  grid, out, _ = swept
+  copy = tmp_path / "copy"
+  shutil.copytree(out, copy)
+  config_file = copy / "shape_00" / "config.json"
+  saved = json.loads(config_file.read_text())
+  saved["inputs"]["data"] = "0" * 32      # as if the data had changed
+  config_file.write_text(json.dumps(saved))
+  with pytest.raises(RunFolderError, match="data set .* changed since"):
+    sweep.run_sweep(grid, copy, resume=True, progress=False)
+
+
 @pytest.mark.parametrize("text, message", [
     ('{"run": {}, \n "scalar": {"lr": [0.1,]}}', "line 2: "),
     ('{"runs": {}}', "unknown parts ['runs']"),

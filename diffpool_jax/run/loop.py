@@ -20,7 +20,8 @@ from diffpool_jax.engine.session import MemberGraphs, Programs, Session
 from diffpool_jax.protocols import PROTOCOLS
 from diffpool_jax.run import store
 from diffpool_jax.run.config import RunConfig
-from diffpool_jax.run.members import Members, load_dataset, make_folds
+from diffpool_jax.run.members import (Members, input_fingerprints,
+                                      load_dataset, make_folds)
 
 
 def history_keys(aux_names) -> Tuple[str, ...]:
@@ -45,6 +46,7 @@ class Run:
     self.dataset = dataset if dataset is not None else load_dataset(config)
     self.protocol = PROTOCOLS[config.protocol]
     self.folds = make_folds(config, self.dataset)
+    self.inputs = input_fingerprints(config, self.dataset)
     self.points = config.points()
     self.members = Members.grid(
         len(self.folds), config.seeds,
@@ -116,7 +118,8 @@ class Run:
     """
     if resume and overwrite:
       raise store.RunFolderError("--resume and --overwrite exclude each other")
-    saved = store.claim_folder(self.out, self.config, resume, overwrite)
+    saved = store.claim_folder(self.out, self.config, resume, overwrite,
+                               self.inputs)
     self.out.mkdir(parents=True, exist_ok=True)
     store.write_json_atomic(self.out / "config.json", self.describe())
     manager = store.checkpoint_manager(self.out)
@@ -221,12 +224,11 @@ class Run:
             "buckets": self.session.buckets.tolist()}
 
   def describe(self) -> dict:
-    return {"run": dataclasses.asdict(self.config),
+    return {"run": dataclasses.asdict(self.config), "inputs": self.inputs,
             "model": dataclasses.asdict(self.model_config),
-            "dataset": self.dataset.stats(),
-            "members": len(self.members),
-            "cluster_mode": ("per_graph" if self.model_config.per_graph
-                             else "fixed"),
+            "dataset": self.dataset.stats(), "members": len(self.members),
+            "cluster_mode": "per_graph" if self.model_config.per_graph
+                            else "fixed",
             "clusters": self.model_config.cluster_counts(
                 self.session.model.max_nodes),
             "cluster_slots": self.session.cluster_slots(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
@@ -68,3 +69,18 @@ class Members:
   def table(self, values: np.ndarray, shape) -> np.ndarray:
     """Reshapes [E, M] member values to [E, folds, seeds, points]."""
     return values.reshape(values.shape[0], *shape)
+
+
+def input_fingerprints(config, dataset: GraphDataset) -> Dict[str, str]:
+  """Fingerprints of what a run reads: the data set ("data": graph sizes,
+  edges, labels and features) and, with a split file, its content
+  ("splits"); a resumed run refuses to go on when either changed."""
+  from diffpool_jax.run.store import fingerprint
+  inputs = {"data": fingerprint(
+      dataset.n_node, dataset.labels, np.concatenate(dataset.edges),
+      np.concatenate(dataset.features))}
+  if config.splits is not None:
+    raw = np.frombuffer(Path(config.splits).read_bytes(), np.uint8)
+    inputs["splits"] = fingerprint(raw)
+  return inputs
+

@@ -4,6 +4,7 @@ their readers' formats, and checkpoints (orbax)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -64,8 +65,18 @@ def _to_builtin(value):
   raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
-def claim_folder(out: Path, config, resume: bool,
-                 overwrite: bool) -> Optional[dict]:
+def fingerprint(*arrays: np.ndarray) -> str:
+  """A hash of arrays' shapes, dtypes and bytes."""
+  digest = hashlib.blake2b(digest_size=16)
+  for array in arrays:
+    array = np.ascontiguousarray(array)
+    digest.update(f"{array.shape}{array.dtype}".encode())
+    digest.update(memoryview(array).cast("B"))
+  return digest.hexdigest()
+
+
+def claim_folder(out: Path, config, resume: bool, overwrite: bool,
+                 inputs: Optional[dict] = None) -> Optional[dict]:
   """Makes `out` this run's own folder before anything is written.
 
   A folder holding another run's outputs is refused unless `overwrite`
@@ -92,7 +103,8 @@ def claim_folder(out: Path, config, resume: bool,
         "--resume to continue it or --overwrite to replace it")
   saved_path = out / "config.json"
   try:
-    saved = json.loads(saved_path.read_text())["run"]
+    saved_file = json.loads(saved_path.read_text())
+    saved = saved_file["run"]
   except (OSError, ValueError, KeyError, TypeError) as error:
     raise RunFolderError(f"--resume: cannot read the run in {saved_path}: "
                          f"{error}") from None
@@ -109,7 +121,24 @@ def claim_folder(out: Path, config, resume: bool,
     raise RunFolderError(
         f"--resume: epochs was {saved['epochs']} in the run in {out}, now "
         f"{current['epochs']}; epochs may only grow on resume")
+  check_inputs(out, saved_file.get("inputs") or {}, inputs or {})
   return saved
+
+
+INPUT_NAMES = {"data": "data set (graphs, labels or features)",
+               "splits": "split file's content"}
+
+
+def check_inputs(out: Path, saved: dict, current: dict) -> None:
+  """RunFolderError naming the input (see INPUT_NAMES) whose fingerprint
+  differs from the one the run in `out` recorded."""
+  for name, what in INPUT_NAMES.items():
+    if name in saved and saved[name] != current.get(name):
+      raise RunFolderError(
+          f"--resume: the {what} changed since the run in {out} started "
+          f"(fingerprint {str(saved[name])[:12]}, now "
+          f"{str(current.get(name))[:12]}); restore the original inputs to "
+          "resume, or start a new run (--overwrite or another --out)")
 
 
 def checkpoint_manager(out: Path) -> ocp.CheckpointManager:
