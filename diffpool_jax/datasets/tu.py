@@ -116,10 +116,10 @@ def parse_table(data: bytes, dtype) -> Optional[np.ndarray]:
   end = len(data.rstrip())
   if end == 0 or BLANK_LINE.search(data, 0, end):
     return None
+  text = io.BytesIO(data.replace(b",", b" "))
+  del data                              # the caller's copy may go now
   try:
-    text = data[:end].replace(b",", b" ").decode("ascii")
-    return np.loadtxt(io.StringIO(text), dtype=dtype, comments=None,
-                      ndmin=2)
+    return np.loadtxt(text, dtype=dtype, comments=None, ndmin=2)
   except (ValueError, OverflowError, UnicodeDecodeError):
     return None
 
@@ -216,7 +216,7 @@ def read_edges(path: Path, indicator: np.ndarray) -> np.ndarray:
     raise ValueError(f"{path}: line {line}: node id "
                      f"{pairs[line - 1][bad[line - 1]][0]} is outside "
                      f"1..{num_nodes} (the graph indicator's node count)")
-  pairs = pairs - 1
+  pairs -= 1
   crossing = indicator[pairs[:, 0]] != indicator[pairs[:, 1]]
   if np.any(crossing):
     line = int(np.argmax(crossing)) + 1
@@ -226,19 +226,36 @@ def read_edges(path: Path, indicator: np.ndarray) -> np.ndarray:
   return pairs
 
 
-def coalesce(pairs: np.ndarray, num_nodes: int, keep_self_loops: bool
-             ) -> Tuple[np.ndarray, np.ndarray]:
-  """Symmetrised, de-duplicated, sorted entries and, for each, the A line it
-  came from (the first occurrence in either direction)."""
-  lines = np.arange(len(pairs))
+def coalesce(pairs: np.ndarray, num_nodes: int, keep_self_loops: bool,
+             need_lines: bool = True
+             ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+  """Symmetrised, de-duplicated entries sorted by (row, col) and, when
+  `need_lines`, for each the A line it came from (the first occurrence in
+  either direction; else None)."""
+  lines = np.arange(len(pairs)) if need_lines else None
   if not keep_self_loops:
     keep = pairs[:, 0] != pairs[:, 1]
-    pairs, lines = pairs[keep], lines[keep]
-  both = np.concatenate([pairs, pairs[:, ::-1]])
-  both_lines = np.concatenate([lines, lines])
-  keys = both[:, 0] * num_nodes + both[:, 1]
-  _, first = np.unique(keys, return_index=True)
-  return both[first], both_lines[first]
+    if not keep.all():
+      pairs = pairs[keep]
+      lines = None if lines is None else lines[keep]
+  count = len(pairs)
+  keys = np.empty(2 * count, np.int64)            # row * n + col, both ways
+  np.multiply(pairs[:, 0], num_nodes, out=keys[:count])
+  keys[:count] += pairs[:, 1]
+  np.multiply(pairs[:, 1], num_nodes, out=keys[count:])
+  keys[count:] += pairs[:, 0]
+  if need_lines:
+    keys, first = np.unique(keys, return_index=True)
+    lines = np.concatenate([lines, lines])[first]
+  else:
+    keys.sort()                                   # in place, no index
+    fresh = np.ones(len(keys), bool)
+    np.not_equal(keys[1:], keys[:-1], out=fresh[1:])
+    keys = keys[fresh]
+  entries = np.empty((len(keys), 2), np.int64)
+  np.floor_divide(keys, num_nodes, out=entries[:, 0])
+  np.remainder(keys, num_nodes, out=entries[:, 1])
+  return entries, lines
 
 
 def load_tu(name: str, root: Optional[str | os.PathLike] = None,
@@ -319,11 +336,17 @@ def parse_tu(folder: Path, name: str, keep_self_loops: bool = False
 
   a_path = required("A")
   pairs = read_edges(a_path, indicator)
-  entries, source_lines = coalesce(pairs, num_nodes, keep_self_loops)
+  num_lines = len(pairs)
+  entry_tables = [find_table(folder, name, table) is not None
+                  for table in ("edge_labels", "edge_attributes")]
+  entries, source_lines = coalesce(pairs, num_nodes, keep_self_loops,
+                                   need_lines=any(entry_tables))
+  del pairs
   entry_graph = indicator[entries[:, 0]] - 1
   entry_starts = np.searchsorted(entry_graph, np.arange(num_graphs))
-  local = entries - node_starts[entry_graph][:, None]
-  edges = split_by_graph(local, entry_starts)
+  entries -= node_starts[entry_graph][:, None]    # local node ids
+  del entry_graph
+  edges = split_by_graph(entries, entry_starts)
 
   def optional(table: str, dtype, rows: int, what: str):
     path = find_table(folder, name, table)
@@ -340,9 +363,9 @@ def parse_tu(folder: Path, name: str, keep_self_loops: bool = False
                          "one per node of the graph indicator")
   node_attributes = optional("node_attributes", np.float32, num_nodes,
                              "one per node of the graph indicator")
-  edge_labels = optional("edge_labels", np.int64, len(pairs),
+  edge_labels = optional("edge_labels", np.int64, num_lines,
                          "one per line of A")
-  edge_attributes = optional("edge_attributes", np.float32, len(pairs),
+  edge_attributes = optional("edge_attributes", np.float32, num_lines,
                              "one per line of A")
   graph_attributes = optional("graph_attributes", np.float32, num_graphs,
                               "one per graph")
