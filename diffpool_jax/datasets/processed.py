@@ -33,8 +33,8 @@ ENTRY_FIELDS = ("edges", "edge_labels", "edge_attributes")
 def raw_key(folder: Path, name: str, options: Dict[str, object]) -> str:
   """A hash of the reader's version, its options and each raw file of
   `name` in `folder` (NAME_*.txt[.gz]: name, size and content)."""
-  digest = hashlib.sha256(repr((READER_VERSION, sorted(options.items())))
-                          .encode())
+  digest = hashlib.blake2b(repr((READER_VERSION, sorted(options.items())))
+                           .encode(), digest_size=32)
   for path in sorted(folder.glob(f"{name}_*.txt*")):
     digest.update(f"{path.name}:{path.stat().st_size}:".encode())
     with open(path, "rb") as handle:
@@ -60,6 +60,8 @@ def save(path: Path, dataset: GraphDataset, key: str) -> bool:
     parts = getattr(dataset, field)
     if parts is not None:
       arrays[field] = np.concatenate(parts)
+  if dataset.n_node.max() < 2**31:      # local ids: half the bytes on disk
+    arrays["edges"] = arrays["edges"].astype(np.int32)
   if dataset.graph_attributes is not None:
     arrays["graph_attributes"] = dataset.graph_attributes
   temporary = None
@@ -89,6 +91,7 @@ def load(path: Path, key: str) -> Optional[GraphDataset]:
     entry_starts = np.cumsum(n_entry)[:-1]
     split = lambda field, starts: (np.split(arrays[field], starts)
                                    if field in arrays else None)
+    arrays["edges"] = arrays["edges"].astype(np.int64)
     return GraphDataset(
         name=str(arrays["name"]), n_node=n_node,
         edges=split("edges", entry_starts), labels=arrays["labels"],

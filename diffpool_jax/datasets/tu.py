@@ -14,7 +14,6 @@ import dataclasses
 import gzip
 import io
 import os
-import re
 import time
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -104,8 +103,7 @@ def read_bytes(path: Path) -> bytes:
                      f"({type(error).__name__}: {error})") from None
 
 
-# A line holding nothing but whitespace, other than at the end of a file.
-BLANK_LINE = re.compile(rb"(?:^|\n)[ \t\r\f\v]*\n")
+WHITESPACE = b" \t\r\n\f\v"
 
 
 def parse_table(data: bytes, dtype) -> Optional[np.ndarray]:
@@ -113,15 +111,20 @@ def parse_table(data: bytes, dtype) -> Optional[np.ndarray]:
   C parser), or None when the table is not well formed (empty, a blank
   line, ragged rows, a value that is not a `dtype` number): the caller
   then reads it line by line for a message naming the line."""
-  end = len(data.rstrip())
-  if end == 0 or BLANK_LINE.search(data, 0, end):
+  end = len(data)
+  while end and data[end - 1] in WHITESPACE:      # trailing blank lines
+    end -= 1
+  lines = data.count(b"\n", 0, end) + 1 if end else 0
+  if lines == 0:
     return None
   text = io.BytesIO(data.replace(b",", b" "))
   del data                              # the caller's copy may go now
   try:
-    return np.loadtxt(text, dtype=dtype, comments=None, ndmin=2)
+    values = np.loadtxt(text, dtype=dtype, comments=None, ndmin=2)
   except (ValueError, OverflowError, UnicodeDecodeError):
     return None
+  # The parser skips blank lines: a count that differs means there was one.
+  return values if len(values) == lines else None
 
 
 def read_table_by_line(path: Path, dtype) -> np.ndarray:
@@ -210,8 +213,8 @@ def read_edges(path: Path, indicator: np.ndarray) -> np.ndarray:
     raise ValueError(f"{path}: line 1 has {pairs.shape[1]} values, expected "
                      "2 (row, col)")
   num_nodes = len(indicator)
-  bad = (pairs < 1) | (pairs > num_nodes)
-  if np.any(bad):
+  if len(pairs) and (pairs.min() < 1 or pairs.max() > num_nodes):
+    bad = (pairs < 1) | (pairs > num_nodes)
     line = int(np.argmax(bad.any(1))) + 1
     raise ValueError(f"{path}: line {line}: node id "
                      f"{pairs[line - 1][bad[line - 1]][0]} is outside "
