@@ -297,6 +297,15 @@ class PoolLevel(NamedTuple):
   mask: jax.Array
 
 
+def assignment_mask(slots: int, real_clusters, level: int
+                    ) -> Optional[jax.Array]:
+  """[B, slots] bool, each graph's real cluster slots at `level` (from the
+  per-level [B] counts `real_clusters`), or None for fixed counts."""
+  if real_clusters is None:
+    return None
+  return jnp.arange(slots)[None, :] < real_clusters[level][:, None]
+
+
 def masked_readout(z: jax.Array, node_mask: jax.Array, kind: str) -> jax.Array:
   """Graph readout over real nodes: z [B,N,F], node_mask [B,N] -> [B,F].
 
@@ -442,10 +451,7 @@ class DiffPool(nn.Module):
       readouts.append(masked_readout(z, node_mask, c.readout))
       s_logits = self.assignment_logits(x, z, adj, node_mask, train, level,
                                         width, slots[level], dropout)
-      cluster_mask = None
-      if real_clusters is not None:
-        cluster_mask = (jnp.arange(slots[level])[None, :]
-                        < real_clusters[level][:, None])
+      cluster_mask = assignment_mask(slots[level], real_clusters, level)
       pooled = POOLING[c.pooling].function(
           z, adj, s_logits, node_mask, cluster_mask=cluster_mask,
           **c.pooling_options)

@@ -9,6 +9,13 @@ from diffpool_jax.datasets.tu import parse_table, read_table_by_line
 from tests.test_tu import GOOD, write_set
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+  """A processed cache of this test's own (the same raw files elsewhere
+  would be found in a shared one, by content)."""
+  monkeypatch.setenv("DIFFPOOL_JAX_DATA", str(tmp_path / "cache"))
+
+
 def assert_same_graphs(a, b):
   assert a.name == b.name and a.feature_kind == b.feature_kind
   for field in ("n_node", "labels", "label_values", "graph_attributes"):
@@ -110,3 +117,24 @@ def test_the_cache_keeps_the_reader_options_apart(tmp_path):
   plain = load_tu("TOY", root=root, download=False)
   assert "parsed" in plain.origin          # another key: not the loops copy
   assert sum(map(len, loops.edges)) >= sum(map(len, plain.edges))
+
+
+def test_data_benchmark_reads_three_ways(tmp_path):
+  import json
+  import subprocess
+  import sys
+  from tests.test_train_command import REPO
+  root = write_set(tmp_path, GOOD, gz=True)
+  out = tmp_path / "report.json"
+  done = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmarks.data", "--dataset",
+       "TOY", "--data-root", str(root), "--out", str(out)],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  reads = json.loads(out.read_text())["reads"]
+  assert [r["read"] for r in reads] == ["line by line", "one pass", "cached"]
+  assert "parsed the raw files" in reads[0]["origin"]
+  assert reads[2]["origin"].startswith("read from the processed cache")
+  assert all(r["graphs"] == 2 and r["entries"] == reads[0]["entries"]
+             for r in reads)
+  assert "one pass vs line by line" in done.stdout

@@ -1,0 +1,296 @@
+"""The GNN layers and the hierarchical classifier as Flax NNX modules.
+
+The same computation as the linen modules (layers.py, model.py), on the
+same pure pooling functions (diffpool_jax.pooling), with parameters and
+batch statistics named as the linen ones: `load_linen_variables` copies a
+linen model's variables into an NNX model and both give the same logits.
+NNX modules know their input widths at construction (no shape inference),
+hold their state, and are called with `train` and, for dropout, a PRNG
+`key` given explicitly:
+
+  model = nnx.DiffPool(preset("paper"), in_features=F, num_classes=C,
+                       max_nodes=N, rngs=flax.nnx.Rngs(0))
+  logits, levels = model(x, adj, node_mask, train=True)
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from diffpool_jax.adjacency import diagonal, matmul, row_sums
+from diffpool_jax.layers import dropout as drop, l2_normalize, mask_nodes
+from diffpool_jax.model import (DiffPoolConfig, PoolLevel, assignment_mask,
+                                masked_readout)
+from diffpool_jax.pooling import POOLING
+
+LECUN = jax.nn.initializers.lecun_normal()
+XAVIER_RELU = jax.nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")
+
+
+class Dense(nnx.Module):
+  """kernel [F, H] and bias [H] (as linen's nn.Dense); `weights()` returns
+  them unapplied, so a layer can fuse several maps into one matmul."""
+
+  def __init__(self, in_features: int, features: int, rngs: nnx.Rngs,
+               use_bias: bool = True, kernel_init=LECUN):
+    self.kernel = nnx.Param(kernel_init(rngs.params(),
+                                        (in_features, features)))
+    self.bias = nnx.Param(jnp.zeros((features,))) if use_bias else None
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    out = x @ self.kernel[...]
+    return out if self.bias is None else out + self.bias[...]
+
+
+class SAGEConv(nnx.Module):
+  """GraphSAGE-mean (see layers.DenseSAGEConv): x [B,N,F] -> [B,N,H]."""
+
+  def __init__(self, in_features: int, features: int, rngs: nnx.Rngs,
+               mask_output: bool = True):
+    self.features, self.mask_output = features, mask_output
+    self.lin_rel = Dense(in_features, features, rngs, use_bias=False)
+    self.lin_root = Dense(in_features, features, rngs)
+
+  def __call__(self, x, adj, node_mask):
+    inv_degree = 1.0 / jnp.maximum(row_sums(adj), 1.0)
+    w_rel, w_root = self.lin_rel.kernel[...], self.lin_root.kernel[...]
+    if x.shape[-1] > self.features:
+      both = x @ jnp.concatenate([w_rel, w_root], axis=1)
+      out = matmul(adj, both[..., :self.features]) * inv_degree
+      out = out + both[..., self.features:]
+    else:
+      mean = matmul(adj, x) * inv_degree
+      out = jnp.concatenate([mean, x], -1) @ jnp.concatenate([w_rel, w_root])
+    return mask_nodes(out + self.lin_root.bias[...], node_mask,
+                      self.mask_output)
+
+
+class GCNConv(nnx.Module):
+  """GCN with self-loops of weight 1 (see layers.DenseGCNConv)."""
+
+  def __init__(self, in_features: int, features: int, rngs: nnx.Rngs,
+               mask_output: bool = True):
+    self.mask_output = mask_output
+    self.linear = Dense(in_features, features, rngs, use_bias=False)
+    self.bias = nnx.Param(jnp.zeros((features,)))
+
+  def __call__(self, x, adj, node_mask):
+    loops = diagonal(adj)
+    inv_sqrt = jax.lax.rsqrt(row_sums(adj) - loops + 1.0)
+    h = self.linear(x) * inv_sqrt
+    out = (matmul(adj, h) + (1.0 - loops) * h) * inv_sqrt + self.bias[...]
+    return mask_nodes(out, node_mask, self.mask_output)
+
+
+class SumConv(nnx.Module):
+  """The authors' GraphConv A X W + b (see layers.DenseSumConv)."""
+
+  def __init__(self, in_features: int, features: int, rngs: nnx.Rngs,
+               mask_output: bool = True):
+    self.features, self.mask_output = features, mask_output
+    self.linear = Dense(in_features, features, rngs, use_bias=False,
+                        kernel_init=XAVIER_RELU)
+    self.bias = nnx.Param(jnp.zeros((features,)))
+
+  def __call__(self, x, adj, node_mask):
+    if x.shape[-1] > self.features:
+      out = matmul(adj, self.linear(x))
+    else:
+      out = self.linear(matmul(adj, x))
+    return mask_nodes(out + self.bias[...], node_mask, self.mask_output)
+
+
+CONVS = {"sage": SAGEConv, "gcn": GCNConv, "sum": SumConv}
+
+
+class MaskedBatchNorm(nnx.Module):
+  """Batch norm over real nodes (see layers.MaskedBatchNorm): running
+  `mean` and `var` are nnx.BatchStat, updated when called with train."""
+
+  def __init__(self, features: int, affine: bool = True,
+               momentum: float = 0.9, epsilon: float = 1e-5):
+    self.momentum, self.epsilon = momentum, epsilon
+    self.mean = nnx.BatchStat(jnp.zeros((features,)))
+    self.var = nnx.BatchStat(jnp.ones((features,)))
+    self.scale = nnx.Param(jnp.ones((features,))) if affine else None
+    self.bias = nnx.Param(jnp.zeros((features,))) if affine else None
+
+  def __call__(self, x, node_mask, train: bool):
+    weight = node_mask[..., None].astype(x.dtype)
+    if train:
+      count = jnp.sum(weight)
+      safe = jnp.maximum(count, 1.0)
+      mean = jnp.sum(x * weight, axis=(0, 1)) / safe
+      var = jnp.sum(jnp.square((x - mean) * weight), axis=(0, 1)) / safe
+      unbiased = var * count / jnp.maximum(count - 1.0, 1.0)
+      keep, has_nodes = self.momentum, count > 0
+      self.mean[...] = jnp.where(has_nodes, keep * self.mean[...]
+                                 + (1 - keep) * mean, self.mean[...])
+      self.var[...] = jnp.where(has_nodes, keep * self.var[...]
+                                + (1 - keep) * unbiased, self.var[...])
+    else:
+      mean, var = self.mean[...], self.var[...]
+    gain = jax.lax.rsqrt(var + self.epsilon)
+    if self.scale is None:
+      return (x - mean) * gain * weight
+    gain = gain * self.scale[...]
+    return ((x - mean) * gain + self.bias[...]) * weight
+
+
+class GNNStack(nnx.Module):
+  """Dense convolutions with dropout, L2 normalisation, ReLU and masked
+  batch norm (see layers.GNNStack); layers are attributes conv0, bn0, ..."""
+
+  def __init__(self, conv: str, in_features: int, widths: Sequence[int],
+               rngs: nnx.Rngs, l2_normalize: bool = False,
+               batch_norm: bool = True, bn_affine: bool = True,
+               concat: bool = True, activate_last: bool = False,
+               dropout: float = 0.0):
+    self.widths, self.l2, self.concat = tuple(widths), l2_normalize, concat
+    self.activate_last, self.dropout = activate_last, dropout
+    self.batch_norm = batch_norm
+    for i, width in enumerate(self.widths):
+      activated = i < len(self.widths) - 1 or activate_last
+      setattr(self, f"conv{i}", CONVS[conv](
+          in_features, width, rngs,
+          mask_output=not (activated and batch_norm)))
+      if activated and batch_norm:
+        setattr(self, f"bn{i}", MaskedBatchNorm(width, bn_affine))
+      in_features = width
+    self.out_features = sum(self.widths) if concat else self.widths[-1]
+
+  def __call__(self, x, adj, node_mask, train: bool, rate=None,
+               key: Optional[jax.Array] = None):
+    outputs = []
+    for i in range(len(self.widths)):
+      if self.dropout > 0 and train:
+        key, layer_key = jax.random.split(key)
+        x = drop(x, self.dropout if rate is None else rate, layer_key)
+      x = getattr(self, f"conv{i}")(x, adj, node_mask)
+      if self.l2:
+        x = l2_normalize(x)
+      if i < len(self.widths) - 1 or self.activate_last:
+        x = jax.nn.relu(x)
+        if self.batch_norm:
+          x = getattr(self, f"bn{i}")(x, node_mask, train)
+      outputs.append(x)
+    return jnp.concatenate(outputs, axis=-1) if self.concat else x
+
+
+class DiffPool(nnx.Module):
+  """The hierarchical classifier (see model.DiffPool) as an NNX module:
+  per level an embedding GNN `embed{l}`, an assignment GNN `assign{l}`
+  and/or head `assign_head{l}`, then the pooling operator; a last
+  embedding GNN and the MLP `mlp{i}`."""
+
+  def __init__(self, config: DiffPoolConfig, in_features: int,
+               num_classes: int, max_nodes: int, rngs: nnx.Rngs):
+    self.config, self.max_nodes = config, max_nodes
+    c = config
+    hidden = (c.hidden_dim,) * (c.num_layers - 1)
+    readout_widths = []
+    for level, width in enumerate(c.cluster_counts(max_nodes)):
+      embed = self.gnn(in_features, hidden + (c.embed_dim,), c.concat, rngs)
+      setattr(self, f"embed{level}", embed)
+      head_input = embed.out_features
+      if c.assign_from != "embedding":
+        assign = self.gnn(in_features, hidden + (width,),
+                          c.concat and c.assign_head != "none", rngs)
+        setattr(self, f"assign{level}", assign)
+        head_input = assign.out_features
+      if c.assign_head != "none":
+        setattr(self, f"assign_head{level}", Dense(head_input, width, rngs))
+      readout_widths.append(embed.out_features)
+      in_features = embed.out_features
+    last = self.gnn(in_features, hidden + (c.embed_dim,), c.concat, rngs)
+    setattr(self, f"embed{c.num_levels}", last)
+    readout_widths.append(last.out_features)
+    width = sum(readout_widths) if c.readout_all_levels else readout_widths[-1]
+    for i, out in enumerate(c.mlp_hidden + (num_classes,)):
+      setattr(self, f"mlp{i}", Dense(width, out, rngs))
+      width = out
+
+  def gnn(self, in_features, widths, concat, rngs) -> GNNStack:
+    c = self.config
+    return GNNStack(c.conv, in_features, widths, rngs, c.l2_normalize,
+                    c.batch_norm, c.bn_affine, concat, c.activate_last,
+                    c.dropout)
+
+  def __call__(self, x, adj, node_mask=None, *, train: bool = False,
+               dropout=None, key: Optional[jax.Array] = None
+               ) -> Tuple[jax.Array, Tuple[PoolLevel, ...]]:
+    """logits [B, C] and one PoolLevel per level for x [B,N,F], adj
+    [B,N,N] or EdgeList, node_mask [B,N] (see model.DiffPool.__call__);
+    `key` feeds dropout when training with config.dropout > 0."""
+    c = self.config
+    batch, num_nodes = x.shape[:2]
+    if node_mask is None:
+      node_mask = jnp.ones((batch, num_nodes), bool)
+    node_mask = node_mask.astype(bool)
+    graph_mask = jnp.any(node_mask, axis=1)
+    keys = (iter(jax.random.split(key, 2 * c.num_levels + 1))
+            if key is not None else iter(lambda: None, 0))
+    slots, real = self.cluster_slots(num_nodes, node_mask)
+    readouts, levels = [], []
+    for level in range(c.num_levels):
+      z = getattr(self, f"embed{level}")(x, adj, node_mask, train, dropout,
+                                         next(keys))
+      readouts.append(masked_readout(z, node_mask, c.readout))
+      h = z
+      if c.assign_from != "embedding":
+        h = getattr(self, f"assign{level}")(x, adj, node_mask, train,
+                                            dropout, next(keys))
+      if c.assign_head == "none":
+        s_logits = h[..., :slots[level]]
+      else:
+        head = getattr(self, f"assign_head{level}")
+        s_logits = (h @ head.kernel[...][:, :slots[level]]
+                    + head.bias[...][:slots[level]])
+        if c.assign_head == "linear_relu":
+          s_logits = jax.nn.relu(s_logits)
+      cluster_mask = assignment_mask(slots[level], real, level)
+      pooled = POOLING[c.pooling].function(
+          z, adj, s_logits, node_mask, cluster_mask=cluster_mask,
+          **c.pooling_options)
+      x, adj = pooled.x, pooled.adj
+      node_mask = jnp.broadcast_to(graph_mask[:, None], (batch, slots[level]))
+      if cluster_mask is not None:
+        node_mask = node_mask & cluster_mask
+      levels.append(PoolLevel(pooled.s, pooled.adj, pooled.aux, node_mask))
+    z = getattr(self, f"embed{c.num_levels}")(x, adj, node_mask, train,
+                                              dropout, next(keys))
+    readouts.append(masked_readout(z, node_mask, c.readout))
+    h = jnp.concatenate(readouts, -1) if c.readout_all_levels else readouts[-1]
+    for i in range(len(c.mlp_hidden)):
+      h = jax.nn.relu(getattr(self, f"mlp{i}")(h))
+    return getattr(self, f"mlp{len(c.mlp_hidden)}")(h), tuple(levels)
+
+  def cluster_slots(self, num_nodes: int, node_mask: jax.Array):
+    """Slots per level and each graph's real counts (see
+    model.DiffPool.cluster_slots)."""
+    c = self.config
+    counts = c.cluster_counts(num_nodes if c.per_graph else self.max_nodes)
+    if not c.per_graph:
+      return counts, None
+    n_node = jnp.sum(node_mask, axis=1)
+    return counts, [jnp.asarray(row)[n_node]
+                    for row in c.cluster_table(num_nodes)]
+
+
+def load_linen_variables(model: nnx.Module,
+                         variables: Mapping[str, Mapping]) -> None:
+  """Copies a linen model's {"params": ..., "batch_stats": ...} into the
+  NNX model of the same configuration (same names), in place."""
+  def copy(module, tree):
+    for name, value in tree.items():
+      target = getattr(module, name)
+      if isinstance(value, Mapping):
+        copy(target, value)
+      else:
+        target[...] = jnp.asarray(value)
+  for collection in ("params", "batch_stats"):
+    copy(model, variables.get(collection, {}))

@@ -1,0 +1,96 @@
+"""The Flax NNX classifier computes what the linen one computes: the same
+variables give the same logits, auxiliary losses and batch statistics."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx as fnnx
+
+import diffpool_jax as dp
+from diffpool_jax import nnx
+from diffpool_jax.graphs import sparse_batch
+from tests.helpers import random_batch, random_graph
+
+SMALL = dict(hidden_dim=8, embed_dim=8, num_layers=2, mlp_hidden=(8,))
+SIZES = [5, 9, 12, 3]
+
+
+def linen_and_nnx(name, batch, max_nodes=16, **overrides):
+  config = dp.preset(name, **{**SMALL, **overrides})
+  linen = dp.DiffPool(config, num_classes=3, max_nodes=max_nodes)
+  variables = linen.init(jax.random.key(0), batch.x, batch.adj,
+                         batch.node_mask)
+  # non-trivial running statistics
+  _, updates = linen.apply(variables, batch.x, batch.adj, batch.node_mask,
+                           train=True, mutable=["batch_stats"])
+  variables = {**variables, **updates}
+  model = nnx.DiffPool(config, batch.x.shape[-1], 3, max_nodes,
+                       rngs=fnnx.Rngs(1))
+  nnx.load_linen_variables(model, variables)
+  return linen, variables, model
+
+
+@pytest.mark.parametrize("name", ["paper", "pyg", "original", "mincut",
+                                  "dmon", "flat"])
+def test_same_variables_give_the_same_logits(name):
+  batch = random_batch(np.random.default_rng(0), SIZES, 16)
+  linen, variables, model = linen_and_nnx(name, batch)
+  for train in (False, True):
+    (want, want_levels), updates = linen.apply(
+        variables, batch.x, batch.adj, batch.node_mask, train=train,
+        mutable=["batch_stats"])
+    got, got_levels = model(batch.x, batch.adj, batch.node_mask, train=train)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for mine, theirs in zip(got_levels, want_levels):
+      for loss in theirs.aux:
+        np.testing.assert_allclose(mine.aux[loss], theirs.aux[loss],
+                                   rtol=1e-5, atol=1e-6)
+      np.testing.assert_array_equal(mine.mask, theirs.mask)
+  # the train call updated the NNX batch statistics as linen's
+  stats = fnnx.state(model, fnnx.BatchStat)
+  for path, value in jax.tree_util.tree_leaves_with_path(
+      updates.get("batch_stats", {})):
+    keys = [p.key for p in path]
+    node = stats
+    for key in keys:
+      node = node[key]
+    np.testing.assert_allclose(node[...], value, rtol=1e-5, atol=1e-6)
+
+
+def test_edge_list_input_matches_dense():
+  rng = np.random.default_rng(1)
+  graphs = [random_graph(rng, n, 5) for n in SIZES]
+  edges, features = [g[0] for g in graphs], [g[1] for g in graphs]
+  dense = dp.dense_batch(edges, features, [0, 1, 2, 0], 16)
+  sparse = sparse_batch(edges, features, [0, 1, 2, 0], 16,
+                        max(len(e) for e in edges))
+  _, _, model = linen_and_nnx("paper", dense)
+  want, _ = model(dense.x, dense.adj, dense.node_mask)
+  got, _ = model(sparse.x, sparse.adj, sparse.node_mask)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_an_nnx_training_step_lowers_the_loss():
+  """The docs' example in miniature: nnx.Optimizer and nnx.value_and_grad
+  on the classifier with its auxiliary losses."""
+  batch = random_batch(np.random.default_rng(2), SIZES, 16)
+  model = nnx.DiffPool(dp.preset("paper", **SMALL), 5, 3, 16,
+                       rngs=fnnx.Rngs(0))
+  optimizer = fnnx.Optimizer(model, optax.adam(1e-2), wrt=fnnx.Param)
+
+  def loss_fn(model):
+    logits, levels = model(batch.x, batch.adj, batch.node_mask, train=True)
+    nll = optax.softmax_cross_entropy_with_integer_labels(
+        logits, jnp.asarray(batch.labels)).mean()
+    return nll + dp.auxiliary_loss(levels, model.config.weights)
+
+  @fnnx.jit
+  def step(model, optimizer):
+    loss, grads = fnnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+
+  losses = [float(step(model, optimizer)) for _ in range(15)]
+  assert losses[-1] < losses[0]
