@@ -5,9 +5,10 @@ from diffpool_jax.graphs import (GraphBatch, dense_batch, from_graphs_tuple,
                                  sparse_batch, to_graphs_tuple)
 from diffpool_jax.layers import (DenseGCNConv, DenseSAGEConv, DenseSumConv,
                                  GNNStack, MaskedBatchNorm)
-from diffpool_jax.model import (PRESETS, DiffPool, DiffPoolConfig, PoolLevel,
+from diffpool_jax.model import (DiffPool, DiffPoolConfig, PoolLevel,
                                 auxiliary_loss, count_params, level_losses,
-                                masked_readout, preset)
+                                masked_readout)
+from diffpool_jax.presets import PRESETS, preset
 from diffpool_jax.pooling import (POOLING, DiffPoolResult, PoolOutput,
                                   dense_diff_pool, dense_dmon_pool,
                                   dense_mincut_pool)

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from diffpool_jax import compile_cache, evaluation, plots
-from diffpool_jax.model import PRESETS
+from diffpool_jax.presets import PRESETS
 from diffpool_jax.pooling import POOLING
 from diffpool_jax.protocols import PROTOCOLS
 from diffpool_jax.training import MATMUL_PRECISIONS

@@ -10,7 +10,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from diffpool_jax.datasets.features import split_kind
-from diffpool_jax.model import DiffPoolConfig, preset
+from diffpool_jax.model import DiffPoolConfig
+from diffpool_jax.presets import preset
 from diffpool_jax.protocols import PROTOCOLS
 from diffpool_jax.training import precision_context
 
