@@ -65,6 +65,8 @@ class DiffPoolConfig:
     aux_weights: (name, weight) pairs: the training weight of each of the
       operator's auxiliary losses (summed over levels); a loss not named
       has weight 1. `weights` gives them as a mapping.
+    pool_options: (name, value) pairs: the pooling operator's own options
+      (its PoolingOperator.options; for "diffpool" also `link_loss`).
   """
   conv: str = "sage"
   hidden_dim: int = 64
@@ -89,6 +91,7 @@ class DiffPoolConfig:
   mlp_hidden: Tuple[int, ...] = (50,)
   link_loss: str = "frobenius"
   aux_weights: Tuple[Tuple[str, float], ...] = ()
+  pool_options: Tuple[Tuple[str, object], ...] = ()
 
   def __post_init__(self):
     choices = (("conv", CONV_TYPES), ("readout", READOUTS),
@@ -127,6 +130,12 @@ class DiffPoolConfig:
                        "assign_head ('linear' or 'linear_relu') to map the "
                        "embedding to cluster logits")
     self.check_aux_weights()
+    options = POOLING[self.pooling].options
+    for name, _ in self.pool_options:
+      if name not in options:
+        raise ValueError(f"DiffPoolConfig.pool_options: {name!r} is not an "
+                         f"option of pooling={self.pooling!r}; its options "
+                         f"are {sorted(options)}")
 
   def check_aux_weights(self) -> None:
     """ValueError unless aux_weights names losses of the pooling operator,
@@ -160,7 +169,7 @@ class DiffPoolConfig:
   @property
   def aux_names(self) -> Tuple[str, ...]:
     """Names of the auxiliary losses the model returns (none if flat)."""
-    return POOLING[self.pooling].aux_names if self.num_levels else ()
+    return self.operator.aux_names if self.num_levels else ()
 
   @property
   def weights(self) -> Dict[str, float]:
@@ -169,9 +178,25 @@ class DiffPoolConfig:
     return {name: float(given.get(name, 1.0)) for name in self.aux_names}
 
   @property
+  def operator(self):
+    """The pooling operator (a pooling.PoolingOperator) `pooling` names."""
+    return POOLING[self.pooling]
+
+  @property
   def pooling_options(self) -> Dict[str, object]:
-    """Keyword arguments of the pooling operator beyond the common ones."""
-    return {"link_loss": self.link_loss} if self.pooling == "diffpool" else {}
+    """The operator's options: its defaults, then `link_loss` where it has
+    that option, then `pool_options`."""
+    options = dict(self.operator.options)
+    if "link_loss" in options:
+      options["link_loss"] = self.link_loss
+    options.update(self.pool_options)
+    return options
+
+  @property
+  def needs_dense(self) -> bool:
+    """Whether the operator with these options needs the dense first
+    level (an N x N adjacency)."""
+    return bool(self.operator.needs_dense(self.pooling_options))
 
   @property
   def per_graph(self) -> bool:
@@ -379,7 +404,7 @@ class DiffPool(nn.Module):
       s_logits = self.assignment_logits(x, z, adj, node_mask, train, level,
                                         width, slots[level], dropout)
       cluster_mask = assignment_mask(slots[level], real_clusters, level)
-      pooled = POOLING[c.pooling].function(
+      pooled = c.operator.function(
           z, adj, s_logits, node_mask, cluster_mask=cluster_mask,
           **c.pooling_options)
       x, adj = pooled.x, pooled.adj

@@ -25,7 +25,6 @@ from diffpool_jax.adjacency import diagonal, matmul, row_sums
 from diffpool_jax.layers import dropout as drop, l2_normalize, mask_nodes
 from diffpool_jax.model import (DiffPoolConfig, PoolLevel, assignment_mask,
                                 masked_readout)
-from diffpool_jax.pooling import POOLING
 
 LECUN = jax.nn.initializers.lecun_normal()
 XAVIER_RELU = jax.nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")
@@ -253,7 +252,7 @@ class DiffPool(nnx.Module):
         if c.assign_head == "linear_relu":
           s_logits = jax.nn.relu(s_logits)
       cluster_mask = assignment_mask(slots[level], real, level)
-      pooled = POOLING[c.pooling].function(
+      pooled = c.operator.function(
           z, adj, s_logits, node_mask, cluster_mask=cluster_mask,
           **c.pooling_options)
       x, adj = pooled.x, pooled.adj

@@ -64,9 +64,15 @@ def parse_args(argv):
   parser.add_argument("--patience", type=int)
   parser.add_argument("--aux-weight", nargs="+", metavar="NAME=WEIGHT",
                       help="weights of the pooling operator's auxiliary "
-                      "losses, e.g. link=1 entropy=0.1 (diffpool), "
-                      "mincut=1 ortho=1, spectral=1 ortho=0 cluster=1 "
-                      "(dmon); default: the preset's")
+                      "losses by name (" + "; ".join(
+                          f"{name}: {' '.join(op.aux_names)}"
+                          for name, op in POOLING.items())
+                      + "); default: the preset's")
+  parser.add_argument("--pool-option", nargs="+", metavar="NAME=VALUE",
+                      help="the pooling operator's own options (" + "; ".join(
+                          f"{name}: {' '.join(op.options) or 'none'}"
+                          for name, op in POOLING.items())
+                      + "); VALUE is read as JSON, else as text")
   parser.add_argument("--grid", nargs="+", metavar="AXIS=V1,V2",
                       help="scalar axes trained side by side as more points, "
                       "e.g. dropout=0,0.2 aux.link=1,0.1 (axes: clip, "
@@ -150,6 +156,22 @@ def parse_aux_weights(args) -> dict:
   return weights
 
 
+def parse_pool_options(items) -> dict:
+  """{name: value} from --pool-option NAME=VALUE ... (VALUE as JSON when
+  it parses, else the text)."""
+  options = {}
+  for item in items or ():
+    name, sep, text = item.partition("=")
+    if not sep or not name or not text:
+      raise SystemExit(f"--pool-option {item!r}: expected NAME=VALUE, for "
+                       "example link_loss=pyg")
+    try:
+      options[name] = json.loads(text)
+    except json.JSONDecodeError:
+      options[name] = text
+  return options
+
+
 def parse_grid(items) -> dict:
   """{axis: [values]} from --grid AXIS=V1,V2 ..."""
   grid = {}
@@ -198,6 +220,11 @@ def build_config(args) -> tuple[RunConfig, Optional[str]]:
                        "embed_dim": args.hidden_dim}
   if args.pooling is not None:
     values["model"] = {**values.get("model", {}), "pooling": args.pooling}
+  if args.pool_option:
+    model = values.get("model", {})
+    values["model"] = {**model, "pool_options": {
+        **dict(model.get("pool_options", {})),
+        **parse_pool_options(args.pool_option)}}
   weights = parse_aux_weights(args)
   if weights:
     model = values.get("model", {})

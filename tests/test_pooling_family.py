@@ -1,13 +1,16 @@
 """MinCutPool and DMoN against float64 NumPy references, on dense and
 edge-list adjacencies, with node and cluster masks; the operator registry."""
 
+import functools
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import diffpool_jax as dp
-from diffpool_jax.pooling import POOLING
+from diffpool_jax.pooling import POOLING, check_operator
 from tests.helpers import random_graph
 
 SIZES, NUM_NODES, CLUSTERS = (9, 14, 4, 1, 0), 16, 5
@@ -286,3 +289,67 @@ def test_a_new_operator_needs_only_a_function_and_a_registry_entry(
   balance = run.history["train_balance"]
   assert balance.shape == (2, 2) and np.all((balance > 0) & (balance <= 1))
   assert 0 <= results["accuracy"] <= 1
+
+
+def dense_sharpened_pool(x, adj, s_logits, mask=None, cluster_mask=None,
+                         temperature=1.0, exact=False, calls=None):
+  """A test operator with options: the balance operator on s / temperature
+  (`exact` stands for an option value that needs the dense form)."""
+  if calls is not None:
+    calls.append((temperature, exact, type(adj).__name__))
+  return dense_balance_pool(x, adj, s_logits / temperature, mask,
+                            cluster_mask)
+
+
+def test_registration_checks_the_declared_losses():
+  from diffpool_jax.pooling import PoolingOperator, register_pooling
+  for name, operator in POOLING.items():
+    check_operator(name, operator)                  # the built-ins agree
+  with pytest.raises(ValueError, match=r"'wrong': declares the losses "
+                     r"\['link'\] but returns \['balance'\]"):
+    register_pooling("wrong", PoolingOperator(dense_balance_pool, ("link",)))
+  assert "wrong" not in POOLING
+
+
+def test_an_operator_with_an_option_and_a_dense_only_rule_trains_from_the_cli(
+    tmp_path, monkeypatch):
+  """Registered from this file alone: --pooling picks it, --pool-option
+  sets its options, --aux-weight weighs its loss by name, and its
+  dense-only rule keeps every bucket dense (even where the cost rule,
+  forced here, would choose edge lists)."""
+  from diffpool_jax.engine import session
+  from diffpool_jax.pooling import PoolingOperator, register_pooling
+  from experiments import train
+  from tests.test_train_command import read_metrics, write_config
+  calls = []
+  register_pooling("sharpened", PoolingOperator(
+      functools.partial(dense_sharpened_pool, calls=calls), ("balance",),
+      {"temperature": 1.0, "exact": False},
+      lambda options: bool(options["exact"])))
+  calls.clear()                      # the registration check's own call
+  monkeypatch.setattr(session, "sparse_by_cost",
+                      lambda sizes, slots: [True] * len(sizes))
+  try:
+    out = tmp_path / "run"
+    flags = ["--config", str(write_config(tmp_path)), "--folds", "2",
+             "--epochs", "2", "--quiet", "--no-plots", "--compile-cache",
+             "off", "--pooling", "sharpened", "--aux-weight", "balance=0.25"]
+    train.main(flags + ["--out", str(out), "--pool-option",
+                        "temperature=0.5", "exact=true"])
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model"]["pool_options"] == [["exact", True],
+                                              ["temperature", 0.5]]
+    assert dict(saved["model"]["aux_weights"]) == {"balance": 0.25}
+    assert not any(saved["sparse_buckets"])          # dense-only rule
+    assert calls and all(c[:2] == (0.5, True) for c in calls)
+    assert all(c[2] != "EdgeList" for c in calls)
+    assert all("train_balance" in row for row in read_metrics(out))
+    with pytest.raises(SystemExit, match="needs the dense first level"):
+      train.main(flags + ["--out", str(tmp_path / "sparse"), "--pool-option",
+                          "exact=true", "--first-level", "sparse"])
+    with pytest.raises(SystemExit, match="'tempo' is not an option of "
+                       "pooling='sharpened'"):
+      train.main(flags + ["--out", str(tmp_path / "bad"), "--pool-option",
+                          "tempo=2"])
+  finally:
+    POOLING.pop("sharpened", None)

@@ -30,12 +30,15 @@ def test_first_level_form_follows_the_cost_of_each_bucket():
   def form(**changes):
     config = RunConfig(**changes)
     return edge_list_buckets(config.first_level,
-                             config.model_config().link_loss, sizes, entries)
+                             config.model_config().needs_dense, sizes,
+                             entries)
   assert form() == [False, True, True, False]
   assert form(first_level="sparse") == [True] * 4
   assert form(first_level="dense") == [False] * 4
   # The authors' BCE link loss needs S S^T entry by entry: always dense.
   assert form(preset="original") == [False] * 4
+  with pytest.raises(ValueError, match="needs the dense first level"):
+    form(preset="original", first_level="sparse")
 
 
 def test_padded_graph_cost_counts_nodes_clusters_and_entries():

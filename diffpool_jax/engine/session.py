@@ -118,7 +118,7 @@ class Session:
     entry_slots = bucket_entry_slots(self.dataset.edges, self.dataset.n_node,
                                      self.buckets)
     return edge_list_buckets(self.config.first_level,
-                             self.model_config.link_loss, self.buckets,
+                             self.model_config.needs_dense, self.buckets,
                              entry_slots)
 
   def cluster_slots(self) -> List[List[int]]:
@@ -289,21 +289,24 @@ def epoch_runner(session: Session, member_graphs: Sequence[np.ndarray],
   return epoch, compiled
 
 
-def edge_list_buckets(first_level: str, link_loss: str, bucket_sizes,
+def edge_list_buckets(first_level: str, needs_dense: bool, bucket_sizes,
                       entry_slots) -> List[bool]:
   """Per bucket, whether its first level runs on an EdgeList.
 
   Args:
     first_level: "dense", "sparse" (every bucket so), or "auto": by cost
-      (`datasets.sparse_by_cost`), except that the "bce" link loss needs
-      the dense form.
-    link_loss: the model's link-loss form.
+      (`datasets.sparse_by_cost`), dense for an operator that needs it.
+    needs_dense: whether the pooling operator with its options needs the
+      dense form (DiffPoolConfig.needs_dense; e.g. the "bce" link loss).
     bucket_sizes: [K] padded node counts.
     entry_slots: [K] adjacency entries per graph of each bucket.
   """
+  if first_level == "sparse" and needs_dense:
+    raise ValueError("first_level='sparse': the pooling operator, with "
+                     "these options, needs the dense first level")
   if first_level != "auto":
     return [first_level == "sparse"] * len(bucket_sizes)
-  if link_loss == "bce":
+  if needs_dense:
     return [False] * len(bucket_sizes)
   return sparse_by_cost(bucket_sizes, entry_slots)
 

@@ -3,14 +3,22 @@
 An operator is a pure function
 `(x [B,N,F], adj [B,N,N] | EdgeList, s_logits [B,N,K], mask [B,N] = None,
 cluster_mask [B,K] = None) -> result` whose result has fields `x`, `adj`,
-`s` and `aux` (auxiliary losses by name). The model finds it by name in
-`POOLING`; training weighs `aux` by name. A new operator is one module here
-and one entry in `POOLING`.
+`s` and `aux` (auxiliary losses by name), plus keyword options of its own.
+An operator describes itself (`PoolingOperator`: the function, the names of
+its losses, its options with their defaults, and whether some option
+values need the dense first level); `register_pooling` checks the
+description against the function and adds it to `POOLING`, where the
+configuration finds it by name. A new operator is one function and one
+`register_pooling` call, from any module.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Tuple
+from types import MappingProxyType
+from typing import Callable, Mapping, NamedTuple, Tuple
+
+import jax
+import jax.numpy as jnp
 
 from diffpool_jax.pooling import diffpool, dmon, mincut
 from diffpool_jax.pooling.common import (MASKED_LOGIT, PoolOutput,
@@ -22,20 +30,74 @@ from diffpool_jax.pooling.dmon import dense_dmon_pool
 from diffpool_jax.pooling.mincut import dense_mincut_pool
 
 
+def never_dense(options: Mapping[str, object]) -> bool:
+  """An operator that runs on edge lists whatever its options."""
+  return False
+
+
 class PoolingOperator(NamedTuple):
-  """A pooling function and the names of the auxiliary losses it returns."""
+  """A pooling operator's description.
+
+  Attributes:
+    function: the pure function (see the module docstring).
+    aux_names: the names of the auxiliary losses its result's `aux` holds.
+    options: its keyword options beyond the common arguments, with their
+      default values (DiffPoolConfig.pool_options sets them).
+    needs_dense: options -> whether they need the dense first level (an
+      N x N adjacency, not an EdgeList).
+  """
   function: Callable
   aux_names: Tuple[str, ...]
+  options: Mapping[str, object] = MappingProxyType({})
+  needs_dense: Callable[[Mapping[str, object]], bool] = never_dense
+
+
+def check_operator(name: str, operator: PoolingOperator) -> None:
+  """ValueError naming the operator unless its function, run abstractly
+  (jax.eval_shape: nothing is computed) on a tiny dense batch with its
+  default options, returns x, adj, s and exactly the declared losses."""
+  x = jax.ShapeDtypeStruct((2, 4, 3), jnp.float32)
+  adj = jax.ShapeDtypeStruct((2, 4, 4), jnp.float32)
+  s_logits = jax.ShapeDtypeStruct((2, 4, 2), jnp.float32)
+  try:
+    result = jax.eval_shape(
+        lambda *args: operator.function(*args, **operator.options),
+        x, adj, s_logits)
+  except Exception as error:
+    raise ValueError(f"pooling operator {name!r}: its function fails on a "
+                     f"dense batch with options {dict(operator.options)}: "
+                     f"{type(error).__name__}: {error}") from None
+  for field in ("x", "adj", "s", "aux"):
+    if not hasattr(result, field):
+      raise ValueError(f"pooling operator {name!r}: its result has no "
+                       f"{field!r} field")
+  if set(result.aux) != set(operator.aux_names):
+    raise ValueError(f"pooling operator {name!r}: declares the losses "
+                     f"{sorted(operator.aux_names)} but returns "
+                     f"{sorted(result.aux)}")
+
+
+def register_pooling(name: str, operator: PoolingOperator
+                     ) -> PoolingOperator:
+  """Checks `operator` (see check_operator) and makes it `POOLING[name]`,
+  the value DiffPoolConfig(pooling=name) and --pooling NAME pick."""
+  check_operator(name, operator)
+  POOLING[name] = operator
+  return operator
 
 
 POOLING = {
-    "diffpool": PoolingOperator(dense_diff_pool, diffpool.AUX_NAMES),
+    "diffpool": PoolingOperator(
+        dense_diff_pool, diffpool.AUX_NAMES,
+        MappingProxyType({"link_loss": "frobenius"}),
+        lambda options: options["link_loss"] == "bce"),
     "mincut": PoolingOperator(dense_mincut_pool, mincut.AUX_NAMES),
     "dmon": PoolingOperator(dense_dmon_pool, dmon.AUX_NAMES),
 }
 
 __all__ = [
-    "POOLING", "PoolingOperator", "PoolOutput", "DiffPoolResult",
+    "POOLING", "PoolingOperator", "register_pooling", "check_operator",
+    "PoolOutput", "DiffPoolResult",
     "dense_diff_pool", "dense_mincut_pool", "dense_dmon_pool",
     "LINK_LOSS_FORMS", "MASKED_LOGIT", "check_adjacency", "mask_clusters",
     "masked_softmax",

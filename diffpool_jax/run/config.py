@@ -150,6 +150,9 @@ class RunConfig:
     if max(self.grid.get("dropout", ()), default=0) > 0:
       # Dropout on in the model; each member passes its own rate.
       overrides["dropout"] = max(self.grid["dropout"])
+    if "pool_options" in overrides:      # a mapping or (name, value) pairs
+      overrides["pool_options"] = tuple(sorted(
+          weight_pairs(overrides["pool_options"]).items()))
     if "aux_weights" in overrides:
       base = dict(preset(self.preset).aux_weights)
       base.update(weight_pairs(overrides["aux_weights"]))
