@@ -13,7 +13,7 @@ pure NumPy so it can be checked by hand.
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -188,9 +188,26 @@ class PaperProtocol:
     """Never: every epoch may be the one the test folds choose."""
     return False
 
+  # The per-point score a sweep ranks its points by.
+  ranked_by = "test_mean"
+
   def summary(self, tables: Mapping[str, np.ndarray], patience: int) -> dict:
     """`paper_protocol` of tables["test_acc"] [E, F, S, P]."""
     return paper_protocol(tables["test_acc"])
+
+  def point_scores(self, tables: Mapping[str, np.ndarray], patience: int
+                   ) -> List[Dict[str, Optional[float]]]:
+    """Per point [P]: the test accuracy over folds at the point's best
+    mean test epoch (no validation), and that epoch (1-based)."""
+    rows = []
+    for p in range(tables["test_acc"].shape[-1]):
+      best = paper_protocol(tables["test_acc"][..., p:p + 1])
+      folds = np.asarray(best["fold_accuracies"])
+      rows.append({"val_mean": None, "val_std": None,
+                   "test_mean": float(folds.mean()),
+                   "test_std": float(folds.std()),
+                   "epochs": best["epoch"] + 1.0})
+    return rows
 
 
 class FairProtocol:
@@ -215,10 +232,27 @@ class FairProtocol:
     return all(early_stopping(val_acc[:, m], val_loss[:, m], patience)[1]
                for m in range(val_acc.shape[1]))
 
+  ranked_by = "val_mean"
+
   def summary(self, tables: Mapping[str, np.ndarray], patience: int) -> dict:
     """`fair_protocol` of tables "val_acc", "val_loss", "test_acc"."""
     return fair_protocol(tables["val_acc"], tables["val_loss"],
                          tables["test_acc"], patience)
+
+  def point_scores(self, tables: Mapping[str, np.ndarray], patience: int
+                   ) -> List[Dict[str, Optional[float]]]:
+    """Per point [P]: mean and std over folds of the validation and test
+    accuracy, each run at its early-stopped epoch, and the mean stopping
+    epoch (1-based). tables: "val_acc", "val_loss", "test_acc" [E,F,S,P]."""
+    stop = stopping_epochs(tables["val_acc"], tables["val_loss"], patience)
+    val = at_epochs(tables["val_acc"], stop).mean(axis=1)         # [F, P]
+    test = at_epochs(tables["test_acc"], stop).mean(axis=1)       # [F, P]
+    epochs = (stop + 1).mean(axis=(0, 1))                         # [P]
+    return [{"val_mean": float(val[:, p].mean()),
+             "val_std": float(val[:, p].std()),
+             "test_mean": float(test[:, p].mean()),
+             "test_std": float(test[:, p].std()),
+             "epochs": float(epochs[p])} for p in range(val.shape[1])]
 
 
 class ErricaProtocol(FairProtocol):
@@ -242,5 +276,10 @@ class ErricaProtocol(FairProtocol):
                            tables["test_acc"], patience)
 
 
+# The protocols by name. A protocol is one class with: name, note, holdout
+# (the inner validation fraction), default_seeds, check(seeds),
+# stopped(val_acc, val_loss, patience), summary(tables, patience),
+# point_scores(tables, patience) and ranked_by; add an instance here (from
+# any module) and runs, sweeps and the commands accept its name.
 PROTOCOLS = {"paper": PaperProtocol(), "fair": FairProtocol(),
              "errica": ErricaProtocol()}

@@ -42,8 +42,7 @@ from diffpool_jax.run import (Run, RunConfig, RunFolderError, load_dataset,
                               make_folds, write_json_atomic)
 from diffpool_jax.run.members import input_fingerprints
 from diffpool_jax.run.store import check_inputs
-from diffpool_jax.protocols import (PROTOCOLS, at_epochs, paper_protocol,
-                                    stopping_epochs)
+from diffpool_jax.protocols import PROTOCOLS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 SHAPE_FIELDS = ("preset", "batch_size", "features", "max_buckets",
@@ -141,40 +140,6 @@ def tables_from_metrics(path: Path, epochs: int, shape) -> Dict[str,
   return tables
 
 
-def point_scores(tables: Dict[str, np.ndarray], protocol: str,
-                 patience: int) -> List[Dict[str, float]]:
-  """Per point: mean and std over folds of the validation and test
-  accuracy, each run taken at its early-stopped epoch ("fair", "errica")
-  or, for "paper", at the point's best mean test epoch; and the mean
-  selected epoch (1-based count of epochs trained to it).
-
-  Args:
-    tables: TABLE_KEYS -> [E, F, S, P].
-  """
-  num_points = tables["test_acc"].shape[-1]
-  if protocol != "paper":
-    stop = stopping_epochs(tables["val_acc"], tables["val_loss"], patience)
-    val = at_epochs(tables["val_acc"], stop).mean(axis=1)         # [F, P]
-    test = at_epochs(tables["test_acc"], stop).mean(axis=1)       # [F, P]
-    epochs = (stop + 1).mean(axis=(0, 1))                         # [P]
-  rows = []
-  for p in range(num_points):
-    if protocol == "paper":
-      best = paper_protocol(tables["test_acc"][..., p:p + 1])
-      folds = np.asarray(best["fold_accuracies"])
-      rows.append({"val_mean": None, "val_std": None,
-                   "test_mean": float(folds.mean()),
-                   "test_std": float(folds.std()),
-                   "epochs": best["epoch"] + 1.0})
-      continue
-    rows.append({"val_mean": float(val[:, p].mean()),
-                 "val_std": float(val[:, p].std()),
-                 "test_mean": float(test[:, p].mean()),
-                 "test_std": float(test[:, p].std()),
-                 "epochs": float(epochs[p])})
-  return rows
-
-
 def claim_sweep_folder(out: Path, grid: Grid, resume: bool,
                        overwrite: bool) -> None:
   """Makes `out` this sweep's folder: another sweep there is refused unless
@@ -268,7 +233,8 @@ def run_sweep(grid: Grid, out: Path, resume: bool = False,
     table = tables_from_metrics(folder / "metrics.jsonl", config.epochs,
                                 (num_folds[i], config.seeds, len(points)))
     tables.append(table)
-    for point, score in zip(points, point_scores(table, protocol, patience)):
+    scores = PROTOCOLS[protocol].point_scores(table, patience)
+    for point, score in zip(points, scores):
       rows.append({"shape_point": i, **shape_point, **point, **score})
   combined = {key: np.concatenate([t[key] for t in tables], axis=-1)
               for key in TABLE_KEYS}
@@ -281,8 +247,7 @@ def run_sweep(grid: Grid, out: Path, resume: bool = False,
             "rows": rows, "selection": selection}
   write_json_atomic(out / "sweep.json", result)
   write_csv_atomic(out / "sweep.csv", rows)
-  plots.plot_sweep(rows, out / "sweep.png",
-                   "val_mean" if protocol != "paper" else "test_mean")
+  plots.plot_sweep(rows, out / "sweep.png", PROTOCOLS[protocol].ranked_by)
   return result
 
 
@@ -306,7 +271,7 @@ def describe(row: dict, grid: Grid) -> str:
 
 def print_summary(result: dict, grid: Grid) -> None:
   """Per grid point scores, then the protocol's selected result."""
-  shown = "val_mean" if result["protocol"] != "paper" else "test_mean"
+  shown = PROTOCOLS[result["protocol"]].ranked_by
   print(f"\n{'point':>5}  {'val %':>12}  {'test %':>12}  epochs  chosen  "
         "values")
   for index, row in enumerate(result["rows"]):

@@ -1,6 +1,8 @@
 """Protocols as objects: training stops by the same rule the protocol
 selects with, so stopping never changes a result."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -140,3 +142,64 @@ def test_a_run_with_the_errica_protocol(tmp_path):
   assert np.asarray(results["assessment_test"]).shape == (2, 1)
   assert np.asarray(results["selection_scores"]).shape == (2, 2)
   assert 0 <= results["accuracy"] <= 1
+
+
+class LastEpochProtocol:
+  """A protocol written in one class, for the test below: the inner
+  holdout of the fair protocol, no early stopping, every run scored at its
+  last epoch; points ranked on validation."""
+  name = "last"
+  note = "every run at its last epoch"
+  holdout = 0.1
+  default_seeds = 1
+  ranked_by = "val_mean"
+
+  def check(self, seeds):
+    pass
+
+  def stopped(self, val_acc, val_loss, patience):
+    return False
+
+  def point_scores(self, tables, patience):
+    val = tables["val_acc"][-1].mean(axis=1)            # [F, P]
+    test = tables["test_acc"][-1].mean(axis=1)
+    return [{"val_mean": float(val[:, p].mean()),
+             "val_std": float(val[:, p].std()),
+             "test_mean": float(test[:, p].mean()),
+             "test_std": float(test[:, p].std()),
+             "epochs": float(len(tables["val_acc"]))}
+            for p in range(val.shape[1])]
+
+  def summary(self, tables, patience):
+    val = tables["val_acc"][-1].mean(axis=1)            # [F, P]
+    points = val.argmax(axis=1)
+    folds = tables["test_acc"][-1].mean(axis=1)[np.arange(len(points)),
+                                                 points]
+    return {"protocol": self.name, "note": self.note,
+            "accuracy": float(folds.mean()), "std": float(folds.std()),
+            "fold_accuracies": folds.tolist(),
+            "selected_points": points.tolist()}
+
+
+def test_a_new_protocol_is_one_class(tmp_path, monkeypatch):
+  """Added from this file alone, the protocol drives a run (its holdout,
+  its stopping rule, its summary) and a sweep (its point scores, ranking
+  and selection)."""
+  from diffpool_jax.protocols import PROTOCOLS
+  from experiments import sweep
+  from tests.test_scale import TINY_RUN
+  monkeypatch.setitem(PROTOCOLS, "last", LastEpochProtocol())
+  grid = sweep.Grid(
+      run={**TINY_RUN, "protocol": "last", "epochs": 2, "checkpoint_every": 0,
+           "synthetic": {**TINY_RUN["synthetic"], "num_graphs": 80}},
+      scalar={"lr": [0.01, 0.001]}, shape={})
+  result = sweep.run_sweep(grid, tmp_path / "sweep", progress=False)
+  assert result["protocol"] == "last"
+  assert result["selection"]["note"] == "every run at its last epoch"
+  assert len(result["rows"]) == 2
+  assert all(row["epochs"] == 2.0 for row in result["rows"])
+  chosen = result["selection"]["selected_points"]
+  assert sum(row["selected_folds"] for row in result["rows"]) == len(chosen)
+  saved = json.loads((tmp_path / "sweep" / "shape_00" / "results.json")
+                     .read_text())
+  assert saved["protocol"] == "last" and saved["epochs_run"] == 2

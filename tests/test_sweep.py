@@ -9,6 +9,7 @@ import pytest
 
 from diffpool_jax.run import Run, RunConfig, RunFolderError
 from diffpool_jax.layers import GNNStack
+from diffpool_jax.protocols import PROTOCOLS
 from experiments import sweep
 from tests.helpers import random_batch
 from tests.test_scale import TINY_RUN
@@ -117,13 +118,13 @@ def test_point_scores_take_each_run_at_its_early_stopped_epoch():
             "test_acc": np.zeros((3, 2, 1, 2))}
   tables["val_acc"][:, :, 0, 0] = val
   tables["test_acc"][:, :, 0, 0] = [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]
-  row = sweep.point_scores(tables, "fair", patience=5)[0]
+  row = PROTOCOLS["fair"].point_scores(tables, patience=5)[0]
   # fold 0 stops at epoch 1 (0.9; test 0.3), fold 1 at epoch 2 (0.8; 0.6).
   assert row["val_mean"] == pytest.approx(0.85)
   assert row["val_std"] == pytest.approx(0.05)
   assert row["test_mean"] == pytest.approx(0.45)
   assert row["epochs"] == pytest.approx(2.5)
-  paper = sweep.point_scores(tables, "paper", patience=5)[0]
+  paper = PROTOCOLS["paper"].point_scores(tables, patience=5)[0]
   assert paper["val_mean"] is None and paper["test_mean"] == pytest.approx(0.55)
 
 
