@@ -76,6 +76,49 @@ class DenseWeights(nn.Module):
                               jnp.float32)
 
 
+def sage_mean(x: jax.Array, adj: Adjacency, w_rel: jax.Array,
+              w_root: jax.Array) -> jax.Array:
+  """GraphSAGE-mean without bias: (A x / deg) w_rel + x w_root, both maps
+  as one matmul, in the cheaper order for the widths.
+
+  Args:
+    x: [B, N, F]; adj: [B, N, N] or EdgeList; w_rel, w_root: [F, H].
+
+  Returns:
+    [B, N, H].
+  """
+  features = w_rel.shape[-1]
+  inv_degree = 1.0 / jnp.maximum(row_sums(adj), 1.0)
+  if x.shape[-1] > features:
+    both = x @ jnp.concatenate([w_rel, w_root], axis=1)
+    out = matmul(adj, both[..., :features]) * inv_degree
+    return out + both[..., features:]
+  mean = matmul(adj, x) * inv_degree
+  return jnp.concatenate([mean, x], -1) @ jnp.concatenate([w_rel, w_root])
+
+
+def batch_moments(x: jax.Array, weight: jax.Array):
+  """Mean and biased variance [F] of the real nodes (weight [B,N,1] 0/1)
+  of x [B,N,F], their count [], and the unbiased variance [F]."""
+  count = jnp.sum(weight)
+  safe_count = jnp.maximum(count, 1.0)
+  mean = jnp.sum(x * weight, axis=(0, 1)) / safe_count
+  var = jnp.sum(jnp.square((x - mean) * weight), axis=(0, 1)) / safe_count
+  return mean, var, count, var * count / jnp.maximum(count - 1.0, 1.0)
+
+
+def normalize(x: jax.Array, weight: jax.Array, mean: jax.Array,
+              var: jax.Array, epsilon: float, scale=None, bias=None
+              ) -> jax.Array:
+  """(x - mean) / sqrt(var + epsilon) [* scale + bias], padded nodes
+  (weight 0) zero."""
+  gain = jax.lax.rsqrt(var + epsilon)
+  if scale is None:
+    return (x - mean) * gain * weight
+  gain = gain * scale
+  return ((x - mean) * gain + bias) * weight
+
+
 class DenseSAGEConv(nn.Module):
   """GraphSAGE-mean: mean over neighbours (W_rel) plus root term (W_root, b).
 
@@ -89,18 +132,11 @@ class DenseSAGEConv(nn.Module):
 
   @nn.compact
   def __call__(self, x, adj, node_mask):
-    inv_degree = 1.0 / jnp.maximum(row_sums(adj), 1.0)
     w_rel, _ = DenseWeights(self.features, use_bias=False, name="lin_rel")(
         x.shape[-1])
     w_root, bias = DenseWeights(self.features, name="lin_root")(x.shape[-1])
-    if x.shape[-1] > self.features:
-      both = x @ jnp.concatenate([w_rel, w_root], axis=1)
-      out = matmul(adj, both[..., :self.features]) * inv_degree
-      out = out + both[..., self.features:]
-    else:
-      mean = matmul(adj, x) * inv_degree
-      out = jnp.concatenate([mean, x], -1) @ jnp.concatenate([w_rel, w_root])
-    return mask_nodes(out + bias, node_mask, self.mask_output)
+    return mask_nodes(sage_mean(x, adj, w_rel, w_root) + bias, node_mask,
+                      self.mask_output)
 
 
 class DenseGCNConv(nn.Module):
@@ -170,12 +206,8 @@ class MaskedBatchNorm(nn.Module):
                                 (features,), jnp.float32)
     weight = node_mask[..., None].astype(x.dtype)
     if train:
-      count = jnp.sum(weight)
-      safe_count = jnp.maximum(count, 1.0)
-      mean = jnp.sum(x * weight, axis=(0, 1)) / safe_count
-      var = jnp.sum(jnp.square((x - mean) * weight), axis=(0, 1)) / safe_count
+      mean, var, count, unbiased = batch_moments(x, weight)
       if not self.is_initializing():
-        unbiased = var * count / jnp.maximum(count - 1.0, 1.0)
         keep = self.momentum
         has_nodes = count > 0
         running_mean.value = jnp.where(
@@ -186,12 +218,11 @@ class MaskedBatchNorm(nn.Module):
             running_var.value)
     else:
       mean, var = running_mean.value, running_var.value
-    gain = jax.lax.rsqrt(var + self.epsilon)
     if not self.affine:
-      return (x - mean) * gain * weight
-    gain = gain * self.param("scale", nn.initializers.ones, (features,))
-    bias = self.param("bias", nn.initializers.zeros, (features,))
-    return ((x - mean) * gain + bias) * weight
+      return normalize(x, weight, mean, var, self.epsilon)
+    return normalize(x, weight, mean, var, self.epsilon,
+                     self.param("scale", nn.initializers.ones, (features,)),
+                     self.param("bias", nn.initializers.zeros, (features,)))
 
 
 def dropout(x: jax.Array, rate, key: jax.Array) -> jax.Array:

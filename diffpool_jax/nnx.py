@@ -22,9 +22,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from diffpool_jax.adjacency import diagonal, matmul, row_sums
-from diffpool_jax.layers import dropout as drop, l2_normalize, mask_nodes
-from diffpool_jax.model import (DiffPoolConfig, PoolLevel, assignment_mask,
-                                masked_readout)
+from diffpool_jax.layers import (batch_moments, dropout as drop,
+                                 l2_normalize, mask_nodes, normalize,
+                                 sage_mean)
+from diffpool_jax.model import (DiffPoolConfig, PoolLevel, masked_readout,
+                                pool_level)
 
 LECUN = jax.nn.initializers.lecun_normal()
 XAVIER_RELU = jax.nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")
@@ -55,15 +57,7 @@ class SAGEConv(nnx.Module):
     self.lin_root = Dense(in_features, features, rngs)
 
   def __call__(self, x, adj, node_mask):
-    inv_degree = 1.0 / jnp.maximum(row_sums(adj), 1.0)
-    w_rel, w_root = self.lin_rel.kernel[...], self.lin_root.kernel[...]
-    if x.shape[-1] > self.features:
-      both = x @ jnp.concatenate([w_rel, w_root], axis=1)
-      out = matmul(adj, both[..., :self.features]) * inv_degree
-      out = out + both[..., self.features:]
-    else:
-      mean = matmul(adj, x) * inv_degree
-      out = jnp.concatenate([mean, x], -1) @ jnp.concatenate([w_rel, w_root])
+    out = sage_mean(x, adj, self.lin_rel.kernel[...], self.lin_root.kernel[...])
     return mask_nodes(out + self.lin_root.bias[...], node_mask,
                       self.mask_output)
 
@@ -121,11 +115,7 @@ class MaskedBatchNorm(nnx.Module):
   def __call__(self, x, node_mask, train: bool):
     weight = node_mask[..., None].astype(x.dtype)
     if train:
-      count = jnp.sum(weight)
-      safe = jnp.maximum(count, 1.0)
-      mean = jnp.sum(x * weight, axis=(0, 1)) / safe
-      var = jnp.sum(jnp.square((x - mean) * weight), axis=(0, 1)) / safe
-      unbiased = var * count / jnp.maximum(count - 1.0, 1.0)
+      mean, var, count, unbiased = batch_moments(x, weight)
       keep, has_nodes = self.momentum, count > 0
       self.mean[...] = jnp.where(has_nodes, keep * self.mean[...]
                                  + (1 - keep) * mean, self.mean[...])
@@ -133,11 +123,10 @@ class MaskedBatchNorm(nnx.Module):
                                 + (1 - keep) * unbiased, self.var[...])
     else:
       mean, var = self.mean[...], self.var[...]
-    gain = jax.lax.rsqrt(var + self.epsilon)
     if self.scale is None:
-      return (x - mean) * gain * weight
-    gain = gain * self.scale[...]
-    return ((x - mean) * gain + self.bias[...]) * weight
+      return normalize(x, weight, mean, var, self.epsilon)
+    return normalize(x, weight, mean, var, self.epsilon, self.scale[...],
+                     self.bias[...])
 
 
 class GNNStack(nnx.Module):
@@ -251,15 +240,10 @@ class DiffPool(nnx.Module):
                     + head.bias[...][:slots[level]])
         if c.assign_head == "linear_relu":
           s_logits = jax.nn.relu(s_logits)
-      cluster_mask = assignment_mask(slots[level], real, level)
-      pooled = c.operator.function(
-          z, adj, s_logits, node_mask, cluster_mask=cluster_mask,
-          **c.pooling_options)
-      x, adj = pooled.x, pooled.adj
-      node_mask = jnp.broadcast_to(graph_mask[:, None], (batch, slots[level]))
-      if cluster_mask is not None:
-        node_mask = node_mask & cluster_mask
-      levels.append(PoolLevel(pooled.s, pooled.adj, pooled.aux, node_mask))
+      x, pooled = pool_level(c, z, adj, s_logits, node_mask, graph_mask,
+                             slots[level], real, level)
+      adj, node_mask = pooled.adj, pooled.mask
+      levels.append(pooled)
     z = getattr(self, f"embed{c.num_levels}")(x, adj, node_mask, train,
                                               dropout, next(keys))
     readouts.append(masked_readout(z, node_mask, c.readout))

@@ -48,6 +48,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional
 
 import numpy as np
 
+from experiments.benchmarks.pyg import median_seconds
+
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / ".device_data"
 DATASETS = ("ENZYMES", "PROTEINS", "DD")
@@ -75,18 +77,6 @@ class Part(NamedTuple):
 
 
 # ------------------------------------------------------------- helpers --
-
-def median_seconds(step: Callable[[], None], repeats: int) -> float:
-  """Median wall time of `step()` (which blocks until done) over
-  `repeats` calls after one warm-up call."""
-  step()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
-
 
 def peak_memory() -> dict:
   """This process's peak memory: the device's allocator peak where it
