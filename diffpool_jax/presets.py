@@ -92,70 +92,7 @@ class DiffPoolConfig:
   pool_options: Tuple[Tuple[str, object], ...] = ()
 
   def __post_init__(self):
-    choices = (("conv", CONV_TYPES), ("readout", READOUTS),
-               ("pooling", tuple(POOLING)), ("assign_from", ASSIGN_INPUTS),
-               ("assign_head", ASSIGN_HEADS), ("link_loss", LINK_LOSS_FORMS),
-               ("round_clusters", ("ceil", "floor")),
-               ("cluster_mode", CLUSTER_MODES))
-    for field, allowed in choices:
-      if getattr(self, field) not in allowed:
-        raise ValueError(f"DiffPoolConfig.{field}={getattr(self, field)!r}; "
-                         f"expected one of {allowed}")
-    for field in ("hidden_dim", "embed_dim"):
-      if not isinstance(getattr(self, field), int) or getattr(self, field) < 1:
-        raise ValueError(f"DiffPoolConfig.{field}={getattr(self, field)!r}; "
-                         "must be an integer >= 1")
-    if any(width < 1 for width in self.mlp_hidden):
-      raise ValueError(f"DiffPoolConfig.mlp_hidden={self.mlp_hidden}; every "
-                       "width must be >= 1")
-    if not 0 <= self.dropout < 1:
-      raise ValueError(f"DiffPoolConfig.dropout={self.dropout}; must be in "
-                       "[0, 1)")
-    if self.num_layers < 1:
-      raise ValueError(f"DiffPoolConfig.num_layers={self.num_layers}; "
-                       "need at least 1")
-    if self.num_clusters is not None and any(k < 1 for k in self.num_clusters):
-      raise ValueError(f"DiffPoolConfig.num_clusters={self.num_clusters}; "
-                       "every count must be >= 1")
-    if self.max_clusters is not None and self.max_clusters < 1:
-      raise ValueError(f"DiffPoolConfig.max_clusters={self.max_clusters}; "
-                       "need at least 1 (or None: no cap)")
-    if any(not 0 < r <= 1 for r in self.pool_ratios):
-      raise ValueError(f"DiffPoolConfig.pool_ratios={self.pool_ratios}; "
-                       "every ratio must be in (0, 1]")
-    if self.assign_from == "embedding" and self.assign_head == "none":
-      raise ValueError("DiffPoolConfig.assign_from='embedding' needs an "
-                       "assign_head ('linear' or 'linear_relu') to map the "
-                       "embedding to cluster logits")
-    self.check_aux_weights()
-    options = POOLING[self.pooling].options
-    for name, _ in self.pool_options:
-      if name not in options:
-        raise ValueError(f"DiffPoolConfig.pool_options: {name!r} is not an "
-                         f"option of pooling={self.pooling!r}; its options "
-                         f"are {sorted(options)}")
-
-  def check_aux_weights(self) -> None:
-    """ValueError unless aux_weights names losses of the pooling operator,
-    each once, with finite weights >= 0."""
-    names = POOLING[self.pooling].aux_names
-    seen = set()
-    for pair in self.aux_weights:
-      if len(pair) != 2:
-        raise ValueError(f"DiffPoolConfig.aux_weights: {pair!r} is not a "
-                         "(name, weight) pair")
-      name, weight = pair
-      if name not in names:
-        raise ValueError(f"DiffPoolConfig.aux_weights: {name!r} is not an "
-                         f"auxiliary loss of pooling={self.pooling!r}; its "
-                         f"losses are {names}")
-      if name in seen:
-        raise ValueError(f"DiffPoolConfig.aux_weights: {name!r} given twice")
-      seen.add(name)
-      if not (isinstance(weight, (int, float)) and math.isfinite(weight)
-              and weight >= 0):
-        raise ValueError(f"DiffPoolConfig.aux_weights: {name}={weight!r}; "
-                         "must be a finite number >= 0")
+    check_model_config(self)
 
   @property
   def num_levels(self) -> int:
@@ -228,6 +165,76 @@ class DiffPoolConfig:
   def replace(self, **changes) -> "DiffPoolConfig":
     """A copy with `changes` applied."""
     return dataclasses.replace(self, **changes)
+
+
+def check_model_config(config: DiffPoolConfig) -> None:
+  """ValueError naming the DiffPoolConfig field unless every field is
+  valid (choices, widths, ratios, counts, aux weights, pool options)."""
+  choices = (("conv", CONV_TYPES), ("readout", READOUTS),
+             ("pooling", tuple(POOLING)), ("assign_from", ASSIGN_INPUTS),
+             ("assign_head", ASSIGN_HEADS), ("link_loss", LINK_LOSS_FORMS),
+             ("round_clusters", ("ceil", "floor")),
+             ("cluster_mode", CLUSTER_MODES))
+  for field, allowed in choices:
+    if getattr(config, field) not in allowed:
+      raise ValueError(f"DiffPoolConfig.{field}={getattr(config, field)!r}; "
+                       f"expected one of {allowed}")
+  for field in ("hidden_dim", "embed_dim"):
+    if not isinstance(getattr(config, field), int) or getattr(config, field) < 1:
+      raise ValueError(f"DiffPoolConfig.{field}={getattr(config, field)!r}; "
+                       "must be an integer >= 1")
+  if any(width < 1 for width in config.mlp_hidden):
+    raise ValueError(f"DiffPoolConfig.mlp_hidden={config.mlp_hidden}; every "
+                     "width must be >= 1")
+  if not 0 <= config.dropout < 1:
+    raise ValueError(f"DiffPoolConfig.dropout={config.dropout}; must be in "
+                     "[0, 1)")
+  if config.num_layers < 1:
+    raise ValueError(f"DiffPoolConfig.num_layers={config.num_layers}; "
+                     "need at least 1")
+  if config.num_clusters is not None and any(k < 1 for k in config.num_clusters):
+    raise ValueError(f"DiffPoolConfig.num_clusters={config.num_clusters}; "
+                     "every count must be >= 1")
+  if config.max_clusters is not None and config.max_clusters < 1:
+    raise ValueError(f"DiffPoolConfig.max_clusters={config.max_clusters}; "
+                     "need at least 1 (or None: no cap)")
+  if any(not 0 < r <= 1 for r in config.pool_ratios):
+    raise ValueError(f"DiffPoolConfig.pool_ratios={config.pool_ratios}; "
+                     "every ratio must be in (0, 1]")
+  if config.assign_from == "embedding" and config.assign_head == "none":
+    raise ValueError("DiffPoolConfig.assign_from='embedding' needs an "
+                     "assign_head ('linear' or 'linear_relu') to map the "
+                     "embedding to cluster logits")
+  check_aux_weights(config)
+  options = POOLING[config.pooling].options
+  for name, _ in config.pool_options:
+    if name not in options:
+      raise ValueError(f"DiffPoolConfig.pool_options: {name!r} is not an "
+                       f"option of pooling={config.pooling!r}; its options "
+                       f"are {sorted(options)}")
+
+
+def check_aux_weights(config: DiffPoolConfig) -> None:
+  """ValueError unless aux_weights names losses of the pooling operator,
+  each once, with finite weights >= 0."""
+  names = POOLING[config.pooling].aux_names
+  seen = set()
+  for pair in config.aux_weights:
+    if len(pair) != 2:
+      raise ValueError(f"DiffPoolConfig.aux_weights: {pair!r} is not a "
+                       "(name, weight) pair")
+    name, weight = pair
+    if name not in names:
+      raise ValueError(f"DiffPoolConfig.aux_weights: {name!r} is not an "
+                       f"auxiliary loss of pooling={config.pooling!r}; its "
+                       f"losses are {names}")
+    if name in seen:
+      raise ValueError(f"DiffPoolConfig.aux_weights: {name!r} given twice")
+    seen.add(name)
+    if not (isinstance(weight, (int, float)) and math.isfinite(weight)
+            and weight >= 0):
+      raise ValueError(f"DiffPoolConfig.aux_weights: {name}={weight!r}; "
+                       "must be a finite number >= 0")
 
 
 PRESETS = {

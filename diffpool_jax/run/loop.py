@@ -89,15 +89,6 @@ class Run:
     self.epoch_seconds[:saved_epochs] = np.asarray(tree["epoch_seconds"])
     return int(tree["epoch"]) + 1
 
-  def compute_message(self, programs: Programs) -> str:
-    """One line on what the run trains: members, epochs, programs."""
-    folds, seeds, points = self.grid_shape
-    return (f"compute: {folds} folds x {seeds} seeds x {points} points = "
-            f"{len(self.members)} members, up to {self.config.epochs} epochs"
-            f" of {programs.steps_per_epoch} steps, "
-            f"{len(self.session.member_parts(programs))} program(s) per "
-            f"epoch; protocol {self.protocol.name}")
-
   def all_stopped(self, epoch: int) -> bool:
     """Whether the protocol lets training stop after this epoch (fair:
     every member's early stopping has run out of patience)."""
@@ -127,7 +118,7 @@ class Run:
     compile_start = time.perf_counter()
     programs = self.session.compile(progress)
     if progress:
-      print(self.compute_message(programs), flush=True)
+      print(compute_message(self, programs), flush=True)
     compile_seconds = time.perf_counter() - compile_start
     rows = [row for e in range(start_epoch)
             for row in metric_rows(self.members, self.history,
@@ -267,4 +258,14 @@ def first_nan_epoch(values: np.ndarray) -> np.ndarray:
   first = lost.argmax(axis=0) if len(values) else np.zeros(values.shape[1],
                                                            np.int64)
   return np.where(lost.any(axis=0), first, -1)
+
+
+def compute_message(run: Run, programs: Programs) -> str:
+  """One line on what a run trains: members, epochs, programs."""
+  folds, seeds, points = run.grid_shape
+  return (f"compute: {folds} folds x {seeds} seeds x {points} points = "
+          f"{len(run.members)} members, up to {run.config.epochs} epochs"
+          f" of {programs.steps_per_epoch} steps, "
+          f"{len(run.session.member_parts(programs))} program(s) per "
+          f"epoch; protocol {run.protocol.name}")
 
