@@ -5,7 +5,6 @@ finding the first's programs."""
 import json
 import os
 import subprocess
-import sys
 
 from types import SimpleNamespace
 

@@ -4,7 +4,6 @@ program by memory, and refusing a run that cannot fit."""
 import json
 import subprocess
 
-import jax
 import numpy as np
 import pytest
 

@@ -281,7 +281,7 @@ def our_cross_validation(args, train, evaluate, members, data, folds
   compilation; "steady" sums the epochs after the first.
   """
   import jax
-  from diffpool_jax import pipeline, training
+  from diffpool_jax import pipeline
   rng = np.random.default_rng(0)
   graphs = [f.train for f in folds]
   schedules = [pipeline.make_schedule(graphs, data, BATCH, rng)
