@@ -278,7 +278,14 @@ def time_training(run, member_graphs, repeats: int) -> dict:
   from diffpool_jax.engine import epoch_runner
   session = run.session
   epoch, compiled = epoch_runner(session, member_graphs)
-  return {"epoch_seconds": median_seconds(epoch, repeats),
+  try:
+    seconds = median_seconds(epoch, repeats)
+  except Exception as error:        # e.g. out of device memory: say how much
+    raise RuntimeError(
+        f"{len(member_graphs)} member(s): the epoch failed with XLA's "
+        f"estimate {compiled['program_bytes'] / GIB:.1f} GiB: "
+        f"{str(error).splitlines()[0]}") from None
+  return {"epoch_seconds": seconds,
           "compile_seconds": compiled["compile_seconds"],
           "xla_estimate_gib": compiled["program_bytes"] / GIB,
           "buckets": session.buckets.tolist(), "edge_list": session.sparse}
