@@ -33,6 +33,40 @@ class PoolLevel(NamedTuple):
   mask: jax.Array
 
 
+def checked_node_mask(x, adj, node_mask, where: str) -> jax.Array:
+  """[B,N] bool node mask (None: all real) after checking x [B,N,F], adj
+  (dense or EdgeList) and node_mask against each other; errors name the
+  argument and `where`."""
+  check_rank(x, 3, "x", "[B,N,F]", where)
+  batch, num_nodes = x.shape[:2]
+  check_adjacency(adj, batch, num_nodes, where)
+  if node_mask is None:
+    node_mask = jnp.ones((batch, num_nodes), bool)
+  check_rank(node_mask, 2, "node_mask", "[B,N]", where)
+  check_dim(node_mask, 0, batch, "node_mask", "B, the batch size of x", where)
+  check_dim(node_mask, 1, num_nodes, "node_mask", "N, the node count of x",
+            where)
+  return node_mask.astype(bool)
+
+
+def cluster_slots(config: DiffPoolConfig, max_nodes: int, num_nodes: int,
+                  node_mask: jax.Array):
+  """Cluster slots per level for a batch padded to `num_nodes`, and (per-
+  graph mode; else None) each graph's real cluster count per level, a list
+  of [B] int32 arrays. `max_nodes`: the classifier's (it sets the
+  assignment widths; fixed mode: the reference size)."""
+  if not config.per_graph:
+    return config.cluster_counts(max_nodes), None
+  if num_nodes > max_nodes:
+    raise ValueError(
+        f"DiffPool: a batch padded to {num_nodes} nodes, more than "
+        f"max_nodes={max_nodes} that sets the model's cluster widths "
+        "(build the model with the largest padded size)")
+  n_node = jnp.sum(node_mask, axis=1)
+  return (config.cluster_counts(num_nodes),
+          [jnp.asarray(row)[n_node] for row in config.cluster_table(num_nodes)])
+
+
 def assignment_mask(slots: int, real_clusters, level: int
                     ) -> Optional[jax.Array]:
   """[B, slots] bool, each graph's real cluster slots at `level` (from the
@@ -119,23 +153,6 @@ class DiffPool(nn.Module):
     c = self.config
     return c.cluster_counts(num_nodes if c.per_graph else self.max_nodes)
 
-  def cluster_slots(self, num_nodes: int, node_mask: jax.Array):
-    """Cluster slots per level for a batch padded to `num_nodes`, and (per-
-    graph mode; else None) each graph's real cluster count per level, a
-    list of [B] int32 arrays."""
-    c = self.config
-    if not c.per_graph:
-      return self.slot_counts(num_nodes), None
-    if num_nodes > self.max_nodes:
-      raise ValueError(
-          f"DiffPool: a batch padded to {num_nodes} nodes, more than "
-          f"max_nodes={self.max_nodes} that sets the model's cluster widths "
-          "(build the model with the largest padded size)")
-    table = c.cluster_table(num_nodes)
-    n_node = jnp.sum(node_mask, axis=1)
-    return (self.slot_counts(num_nodes),
-            [jnp.asarray(row)[n_node] for row in table])
-
   def assignment_logits(self, x, z, adj, node_mask, train: bool, level: int,
                         width: int, slots: int, dropout=None) -> jax.Array:
     """[B, N, slots] assignment logits of a level with input features x and
@@ -181,23 +198,14 @@ class DiffPool(nn.Module):
       logits [B, C], and a tuple with one `PoolLevel` per pooling level.
     """
     c = self.config
-    where = "DiffPool"
-    check_rank(x, 3, "x", "[B,N,F]", where)
+    node_mask = checked_node_mask(x, adj, node_mask, "DiffPool")
     batch, num_nodes = x.shape[:2]
-    check_adjacency(adj, batch, num_nodes, where)
-    if node_mask is None:
-      node_mask = jnp.ones((batch, num_nodes), bool)
-    check_rank(node_mask, 2, "node_mask", "[B,N]", where)
-    check_dim(node_mask, 0, batch, "node_mask", "B, the batch size of x",
-              where)
-    check_dim(node_mask, 1, num_nodes, "node_mask", "N, the node count of x",
-              where)
-    node_mask = node_mask.astype(bool)
     graph_mask = jnp.any(node_mask, axis=1)
 
     hidden = (c.hidden_dim,) * (c.num_layers - 1)
     widths = c.cluster_counts(self.max_nodes)
-    slots, real_clusters = self.cluster_slots(num_nodes, node_mask)
+    slots, real_clusters = cluster_slots(c, self.max_nodes, num_nodes,
+                                         node_mask)
     readouts, levels = [], []
     for level, width in enumerate(widths):
       z = self.gnn(hidden + (c.embed_dim,), f"embed{level}", c.concat)(

@@ -25,8 +25,8 @@ from diffpool_jax.adjacency import diagonal, matmul, row_sums
 from diffpool_jax.layers import (batch_moments, dropout as drop,
                                  l2_normalize, mask_nodes, normalize,
                                  sage_mean)
-from diffpool_jax.model import (DiffPoolConfig, PoolLevel, masked_readout,
-                                pool_level)
+from diffpool_jax.model import (DiffPoolConfig, PoolLevel, checked_node_mask,
+                                cluster_slots, masked_readout, pool_level)
 
 LECUN = jax.nn.initializers.lecun_normal()
 XAVIER_RELU = jax.nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")
@@ -215,14 +215,11 @@ class DiffPool(nnx.Module):
     [B,N,N] or EdgeList, node_mask [B,N] (see model.DiffPool.__call__);
     `key` feeds dropout when training with config.dropout > 0."""
     c = self.config
-    batch, num_nodes = x.shape[:2]
-    if node_mask is None:
-      node_mask = jnp.ones((batch, num_nodes), bool)
-    node_mask = node_mask.astype(bool)
+    node_mask = checked_node_mask(x, adj, node_mask, "nnx.DiffPool")
     graph_mask = jnp.any(node_mask, axis=1)
     keys = (iter(jax.random.split(key, 2 * c.num_levels + 1))
             if key is not None else iter(lambda: None, 0))
-    slots, real = self.cluster_slots(num_nodes, node_mask)
+    slots, real = cluster_slots(c, self.max_nodes, x.shape[1], node_mask)
     readouts, levels = [], []
     for level in range(c.num_levels):
       z = getattr(self, f"embed{level}")(x, adj, node_mask, train, dropout,
@@ -251,17 +248,6 @@ class DiffPool(nnx.Module):
     for i in range(len(c.mlp_hidden)):
       h = jax.nn.relu(getattr(self, f"mlp{i}")(h))
     return getattr(self, f"mlp{len(c.mlp_hidden)}")(h), tuple(levels)
-
-  def cluster_slots(self, num_nodes: int, node_mask: jax.Array):
-    """Slots per level and each graph's real counts (see
-    model.DiffPool.cluster_slots)."""
-    c = self.config
-    counts = c.cluster_counts(num_nodes if c.per_graph else self.max_nodes)
-    if not c.per_graph:
-      return counts, None
-    n_node = jnp.sum(node_mask, axis=1)
-    return counts, [jnp.asarray(row)[n_node]
-                    for row in c.cluster_table(num_nodes)]
 
 
 def load_linen_variables(model: nnx.Module,

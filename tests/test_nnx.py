@@ -94,3 +94,13 @@ def test_an_nnx_training_step_lowers_the_loss():
 
   losses = [float(step(model, optimizer)) for _ in range(15)]
   assert losses[-1] < losses[0]
+
+
+def test_bad_input_is_named_as_for_the_linen_model():
+  batch = random_batch(np.random.default_rng(3), SIZES, 16)
+  _, _, model = linen_and_nnx("paper", batch)
+  with pytest.raises(ValueError, match="node_mask"):
+    model(batch.x, batch.adj, batch.node_mask[:, :8])
+  with pytest.raises(ValueError, match="max_nodes=16"):
+    big = random_batch(np.random.default_rng(3), [20], 24)
+    model(big.x, big.adj, big.node_mask)

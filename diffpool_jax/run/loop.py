@@ -46,7 +46,6 @@ class Run:
     self.dataset = dataset if dataset is not None else load_dataset(config)
     self.protocol = PROTOCOLS[config.protocol]
     self.folds = make_folds(config, self.dataset)
-    self.inputs = input_fingerprints(config, self.dataset)
     self.points = config.points()
     self.members = Members.grid(
         len(self.folds), config.seeds,
@@ -109,10 +108,13 @@ class Run:
     """
     if resume and overwrite:
       raise store.RunFolderError("--resume and --overwrite exclude each other")
+    # Fingerprints of what the run reads: only fitting needs them.
+    inputs = input_fingerprints(self.config, self.dataset)
     saved = store.claim_folder(self.out, self.config, resume, overwrite,
-                               self.inputs)
+                               inputs)
     self.out.mkdir(parents=True, exist_ok=True)
-    store.write_json_atomic(self.out / "config.json", self.describe())
+    store.write_json_atomic(self.out / "config.json",
+                            {**self.describe(), "inputs": inputs})
     manager = store.checkpoint_manager(self.out)
     start_epoch = self.restore(manager, saved["epochs"]) if saved else 0
     compile_start = time.perf_counter()
@@ -215,7 +217,7 @@ class Run:
             "buckets": self.session.buckets.tolist()}
 
   def describe(self) -> dict:
-    return {"run": dataclasses.asdict(self.config), "inputs": self.inputs,
+    return {"run": dataclasses.asdict(self.config),
             "model": dataclasses.asdict(self.model_config),
             "dataset": self.dataset.stats(), "members": len(self.members),
             "cluster_mode": "per_graph" if self.model_config.per_graph
