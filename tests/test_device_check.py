@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 # Every part function once (determinism twice: with and without the
 # deterministic-ops flag, which a child gets through its environment).
 QUICK_PARTS = ("environment", "tests", "pyg_epoch:ENZYMES", "paper_epoch:DD",
-               "fair_run:float32", "members:1000", "compile", "determinism")
+               "fair_run:float32", "members:1000", "compile", "determinism",
+               "compile_options:buckets=1", "compile_options:autotune")
 
 
 def test_quick_check_runs_every_part(tmp_path):
@@ -46,6 +47,11 @@ def test_quick_check_runs_every_part(tmp_path):
   assert "reference tests on the device:" in table
   assert "DD: one member's training epoch" in table
   assert "members side by side" in table
+  assert "5 buckets" in table and "buckets=1" in table
+  assert parts["compile_options:buckets=1"]["buckets"] == [
+      max(parts["pyg_epoch:ENZYMES@150:ours"]["buckets"])]
+  assert "--xla_gpu_autotune_level=0" in \
+      parts["compile_options:autotune=0"]["xla_flags"]
   assert "two identical runs: metrics identical True" in table
 
 
