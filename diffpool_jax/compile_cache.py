@@ -3,7 +3,7 @@
 Compiled XLA programs are written to a folder and read back by any later
 process that compiles the same program (same shapes, code, jax version and
 compiler options), so a repeated or resumed run skips XLA compilation. The
-folder is, first found: the command's `--compile-cache`,
+folder is, first found: `enable`'s argument (the commands' `--compile-cache`),
 `$DIFFPOOL_JAX_COMPILE_CACHE`, JAX's own setting
 (`$JAX_COMPILATION_CACHE_DIR`), else `xla/` in the data cache folder
 (`$DIFFPOOL_JAX_DATA`, else `~/.cache/diffpool_jax`); the value "off"
@@ -35,6 +35,7 @@ import optax
 from jax import export
 
 from diffpool_jax.datasets.download import default_cache_dir
+from diffpool_jax.errors import InputError
 
 CACHE_ENV = "DIFFPOOL_JAX_COMPILE_CACHE"
 OFF = "off"
@@ -61,7 +62,7 @@ def enable(folder: Optional[str] = None) -> Optional[Path]:
   compiles; returns the folder, or None when it is off.
 
   Raises:
-    ValueError: the folder cannot be created or written.
+    InputError: the folder cannot be created or written.
   """
   global _traced_folder
   path = cache_folder(folder)
@@ -72,12 +73,13 @@ def enable(folder: Optional[str] = None) -> Optional[Path]:
   try:
     path.mkdir(parents=True, exist_ok=True)
   except OSError as error:
-    raise ValueError(f"compilation cache {path}: {error.strerror}; pass "
-                     f"--compile-cache DIR or off (or set {CACHE_ENV})"
-                     ) from None
+    raise InputError(f"compilation cache {path}: {error.strerror}; pass "
+                     f"{{folder}}=DIR or \"off\" (or set {CACHE_ENV})",
+                     "folder") from None
   if not os.access(path, os.W_OK):
-    raise ValueError(f"compilation cache {path} is not writable; pass "
-                     f"--compile-cache DIR or off (or set {CACHE_ENV})")
+    raise InputError(f"compilation cache {path} is not writable; pass "
+                     f"{{folder}}=DIR or \"off\" (or set {CACHE_ENV})",
+                     "folder")
   jax.config.update("jax_compilation_cache_dir", str(path))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -17,6 +17,8 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from diffpool_jax.errors import InputError
+
 PAPER_NOTE = ("optimistic: the epoch is chosen by the mean accuracy on the "
               "test folds themselves (the DiffPool authors' protocol)")
 FAIR_NOTE = ("Errica et al. 2020: model selection and early stopping on an "
@@ -266,9 +268,9 @@ class ErricaProtocol(FairProtocol):
   def check(self, seeds: int) -> None:
     """ValueError unless seeds is even and >= 2."""
     if seeds < 2 or seeds % 2:
-      raise ValueError(f"seeds={seeds}; the errica protocol needs an even "
-                       "number >= 2 (half select a point, half retrain it "
-                       "for the test score), e.g. --seeds 6")
+      raise InputError(f"{{seeds}}={seeds}; the errica protocol needs an "
+                       "even number >= 2 (half select a point, half retrain "
+                       "it for the test score), e.g. {seeds}=6", "seeds")
 
   def summary(self, tables: Mapping[str, np.ndarray], patience: int) -> dict:
     """`errica_protocol` of tables "val_acc", "val_loss", "test_acc"."""

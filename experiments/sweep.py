@@ -43,6 +43,7 @@ from diffpool_jax.run import (Run, RunConfig, RunFolderError, load_dataset,
 from diffpool_jax.run.members import input_fingerprints
 from diffpool_jax.run.store import check_inputs
 from diffpool_jax.protocols import PROTOCOLS
+from experiments.errors import command_message
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 SHAPE_FIELDS = ("preset", "batch_size", "features", "max_buckets",
@@ -145,27 +146,30 @@ def claim_sweep_folder(out: Path, grid: Grid, resume: bool,
   """Makes `out` this sweep's folder: another sweep there is refused unless
   `resume` (same grid) or `overwrite` (its outputs and shape runs go)."""
   if out.exists() and not out.is_dir():
-    raise RunFolderError(f"--out {out} is a file, not a folder")
+    raise RunFolderError(f"{{out}} {out} is a file, not a folder", "out")
   saved = out / "grid.json"
   found = [n for n in SWEEP_OUTPUTS if (out / n).exists()]
   found += sorted(p.name for p in out.glob("shape_*")) if out.is_dir() else []
   if not found:
     return
   if resume and overwrite:
-    raise RunFolderError("--resume and --overwrite exclude each other")
+    raise RunFolderError("{resume} and {overwrite} exclude each other",
+                         "resume", "overwrite")
   if overwrite:
     for name in found:
       path = out / name
       shutil.rmtree(path) if path.is_dir() else path.unlink()
     return
   if not resume:
-    raise RunFolderError(f"--out {out} already holds a sweep "
-                         f"({', '.join(found[:4])}); pass --resume to "
-                         "continue it or --overwrite to replace it")
+    raise RunFolderError(f"{{out}} {out} already holds a sweep "
+                         f"({', '.join(found[:4])}); pass {{resume}} to "
+                         "continue it or {overwrite} to replace it",
+                         "out", "resume", "overwrite")
   if not saved.exists() or (comparable(json.loads(saved.read_text()))
                             != comparable(grid._asdict())):
-    raise RunFolderError(f"--resume: {saved} holds another grid (or none); "
-                         "use another --out or --overwrite")
+    raise RunFolderError(f"{{resume}}: {saved} holds another grid (or "
+                         "none); use another {out} or {overwrite}",
+                         "resume", "out", "overwrite")
 
 
 def comparable(grid: dict) -> dict:
@@ -322,14 +326,14 @@ def main(argv=None) -> int:
     compile_cache.enable(args.compile_cache)
     grid = load_grid(args.grid, overrides)
   except ValueError as error:
-    raise SystemExit(str(error))
+    raise SystemExit(command_message(error))
   dataset = grid.run.get("dataset", "synthetic")
   out = Path(args.out or f"runs/sweep_{Path(args.grid).stem}_{dataset}")
   try:
     result = run_sweep(grid, out, args.resume, args.overwrite,
                        progress=not args.quiet)
   except (MemoryError, RunFolderError, ValueError, OSError) as error:
-    raise SystemExit(f"sweep: {error}")
+    raise SystemExit(f"sweep: {command_message(error)}")
   print_summary(result, grid)
   print(f"\nresults in {out}/sweep.json, sweep.csv, sweep.png")
   return 0

@@ -29,6 +29,7 @@ from diffpool_jax.protocols import PROTOCOLS
 from diffpool_jax.training import MATMUL_PRECISIONS
 from diffpool_jax.run import (Run, RunConfig, RunFolderError,
                               write_json_atomic)
+from experiments.errors import command_message
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -242,7 +243,7 @@ def build_config(args) -> tuple[RunConfig, Optional[str]]:
   try:
     config = RunConfig(**values)
   except (TypeError, ValueError) as error:
-    raise SystemExit(f"bad configuration: {error}")
+    raise SystemExit(f"bad configuration: {command_message(error)}")
   return config, args.baseline or baseline
 
 
@@ -290,14 +291,14 @@ def train_one(config: RunConfig, out: Path, args) -> dict:
   try:
     run = Run(config, out)
   except (ValueError, OSError) as error:   # data, splits, model settings
-    raise SystemExit(f"{config.dataset}: {error}")
+    raise SystemExit(f"{config.dataset}: {command_message(error)}")
   if run.dataset.origin and not args.quiet:
     print(f"{config.dataset}: {run.dataset.origin}", flush=True)
   try:
     results = run.fit(resume=args.resume, progress=not args.quiet,
                       overwrite=args.overwrite)
   except (MemoryError, RunFolderError) as error:
-    raise SystemExit(f"{config.dataset}: {error}")
+    raise SystemExit(f"{config.dataset}: {command_message(error)}")
   if not args.no_plots:
     results.update(make_plots(run))
     write_json_atomic(out / "results.json", results)
@@ -338,7 +339,7 @@ def main(argv=None) -> int:
   try:
     compile_cache.enable(args.compile_cache)
   except ValueError as error:
-    raise SystemExit(f"--compile-cache: {error}")
+    raise SystemExit(command_message(error))
   if baseline and baseline not in PRESETS:
     raise SystemExit(f"--baseline {baseline!r}: expected one of "
                      f"{tuple(PRESETS)}")

@@ -24,8 +24,8 @@ def test_a_new_run_never_mixes_with_another_runs_folder(tmp_path):
   out = tmp_path / "run"
   fit(out)
   before = (out / "results.json").read_text()
-  with pytest.raises(RunFolderError, match="already holds a run .*--resume "
-                     ".*--overwrite"):
+  with pytest.raises(RunFolderError, match="already holds a run .*resume "
+                     ".*overwrite"):
     fit(out, lr=0.01)
   assert (out / "results.json").read_text() == before
 
@@ -49,7 +49,7 @@ def test_overwrite_replaces_the_run_and_keeps_other_files(tmp_path):
 def test_resume_refuses_another_configuration(tmp_path, change, field):
   out = tmp_path / "run"
   fit(out)
-  with pytest.raises(RunFolderError, match=f"--resume: {field} was"):
+  with pytest.raises(RunFolderError, match=f"^resume: {field} was"):
     fit(out, resume=True, **change)
 
 
@@ -108,7 +108,7 @@ def test_resume_refuses_changed_data(tmp_path):
   assert set(saved) == {"data"}
   flipped = dataclasses.replace(dataset, labels=1 - dataset.labels % 2)
   before = (out / "metrics.jsonl").read_text()
-  with pytest.raises(RunFolderError, match=r"--resume: the data set \(graphs,"
+  with pytest.raises(RunFolderError, match=r"^resume: the data set \(graphs,"
                      r" labels or features\) changed since the run"):
     Run(config, out, dataset=flipped).fit(resume=True, progress=False)
   assert (out / "metrics.jsonl").read_text() == before

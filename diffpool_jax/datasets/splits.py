@@ -10,6 +10,8 @@ from typing import List, NamedTuple
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from diffpool_jax.errors import InputError
+
 
 class Fold(NamedTuple):
   """Graph indices of one outer fold (0-based, into the data set order)."""
@@ -28,8 +30,8 @@ def stratified_folds(labels: np.ndarray, num_folds: int = 10, seed: int = 0,
   """
   labels = np.asarray(labels)
   if num_folds > len(labels):
-    raise ValueError(f"{num_folds} folds of {len(labels)} graphs: every "
-                     "fold needs a test graph; use fewer folds (--folds)")
+    raise InputError(f"{num_folds} folds of {len(labels)} graphs: every "
+                     "fold needs a test graph; use fewer {folds}", "folds")
   splitter = StratifiedKFold(n_splits=num_folds, shuffle=True,
                              random_state=seed)
   folds = []
@@ -42,12 +44,12 @@ def stratified_folds(labels: np.ndarray, num_folds: int = 10, seed: int = 0,
             random_state=seed)
       except ValueError:
         classes = len(np.unique(labels[rest]))
-        raise ValueError(
+        raise InputError(
             f"fold {number}: its {len(rest)} training graphs of {classes} "
             f"classes are too few for a stratified {validation_fraction:.0%}"
             " validation holdout with a graph of every class; use fewer "
-            "folds (--folds), more graphs, or a split file (--splits)"
-        ) from None
+            "{folds}, more graphs, or a split file ({splits})",
+            "folds", "splits") from None
     else:
       train, validation = rest, np.zeros(0, np.int64)
     folds.append(Fold(np.sort(train), np.sort(validation), np.sort(test)))

@@ -107,7 +107,8 @@ class Run:
     its outputs first. Resuming a folder without a run starts afresh.
     """
     if resume and overwrite:
-      raise store.RunFolderError("--resume and --overwrite exclude each other")
+      raise store.RunFolderError("{resume} and {overwrite} exclude each other",
+                                 "resume", "overwrite")
     # Fingerprints of what the run reads: only fitting needs them.
     inputs = input_fingerprints(self.config, self.dataset)
     saved = store.claim_folder(self.out, self.config, resume, overwrite,

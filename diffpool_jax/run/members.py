@@ -13,6 +13,7 @@ import numpy as np
 from diffpool_jax.datasets import (GraphDataset, load_split_file, load_tu,
                                    stratified_folds, synthetic_hierarchical)
 from diffpool_jax.datasets.splits import Fold
+from diffpool_jax.errors import InputError
 from diffpool_jax.protocols import PROTOCOLS
 
 
@@ -32,9 +33,10 @@ def make_folds(config, dataset: GraphDataset) -> List[Fold]:
   if config.splits is not None:
     folds = load_split_file(config.splits, dataset.num_graphs)
     if len(folds) < config.folds:
-      raise ValueError(f"--splits {config.splits} holds {len(folds)} folds, "
-                       f"fewer than folds={config.folds}; pass --folds "
-                       f"{len(folds)} or another split file")
+      raise InputError(f"{{splits}} {config.splits} holds {len(folds)} "
+                       f"folds, fewer than {{folds}}={config.folds}; pass "
+                       f"{{folds}}={len(folds)} or another split file",
+                       "splits", "folds")
     return folds[:config.folds]
   holdout = PROTOCOLS[config.protocol].holdout
   return stratified_folds(dataset.labels, config.folds, config.split_seed,

@@ -15,7 +15,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-# What a run writes into its folder; --overwrite removes these and only these.
+from diffpool_jax.errors import InputError
+
+# What a run writes into its folder; `overwrite` removes these and only these.
 RUN_OUTPUTS = ("config.json", "metrics.jsonl", "results.json", "checkpoints",
                "learning_curves.png", "assignments.png", "hierarchy.png")
 # RunConfig fields that may change when a run is resumed (epochs may only
@@ -24,7 +26,7 @@ RESUMABLE_FIELDS = ("epochs", "patience", "checkpoint_every",
                     "members_per_program", "memory_gib", "data_root")
 
 
-class RunFolderError(ValueError):
+class RunFolderError(InputError):
   """The output folder holds another run, or one that cannot be resumed."""
 
 
@@ -88,7 +90,7 @@ def claim_folder(out: Path, config, resume: bool, overwrite: bool,
     else None.
   """
   if out.exists() and not out.is_dir():
-    raise RunFolderError(f"--out {out} is a file, not a folder")
+    raise RunFolderError(f"{{out}} {out} is a file, not a folder", "out")
   found = [name for name in RUN_OUTPUTS if (out / name).exists()]
   if not found:
     return None
@@ -99,28 +101,29 @@ def claim_folder(out: Path, config, resume: bool, overwrite: bool,
     return None
   if not resume:
     raise RunFolderError(
-        f"--out {out} already holds a run ({', '.join(found)}); pass "
-        "--resume to continue it or --overwrite to replace it")
+        f"{{out}} {out} already holds a run ({', '.join(found)}); pass "
+        "{resume} to continue it or {overwrite} to replace it",
+        "out", "resume", "overwrite")
   saved_path = out / "config.json"
   try:
     saved_file = json.loads(saved_path.read_text())
     saved = saved_file["run"]
   except (OSError, ValueError, KeyError, TypeError) as error:
-    raise RunFolderError(f"--resume: cannot read the run in {saved_path}: "
-                         f"{error}") from None
+    raise RunFolderError(f"{{resume}}: cannot read the run in {saved_path}: "
+                         f"{error}", "resume") from None
   current = json.loads(json.dumps(dataclasses.asdict(config),
                                   default=_to_builtin))
   for field in sorted(set(saved) | set(current)):
     if field in RESUMABLE_FIELDS or saved.get(field) == current.get(field):
       continue
     raise RunFolderError(
-        f"--resume: {field} was {saved.get(field)!r} in the run in {out}, "
+        f"{{resume}}: {field} was {saved.get(field)!r} in the run in {out}, "
         f"now {current.get(field)!r}; only {', '.join(RESUMABLE_FIELDS)} "
-        "may change on resume (or use another --out)")
+        "may change on resume (or use another {out})", "resume", "out")
   if current["epochs"] < saved.get("epochs", 0):
     raise RunFolderError(
-        f"--resume: epochs was {saved['epochs']} in the run in {out}, now "
-        f"{current['epochs']}; epochs may only grow on resume")
+        f"{{resume}}: epochs was {saved['epochs']} in the run in {out}, now "
+        f"{current['epochs']}; epochs may only grow on resume", "resume")
   check_inputs(out, saved_file.get("inputs") or {}, inputs or {})
   return saved
 
@@ -135,10 +138,11 @@ def check_inputs(out: Path, saved: dict, current: dict) -> None:
   for name, what in INPUT_NAMES.items():
     if name in saved and saved[name] != current.get(name):
       raise RunFolderError(
-          f"--resume: the {what} changed since the run in {out} started "
+          f"{{resume}}: the {what} changed since the run in {out} started "
           f"(fingerprint {str(saved[name])[:12]}, now "
           f"{str(current.get(name))[:12]}); restore the original inputs to "
-          "resume, or start a new run (--overwrite or another --out)")
+          "resume, or start a new run ({overwrite} or another {out})",
+          "resume", "overwrite", "out")
 
 
 def checkpoint_manager(out: Path) -> ocp.CheckpointManager:
