@@ -31,6 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from diffpool_jax import compile_cache
 from diffpool_jax.adjacency import Adjacency, EdgeList
 from diffpool_jax.graphs import GraphBatch
+from diffpool_jax.hyper import Hyper
 from diffpool_jax.model import DiffPool, auxiliary_loss, level_losses
 
 
@@ -41,18 +42,15 @@ class TrainState:
   Attributes:
     params: model parameters.
     batch_stats: running batch-norm statistics.
-    opt_state: optax state; its hyperparams hold the learning rate and clip.
-    aux_weights: {name: [] weight} of each auxiliary loss (summed over
-      levels) in the training loss.
-    dropout: [] dropout rate of every convolution's input (used when the
-      model's config has dropout on, i.e. config.dropout > 0).
+    opt_state: the optimizer's state.
+    hyper: the member's hyper-parameters ([] float32 leaves), read by the
+      optimizer factory and the loss at every step.
     key: PRNG key; step t uses fold_in(key, t) for dropout.
   """
   params: Any
   batch_stats: Any
   opt_state: Any
-  aux_weights: Dict[str, jax.Array]
-  dropout: jax.Array
+  hyper: Hyper
   key: jax.Array
 
 
@@ -64,17 +62,25 @@ class StepMetrics(NamedTuple):
   aux: Dict[str, jax.Array]  # per name, sum over graphs of the level sums
 
 
-def optimizer() -> optax.GradientTransformation:
-  """Adam after global-norm gradient clipping and L2 weight decay added to
-  the clipped gradient (as torch's Adam(weight_decay=...) after
-  clip_grad_norm_); all three set per member through the state's
-  hyperparams ("learning_rate", "clip", "weight_decay")."""
-  def adam_with_clip(learning_rate, clip, weight_decay):
-    return optax.chain(optax.clip_by_global_norm(clip),
-                       optax.add_decayed_weights(weight_decay),
-                       optax.adam(learning_rate))
-  return optax.inject_hyperparams(adam_with_clip)(learning_rate=1e-3,
-                                                  clip=2.0, weight_decay=0.0)
+# An optimizer factory: the member's hyper-parameters (traced scalars
+# inside the epoch programs) -> an optax transformation. Any function of
+# this type can replace the default; its state's structure must not depend
+# on the values.
+Optimizer = Callable[[Hyper], optax.GradientTransformation]
+
+
+def adam_with_clip(hyper: Hyper) -> optax.GradientTransformation:
+  """The default optimizer: Adam after global-norm gradient clipping and
+  L2 weight decay added to the clipped gradient (as torch's
+  Adam(weight_decay=...) after clip_grad_norm_)."""
+  return optax.chain(optax.clip_by_global_norm(hyper.clip),
+                     optax.add_decayed_weights(hyper.weight_decay),
+                     optax.adam(hyper.lr))
+
+
+def as_float32(hyper: Hyper) -> Hyper:
+  """The tree with float32 array leaves (as a train state holds it)."""
+  return jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), hyper)
 
 
 def gather_adjacency(adj: Adjacency, safe: jax.Array, real: jax.Array,
@@ -101,53 +107,44 @@ def gather_batch(bucket: GraphBatch, positions: jax.Array) -> GraphBatch:
 
 
 def init_state(model: DiffPool, sample: GraphBatch, key: jax.Array,
-               learning_rate, clip, aux_weights: Mapping[str, Any],
-               weight_decay=0.0, dropout=None) -> TrainState:
-  """A fresh member state; every hyper-parameter may be a traced scalar
-  (dropout None: the model config's rate)."""
+               hyper: Hyper, optimizer: Optimizer = adam_with_clip
+               ) -> TrainState:
+  """A fresh member state; the hyper-parameters may be traced scalars."""
   init_key, state_key = jax.random.split(key)
   variables = model.init(init_key, sample.x, sample.adj, sample.node_mask)
-  opt_state = optimizer().init(variables["params"])
-  opt_state.hyperparams["learning_rate"] = jnp.asarray(learning_rate,
-                                                       jnp.float32)
-  opt_state.hyperparams["clip"] = jnp.asarray(clip, jnp.float32)
-  opt_state.hyperparams["weight_decay"] = jnp.asarray(weight_decay,
-                                                      jnp.float32)
+  hyper = as_float32(hyper)
   return TrainState(params=variables["params"],
                     batch_stats=variables.get("batch_stats", {}),
-                    opt_state=opt_state,
-                    aux_weights={name: jnp.asarray(value, jnp.float32)
-                                 for name, value in aux_weights.items()},
-                    dropout=jnp.asarray(model.config.dropout if dropout is None
-                                        else dropout, jnp.float32),
-                    key=state_key)
+                    opt_state=optimizer(hyper).init(variables["params"]),
+                    hyper=hyper, key=state_key)
 
 
 def init_members(model: DiffPool, sample: GraphBatch, seeds: Sequence[int],
-                 learning_rates: Sequence[float], clips: Sequence[float],
-                 aux_weights: Mapping[str, Sequence[float]],
-                 weight_decays: Optional[Sequence[float]] = None,
-                 dropouts: Optional[Sequence[float]] = None) -> TrainState:
+                 hyper: Hyper, optimizer: Optimizer = adam_with_clip
+                 ) -> TrainState:
   """Stacked states of M members ([M, ...] leaves), one per seed entry;
-  aux_weights maps each auxiliary loss name to its M weights;
-  weight_decays: M L2 weight-decay factors (None: 0); dropouts: M dropout
-  rates (None: the model config's; a model built with dropout 0 has no
-  dropout, whatever the rate).
+  `hyper` holds the members' [M] values (see `member_hyper` for defaults).
 
   Members are initialised one after another (`lax.map`), so the forward
   pass of the initialisation needs one member's memory, not M members'.
   """
   keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, jnp.uint32))
-  as_array = lambda v: jnp.asarray(v, jnp.float32)
-  one = functools.partial(init_state, model, sample)
-  init = jax.jit(lambda *values: jax.lax.map(lambda v: one(*v), values))
-  if weight_decays is None:
-    weight_decays = [0.0] * len(seeds)
-  if dropouts is None:
-    dropouts = [model.config.dropout] * len(seeds)
-  return init(keys, as_array(learning_rates), as_array(clips),
-              {name: as_array(v) for name, v in aux_weights.items()},
-              as_array(weight_decays), as_array(dropouts))
+  one = lambda pair: init_state(model, sample, *pair, optimizer=optimizer)
+  init = jax.jit(lambda keys, hyper: jax.lax.map(one, (keys, hyper)))
+  return init(keys, as_float32(hyper))
+
+
+def member_hyper(config, count: int, lr: float = 1e-3, clip: float = 2.0,
+                 weight_decay: float = 0.0,
+                 aux_weight: Optional[float] = None) -> Hyper:
+  """`count` members' hyper-parameters ([count] leaves): these values, the
+  dropout rate of the model config `config`, and its auxiliary weights
+  (or `aux_weight` for every auxiliary loss)."""
+  repeat = lambda value: np.full(count, value, np.float32)
+  return Hyper(repeat(lr), repeat(clip), repeat(weight_decay),
+               repeat(config.dropout),
+               {name: repeat(weight if aux_weight is None else aux_weight)
+                for name, weight in config.weights.items()})
 
 
 def graph_losses(model: DiffPool, params, batch_stats, batch: GraphBatch,
@@ -174,15 +171,16 @@ def graph_losses(model: DiffPool, params, batch_stats, batch: GraphBatch,
 
 
 def train_step(model: DiffPool, state: TrainState, batch: GraphBatch,
-               step: jax.Array) -> Tuple[TrainState, StepMetrics]:
+               step: jax.Array, optimizer: Optimizer = adam_with_clip
+               ) -> Tuple[TrainState, StepMetrics]:
   """One optimizer step; a batch without real graphs changes nothing."""
   key = jax.random.fold_in(state.key, step)
   grad_fn = jax.grad(graph_losses, argnums=1, has_aux=True)
   grads, (metrics, batch_stats) = grad_fn(
-      model, state.params, state.batch_stats, batch, state.aux_weights,
-      True, key, state.dropout)
-  updates, opt_state = optimizer().update(grads, state.opt_state,
-                                          state.params)
+      model, state.params, state.batch_stats, batch, state.hyper.aux,
+      True, key, state.hyper.dropout)
+  updates, opt_state = optimizer(state.hyper).update(
+      grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   active = jnp.any(batch.graph_mask)
   keep = lambda new, old: jax.tree_util.tree_map(
@@ -196,7 +194,7 @@ def eval_step(model: DiffPool, state: TrainState, batch: GraphBatch
               ) -> StepMetrics:
   """Metric sums of the state's predictions on a batch (running BN stats)."""
   _, (metrics, _) = graph_losses(model, state.params, state.batch_stats,
-                                 batch, state.aux_weights, False)
+                                 batch, state.hyper.aux, False)
   return metrics
 
 
@@ -265,14 +263,16 @@ def gather_members(bucket: GraphBatch, positions: jax.Array,
 
 def run_train_epoch(model: DiffPool, mesh: Optional[Mesh], states: TrainState,
                     buckets: Tuple[GraphBatch, ...], bucket_ids: jax.Array,
-                    indices: jax.Array, first_step: jax.Array
+                    indices: jax.Array, first_step: jax.Array,
+                    optimizer: Optimizer = adam_with_clip
                     ) -> Tuple[TrainState, StepMetrics]:
   """All members, all steps of an epoch: states [M,...], indices [M,T,B].
 
   Returns the new states and per-member metric sums [M].
   """
   num_members = indices.shape[0]
-  member_step = jax.vmap(functools.partial(train_step, model),
+  member_step = jax.vmap(functools.partial(train_step, model,
+                                           optimizer=optimizer),
                          in_axes=(0, 0, None))
 
   def branch(bucket):
@@ -322,49 +322,61 @@ def run_eval_epoch(model: DiffPool, mesh: Optional[Mesh], states: TrainState,
   return totals
 
 
-EPOCH_PROGRAMS = {"train": (run_train_epoch, (0,)),   # (function, donated)
-                  "evaluate": (run_eval_epoch, ())}
+DONATED = {"train": (0,), "evaluate": ()}   # the train epoch donates states
 
 
-def jit_epoch_program(model: DiffPool, mesh: Optional[Mesh], kind: str
-                      ) -> Callable:
+def epoch_function(model: DiffPool, mesh: Optional[Mesh], kind: str,
+                   optimizer: Optimizer) -> Callable:
+  """The "train" or "evaluate" epoch as a function of its arrays."""
+  if kind == "train":
+    return functools.partial(run_train_epoch, model, mesh,
+                             optimizer=optimizer)
+  return functools.partial(run_eval_epoch, model, mesh)
+
+
+def jit_epoch_program(model: DiffPool, mesh: Optional[Mesh], kind: str,
+                      optimizer: Optimizer = adam_with_clip) -> Callable:
   """The jitted "train" (donates the states) or "evaluate" epoch program."""
-  fun, donated = EPOCH_PROGRAMS[kind]
-  return jax.jit(functools.partial(fun, model, mesh), donate_argnums=donated,
+  return jax.jit(epoch_function(model, mesh, kind, optimizer),
+                 donate_argnums=DONATED[kind],
                  compiler_options=compiler_options())
 
 
-def compile_epochs(model: DiffPool, mesh: Optional[Mesh] = None
+def compile_epochs(model: DiffPool, mesh: Optional[Mesh] = None,
+                   optimizer: Optimizer = adam_with_clip
                    ) -> Tuple[Callable, Callable]:
   """Jitted (train_epoch, eval_epoch); train_epoch donates the states.
 
   Both take (states, buckets, bucket_ids, indices[, first_step]); with a
   mesh (see `make_mesh`, `place`) they run split over its devices.
   """
-  return (jit_epoch_program(model, mesh, "train"),
-          jit_epoch_program(model, mesh, "evaluate"))
+  return (jit_epoch_program(model, mesh, "train", optimizer),
+          jit_epoch_program(model, mesh, "evaluate", optimizer))
 
 
 def compile_epoch_program(model: DiffPool, mesh: Optional[Mesh], kind: str,
-                          *args, matmul_precision: Optional[str] = None
+                          *args, matmul_precision: Optional[str] = None,
+                          optimizer: Optimizer = adam_with_clip
                           ) -> Tuple[Any, Dict[str, float]]:
   """The compiled "train" or "evaluate" epoch program (see
   `compile_epochs`) for `args`, and the seconds of each stage. With the
-  persistent cache on (compile_cache.enable) and one device, its traced
-  program is kept too, so a warm run skips tracing (same results).
+  persistent cache on (compile_cache.enable), one device and the default
+  optimizer, its traced program is kept too, so a warm run skips tracing
+  (same results; another optimizer's code is not part of the program's
+  key, so its programs are traced every time).
 
   matmul_precision: the float32 matrix products' precision, one of
   MATMUL_PRECISIONS (None: JAX's current `jax_default_matmul_precision`).
   """
   with precision_context(matmul_precision):
-    if compile_cache.traced_folder() is None or mesh is not None:
+    if (compile_cache.traced_folder() is None or mesh is not None
+        or optimizer is not adam_with_clip):
       return compile_cache.compile_timed(
-          jit_epoch_program(model, mesh, kind), *args)
-    fun, donated = EPOCH_PROGRAMS[kind]
+          jit_epoch_program(model, mesh, kind, optimizer), *args)
     return compile_cache.compile_exported(
-        functools.partial(fun, model, mesh), args,
-        compile_cache.program_key(kind, model, args), donate_argnums=donated,
-        compiler_options=compiler_options())
+        epoch_function(model, mesh, kind, optimizer), args,
+        compile_cache.program_key(kind, model, args),
+        donate_argnums=DONATED[kind], compiler_options=compiler_options())
 
 
 # Precision of float32 matrix products (jax.default_matmul_precision):

@@ -79,9 +79,9 @@ def engine():
   model = dp.DiffPool(dp.preset("paper", **TINY_MODEL), dataset.num_classes,
                       dataset.max_nodes)
   sample = training.gather_batch(data.buckets[0], jnp.arange(4))
-  states = training.init_members(model, sample, [0, 1], [1e-2] * 2,
-                                 [2.0] * 2, {"link": [1.0] * 2,
-                                             "entropy": [1.0] * 2})
+  states = training.init_members(
+      model, sample, [0, 1], training.member_hyper(model.config, 2, lr=1e-2,
+                                                   aux_weight=1.0))
   graphs = [np.arange(0, 16), np.arange(8, 24)]
   train = pipeline.make_schedule(graphs, data, 4, np.random.default_rng(0))
   test = pipeline.make_schedule(graphs, data, 4)

@@ -27,9 +27,9 @@ sample = training.gather_batch(data.buckets[0], jnp.arange(4))
 graphs = [np.arange(0, 24), np.arange(8, 32)]
 out = {}
 for name, mesh in (("one", None), ("mesh", training.make_mesh(2, 4))):
-  states = training.init_members(model, sample, [1, 2], [1e-2] * 2,
-                                 [2.0] * 2,
-                                 {"link": [1.0] * 2, "entropy": [1.0] * 2})
+  states = training.init_members(
+      model, sample, [1, 2], training.member_hyper(model.config, 2, lr=1e-2,
+                                                   aux_weight=1.0))
   states = training.shard_members(mesh, states)
   buckets = training.replicate(mesh, data.buckets)
   train, evaluate = training.compile_epochs(model, mesh)

@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from diffpool_jax.run import Run, RunConfig, RunFolderError
+from diffpool_jax.hyper import Hyper
+from diffpool_jax.run import SCALAR_AXES, Run, RunConfig, RunFolderError
 from diffpool_jax.layers import GNNStack
 from diffpool_jax.protocols import PROTOCOLS
 from experiments import sweep
@@ -51,9 +52,18 @@ def test_points_are_every_combination_with_lr_slowest():
       {"lr": 0.1, "clip": 1.0, "weight_decay": 1e-3},
       {"lr": 0.2, "clip": 1.0, "weight_decay": 0.0},
       {"lr": 0.2, "clip": 1.0, "weight_decay": 1e-3}]
-  hyper = config.member_hyperparameters(config.points()[1])
-  assert hyper == {"lr": 0.1, "clip": 1.0, "weight_decay": 1e-3,
-                   "dropout": 0.0, "aux.link": 1.0, "aux.entropy": 1.0}
+  hyper = config.member_hyper(config.points()[1])
+  assert hyper == Hyper(lr=0.1, clip=1.0, weight_decay=1e-3, dropout=0.0,
+                        aux={"link": 1.0, "entropy": 1.0})
+  assert hyper.axes() == {"lr": 0.1, "clip": 1.0, "weight_decay": 1e-3,
+                          "dropout": 0.0, "aux.link": 1.0,
+                          "aux.entropy": 1.0}
+  assert Hyper.from_axes(hyper.axes()) == hyper
+
+
+def test_the_grid_axes_are_the_fields_of_the_hyper_parameter_tree():
+  fields = Hyper(0, 0, 0, 0, {"NAME": 0}).axes()
+  assert set(SCALAR_AXES) == set(fields) - {"lr"}
 
 
 @pytest.mark.parametrize("grid, message", [

@@ -12,6 +12,7 @@ import pytest
 import diffpool_jax as dp
 from diffpool_jax import pipeline, training
 from diffpool_jax.datasets import choose_buckets, synthetic_hierarchical
+from diffpool_jax.hyper import Hyper
 from diffpool_jax.protocols import (early_stopping_epoch, fair_protocol,
                                     paper_protocol)
 
@@ -30,10 +31,15 @@ def setup():
   return dataset, data, model, sample
 
 
+def one_hyper(model, lr, clip=2.0, weight_decay=0.0):
+  return Hyper(lr, clip, weight_decay, model.config.dropout,
+               {"link": 1.0, "entropy": 0.5})
+
+
 def members(model, sample, seeds, lrs):
-  n = len(seeds)
-  return training.init_members(model, sample, seeds, lrs, [2.0] * n,
-                               {"link": [1.0] * n, "entropy": [0.5] * n})
+  hyper = jax.tree_util.tree_map(lambda *v: np.array(v),
+                                 *(one_hyper(model, lr) for lr in lrs))
+  return training.init_members(model, sample, seeds, hyper)
 
 
 def test_masked_step_leaves_state_bit_identical(setup):
@@ -194,8 +200,8 @@ def test_members_are_initialised_as_one_member_alone(setup):
   _, _, model, sample = setup
   states = members(model, sample, [3, 4], [1e-2, 3e-3])
   for m, (seed, lr) in enumerate(((3, 1e-2), (4, 3e-3))):
-    alone = training.init_state(model, sample, jax.random.PRNGKey(seed), lr,
-                                2.0, {"link": 1.0, "entropy": 0.5})
+    alone = training.init_state(model, sample, jax.random.PRNGKey(seed),
+                                one_hyper(model, lr))
     for got, want in zip(jax.tree_util.tree_leaves(states),
                          jax.tree_util.tree_leaves(alone)):
       np.testing.assert_allclose(np.asarray(got)[m], np.asarray(want),
@@ -209,16 +215,16 @@ def test_weight_decay_is_l2_on_the_clipped_gradient(setup):
   _, data, model, sample = setup
   batch = training.gather_batch(data.buckets[0], jnp.arange(4))
   key = jax.random.PRNGKey(0)
-  plain = training.init_state(model, sample, key, 1e-2, 0.5,
-                              {"link": 1.0, "entropy": 0.5})
-  decayed = training.init_state(model, sample, key, 1e-2, 0.5,
-                                {"link": 1.0, "entropy": 0.5}, 0.3)
+  plain = training.init_state(model, sample, key,
+                              one_hyper(model, 1e-2, clip=0.5))
+  decayed = training.init_state(model, sample, key,
+                                one_hyper(model, 1e-2, 0.5, 0.3))
   step = jax.jit(functools.partial(training.train_step, model))
   after_plain, _ = step(plain, batch, jnp.int32(0))
   after_decayed, _ = step(decayed, batch, jnp.int32(0))
   # The same steps by hand with optax's pieces.
   grads, _ = jax.grad(training.graph_losses, argnums=1, has_aux=True)(
-      model, plain.params, plain.batch_stats, batch, plain.aux_weights,
+      model, plain.params, plain.batch_stats, batch, plain.hyper.aux,
       True, jax.random.fold_in(plain.key, 0))
   clipped, _ = optax.clip_by_global_norm(0.5).update(grads, None)
   adam = optax.adam(1e-2)
@@ -232,3 +238,33 @@ def test_weight_decay_is_l2_on_the_clipped_gradient(setup):
   for after, gradient in ((after_decayed, with_decay), (after_plain, clipped)):
     chex.assert_trees_all_close(after.params, adam_step(gradient), rtol=1e-5,
                                 atol=1e-6)
+
+
+def test_the_optimizer_factory_can_be_replaced(setup):
+  """Plain SGD from the member's own learning rate, through init_members
+  and the compiled epoch: each member's step is params - lr * grad."""
+  import optax
+  _, data, model, sample = setup
+  sgd = lambda hyper: optax.sgd(hyper.lr)
+  lrs = [0.5, 0.05]
+  hyper = jax.tree_util.tree_map(lambda *v: np.array(v),
+                                 *(one_hyper(model, lr) for lr in lrs))
+  states = training.init_members(model, sample, [1, 1], hyper, sgd)
+  assert not jax.tree_util.tree_leaves(states.opt_state)   # SGD: no state
+  before = jax.tree_util.tree_map(np.asarray, states)
+  graphs = [np.arange(4)] * 2
+  schedule = pipeline.make_schedule(graphs, data, 4)
+  train, _ = training.compile_epochs(model, optimizer=sgd)
+  after, _ = train(states, data.buckets, schedule.bucket_ids,
+                   schedule.indices, jnp.int32(0))
+  batch = training.gather_batch(data.buckets[int(schedule.bucket_ids[0])],
+                                schedule.indices[0, 0])
+  one = jax.tree_util.tree_map(lambda v: v[0], before)
+  grads, _ = jax.grad(training.graph_losses, argnums=1, has_aux=True)(
+      model, one.params, one.batch_stats, batch, one.hyper.aux, True,
+      jax.random.fold_in(one.key, 0), one.hyper.dropout)
+  for m, lr in enumerate(lrs):
+    chex.assert_trees_all_close(
+        jax.tree_util.tree_map(lambda v: v[m], after.params),
+        jax.tree_util.tree_map(lambda p, g: p - lr * g, one.params, grads),
+        rtol=1e-5, atol=1e-6)

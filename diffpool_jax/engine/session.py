@@ -26,6 +26,7 @@ from diffpool_jax import memory, pipeline, training
 from diffpool_jax.datasets import (GraphDataset, bucket_entry_slots,
                                    choose_buckets, padded_graph_cost,
                                    sparse_by_cost)
+from diffpool_jax.hyper import Hyper
 from diffpool_jax.model import DiffPool
 
 
@@ -68,24 +69,26 @@ class Session:
     config: the RunConfig (model, batch size, buckets, first level, memory,
       precision, members per program, split seed).
     dataset: the data set with its node features.
-    hyper: {axis: [M] values} of every member's scalar hyper-parameters
-      ("lr", "clip", "weight_decay", "dropout", "aux.NAME").
+    hyper: the members' hyper-parameters ([M] leaves).
     seeds: [M] each member's initialisation seed.
     shuffle_seeds: [M] (fold, seed) pairs that shuffle each member's
       batches, so that a member trains alike whatever trains beside it.
     graphs: the graphs of each member.
+    optimizer: the optimizer factory (see training.Optimizer).
   """
 
   def __init__(self, config, dataset: GraphDataset,
-               hyper: Dict[str, np.ndarray], seeds: Sequence[int],
+               hyper: Hyper, seeds: Sequence[int],
                shuffle_seeds: Sequence[Tuple[int, int]],
-               graphs: MemberGraphs):
+               graphs: MemberGraphs,
+               optimizer: training.Optimizer = training.adam_with_clip):
     self.config = config
     self.model_config = config.model_config()
     self.dataset = dataset
     self.graphs = graphs
     self.shuffle_seeds = list(shuffle_seeds)
     self.num_members = len(seeds)
+    self.optimizer = optimizer
     self.model = DiffPool(self.model_config, dataset.num_classes,
                           config.model_nodes(dataset.n_node))
     self.buckets = choose_buckets(dataset.n_node, config.max_buckets,
@@ -95,10 +98,8 @@ class Session:
     self.data = pipeline.device_data(dataset, self.buckets, self.sparse)
     sample = training.gather_batch(self.data.buckets[0],
                                    jnp.arange(config.batch_size))
-    self.states = training.init_members(
-        self.model, sample, seeds, hyper["lr"], hyper["clip"],
-        {name: hyper[f"aux.{name}"] for name in self.model_config.aux_names},
-        hyper["weight_decay"], hyper["dropout"])
+    self.states = training.init_members(self.model, sample, seeds, hyper,
+                                        optimizer)
     if self.num_members % max(config.members_per_program, 1):
       raise ValueError(f"members_per_program={config.members_per_program} "
                        f"does not divide the {self.num_members} members "
@@ -164,7 +165,8 @@ class Session:
     return training.compile_epoch_program(
         self.model, mesh, "train", self.part_states(mesh, part), buckets,
         schedule.bucket_ids, schedule.indices[part], jnp.int32(0),
-        matmul_precision=self.config.matmul_precision)
+        matmul_precision=self.config.matmul_precision,
+        optimizer=self.optimizer)
 
   def compile_programs(self, size: int) -> Programs:
     """Lowers and compiles the train program and one evaluation program

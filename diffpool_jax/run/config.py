@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from diffpool_jax.datasets.features import split_kind
+from diffpool_jax.hyper import AUX, Hyper
 from diffpool_jax.model import DiffPoolConfig
 from diffpool_jax.presets import preset
 from diffpool_jax.protocols import PROTOCOLS
@@ -122,17 +123,13 @@ class RunConfig:
     return [dict(zip(axes, values))
             for values in itertools.product(*axes.values())]
 
-  def member_hyperparameters(self, point: Dict[str, float]
-                             ) -> Dict[str, float]:
-    """Every scalar hyper-parameter of a member at `point`: "lr", "clip",
-    "weight_decay", "dropout" and "aux.NAME" for each auxiliary loss."""
+  def member_hyper(self, point: Dict[str, float]) -> Hyper:
+    """A member's hyper-parameters at `point` (a {axis: value} of
+    `points`): this configuration's values with the point's axes set."""
     model = self.model_config()
-    values = {"lr": self.lr[0], "clip": self.clip,
-              "weight_decay": self.weight_decay, "dropout": model.dropout,
-              **{f"aux.{name}": weight
-                 for name, weight in model.weights.items()}}
-    values.update(point)
-    return values
+    base = Hyper(self.lr[0], self.clip, self.weight_decay, model.dropout,
+                 dict(model.weights))
+    return Hyper.from_axes({**base.axes(), **point})
 
   def model_config(self):
     """The preset with this run's overrides (JSON lists become tuples;
@@ -230,10 +227,10 @@ def check_run_config(config: "RunConfig") -> None:
                  for axis, values in sorted(dict(config.grid).items())}
   aux_names = config.model_config().aux_names  # raises on a bad model field
   for axis in config.grid:
-    if axis.startswith("aux.") and axis[4:] not in aux_names:
+    if axis.startswith(AUX) and axis[len(AUX):] not in aux_names:
       raise ValueError(f"grid: {axis!r} names no auxiliary loss of this "
                        f"model; its losses are {list(aux_names)} "
-                       f"(axes {[f'aux.{n}' for n in aux_names]})")
+                       f"(axes {[AUX + n for n in aux_names]})")
 
 
 def reference_size(reference, n_node: np.ndarray) -> int:
@@ -257,7 +254,13 @@ def reference_size(reference, n_node: np.ndarray) -> int:
                    "integer")
 
 
-SCALAR_AXES = ("clip", "weight_decay", "dropout", "aux.NAME")
+# The grid's axes: the fields of Hyper (but "lr", which is RunConfig.lr,
+# a list of its own), each with the range its values must lie in.
+AXIS_RANGES = {"clip": ("> 0", lambda v: v > 0),
+               "weight_decay": (">= 0", lambda v: v >= 0),
+               "dropout": ("in [0, 1)", lambda v: 0 <= v < 1),
+               AUX + "NAME": (">= 0", lambda v: v >= 0)}
+SCALAR_AXES = tuple(AXIS_RANGES)
 
 
 def is_number(value) -> bool:
@@ -269,16 +272,14 @@ def is_number(value) -> bool:
 def check_axis(axis: str, values) -> Tuple[float, ...]:
   """A grid axis's values as floats; ValueError naming the axis unless it
   is one of SCALAR_AXES with a non-empty list of values in its range."""
-  ranges = {"clip": ("> 0", lambda v: v > 0),
-            "weight_decay": (">= 0", lambda v: v >= 0),
-            "dropout": ("in [0, 1)", lambda v: 0 <= v < 1)}
   if axis == "lr":
     raise ValueError("grid: 'lr' is not a grid axis; give learning rates "
                      "as lr (a list)")
-  if axis not in ranges and not (axis.startswith("aux.") and len(axis) > 4):
+  is_aux = axis.startswith(AUX) and len(axis) > len(AUX)
+  if axis not in AXIS_RANGES and not is_aux:
     raise ValueError(f"grid: unknown axis {axis!r}; expected one of "
                      f"{SCALAR_AXES}")
-  rule, ok = ranges.get(axis, (">= 0", lambda v: v >= 0))
+  rule, ok = AXIS_RANGES[AUX + "NAME" if is_aux else axis]
   if isinstance(values, (str, bytes)) or not np.ndim(values) == 1 or \
       not len(values):
     raise ValueError(f"grid: {axis}={values!r}; expected a non-empty list "

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from diffpool_jax import training
+from diffpool_jax.training import Optimizer, adam_with_clip
 from diffpool_jax.datasets import GraphDataset
 from diffpool_jax.engine.session import MemberGraphs, Programs, Session
 from diffpool_jax.protocols import PROTOCOLS
@@ -36,10 +37,12 @@ def history_keys(aux_names) -> Tuple[str, ...]:
 class Run:
   """A cross-validated run in `out_dir`; `fit()` trains it (resuming from
   the last checkpoint when asked) and returns the results. Its engine
-  (model, device data, member states, programs) is `session`."""
+  (model, device data, member states, programs) is `session`; `optimizer`
+  (see training.Optimizer) replaces the default Adam with clipping."""
 
   def __init__(self, config: RunConfig, out_dir: str | os.PathLike,
-               dataset: Optional[GraphDataset] = None):
+               dataset: Optional[GraphDataset] = None,
+               optimizer: Optimizer = adam_with_clip):
     start = time.perf_counter()
     self.config = config
     self.out = Path(out_dir)
@@ -49,7 +52,7 @@ class Run:
     self.points = config.points()
     self.members = Members.grid(
         len(self.folds), config.seeds,
-        [config.member_hyperparameters(p) for p in self.points])
+        [config.member_hyper(p) for p in self.points])
     self.grid_shape = (len(self.folds), config.seeds, len(self.points))
     self.model_config = config.model_config()
     folds = [self.folds[f] for f in self.members.fold]
@@ -60,7 +63,8 @@ class Run:
         config, self.dataset, self.members.hyper,
         self.members.seed * 1000 + self.members.fold,
         list(zip(self.members.fold, self.members.seed)),
-        MemberGraphs(self.train_graphs, self.val_graphs, self.test_graphs))
+        MemberGraphs(self.train_graphs, self.val_graphs, self.test_graphs),
+        optimizer)
     self.history = {k: np.full((config.epochs, len(self.members)), np.nan)
                     for k in history_keys(self.model_config.aux_names)}
     self.epoch_seconds = np.full(config.epochs, np.nan)
@@ -235,11 +239,11 @@ def metric_rows(members: Members, history: Dict[str, np.ndarray],
   """metrics.jsonl's rows of an epoch: per member its fold, seed, point,
   its value of each hyper-parameter axis in `axes` and every history value
   that is not NaN (a diverged member is marked "diverged")."""
-  rows = []
+  rows, member_values = [], members.hyper.axes()
   for m in range(len(members)):
     row = {"epoch": epoch, "member": m, "fold": int(members.fold[m]),
            "seed": int(members.seed[m]), "point": int(members.point[m]),
-           **{axis: float(members.hyper[axis][m]) for axis in axes}}
+           **{axis: float(member_values[axis][m]) for axis in axes}}
     if np.isnan(history["train_loss"][epoch, m]):
       row["diverged"] = True
     for key, values in history.items():

@@ -8,12 +8,14 @@ import itertools
 from pathlib import Path
 from typing import Dict, List
 
+import jax
 import numpy as np
 
 from diffpool_jax.datasets import (GraphDataset, load_split_file, load_tu,
                                    stratified_folds, synthetic_hierarchical)
 from diffpool_jax.datasets.splits import Fold
 from diffpool_jax.errors import InputError
+from diffpool_jax.hyper import Hyper
 from diffpool_jax.protocols import PROTOCOLS
 
 
@@ -46,23 +48,21 @@ def make_folds(config, dataset: GraphDataset) -> List[Fold]:
 @dataclasses.dataclass
 class Members:
   """The runs trained side by side: member m has fold[m], seed[m], point[m]
-  and hyper[axis][m] for every scalar hyper-parameter axis (see
-  RunConfig.member_hyperparameters)."""
+  and the hyper-parameters of its point (`hyper`, [M] leaves)."""
   fold: np.ndarray
   seed: np.ndarray
   point: np.ndarray
-  hyper: Dict[str, np.ndarray]
+  hyper: Hyper
 
   @classmethod
-  def grid(cls, num_folds: int, num_seeds: int,
-           points: List[Dict[str, float]]):
-    """Members folds x seeds x points; `points` [P] of {axis: value} with
-    the same axes."""
+  def grid(cls, num_folds: int, num_seeds: int, points: List[Hyper]):
+    """Members folds x seeds x points; `points` [P] of the points'
+    hyper-parameters (see RunConfig.member_hyper)."""
     combos = list(itertools.product(range(num_folds), range(num_seeds),
                                     range(len(points))))
     fold, seed, point = (np.array(c) for c in zip(*combos))
-    hyper = {axis: np.array([points[p][axis] for p in point], np.float64)
-             for axis in points[0]}
+    hyper = jax.tree_util.tree_map(
+        lambda *values: np.array(values, np.float64)[point], *points)
     return cls(fold, seed, point, hyper)
 
   def __len__(self):

@@ -38,9 +38,9 @@ def epoch_seconds(dataset, buckets, sparse, repeats: int) -> float:
                       dataset.max_nodes)
   data = pipeline.device_data(dataset, buckets, sparse)
   sample = training.gather_batch(data.buckets[0], jnp.arange(BATCH))
-  states = training.init_members(model, sample, [0], [1e-3], [2.0],
-                                 {name: [0.0]
-                                  for name in model.config.aux_names})
+  states = training.init_members(
+      model, sample, [0], training.member_hyper(model.config, 1,
+                                                aux_weight=0.0))
   train, _ = training.compile_epochs(model)
   fold = stratified_folds(dataset.labels, 10, seed=0,
                           validation_fraction=0.0)[0]

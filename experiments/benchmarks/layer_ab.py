@@ -67,9 +67,9 @@ def _compiled_steps(dataset, data, max_nodes: int):
   for bucket in data.buckets:
     batch = training.gather_batch(bucket,
                                   jnp.arange(BATCH) % bucket.x.shape[0])
-    states = training.init_members(model, batch, [0], [1e-3], [2.0],
-                                   {name: [0.0]
-                                    for name in model.config.aux_names})
+    states = training.init_members(
+        model, batch, [0], training.member_hyper(model.config, 1,
+                                                 aux_weight=0.0))
     state = jax.tree_util.tree_map(lambda v: v[0], states)
     compiled = step.lower(state, batch, jnp.int32(0)).compile()
     jax.block_until_ready(compiled(state, batch, jnp.int32(0)))

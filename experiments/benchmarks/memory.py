@@ -46,9 +46,9 @@ def child(args) -> dict:
   model = dp.DiffPool(config.model_config(), dataset.num_classes,
                       config.model_nodes(dataset.n_node))
   batch = jax.device_put(batch)
-  state = training.init_members(model, jax.tree_util.tree_map(
-      lambda v: v[:2], batch), [0], [1e-3], [2.0],
-      {name: [1.0] for name in model.config.aux_names})
+  state = training.init_members(
+      model, jax.tree_util.tree_map(lambda v: v[:2], batch), [0],
+      training.member_hyper(model.config, 1, aux_weight=1.0))
   step = jax.jit(jax.vmap(functools.partial(training.train_step, model),
                           in_axes=(0, 0, None)))
   members_batch = jax.tree_util.tree_map(lambda v: v[None], batch)

@@ -194,10 +194,9 @@ def our_side(args) -> dict:
     train, evaluate = training.compile_epochs(model)
 
     def members(count):
-      return training.init_members(model, sample, list(range(count)),
-                                   [1e-3] * count, [2.0] * count,
-                                   {name: [0.0] * count
-                                    for name in model.config.aux_names})
+      return training.init_members(
+          model, sample, list(range(count)),
+          training.member_hyper(model.config, count, aux_weight=0.0))
 
     train_graphs = [folds[0].train]
     rng = np.random.default_rng(0)
@@ -350,9 +349,9 @@ def epoch_flops(model, data, schedule, dataset, fold, sample, jax, jnp,
   layers ~n, aggregation and pooling ~n^2), so three single-graph sizes fix
   the quadratic, summed over the fold's training graphs at their own size.
   """
-  state = training.init_members(model, sample, [0], [1e-3], [2.0],
-                                {name: [0.0]
-                                 for name in model.config.aux_names})
+  state = training.init_members(
+      model, sample, [0], training.member_hyper(model.config, 1,
+                                                aux_weight=0.0))
   step = jax.jit(jax.vmap(functools.partial(training.train_step, model),
                           in_axes=(0, 0, None)))
 
