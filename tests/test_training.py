@@ -42,6 +42,16 @@ def members(model, sample, seeds, lrs):
   return training.init_members(model, sample, seeds, hyper)
 
 
+def step_gradient(model, state, batch, step=0):
+  """The training loss's gradient at step `step`, computed apart from
+  train_step (jitted: op-by-op it takes seconds)."""
+  def loss(params):
+    return training.graph_losses(
+        model, params, state.batch_stats, batch, state.hyper.aux, True,
+        jax.random.fold_in(state.key, step), state.hyper.dropout)[0]
+  return jax.jit(jax.grad(loss))(state.params)
+
+
 def test_masked_step_leaves_state_bit_identical(setup):
   _, data, model, sample = setup
   state = jax.tree_util.tree_map(lambda x: x[0],
@@ -223,9 +233,7 @@ def test_weight_decay_is_l2_on_the_clipped_gradient(setup):
   after_plain, _ = step(plain, batch, jnp.int32(0))
   after_decayed, _ = step(decayed, batch, jnp.int32(0))
   # The same steps by hand with optax's pieces.
-  grads, _ = jax.grad(training.graph_losses, argnums=1, has_aux=True)(
-      model, plain.params, plain.batch_stats, batch, plain.hyper.aux,
-      True, jax.random.fold_in(plain.key, 0))
+  grads = step_gradient(model, plain, batch)
   clipped, _ = optax.clip_by_global_norm(0.5).update(grads, None)
   adam = optax.adam(1e-2)
 
@@ -244,7 +252,8 @@ def test_the_optimizer_factory_can_be_replaced(setup):
   """Plain SGD from the member's own learning rate, through init_members
   and the compiled epoch: each member's step is params - lr * grad."""
   import optax
-  _, data, model, sample = setup
+  dataset, _, model, sample = setup
+  data = pipeline.device_data(dataset, choose_buckets(dataset.n_node, 1))
   sgd = lambda hyper: optax.sgd(hyper.lr)
   lrs = [0.5, 0.05]
   hyper = jax.tree_util.tree_map(lambda *v: np.array(v),
@@ -252,17 +261,14 @@ def test_the_optimizer_factory_can_be_replaced(setup):
   states = training.init_members(model, sample, [1, 1], hyper, sgd)
   assert not jax.tree_util.tree_leaves(states.opt_state)   # SGD: no state
   before = jax.tree_util.tree_map(np.asarray, states)
-  graphs = [np.arange(4)] * 2
-  schedule = pipeline.make_schedule(graphs, data, 4)
+  schedule = pipeline.make_schedule([np.arange(4)] * 2, data, 4)
   train, _ = training.compile_epochs(model, optimizer=sgd)
   after, _ = train(states, data.buckets, schedule.bucket_ids,
                    schedule.indices, jnp.int32(0))
   batch = training.gather_batch(data.buckets[int(schedule.bucket_ids[0])],
                                 schedule.indices[0, 0])
   one = jax.tree_util.tree_map(lambda v: v[0], before)
-  grads, _ = jax.grad(training.graph_losses, argnums=1, has_aux=True)(
-      model, one.params, one.batch_stats, batch, one.hyper.aux, True,
-      jax.random.fold_in(one.key, 0), one.hyper.dropout)
+  grads = step_gradient(model, one, batch)
   for m, lr in enumerate(lrs):
     chex.assert_trees_all_close(
         jax.tree_util.tree_map(lambda v: v[m], after.params),

@@ -27,7 +27,7 @@ order of importance, while the time budget lasts:
   tests         the test files that compare with float64 references
   determinism   two identical short runs (edge lists, so scatter-adds),
                 without and with XLA's deterministic-ops flag
-  compile       cold and warm compile time of an ENZYMES fair run
+  compile_times cold and warm compile time of an ENZYMES fair run
 
 After every part the report (JSON, --out) is rewritten; the table at the
 end gives each figure beside its target. `--quick` runs every part on CPU
@@ -438,7 +438,7 @@ PARTS: List[Part] = [
     Part("determinism", determinism, {}, COMPILE_LIMIT, {}),
     Part("determinism:deterministic_ops", determinism, {}, COMPILE_LIMIT,
          {"XLA_FLAGS": DETERMINISTIC}),
-    Part("compile", compile_times, {}, 2 * COMPILE_LIMIT, {}),
+    Part("compile_times", compile_times, {}, 2 * COMPILE_LIMIT, {}),
     Part("fair_run:tensorfloat32", fair_run,
          dict(precision="tensorfloat32"), 600, {}),
 ]
@@ -602,22 +602,19 @@ def print_table(report: dict) -> None:
           f"{row['graphs_per_second_per_member']:.0f} g/s per member, XLA "
           f"estimate {gib(row['xla_estimate_gib'])}, peak "
           f"{gib(row['device_peak_gib'])}")
-  compiled = parts.get("compile", {})
+  compiled = parts.get("compile_times", {})
   if "cold" in compiled:
     out("ENZYMES fair run, compile (command): " + ", ".join(
         f"{k} {v['compile_seconds']:.1f} s ({v['command_seconds']:.1f} s)"
         for k, v in compiled.items() if isinstance(v, dict)))
-  plain = parts.get("determinism", {})
-  strict = parts.get("determinism:deterministic_ops", {})
-  if "identical" in plain:
-    text = (f"two identical runs: metrics identical {plain['identical']} "
-            f"(largest difference {max(plain['max_abs_difference'].values()):.2e}),"
-            f" epoch {plain['median_epoch_seconds']:.3f} s")
-    if "identical" in strict:
-      text += (f"; with {DETERMINISTIC}: identical {strict['identical']}, "
-               f"epoch {strict['median_epoch_seconds']:.3f} s "
-               f"({strict['median_epoch_seconds'] / plain['median_epoch_seconds']:.2f}x)")
-    out(text)
+  for name, flags in (("determinism", ""),
+                      ("determinism:deterministic_ops", f" with {DETERMINISTIC}")):
+    twice = parts.get(name, {})
+    if "identical" in twice:
+      largest = max(twice["max_abs_difference"].values())
+      out(f"two identical runs{flags}: metrics identical "
+          f"{twice['identical']} (largest difference {largest:.2e}), epoch "
+          f"{twice['median_epoch_seconds']:.3f} s")
   failed = [k for k, v in parts.items() if "error" in v or "skipped" in v]
   if failed:
     out("not measured: " + ", ".join(
