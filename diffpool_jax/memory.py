@@ -61,7 +61,7 @@ def budget(memory_gib: Optional[float] = None, device=None) -> Budget:
   """
   if device is None:
     import jax                          # host-side module: import on use
-    device = jax.devices()[0]
+    device = jax.local_devices()[0]
   name = getattr(device, "device_kind", None) or device.platform
   if memory_gib is not None:
     return Budget(int(memory_gib * GIB),

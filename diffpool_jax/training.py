@@ -28,8 +28,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from diffpool_jax import compile_cache
+from diffpool_jax import compile_cache, hosts
 from diffpool_jax.adjacency import Adjacency, EdgeList
+from diffpool_jax.errors import InputError
 from diffpool_jax.graphs import GraphBatch
 from diffpool_jax.hyper import Hyper
 from diffpool_jax.model import DiffPool, auxiliary_loss, level_losses
@@ -218,13 +219,24 @@ def make_mesh(num_members: int, batch_size: int,
   """A ("members", "batch") mesh over the devices, or None for one device.
 
   Members are split over as many devices as divide their count; the rest
-  of the devices split each batch (when they divide the batch size).
+  of the devices split each batch (when they divide the batch size). With
+  several processes (hosts.start) every device must take part: an
+  InputError says so when the counts do not allow it.
   """
   devices = list(jax.devices() if devices is None else devices)
   members_axis = math.gcd(num_members, len(devices))
   batch_axis = len(devices) // members_axis
   if batch_size % batch_axis:
     batch_axis = 1
+  if hosts.count() > 1 and members_axis * batch_axis < len(devices):
+    raise InputError(
+        f"{num_members} members per program and {{batch_size}}="
+        f"{batch_size} cannot use all {len(devices)} devices of the "
+        f"{hosts.count()} processes: the members are split over "
+        f"{members_axis} of them and the batch over {batch_axis}; choose "
+        "folds x seeds x points and a batch size whose product with the "
+        "member split fills the devices (e.g. an even batch size)",
+        "batch_size")
   if members_axis * batch_axis == 1:
     return None
   grid = np.array(devices[:members_axis * batch_axis]).reshape(
@@ -422,7 +434,7 @@ def members_finite(params) -> jax.Array:
 def metrics_to_numpy(metrics: StepMetrics) -> dict:
   """Per-member means [M] from metric sums: loss, accuracy, graphs, and
   each auxiliary loss by its name."""
-  host = jax.device_get(metrics)
+  host = hosts.fetch(metrics)
   count = np.maximum(host.graphs, 1)
   return {"loss": host.loss / count, "accuracy": host.correct / count,
           "graphs": host.graphs,

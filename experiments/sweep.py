@@ -37,12 +37,13 @@ from typing import Dict, List, NamedTuple
 
 import numpy as np
 
-from diffpool_jax import compile_cache, plots
+from diffpool_jax import compile_cache, hosts, plots
 from diffpool_jax.run import (Run, RunConfig, RunFolderError, load_dataset,
                               make_folds, write_json_atomic)
 from diffpool_jax.run.members import input_fingerprints
 from diffpool_jax.run.store import check_inputs
 from diffpool_jax.protocols import PROTOCOLS
+from experiments import processes
 from experiments.errors import command_message
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -142,9 +143,10 @@ def tables_from_metrics(path: Path, epochs: int, shape) -> Dict[str,
 
 
 def claim_sweep_folder(out: Path, grid: Grid, resume: bool,
-                       overwrite: bool) -> None:
+                       overwrite: bool, remove: bool = True) -> None:
   """Makes `out` this sweep's folder: another sweep there is refused unless
-  `resume` (same grid) or `overwrite` (its outputs and shape runs go)."""
+  `resume` (same grid) or `overwrite` (its outputs and shape runs go;
+  deleted only when `remove`: with several processes, by process 0)."""
   if out.exists() and not out.is_dir():
     raise RunFolderError(f"{{out}} {out} is a file, not a folder", "out")
   saved = out / "grid.json"
@@ -156,7 +158,7 @@ def claim_sweep_folder(out: Path, grid: Grid, resume: bool,
     raise RunFolderError("{resume} and {overwrite} exclude each other",
                          "resume", "overwrite")
   if overwrite:
-    for name in found:
+    for name in found if remove else ():
       path = out / name
       shutil.rmtree(path) if path.is_dir() else path.unlink()
     return
@@ -202,7 +204,8 @@ def run_sweep(grid: Grid, out: Path, resume: bool = False,
   protocol, patience = configs[0].protocol, configs[0].patience
   if len({c.epochs for c in configs}) > 1:
     raise ValueError("every shape point must train the same epochs")
-  claim_sweep_folder(out, grid, resume, overwrite)
+  claim_sweep_folder(out, grid, resume, overwrite, remove=hosts.is_writer())
+  hosts.barrier("sweep folder claimed")
   # Data and folds first: a bad data set or split file stops the sweep
   # before anything is written.
   datasets, num_folds = {}, []
@@ -213,8 +216,10 @@ def run_sweep(grid: Grid, out: Path, resume: bool = False,
       if progress and datasets[key].origin:
         print(f"{config.dataset}: {datasets[key].origin}", flush=True)
     num_folds.append(len(make_folds(config, datasets[key])))
-  out.mkdir(parents=True, exist_ok=True)
-  write_json_atomic(out / "grid.json", grid._asdict())
+  if hosts.is_writer():
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "grid.json", grid._asdict())
+  hosts.barrier("sweep folder written")
   if progress:
     print(compute_line(grid, configs), flush=True)
   tables, rows = [], []
@@ -249,9 +254,10 @@ def run_sweep(grid: Grid, out: Path, resume: bool = False,
     row["selected_folds"] = int(np.sum(chosen == index))
   result = {"grid": grid._asdict(), "protocol": protocol,
             "rows": rows, "selection": selection}
-  write_json_atomic(out / "sweep.json", result)
-  write_csv_atomic(out / "sweep.csv", rows)
-  plots.plot_sweep(rows, out / "sweep.png", PROTOCOLS[protocol].ranked_by)
+  if hosts.is_writer():
+    write_json_atomic(out / "sweep.json", result)
+    write_csv_atomic(out / "sweep.csv", rows)
+    plots.plot_sweep(rows, out / "sweep.png", PROTOCOLS[protocol].ranked_by)
   return result
 
 
@@ -312,11 +318,13 @@ def parse_args(argv):
   parser.add_argument("--compile-cache", default=None,
                       help="persistent XLA cache folder or 'off'")
   parser.add_argument("--quiet", action="store_true")
+  processes.add_flags(parser)
   return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  processes.start(args)
   overrides = {k: v for k, v in (
       ("dataset", args.dataset), ("data_root", args.data_root),
       ("splits", args.splits), ("protocol", args.protocol),
@@ -334,8 +342,9 @@ def main(argv=None) -> int:
                        progress=not args.quiet)
   except (MemoryError, RunFolderError, ValueError, OSError) as error:
     raise SystemExit(f"sweep: {command_message(error)}")
-  print_summary(result, grid)
-  print(f"\nresults in {out}/sweep.json, sweep.csv, sweep.png")
+  if hosts.is_writer():
+    print_summary(result, grid)
+    print(f"\nresults in {out}/sweep.json, sweep.csv, sweep.png")
   return 0
 
 

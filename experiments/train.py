@@ -22,13 +22,14 @@ from typing import Optional
 import jax
 import numpy as np
 
-from diffpool_jax import compile_cache, evaluation, plots
+from diffpool_jax import compile_cache, evaluation, hosts, plots
 from diffpool_jax.presets import PRESETS
 from diffpool_jax.pooling import POOLING
 from diffpool_jax.protocols import PROTOCOLS
 from diffpool_jax.training import MATMUL_PRECISIONS
 from diffpool_jax.run import (Run, RunConfig, RunFolderError,
                               write_json_atomic)
+from experiments import processes
 from experiments.errors import command_message
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -124,6 +125,7 @@ def parse_args(argv):
                       "~/.cache/diffpool_jax/xla)")
   parser.add_argument("--no-plots", action="store_true")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
+  processes.add_flags(parser)
   return parser.parse_args(argv)
 
 
@@ -247,13 +249,13 @@ def build_config(args) -> tuple[RunConfig, Optional[str]]:
   return config, args.baseline or baseline
 
 
-def member_variables(run: Run, member: int) -> dict:
-  state = jax.tree_util.tree_map(lambda leaf: leaf[member],
-                                 run.session.states)
+def member_variables(states, member: int) -> dict:
+  """One member's variables from the members' states on the host."""
+  state = jax.tree_util.tree_map(lambda leaf: leaf[member], states)
   return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def make_plots(run: Run) -> dict:
+def make_plots(run: Run, states) -> dict:
   """Learning curves, assignment heat maps, a hierarchy drawing and, on the
   synthetic set, the NMI of learned clusters; returns the extra results."""
   epochs = int(np.sum(~np.isnan(run.history["train_loss"][:, 0])))
@@ -263,7 +265,7 @@ def make_plots(run: Run) -> dict:
   plots.plot_learning_curves(curves, run.out / "learning_curves.png")
   if run.model_config.num_levels == 0:
     return {}
-  variables = member_variables(run, 0)
+  variables = member_variables(states, 0)
   test = run.test_graphs[0]
   shown = test[:4]
   levels = evaluation.level_one_assignments(run.session.model, variables,
@@ -280,7 +282,7 @@ def make_plots(run: Run) -> dict:
     member = int(np.flatnonzero(run.members.fold == fold)[0])
     graphs = run.test_graphs[member]
     assigned = evaluation.level_one_assignments(
-        run.session.model, member_variables(run, member), run.dataset, graphs)
+        run.session.model, member_variables(states, member), run.dataset, graphs)
     scores.append(evaluation.assignment_nmi(
         [s for s, _ in assigned],
         [run.dataset.communities[g] for g in graphs]))
@@ -300,8 +302,10 @@ def train_one(config: RunConfig, out: Path, args) -> dict:
   except (MemoryError, RunFolderError) as error:
     raise SystemExit(f"{config.dataset}: {command_message(error)}")
   if not args.no_plots:
-    results.update(make_plots(run))
-    write_json_atomic(out / "results.json", results)
+    states = hosts.fetch(run.session.states)   # every process takes part
+    if hosts.is_writer():
+      results.update(make_plots(run, states))
+      write_json_atomic(out / "results.json", results)
   return results
 
 
@@ -335,6 +339,7 @@ SHARED_MODEL_FIELDS = ("conv", "hidden_dim", "embed_dim", "num_layers",
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  processes.start(args)
   config, baseline = build_config(args)
   try:
     compile_cache.enable(args.compile_cache)
@@ -356,10 +361,12 @@ def main(argv=None) -> int:
                                           model=shared, grid=grid)
     rows.append(train_one(baseline_config, out / f"baseline_{baseline}",
                           args))
-  print_table(rows)
-  print(f"\nresults in {out}/results.json")
   diverged = [(r["preset"], r["diverged_members"]) for r in rows
               if r.get("diverged_members")]
+  if not hosts.is_writer():            # process 0 reports
+    return 3 if diverged else 0
+  print_table(rows)
+  print(f"\nresults in {out}/results.json")
   for name, members in diverged:
     print(f"WARNING: {name}: {len(members)} member(s) diverged (loss or "
           "parameters not finite; member: first such epoch "

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from diffpool_jax import training
+from diffpool_jax import hosts, training
 from diffpool_jax.training import Optimizer, adam_with_clip
 from diffpool_jax.datasets import GraphDataset
 from diffpool_jax.engine.session import MemberGraphs, Programs, Session
@@ -115,11 +115,18 @@ class Run:
                                  "resume", "overwrite")
     # Fingerprints of what the run reads: only fitting needs them.
     inputs = input_fingerprints(self.config, self.dataset)
+    # Every process checks the folder (the same verdict on a shared
+    # folder); only process 0 removes and writes.
     saved = store.claim_folder(self.out, self.config, resume, overwrite,
-                               inputs)
-    self.out.mkdir(parents=True, exist_ok=True)
-    store.write_json_atomic(self.out / "config.json",
-                            {**self.describe(), "inputs": inputs})
+                               inputs, remove=hosts.is_writer(),
+                               processes=hosts.count())
+    hosts.barrier("run folder claimed")
+    write = hosts.is_writer()
+    if write:
+      self.out.mkdir(parents=True, exist_ok=True)
+      store.write_json_atomic(self.out / "config.json",
+                              {**self.describe(), "inputs": inputs})
+    hosts.barrier("run folder written")
     manager = store.checkpoint_manager(self.out)
     start_epoch = self.restore(manager, saved["epochs"]) if saved else 0
     compile_start = time.perf_counter()
@@ -150,7 +157,8 @@ class Run:
       self.mark_diverged(epoch)
       rows.extend(metric_rows(self.members, self.history, self.points[0],
                               epoch))
-      store.write_lines_atomic(self.out / "metrics.jsonl", rows)
+      if write:
+        store.write_lines_atomic(self.out / "metrics.jsonl", rows)
       shown = "val_acc" if "val" in programs.evaluators else "test_acc"
       bar.set_postfix(loss=f"{np.mean(self.history['train_loss'][epoch]):.3f}",
                       **{shown: f"{np.mean(self.history[shown][epoch]):.3f}"},
@@ -164,14 +172,17 @@ class Run:
     results = self.results(epoch + 1, compile_seconds,
                            time.perf_counter() - wall_start, train_graphs,
                            programs)
-    store.write_json_atomic(self.out / "results.json", results)
+    if write:
+      store.write_json_atomic(self.out / "results.json", results)
+    hosts.barrier("run written")      # every process may read the files
     return results
 
   def mark_diverged(self, epoch: int) -> None:
     """Members whose training loss or parameters are not finite after this
     epoch have diverged: from their first such epoch on, every history
     value is NaN, so no protocol can select those epochs."""
-    params_finite = np.asarray(training.members_finite(self.session.states.params))
+    params_finite = hosts.fetch(
+        training.members_finite(self.session.states.params))
     finite = params_finite & np.isfinite(self.history["train_loss"][epoch])
     for member in np.flatnonzero(~finite):
       for values in self.history.values():
@@ -231,7 +242,8 @@ class Run:
                 self.session.model.max_nodes),
             "cluster_slots": self.session.cluster_slots(),
             "sparse_buckets": self.session.sparse,
-            "buckets": self.session.buckets.tolist()}
+            "buckets": self.session.buckets.tolist(),
+            "processes": hosts.count()}
 
 
 def metric_rows(members: Members, history: Dict[str, np.ndarray],

@@ -78,12 +78,15 @@ def fingerprint(*arrays: np.ndarray) -> str:
 
 
 def claim_folder(out: Path, config, resume: bool, overwrite: bool,
-                 inputs: Optional[dict] = None) -> Optional[dict]:
+                 inputs: Optional[dict] = None, remove: bool = True,
+                 processes: int = 1) -> Optional[dict]:
   """Makes `out` this run's own folder before anything is written.
 
   A folder holding another run's outputs is refused unless `overwrite`
   (which deletes those outputs, and nothing else) or `resume` (whose saved
-  configuration must match, but for RESUMABLE_FIELDS).
+  configuration must match, but for RESUMABLE_FIELDS, and it must have run
+  on as many processes). `remove`: whether this process deletes what
+  `overwrite` replaces (with several processes, only process 0 does).
 
   Returns:
     The saved run configuration (a dict) when resuming an existing run,
@@ -95,7 +98,7 @@ def claim_folder(out: Path, config, resume: bool, overwrite: bool,
   if not found:
     return None
   if overwrite:
-    for name in found:
+    for name in found if remove else ():
       path = out / name
       shutil.rmtree(path) if path.is_dir() else path.unlink()
     return None
@@ -125,6 +128,11 @@ def claim_folder(out: Path, config, resume: bool, overwrite: bool,
         f"{{resume}}: epochs was {saved['epochs']} in the run in {out}, now "
         f"{current['epochs']}; epochs may only grow on resume", "resume")
   check_inputs(out, saved_file.get("inputs") or {}, inputs or {})
+  if saved_file.get("processes", 1) != processes:
+    raise RunFolderError(
+        f"{{resume}}: the run in {out} ran on "
+        f"{saved_file.get('processes', 1)} process(es), now {processes}; "
+        "resume it with the same number of processes", "resume")
   return saved
 
 

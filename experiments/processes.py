@@ -1,0 +1,54 @@
+"""The commands' flags for one job across several processes
+(diffpool_jax.hosts): the arguments of jax.distributed.initialize."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from diffpool_jax import hosts
+from diffpool_jax.errors import InputError
+from experiments.errors import command_message
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+  """--coordinator, --num-processes, --process-id, --distributed,
+  --join-timeout."""
+  group = parser.add_argument_group(
+      "several processes (one run over every process's devices; without "
+      "these flags, one process)")
+  group.add_argument("--coordinator", metavar="HOST:PORT",
+                     help="address of process 0's coordination service")
+  group.add_argument("--num-processes", type=int, metavar="N")
+  group.add_argument("--process-id", type=int, metavar="I",
+                     help="this process's number, 0 .. N-1")
+  group.add_argument("--distributed", choices=["auto"],
+                     help="auto: the cluster tells JAX the three above "
+                     "(SLURM, TPU pods, ...)")
+  group.add_argument("--join-timeout", type=int, default=hosts.JOIN_TIMEOUT,
+                     metavar="SECONDS", help="how long to wait for every "
+                     f"process to join (default {hosts.JOIN_TIMEOUT})")
+
+
+def start(args) -> None:
+  """Joins the processes the flags name (nothing without them); a bad
+  combination or a process that never joins ends the command in one
+  line. Only process 0 shows progress."""
+  if args.coordinator is not None or args.distributed:
+    print(f"process {args.process_id} of {args.num_processes}: joining at "
+          f"{args.coordinator} (waiting up to {args.join_timeout} s for "
+          "every process; the runtime ends this process if one never "
+          "joins)", file=sys.stderr, flush=True)
+  try:
+    joined = hosts.start(args.coordinator, args.num_processes,
+                         args.process_id, auto=args.distributed == "auto",
+                         join_timeout=args.join_timeout)
+  except InputError as error:
+    raise SystemExit(command_message(error))
+  except Exception as error:          # the runtime's own (join timed out)
+    raise SystemExit(
+        f"--coordinator {args.coordinator}: not every one of the "
+        f"{args.num_processes} processes joined within {args.join_timeout} "
+        f"s (--join-timeout): {str(error).splitlines()[0][:300]}")
+  if joined and not hosts.is_writer():
+    args.quiet = True

@@ -1,0 +1,158 @@
+"""One run across several processes (jax.distributed, two local CPU
+processes with two devices each) gives the results of one process with
+four devices; a process that never gets its partners ends, bounded."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffpool_jax.run import RunConfig, RunFolderError, claim_folder
+from tests.test_train_command import TINY
+
+REPO = Path(__file__).resolve().parents[1]
+# The fair protocol's validation holdout needs a graph of every class.
+FAIR = {**TINY, "synthetic": {**TINY["synthetic"], "num_graphs": 80},
+        "protocol": "fair", "folds": 2, "epochs": 2, "batch_size": 8}
+
+
+def free_port() -> int:
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    return sock.getsockname()[1]
+
+
+def environment(devices: int) -> dict:
+  flags = os.environ.get("XLA_FLAGS", "")
+  return {**os.environ, "JAX_PLATFORMS": "cpu",
+          "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count="
+                       f"{devices}"}
+
+
+def run_processes(command: list, count: int, devices: int) -> list:
+  """`command` in `count` processes started together (or one plain
+  process when count is 1); their completed processes."""
+  if count == 1:
+    return [subprocess.run(command, cwd=REPO, env=environment(devices),
+                           capture_output=True, text=True, timeout=600)]
+  address = f"127.0.0.1:{free_port()}"
+  started = [subprocess.Popen(
+      command + ["--coordinator", address, "--num-processes", str(count),
+                 "--process-id", str(i)], cwd=REPO, env=environment(devices),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(count)]
+  done = []
+  for process in started:
+    out, err = process.communicate(timeout=600)
+    done.append(subprocess.CompletedProcess(process.args, process.returncode,
+                                            out, err))
+  return done
+
+
+def rows(path: Path) -> list:
+  return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def assert_same_rows(got: list, want: list) -> None:
+  """The same rows, every number within float32 rounding."""
+  assert len(got) == len(want)
+  for a, b in zip(got, want):
+    assert a.keys() == b.keys()
+    for key in a:
+      if isinstance(a[key], float):
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6)
+      else:
+        assert a[key] == b[key], key
+
+
+def test_two_processes_train_as_one_process_with_four_devices(tmp_path):
+  """Fair protocol, 2 folds: 2 members on 4 devices, so the members split
+  over 2 devices and each batch over 2 (the uneven case)."""
+  config = tmp_path / "config.json"
+  config.write_text(json.dumps({**FAIR, "checkpoint_every": 1}))
+  outs = {}
+  for count, devices in ((1, 4), (2, 2)):
+    out = tmp_path / f"processes_{count}"
+    command = [sys.executable, "-m", "experiments.train", "--config",
+               str(config), "--out", str(out), "--quiet", "--no-plots"]
+    for done in run_processes(command, count, devices):
+      assert done.returncode == 0, done.stderr[-3000:]
+    outs[count] = out
+  assert_same_rows(rows(outs[2] / "metrics.jsonl"),
+                   rows(outs[1] / "metrics.jsonl"))
+  one, two = (json.loads((outs[c] / "results.json").read_text())
+              for c in (1, 2))
+  assert two["fold_accuracies"] == one["fold_accuracies"]
+  assert json.loads((outs[2] / "config.json").read_text())["processes"] == 2
+  assert (outs[2] / "checkpoints").is_dir()
+
+
+def test_two_processes_sweep_as_one_process(tmp_path):
+  grid = tmp_path / "grid.json"
+  grid.write_text(json.dumps({
+      "run": {**FAIR, "checkpoint_every": 0},
+      "scalar": {"lr": [0.01, 0.001]}}))
+  outs = {}
+  for count, devices in ((1, 4), (2, 2)):
+    out = tmp_path / f"processes_{count}"
+    command = [sys.executable, "-m", "experiments.sweep", "--grid",
+               str(grid), "--out", str(out), "--quiet"]
+    for done in run_processes(command, count, devices):
+      assert done.returncode == 0, done.stderr[-3000:]
+    outs[count] = out
+  assert_same_rows(rows(outs[2] / "shape_00" / "metrics.jsonl"),
+                   rows(outs[1] / "shape_00" / "metrics.jsonl"))
+  one, two = (json.loads((outs[c] / "sweep.json").read_text())
+              for c in (1, 2))
+  assert two["selection"]["accuracy"] == pytest.approx(
+      one["selection"]["accuracy"])
+
+
+def test_a_process_without_its_partners_ends_within_the_join_timeout(
+    tmp_path):
+  config = tmp_path / "config.json"
+  config.write_text(json.dumps(TINY))
+  start = time.perf_counter()
+  done = subprocess.run(
+      [sys.executable, "-m", "experiments.train", "--config", str(config),
+       "--out", str(tmp_path / "run"), "--coordinator",
+       f"127.0.0.1:{free_port()}", "--num-processes", "2", "--process-id",
+       "0", "--join-timeout", "5"],
+      cwd=REPO, env=environment(1), capture_output=True, text=True,
+      timeout=120)
+  assert done.returncode != 0
+  assert time.perf_counter() - start < 60
+  assert "process 0 of 2: joining at 127.0.0.1:" in done.stderr
+  assert "waiting up to 5 s" in done.stderr
+  assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--coordinator", "127.0.0.1:1"], "missing: --num-processes, "
+     "--process-id"),
+    (["--coordinator", "127.0.0.1:1", "--num-processes", "2",
+      "--process-id", "2"], "--process-id=2 with --num-processes=2"),
+])
+def test_process_flags_go_together(tmp_path, flags, message):
+  from experiments import train
+  config = tmp_path / "config.json"
+  config.write_text(json.dumps(TINY))
+  with pytest.raises(SystemExit, match=message):
+    train.main(["--config", str(config), "--out", str(tmp_path / "run"),
+                *flags])
+
+
+def test_resume_refuses_another_process_count(tmp_path):
+  config = RunConfig(**{**TINY, "epochs": 1})
+  (tmp_path / "config.json").write_text(json.dumps(
+      {"run": json.loads(json.dumps(__import__("dataclasses").asdict(config))),
+       "processes": 2}))
+  with pytest.raises(RunFolderError, match="ran on 2 process"):
+    claim_folder(tmp_path, config, resume=True, overwrite=False,
+                 processes=1)
