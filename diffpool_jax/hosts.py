@@ -89,14 +89,6 @@ def fetch(tree: Any) -> Any:
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def agree(value: Any) -> Any:
-  """Process 0's `value` (a NumPy-able tree) on every process: what only
-  process 0 decided, e.g. by reading the run folder before it wrote it."""
-  if count() == 1:
-    return value
-  return multihost_utils.broadcast_one_to_all(value)
-
-
 def barrier(name: str) -> None:
   """Waits until every process has reached the barrier `name`."""
   if count() > 1:
