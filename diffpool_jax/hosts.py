@@ -89,6 +89,18 @@ def fetch(tree: Any) -> Any:
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
+def portable(tree: Any) -> Any:
+  """The tree ready to be spread over every process's devices
+  (jax.device_put with a mesh): with several processes, the arrays that
+  live on this process's devices alone become NumPy arrays (every process
+  holds the same values); arrays already spread stay as they are."""
+  if count() == 1:
+    return tree
+  return jax.tree_util.tree_map(
+      lambda leaf: jax.device_get(leaf) if getattr(
+          leaf, "is_fully_addressable", False) else leaf, tree)
+
+
 def barrier(name: str) -> None:
   """Waits until every process has reached the barrier `name`."""
   if count() > 1:

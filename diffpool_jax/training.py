@@ -248,7 +248,7 @@ def shard_members(mesh: Optional[Mesh], states: TrainState) -> TrainState:
   """Member states [M, ...] split over the mesh's member axis."""
   if mesh is None:
     return states
-  return jax.device_put(states, NamedSharding(mesh, P(MEMBERS)))
+  return jax.device_put(hosts.portable(states), NamedSharding(mesh, P(MEMBERS)))
 
 
 def replicate(mesh: Optional[Mesh], buckets: Tuple[GraphBatch, ...]
@@ -256,7 +256,7 @@ def replicate(mesh: Optional[Mesh], buckets: Tuple[GraphBatch, ...]
   """The padded buckets copied to every device of the mesh."""
   if mesh is None:
     return buckets
-  return jax.device_put(buckets, NamedSharding(mesh, P()))
+  return jax.device_put(hosts.portable(buckets), NamedSharding(mesh, P()))
 
 
 def gather_members(bucket: GraphBatch, positions: jax.Array,

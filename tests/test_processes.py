@@ -41,14 +41,8 @@ def run_processes(command: list, count: int, devices: int) -> list:
   if count == 1:
     return [subprocess.run(command, cwd=REPO, env=environment(devices),
                            capture_output=True, text=True, timeout=600)]
-  address = f"127.0.0.1:{free_port()}"
-  started = [subprocess.Popen(
-      command + ["--coordinator", address, "--num-processes", str(count),
-                 "--process-id", str(i)], cwd=REPO, env=environment(devices),
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(count)]
   done = []
-  for process in started:
+  for process in start_processes(command, count, devices):
     out, err = process.communicate(timeout=600)
     done.append(subprocess.CompletedProcess(process.args, process.returncode,
                                             out, err))
@@ -71,26 +65,50 @@ def assert_same_rows(got: list, want: list) -> None:
         assert a[key] == b[key], key
 
 
-def test_two_processes_train_as_one_process_with_four_devices(tmp_path):
+def start_processes(command: list, count: int, devices: int) -> list:
+  """`command` in `count` processes joined at a fresh local port."""
+  address = f"127.0.0.1:{free_port()}"
+  return [subprocess.Popen(
+      command + ["--coordinator", address, "--num-processes", str(count),
+                 "--process-id", str(i)], cwd=REPO, env=environment(devices),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for i in range(count)]
+
+
+def test_two_processes_killed_and_resumed_train_as_one_process(tmp_path):
   """Fair protocol, 2 folds: 2 members on 4 devices, so the members split
-  over 2 devices and each batch over 2 (the uneven case)."""
+  over 2 devices and each batch over 2 (the uneven case). Both processes
+  are killed (SIGKILL) after a checkpoint and resumed; the result is that
+  of one uninterrupted process with four devices."""
   config = tmp_path / "config.json"
-  config.write_text(json.dumps({**FAIR, "checkpoint_every": 1}))
-  outs = {}
-  for count, devices in ((1, 4), (2, 2)):
-    out = tmp_path / f"processes_{count}"
-    command = [sys.executable, "-m", "experiments.train", "--config",
-               str(config), "--out", str(out), "--quiet", "--no-plots"]
-    for done in run_processes(command, count, devices):
-      assert done.returncode == 0, done.stderr[-3000:]
-    outs[count] = out
-  assert_same_rows(rows(outs[2] / "metrics.jsonl"),
-                   rows(outs[1] / "metrics.jsonl"))
-  one, two = (json.loads((outs[c] / "results.json").read_text())
-              for c in (1, 2))
+  config.write_text(json.dumps({**FAIR, "epochs": 8, "checkpoint_every": 2,
+                                "patience": 100}))
+  command = lambda out, *flags: [
+      sys.executable, "-m", "experiments.train", "--config", str(config),
+      "--out", str(out), "--quiet", "--no-plots", *flags]
+  whole = tmp_path / "one_process"
+  done = run_processes(command(whole), 1, 4)[0]
+  assert done.returncode == 0, done.stderr[-3000:]
+
+  killed = tmp_path / "two_processes"
+  started = start_processes(command(killed), 2, 2)
+  deadline = time.time() + 300
+  while not (killed / "checkpoints" / "3").is_dir():
+    assert all(p.poll() is None for p in started), started[0].stderr.read()
+    assert time.time() < deadline
+    time.sleep(0.02)
+  for process in started:
+    process.kill()
+    process.wait()
+  assert not (killed / "results.json").exists()
+  for done in run_processes(command(killed, "--resume"), 2, 2):
+    assert done.returncode == 0, done.stderr[-3000:]
+
+  assert_same_rows(rows(killed / "metrics.jsonl"), rows(whole / "metrics.jsonl"))
+  one, two = (json.loads((out / "results.json").read_text())
+              for out in (whole, killed))
   assert two["fold_accuracies"] == one["fold_accuracies"]
-  assert json.loads((outs[2] / "config.json").read_text())["processes"] == 2
-  assert (outs[2] / "checkpoints").is_dir()
+  assert json.loads((killed / "config.json").read_text())["processes"] == 2
 
 
 def test_two_processes_sweep_as_one_process(tmp_path):
