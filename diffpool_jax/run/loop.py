@@ -125,7 +125,7 @@ class Run:
     if write:
       self.out.mkdir(parents=True, exist_ok=True)
       store.write_json_atomic(self.out / "config.json",
-                              {**self.describe(), "inputs": inputs})
+                              {**run_description(self), "inputs": inputs})
     hosts.barrier("run folder written")
     manager = store.checkpoint_manager(self.out)
     start_epoch = self.restore(manager, saved["epochs"]) if saved else 0
@@ -232,18 +232,22 @@ class Run:
             "compile_stages": programs.stages,
             "buckets": self.session.buckets.tolist()}
 
-  def describe(self) -> dict:
-    return {"run": dataclasses.asdict(self.config),
-            "model": dataclasses.asdict(self.model_config),
-            "dataset": self.dataset.stats(), "members": len(self.members),
-            "cluster_mode": "per_graph" if self.model_config.per_graph
-                            else "fixed",
-            "clusters": self.model_config.cluster_counts(
-                self.session.model.max_nodes),
-            "cluster_slots": self.session.cluster_slots(),
-            "sparse_buckets": self.session.sparse,
-            "buckets": self.session.buckets.tolist(),
-            "processes": hosts.count()}
+
+def run_description(run: Run) -> dict:
+  """config.json's content (without the input fingerprints): the run's
+  configuration, model, data set, members, clusters, buckets and
+  process count."""
+  return {"run": dataclasses.asdict(run.config),
+          "model": dataclasses.asdict(run.model_config),
+          "dataset": run.dataset.stats(), "members": len(run.members),
+          "cluster_mode": "per_graph" if run.model_config.per_graph
+                          else "fixed",
+          "clusters": run.model_config.cluster_counts(
+              run.session.model.max_nodes),
+          "cluster_slots": run.session.cluster_slots(),
+          "sparse_buckets": run.session.sparse,
+          "buckets": run.session.buckets.tolist(),
+          "processes": hosts.count()}
 
 
 def metric_rows(members: Members, history: Dict[str, np.ndarray],
