@@ -32,12 +32,15 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 def start(args) -> None:
   """Joins the processes the flags name (nothing without them); a bad
-  combination or a process that never joins ends the command in one
-  line. Only process 0 shows progress."""
+  combination, no cluster to find, or a process that never joins ends the
+  command. Only process 0 shows progress."""
+  where = ("the cluster's coordinator (--distributed auto)"
+           if args.distributed else args.coordinator)
   if args.coordinator is not None or args.distributed:
-    print(f"process {args.process_id} of {args.num_processes}: joining at "
-          f"{args.coordinator} (waiting up to {args.join_timeout} s for "
-          "every process; the runtime ends this process if one never "
+    who = ("this process" if args.process_id is None
+           else f"process {args.process_id} of {args.num_processes}")
+    print(f"{who}: joining at {where} (waiting up to {args.join_timeout} s "
+          "for every process; the runtime ends this process if one never "
           "joins)", file=sys.stderr, flush=True)
   try:
     joined = hosts.start(args.coordinator, args.num_processes,
@@ -45,10 +48,8 @@ def start(args) -> None:
                          join_timeout=args.join_timeout)
   except InputError as error:
     raise SystemExit(command_message(error))
-  except Exception as error:          # the runtime's own (join timed out)
-    raise SystemExit(
-        f"--coordinator {args.coordinator}: not every one of the "
-        f"{args.num_processes} processes joined within {args.join_timeout} "
-        f"s (--join-timeout): {str(error).splitlines()[0][:300]}")
+  except Exception as error:          # the runtime's own
+    raise SystemExit(f"could not join the processes at {where}: "
+                     f"{str(error).splitlines()[0][:300]}")
   if joined and not hosts.is_writer():
     args.quiet = True

@@ -151,6 +151,20 @@ def test_a_process_without_its_partners_ends_within_the_join_timeout(
   assert not (tmp_path / "run" / "config.json").exists()
 
 
+def test_auto_without_a_cluster_says_so(tmp_path):
+  config = tmp_path / "config.json"
+  config.write_text(json.dumps(TINY))
+  done = subprocess.run(
+      [sys.executable, "-m", "experiments.train", "--config", str(config),
+       "--out", str(tmp_path / "run"), "--distributed", "auto"],
+      cwd=REPO, env=environment(1), capture_output=True, text=True,
+      timeout=120)
+  assert done.returncode != 0
+  assert ("could not join the processes at the cluster's coordinator "
+          "(--distributed auto)") in done.stderr
+  assert "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--coordinator", "127.0.0.1:1"], "missing: --num-processes, "
      "--process-id"),
