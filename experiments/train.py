@@ -27,8 +27,8 @@ from diffpool_jax.presets import PRESETS
 from diffpool_jax.pooling import POOLING
 from diffpool_jax.protocols import PROTOCOLS
 from diffpool_jax.training import MATMUL_PRECISIONS
-from diffpool_jax.run import (Run, RunConfig, RunFolderError,
-                              write_json_atomic)
+from diffpool_jax.run import Run, RunConfig, write_json_atomic
+from diffpool_jax.errors import InputError
 from experiments import processes
 from experiments.errors import command_message
 
@@ -299,7 +299,7 @@ def train_one(config: RunConfig, out: Path, args) -> dict:
   try:
     results = run.fit(resume=args.resume, progress=not args.quiet,
                       overwrite=args.overwrite)
-  except (MemoryError, RunFolderError) as error:
+  except (MemoryError, InputError) as error:   # RunFolderError is one
     raise SystemExit(f"{config.dataset}: {command_message(error)}")
   if not args.no_plots:
     states = hosts.fetch(run.session.states)   # every process takes part

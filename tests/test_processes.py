@@ -188,3 +188,20 @@ def test_resume_refuses_another_process_count(tmp_path):
   with pytest.raises(RunFolderError, match="ran on 2 process"):
     claim_folder(tmp_path, config, resume=True, overwrite=False,
                  processes=1)
+
+
+def test_members_and_batch_that_cannot_fill_every_process_are_refused(
+    monkeypatch):
+  """2 members and a batch of 7 on 4 devices of 2 processes: the members
+  fill 2 devices and the batch cannot split, so 2 would idle; one process
+  may leave devices idle, several may not."""
+  import jax
+  from diffpool_jax import hosts, training
+  from diffpool_jax.errors import InputError
+  devices = jax.devices()[:1] * 4
+  with pytest.raises(InputError, match="cannot use all 4 devices"):
+    monkeypatch.setattr(hosts, "count", lambda: 2)
+    training.make_mesh(2, 7, devices)
+  monkeypatch.setattr(hosts, "count", lambda: 1)
+  assert training.make_mesh(2, 7, devices[:2]).shape == {"members": 2,
+                                                          "batch": 1}
