@@ -124,7 +124,7 @@ def init_members(model: DiffPool, sample: GraphBatch, seeds: Sequence[int],
                  hyper: Hyper, optimizer: Optimizer = adam_with_clip
                  ) -> TrainState:
   """Stacked states of M members ([M, ...] leaves), one per seed entry;
-  `hyper` holds the members' [M] values (see `member_hyper` for defaults).
+  `hyper` holds the members' [M] values (see `default_hyper` for defaults).
 
   Members are initialised one after another (`lax.map`), so the forward
   pass of the initialisation needs one member's memory, not M members'.
@@ -135,7 +135,7 @@ def init_members(model: DiffPool, sample: GraphBatch, seeds: Sequence[int],
   return init(keys, as_float32(hyper))
 
 
-def member_hyper(config, count: int, lr: float = 1e-3, clip: float = 2.0,
+def default_hyper(config, count: int, lr: float = 1e-3, clip: float = 2.0,
                  weight_decay: float = 0.0,
                  aux_weight: Optional[float] = None) -> Hyper:
   """`count` members' hyper-parameters ([count] leaves): these values, the

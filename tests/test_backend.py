@@ -80,7 +80,7 @@ def engine():
                       dataset.max_nodes)
   sample = training.gather_batch(data.buckets[0], jnp.arange(4))
   states = training.init_members(
-      model, sample, [0, 1], training.member_hyper(model.config, 2, lr=1e-2,
+      model, sample, [0, 1], training.default_hyper(model.config, 2, lr=1e-2,
                                                    aux_weight=1.0))
   graphs = [np.arange(0, 16), np.arange(8, 24)]
   train = pipeline.make_schedule(graphs, data, 4, np.random.default_rng(0))

@@ -28,7 +28,7 @@ graphs = [np.arange(0, 24), np.arange(8, 32)]
 out = {}
 for name, mesh in (("one", None), ("mesh", training.make_mesh(2, 4))):
   states = training.init_members(
-      model, sample, [1, 2], training.member_hyper(model.config, 2, lr=1e-2,
+      model, sample, [1, 2], training.default_hyper(model.config, 2, lr=1e-2,
                                                    aux_weight=1.0))
   states = training.shard_members(mesh, states)
   buckets = training.replicate(mesh, data.buckets)

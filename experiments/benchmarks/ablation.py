@@ -39,7 +39,7 @@ def epoch_seconds(dataset, buckets, sparse, repeats: int) -> float:
   data = pipeline.device_data(dataset, buckets, sparse)
   sample = training.gather_batch(data.buckets[0], jnp.arange(BATCH))
   states = training.init_members(
-      model, sample, [0], training.member_hyper(model.config, 1,
+      model, sample, [0], training.default_hyper(model.config, 1,
                                                 aux_weight=0.0))
   train, _ = training.compile_epochs(model)
   fold = stratified_folds(dataset.labels, 10, seed=0,

@@ -68,7 +68,7 @@ def _compiled_steps(dataset, data, max_nodes: int):
     batch = training.gather_batch(bucket,
                                   jnp.arange(BATCH) % bucket.x.shape[0])
     states = training.init_members(
-        model, batch, [0], training.member_hyper(model.config, 1,
+        model, batch, [0], training.default_hyper(model.config, 1,
                                                  aux_weight=0.0))
     state = jax.tree_util.tree_map(lambda v: v[0], states)
     compiled = step.lower(state, batch, jnp.int32(0)).compile()

@@ -48,7 +48,7 @@ def child(args) -> dict:
   batch = jax.device_put(batch)
   state = training.init_members(
       model, jax.tree_util.tree_map(lambda v: v[:2], batch), [0],
-      training.member_hyper(model.config, 1, aux_weight=1.0))
+      training.default_hyper(model.config, 1, aux_weight=1.0))
   step = jax.jit(jax.vmap(functools.partial(training.train_step, model),
                           in_axes=(0, 0, None)))
   members_batch = jax.tree_util.tree_map(lambda v: v[None], batch)

@@ -196,7 +196,7 @@ def our_side(args) -> dict:
     def members(count):
       return training.init_members(
           model, sample, list(range(count)),
-          training.member_hyper(model.config, count, aux_weight=0.0))
+          training.default_hyper(model.config, count, aux_weight=0.0))
 
     train_graphs = [folds[0].train]
     rng = np.random.default_rng(0)
@@ -350,7 +350,7 @@ def epoch_flops(model, data, schedule, dataset, fold, sample, jax, jnp,
   the quadratic, summed over the fold's training graphs at their own size.
   """
   state = training.init_members(
-      model, sample, [0], training.member_hyper(model.config, 1,
+      model, sample, [0], training.default_hyper(model.config, 1,
                                                 aux_weight=0.0))
   step = jax.jit(jax.vmap(functools.partial(training.train_step, model),
                           in_axes=(0, 0, None)))
