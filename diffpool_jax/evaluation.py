@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import List, Sequence, Tuple
 
 import numpy as np
-from sklearn.metrics import normalized_mutual_info_score
 
 from diffpool_jax.graphs import dense_batch
 
@@ -36,6 +35,7 @@ def assignment_nmi(assignments: Sequence[np.ndarray],
   """Mean over graphs of the normalised mutual information between the
   learned clusters (argmax of each node's assignment) and true communities.
   """
+  from sklearn.metrics import normalized_mutual_info_score
   scores = [normalized_mutual_info_score(truth, s.argmax(axis=1))
             for s, truth in zip(assignments, communities)]
   return float(np.mean(scores))

@@ -1,25 +1,31 @@
 """Pictures of a run: learning curves, assignment heat maps and a graph
-drawn next to its coarsened graph. Host side (NumPy, matplotlib)."""
+drawn next to its coarsened graph. Host side (NumPy, matplotlib).
+
+Figures are matplotlib `Figure` objects drawn off screen: no pyplot state,
+no backend chosen for the caller. matplotlib and networkx are imported on
+first use, so that commands which draw nothing start faster.
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Dict, Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import networkx as nx  # noqa: E402
-import numpy as np  # noqa: E402
+
+def new_figure(columns: int = 1, figsize=None):
+  """A figure of one row of `columns` axes: (figure, axes)."""
+  from matplotlib.figure import Figure
+  figure = Figure(figsize=figsize)
+  return figure, figure.subplots(1, columns)
 
 
 def save_figure(figure, path: str | os.PathLike) -> None:
-  """Saves atomically (temporary file, then rename) and closes."""
+  """Saves atomically (temporary file, then rename)."""
   path = os.fspath(path)
   temporary = path + ".tmp.png"
   figure.savefig(temporary, dpi=110, bbox_inches="tight")
-  plt.close(figure)
   os.replace(temporary, path)
 
 
@@ -34,7 +40,7 @@ def plot_learning_curves(curves: Dict[str, np.ndarray], path) -> None:
   losses = {k: v for k, v in curves.items() if "acc" not in k}
   accuracies = {k: v for k, v in curves.items() if "acc" in k}
   panels = [p for p in (losses, accuracies) if p]
-  figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5))
+  figure, axes = new_figure(len(panels), figsize=(5 * len(panels), 3.5))
   for axis, panel in zip(np.atleast_1d(axes), panels):
     for name, values in panel.items():
       epochs = np.arange(1, len(values) + 1)
@@ -50,8 +56,8 @@ def plot_learning_curves(curves: Dict[str, np.ndarray], path) -> None:
 def plot_assignments(assignments: Sequence[np.ndarray], path,
                      titles: Sequence[str] = ()) -> None:
   """Heat maps of level-1 assignment matrices, one [n_i, K] per graph."""
-  figure, axes = plt.subplots(1, len(assignments),
-                              figsize=(3 * len(assignments), 4))
+  figure, axes = new_figure(len(assignments),
+                            figsize=(3 * len(assignments), 4))
   for i, (axis, s) in enumerate(zip(np.atleast_1d(axes), assignments)):
     image = axis.imshow(s, aspect="auto", cmap="viridis", vmin=0, vmax=1,
                         interpolation="nearest")
@@ -73,14 +79,16 @@ def plot_hierarchy(edges: np.ndarray, assignment: np.ndarray,
     assignment: [n, K] soft assignment of the graph's real nodes.
     pooled_adj: [K, K] pooled adjacency S^T A S.
   """
+  import matplotlib
+  import networkx as nx
   cluster = assignment.argmax(axis=1)
   used = np.unique(cluster)
-  colours = plt.cm.tab20(np.linspace(0, 1, max(len(used), 2)))
+  colours = matplotlib.colormaps["tab20"](np.linspace(0, 1, max(len(used), 2)))
   colour_of = {k: colours[i % len(colours)] for i, k in enumerate(used)}
   graph = nx.Graph()
   graph.add_nodes_from(range(len(assignment)))
   graph.add_edges_from(map(tuple, edges))
-  figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
+  figure, (left, right) = new_figure(2, figsize=(10, 4.5))
   layout = nx.spring_layout(graph, seed=0)
   nx.draw_networkx(graph, layout, ax=left, with_labels=False, node_size=40,
                    node_color=[colour_of[k] for k in cluster], width=0.5)
@@ -117,7 +125,7 @@ def plot_sweep(rows: Sequence[dict], path, score: str = "val_mean") -> None:
   values = np.array([100 * r[score] for r in rows])
   errors = np.array([100 * r[std] for r in rows])
   chosen = np.array([r.get("selected_folds", 0) > 0 for r in rows])
-  figure, axis = plt.subplots(figsize=(max(4, 0.35 * len(rows) + 2), 3.5))
+  figure, axis = new_figure(figsize=(max(4, 0.35 * len(rows) + 2), 3.5))
   axis.bar(np.arange(len(rows)), values, yerr=errors,
            color=np.where(chosen, "tab:blue", "lightsteelblue"))
   axis.set_xticks(np.arange(len(rows)))

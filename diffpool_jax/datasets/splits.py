@@ -8,7 +8,6 @@ import os
 from typing import List, NamedTuple
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from diffpool_jax.errors import InputError
 
@@ -28,6 +27,7 @@ def stratified_folds(labels: np.ndarray, num_folds: int = 10, seed: int = 0,
   The test parts partition the data set; class ratios of every part are
   within one graph per class of the data set's.
   """
+  from sklearn.model_selection import StratifiedKFold, train_test_split
   labels = np.asarray(labels)
   if num_folds > len(labels):
     raise InputError(f"{num_folds} folds of {len(labels)} graphs: every "
