@@ -129,10 +129,13 @@ def init_members(model: DiffPool, sample: GraphBatch, seeds: Sequence[int],
   Members are initialised one after another (`lax.map`), so the forward
   pass of the initialisation needs one member's memory, not M members'.
   """
-  keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, jnp.uint32))
   one = lambda pair: init_state(model, sample, *pair, optimizer=optimizer)
-  init = jax.jit(lambda keys, hyper: jax.lax.map(one, (keys, hyper)))
-  return init(keys, as_float32(hyper))
+
+  @jax.jit      # one program: no small programs compiled op by op
+  def init(seeds, hyper):
+    return jax.lax.map(one, (jax.vmap(jax.random.PRNGKey)(seeds), hyper))
+
+  return init(jnp.asarray(seeds, jnp.uint32), as_float32(hyper))
 
 
 def default_hyper(config, count: int, lr: float = 1e-3, clip: float = 2.0,

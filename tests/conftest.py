@@ -3,6 +3,8 @@
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -84,3 +86,26 @@ def splits_root() -> Path:
   if not root.is_dir():
     pytest.skip(f"split files not found at {root}")
   return root
+
+
+@pytest.fixture
+def train_here(monkeypatch, capsys):
+  """A callable running `python -m experiments.train ARGS` in this process
+  (no interpreter start-up): ARGS -> CompletedProcess with the exit code,
+  stdout and stderr, a SystemExit's message on stderr as Python prints
+  it. The compilation cache keeps the test session's settings. The real
+  exit path is tested once in a subprocess (test_train_command.py)."""
+  from experiments import train
+  monkeypatch.setattr(train.compile_cache, "enable", lambda folder: None)
+
+  def run(*args) -> subprocess.CompletedProcess:
+    capsys.readouterr()
+    try:
+      code = train.main([str(a) for a in args])
+    except SystemExit as stop:
+      code = stop.code if isinstance(stop.code, int) else 1
+      if not isinstance(stop.code, int) and stop.code is not None:
+        print(stop.code, file=sys.stderr)
+    said = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, said.out, said.err)
+  return run

@@ -2,14 +2,13 @@
 reported by the command's exit status; results stay valid JSON."""
 
 import json
-import subprocess
 
 import numpy as np
 
 from diffpool_jax.protocols import fair_protocol, nan_argmax, paper_protocol
 from diffpool_jax.run import Run, RunConfig
 from tests.test_scale import TINY_RUN
-from tests.test_train_command import REPO, command, write_config
+from tests.test_train_command import arguments, write_config
 
 
 def strict_json(path):
@@ -53,11 +52,11 @@ def test_a_diverging_run_is_marked_and_still_writes_valid_json(tmp_path):
       "0": 0, "1": 0}
 
 
-def test_the_command_exits_non_zero_when_members_diverge(tmp_path):
-  done = subprocess.run(
-      command(write_config(tmp_path), tmp_path / "run", "--folds", "2",
-              "--epochs", "2", "--lr", "1e30", "--no-plots"),
-      cwd=REPO, capture_output=True, text=True, timeout=300)
+def test_the_command_exits_non_zero_when_members_diverge(tmp_path,
+                                                        train_here):
+  done = train_here(*arguments(write_config(tmp_path), tmp_path / "run",
+                               "--folds", "2", "--epochs", "2", "--lr",
+                               "1e30", "--no-plots"))
   assert done.returncode == 3, done.stderr
   assert "2 member(s) diverged" in done.stderr
   assert "Traceback" not in done.stderr

@@ -2,6 +2,7 @@
 only what matches, --overwrite deletes only the run's own outputs."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -15,14 +16,27 @@ def fit(out, resume=False, overwrite=False, **changes):
   return run, run.fit(resume=resume, progress=False, overwrite=overwrite)
 
 
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  """The folder of one finished TINY_RUN run (checkpoint every epoch);
+  tests work on copies of it."""
+  out = tmp_path_factory.mktemp("finished") / "run"
+  fit(out)
+  return out
+
+
+@pytest.fixture
+def out(finished, tmp_path):
+  """A copy of the finished run's folder."""
+  return shutil.copytree(finished, tmp_path / "run")
+
+
 def metrics(out):
   return [json.loads(line) for line in
           (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_a_new_run_never_mixes_with_another_runs_folder(tmp_path):
-  out = tmp_path / "run"
-  fit(out)
+def test_a_new_run_never_mixes_with_another_runs_folder(out):
   before = (out / "results.json").read_text()
   with pytest.raises(RunFolderError, match="already holds a run .*resume "
                      ".*overwrite"):
@@ -30,9 +44,7 @@ def test_a_new_run_never_mixes_with_another_runs_folder(tmp_path):
   assert (out / "results.json").read_text() == before
 
 
-def test_overwrite_replaces_the_run_and_keeps_other_files(tmp_path):
-  out = tmp_path / "run"
-  fit(out)
+def test_overwrite_replaces_the_run_and_keeps_other_files(out):
   (out / "notes.txt").write_text("mine")
   _, results = fit(out, overwrite=True, lr=0.01)
   assert (out / "notes.txt").read_text() == "mine"
@@ -46,16 +58,12 @@ def test_overwrite_replaces_the_run_and_keeps_other_files(tmp_path):
     (dict(lr=0.01), "lr"), (dict(preset="flat"), "preset"),
     (dict(model={"aux_weights": {"entropy": 0.5}}), "model"),
     (dict(epochs=1), "epochs")])
-def test_resume_refuses_another_configuration(tmp_path, change, field):
-  out = tmp_path / "run"
-  fit(out)
+def test_resume_refuses_another_configuration(out, change, field):
   with pytest.raises(RunFolderError, match=f"^resume: {field} was"):
     fit(out, resume=True, **change)
 
 
-def test_resume_with_more_epochs_extends_the_run(tmp_path):
-  out = tmp_path / "run"
-  first, _ = fit(out)
+def test_resume_with_more_epochs_extends_the_run(out, tmp_path):
   _, results = fit(out, resume=True, epochs=4)
   assert results["epochs_run"] == 4
   rows = metrics(out)
@@ -73,14 +81,10 @@ def test_resume_and_overwrite_exclude_each_other(tmp_path):
     fit(tmp_path / "run", resume=True, overwrite=True)
 
 
-def test_the_command_says_what_to_do_in_one_line(tmp_path):
-  import subprocess
-  from tests.test_train_command import REPO, command, write_config
-  out = tmp_path / "run"
-  fit(out)
-  done = subprocess.run(command(write_config(tmp_path), out, "--folds", "2",
-                                "--epochs", "2"),
-                        cwd=REPO, capture_output=True, text=True, timeout=300)
+def test_the_command_says_what_to_do_in_one_line(out, tmp_path, train_here):
+  from tests.test_train_command import arguments, write_config
+  done = train_here(*arguments(write_config(tmp_path), out, "--folds", "2",
+                               "--epochs", "2"))
   assert done.returncode != 0 and "Traceback" not in done.stderr
   assert "already holds a run" in done.stderr
   assert "--overwrite" in done.stderr

@@ -2,7 +2,6 @@
 program by memory, and refusing a run that cannot fit."""
 
 import json
-import subprocess
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from diffpool_jax.datasets import (choose_buckets, padded_graph_cost,
 from diffpool_jax.datasets.buckets import SPARSE_ENTRY_COST
 from diffpool_jax.engine.session import edge_list_buckets
 from diffpool_jax.run import Run, RunConfig
-from tests.test_train_command import REPO, TINY, command, write_config
+from tests.test_train_command import TINY, arguments, write_config
 
 TINY_RUN = dict(synthetic=TINY["synthetic"], model=TINY["model"],
                 max_buckets=1, folds=2, epochs=2, batch_size=8)
@@ -107,33 +106,30 @@ def test_members_are_split_into_programs_that_fit_the_budget(tmp_path):
   assert np.all(~np.isnan(run.history["test_acc"]))
 
 
-def test_a_run_that_cannot_fit_is_refused_before_training(tmp_path):
+def test_a_run_that_cannot_fit_is_refused_before_training(tmp_path,
+                                                          train_here):
   with pytest.raises(MemoryError, match="Not even one member fits"):
     run_tiny(tmp_path, "tiny", memory_gib=1e-6)
   assert not (tmp_path / "tiny" / "metrics.jsonl").exists()
-  done = subprocess.run(
-      command(write_config(tmp_path), tmp_path / "cli", "--memory-gib",
-              "0.000001"), cwd=REPO, capture_output=True, text=True,
-      timeout=300)
+  done = train_here(*arguments(write_config(tmp_path), tmp_path / "cli",
+                               "--memory-gib", "0.000001"))
   assert done.returncode != 0
   assert "Not even one member fits" in done.stderr
   assert "Traceback" not in done.stderr
 
 
-def test_cluster_flags_reach_the_model(tmp_path):
+def test_cluster_flags_reach_the_model(tmp_path, train_here):
   out = tmp_path / "run"
-  done = subprocess.run(
-      command(write_config(tmp_path), out, "--folds", "2", "--epochs", "1",
-              "--max-clusters", "2", "--no-plots"),
-      cwd=REPO, capture_output=True, text=True, timeout=300)
+  done = train_here(*arguments(write_config(tmp_path), out, "--folds", "2",
+                               "--epochs", "1", "--max-clusters", "2",
+                               "--no-plots"))
   assert done.returncode == 0, done.stderr
   saved = json.loads((out / "config.json").read_text())
   assert saved["cluster_mode"] == "per_graph"
   assert saved["model"]["max_clusters"] == 2
   assert all(slots[0] <= 2 for slots in saved["cluster_slots"])
-  bad = subprocess.run(
-      command(write_config(tmp_path), out, "--max-clusters", "zero"),
-      cwd=REPO, capture_output=True, text=True, timeout=120)
+  bad = train_here(*arguments(write_config(tmp_path), out,
+                              "--max-clusters", "zero"))
   assert bad.returncode != 0 and "--max-clusters 'zero'" in bad.stderr
 
 

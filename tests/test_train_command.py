@@ -30,9 +30,14 @@ def write_config(tmp_path, **changes) -> Path:
   return path
 
 
+def arguments(config: Path, out: Path, *flags) -> list:
+  """The train command's arguments: this config file, out folder, quiet."""
+  return ["--config", str(config), "--out", str(out), "--quiet", *flags]
+
+
 def command(config: Path, out: Path, *flags) -> list:
-  return [sys.executable, "-m", "experiments.train", "--config", str(config),
-          "--out", str(out), "--quiet", *flags]
+  return [sys.executable, "-m", "experiments.train",
+          *arguments(config, out, *flags)]
 
 
 def read_metrics(out: Path) -> list:
@@ -40,12 +45,11 @@ def read_metrics(out: Path) -> list:
           (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_folds_two_seeds_three_epochs(tmp_path):
+def test_two_folds_two_seeds_three_epochs(tmp_path, train_here):
   out = tmp_path / "run"
   config = write_config(tmp_path)
-  done = subprocess.run(command(config, out, "--folds", "2", "--seeds", "2",
-                                "--epochs", "3", "--baseline", "flat"),
-                        cwd=REPO, capture_output=True, text=True, timeout=600)
+  done = train_here(*arguments(config, out, "--folds", "2", "--seeds", "2",
+                               "--epochs", "3", "--baseline", "flat"))
   assert done.returncode == 0, done.stderr
   assert "mean" in done.stdout and "paper vs flat" in done.stdout
   for name in ("config.json", "metrics.jsonl", "results.json",
@@ -102,15 +106,13 @@ def test_bad_flags_fail_clearly(tmp_path, flags, message, monkeypatch,
   assert not (tmp_path / "run" / "config.json").exists()
 
 
-def test_mincut_preset_trains_with_its_losses_by_name(tmp_path):
+def test_mincut_preset_trains_with_its_losses_by_name(tmp_path, train_here):
   """Another pooling operator through the command: its auxiliary losses
   reach metrics.jsonl by name, --aux-weight updates the preset's weights."""
   out = tmp_path / "run"
-  done = subprocess.run(
-      command(write_config(tmp_path), out, "--preset", "mincut", "--folds",
-              "2", "--epochs", "2", "--aux-weight", "ortho=0.5",
-              "--no-plots"),
-      cwd=REPO, capture_output=True, text=True, timeout=600)
+  done = train_here(*arguments(
+      write_config(tmp_path), out, "--preset", "mincut", "--folds", "2",
+      "--epochs", "2", "--aux-weight", "ortho=0.5", "--no-plots"))
   assert done.returncode == 0, done.stderr
   rows = read_metrics(out)
   assert {"train_mincut", "train_ortho"} <= set(rows[0])

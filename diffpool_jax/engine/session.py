@@ -96,8 +96,8 @@ class Session:
                                   cost=self.padded_graph_cost)
     self.sparse = self.edge_list_buckets()
     self.data = pipeline.device_data(dataset, self.buckets, self.sparse)
-    sample = training.gather_batch(self.data.buckets[0],
-                                   jnp.arange(config.batch_size))
+    sample = jax.jit(training.gather_batch)(self.data.buckets[0],
+                                            jnp.arange(config.batch_size))
     self.states = training.init_members(self.model, sample, seeds, hyper,
                                         optimizer)
     if self.num_members % max(config.members_per_program, 1):
