@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import List, Sequence, Tuple
 
+import jax
 import numpy as np
 
 from diffpool_jax.graphs import dense_batch
@@ -25,7 +26,9 @@ def level_one_assignments(model, variables, dataset, graph_ids
                       [dataset.features[g] for g in graph_ids],
                       dataset.labels[graph_ids],
                       int(dataset.n_node[graph_ids].max()))
-  _, levels = model.apply(variables, batch.x, batch.adj, batch.node_mask)
+  # One compiled program (op by op, each new shape compiles many).
+  _, levels = jax.jit(model.apply)(variables, batch.x, batch.adj,
+                                   batch.node_mask)
   s, adj = np.asarray(levels[0].s), np.asarray(levels[0].adj)
   return [(s[i, :n], adj[i]) for i, n in enumerate(batch.n_node)]
 

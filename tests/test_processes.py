@@ -81,7 +81,7 @@ def test_two_processes_killed_and_resumed_train_as_one_process(tmp_path):
   are killed (SIGKILL) after a checkpoint and resumed; the result is that
   of one uninterrupted process with four devices."""
   config = tmp_path / "config.json"
-  config.write_text(json.dumps({**FAIR, "epochs": 8, "checkpoint_every": 2,
+  config.write_text(json.dumps({**FAIR, "epochs": 4, "checkpoint_every": 1,
                                 "patience": 100}))
   command = lambda out, *flags: [
       sys.executable, "-m", "experiments.train", "--config", str(config),
@@ -93,7 +93,7 @@ def test_two_processes_killed_and_resumed_train_as_one_process(tmp_path):
   killed = tmp_path / "two_processes"
   started = start_processes(command(killed), 2, 2)
   deadline = time.time() + 300
-  while not (killed / "checkpoints" / "3").is_dir():
+  while not (killed / "checkpoints" / "1").is_dir():    # 2 epochs left
     assert all(p.poll() is None for p in started), started[0].stderr.read()
     assert time.time() < deadline
     time.sleep(0.02)
@@ -141,13 +141,13 @@ def test_a_process_without_its_partners_ends_within_the_join_timeout(
       [sys.executable, "-m", "experiments.train", "--config", str(config),
        "--out", str(tmp_path / "run"), "--coordinator",
        f"127.0.0.1:{free_port()}", "--num-processes", "2", "--process-id",
-       "0", "--join-timeout", "5"],
+       "0", "--join-timeout", "2"],
       cwd=REPO, env=environment(1), capture_output=True, text=True,
       timeout=120)
   assert done.returncode != 0
   assert time.perf_counter() - start < 60
   assert "process 0 of 2: joining at 127.0.0.1:" in done.stderr
-  assert "waiting up to 5 s" in done.stderr
+  assert "waiting up to 2 s" in done.stderr
   assert not (tmp_path / "run" / "config.json").exists()
 
 
