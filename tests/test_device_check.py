@@ -12,43 +12,76 @@ import pytest
 from experiments.benchmarks import device
 
 REPO = Path(__file__).resolve().parents[1]
-# Every part function once; the determinism part's child gets XLA flags
-# through its environment.
-QUICK_PARTS = ("environment", "tests", "pyg_epoch:ENZYMES", "paper_epoch:DD",
-               "fair_run:float32", "members:1000", "compile_times",
-               "determinism:")
+# Through the command (a child process per part): the parts that start
+# processes of their own or take XLA flags through their environment.
+CHILD_PARTS = ("environment", "tests", "determinism:", "compile_times")
+# The other part functions, each once, in this process (a child would only
+# add the interpreter's start-up; their code is the same).
+IN_PROCESS_PARTS = ("pyg_epoch:ENZYMES@150:pyg", "pyg_epoch:ENZYMES@150:ours",
+                    "paper_epoch:DD", "fair_run:float32", "members:1000")
 
 
-def test_quick_check_runs_every_part(tmp_path):
+@pytest.fixture(scope="module")
+def quick_parts() -> dict:
+  """Each IN_PROCESS_PARTS part's result, run as `--quick --child` runs it."""
+  results = {}
+  for name in IN_PROCESS_PARTS:
+    try:
+      results[name] = device.child(device.parse_args(["--quick", "--child",
+                                                      name]))
+    except Exception as error:      # reported by the test, with its name
+      results[name] = {"error": f"{type(error).__name__}: {error}"}
+  return results
+
+
+def test_quick_check_runs_its_parts_in_child_processes(tmp_path):
   out = tmp_path / "report.json"
   done = subprocess.run(
       [sys.executable, "-m", "experiments.benchmarks.device", "--quick",
-       "--out", str(out), "--parts", *QUICK_PARTS],
+       "--out", str(out), "--parts", *CHILD_PARTS],
       cwd=REPO, capture_output=True, text=True, timeout=900)
   assert done.returncode == 0, done.stderr[-3000:]
   parts = json.loads(out.read_text())["parts"]
   expected = {p.name for p in device.PARTS
-              if any(p.name.startswith(prefix) for prefix in QUICK_PARTS)}
+              if any(p.name.startswith(prefix) for prefix in CHILD_PARTS)}
   assert set(parts) == expected
   for name, result in parts.items():
-    assert "error" not in result, (name, result["error"])
-    if "skipped" in result:     # only the peer, where torch is missing
-      assert name.endswith(":pyg") and not device.has_pyg(), name
+    assert "error" not in result and "skipped" not in result, (name, result)
   assert parts["tests"]["returncode"] == 0
   assert "passed" in parts["tests"]["summary"]
   strict = parts["determinism:deterministic_ops"]
   assert strict["identical"]      # the CPU is deterministic
   assert "--xla_gpu_deterministic_ops=true" in strict["xla_flags"]
-  assert parts["members:1000"]["members"] == device.QUICK_MEMBERS[1000]
   assert parts["compile_times"]["warm"]["compile_seconds"] < \
       parts["compile_times"]["cold"]["compile_seconds"]
   table = done.stdout
   assert "device: cpu" in table and "budget" in table
   assert "reference tests on the device:" in table
-  assert "DD: one member's training epoch" in table
-  assert "members side by side" in table
   assert ("two identical runs with --xla_gpu_deterministic_ops=true: "
           "metrics identical True") in table
+
+
+def test_every_part_is_run_by_the_quick_tests():
+  names = {p.name for p in device.PARTS}
+  covered = {n for n in names if n.startswith(CHILD_PARTS)}
+  covered |= set(IN_PROCESS_PARTS)
+  functions = {p.run for p in device.PARTS if p.name in covered}
+  assert functions == {p.run for p in device.PARTS}
+  assert set(IN_PROCESS_PARTS) <= names
+
+
+def test_quick_parts_run_in_process(quick_parts, capsys):
+  for name, result in quick_parts.items():
+    assert "error" not in result, (name, result["error"])
+    if "skipped" in result:     # only the peer, where torch is missing
+      assert name.endswith(":pyg") and not device.has_pyg(), name
+  assert quick_parts["members:1000"]["members"] == device.QUICK_MEMBERS[1000]
+  assert quick_parts["fair_run:float32"]["epochs_run"] >= 1
+  assert quick_parts["pyg_epoch:ENZYMES@150:ours"]["epoch_seconds"] > 0
+  device.print_table({"parts": quick_parts})
+  table = capsys.readouterr().out
+  assert "DD: one member's training epoch" in table
+  assert "members side by side" in table
 
 
 def test_reference_test_selection_exists():
