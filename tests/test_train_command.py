@@ -132,14 +132,14 @@ def test_out_pointing_at_a_file_fails_clearly(tmp_path):
   assert "Traceback" not in done.stderr and target.read_text() == "mine"
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path,
+                                                        train_here):
   config = write_config(tmp_path, protocol="fair", folds=2, epochs=16,
                         checkpoint_every=4, patience=100,
                         synthetic={"num_graphs": 120, "communities": [2, 3],
                                    "community_size": [3, 6]})
   whole = tmp_path / "whole"
-  done = subprocess.run(command(config, whole, "--no-plots"), cwd=REPO,
-                        capture_output=True, text=True, timeout=600)
+  done = train_here(*arguments(config, whole, "--no-plots"))
   assert done.returncode == 0, done.stderr
 
   killed = tmp_path / "killed"
