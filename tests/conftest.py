@@ -35,6 +35,10 @@ os.environ["XLA_FLAGS"] = " ".join(
     [_flags] + [flag for flag in FAST_COMPILE_FLAGS
                 if flag.split("=")[0] not in _flags]).strip()
 
+# No Python tracebacks in the lowered programs' locations (they only
+# serve profiles and dumps): lowering is about 6 % faster.
+os.environ.setdefault("JAX_TRACEBACK_IN_LOCATIONS_LIMIT", "0")
+
 # Float32 matrix products in full float32 on every backend: the tests that
 # compare with float64 NumPy references need it where a GPU would use TF32
 # (10-bit mantissas) by default. Subprocesses inherit it; runs set their own
