@@ -59,11 +59,13 @@ SHARED_DATA = Path(os.environ.get(
 
 
 # The files that take longest (seconds of test time on 2 cores, measured
-# at d961832), started first; the others follow in name order.
-SLOW_FILES = ("test_device_check.py",   # 74: nine child processes
-              "test_processes.py",      # 67: two-process runs
-              "test_tutorial.py",       # 46: the notebook in a kernel
-              "test_model.py")          # 42: every preset, eagerly
+# at 64aa481 while this VM ran slowly), started first; the others follow
+# in name order.
+SLOW_FILES = ("test_processes.py",      # 65: two-process runs
+              "test_device_check.py",   # 58: the device check's parts
+              "test_training.py",       # 52: epoch programs, 2 buckets
+              "test_model.py",          # 47: every preset, eagerly
+              "test_tutorial.py")       # 42: the notebook in a kernel
 
 
 def pytest_collection_modifyitems(items):
