@@ -108,8 +108,9 @@ def train_here(monkeypatch, capsys):
     capsys.readouterr()
     try:
       code = train.main([str(a) for a in args])
-    except SystemExit as stop:
-      code = stop.code if isinstance(stop.code, int) else 1
+    except SystemExit as stop:      # as the interpreter exits on it
+      code = stop.code if isinstance(stop.code, int) else int(
+          stop.code is not None)
       if not isinstance(stop.code, int) and stop.code is not None:
         print(stop.code, file=sys.stderr)
     said = capsys.readouterr()
