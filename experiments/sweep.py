@@ -30,7 +30,6 @@ import dataclasses
 import itertools
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Dict, List, NamedTuple
@@ -41,7 +40,7 @@ from diffpool_jax import compile_cache, hosts, plots
 from diffpool_jax.run import (Run, RunConfig, RunFolderError, load_dataset,
                               make_folds, write_json_atomic)
 from diffpool_jax.run.members import input_fingerprints
-from diffpool_jax.run.store import check_inputs
+from diffpool_jax.run.store import check_inputs, delete_outputs
 from diffpool_jax.protocols import PROTOCOLS
 from experiments import processes
 from experiments.errors import command_message
@@ -158,9 +157,8 @@ def claim_sweep_folder(out: Path, grid: Grid, resume: bool,
     raise RunFolderError("{resume} and {overwrite} exclude each other",
                          "resume", "overwrite")
   if overwrite:
-    for name in found if remove else ():
-      path = out / name
-      shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if remove:
+      delete_outputs(out, found)
     return
   if not resume:
     raise RunFolderError(f"{{out}} {out} already holds a sweep "

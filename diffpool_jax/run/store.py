@@ -77,6 +77,14 @@ def fingerprint(*arrays: np.ndarray) -> str:
   return digest.hexdigest()
 
 
+def delete_outputs(out: Path, names) -> None:
+  """Deletes these files and folders of `out` (what `overwrite` replaces),
+  nothing else."""
+  for name in names:
+    path = out / name
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def claim_folder(out: Path, config, resume: bool, overwrite: bool,
                  inputs: Optional[dict] = None, remove: bool = True,
                  processes: int = 1) -> Optional[dict]:
@@ -98,9 +106,8 @@ def claim_folder(out: Path, config, resume: bool, overwrite: bool,
   if not found:
     return None
   if overwrite:
-    for name in found if remove else ():
-      path = out / name
-      shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if remove:
+      delete_outputs(out, found)
     return None
   if not resume:
     raise RunFolderError(
