@@ -107,7 +107,7 @@ def run_config(options, dataset: str, **changes):
       values["splits"] = str(splits)
   values.update(changes)
   if options.quick:
-    values["max_buckets"] = 1
+    values["max_buckets"] = 1       # one branch: the least to compile
     values["folds"] = min(values.get("folds", 2), 2)
     values["epochs"] = min(values.get("epochs", 2), 2)
   return RunConfig(**values)
