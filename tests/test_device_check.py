@@ -3,6 +3,7 @@ inputs, so that it works the day a GPU is lent; its figures mean nothing
 here."""
 
 import json
+import os
 import subprocess
 import sys
 import traceback
@@ -13,14 +14,16 @@ import pytest
 from experiments.benchmarks import device
 
 REPO = Path(__file__).resolve().parents[1]
-# Through the command (a child process per part): the parts that start
-# processes of their own or take XLA flags through their environment.
-CHILD_PARTS = ("tests", "determinism:", "compile_times")
+# Through the command (a child process per part): the cheapest part, so
+# that the driver, its report and its table are tested end to end.
+CHILD_PARTS = ("tests",)
 # The other part functions, each once, in this process (a child would only
-# add the interpreter's start-up; their code is the same).
+# add the interpreter's start-up; their code is the same). A part's XLA
+# flags reach its child: test_a_part_gets_its_flags_in_its_child.
 IN_PROCESS_PARTS = ("environment", "pyg_epoch:ENZYMES@150:pyg",
                     "pyg_epoch:ENZYMES@150:ours", "paper_epoch:DD",
-                    "fair_run:float32", "members:1000")
+                    "fair_run:float32", "members:1000", "determinism",
+                    "compile_times")
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +54,19 @@ def test_quick_check_runs_its_parts_in_child_processes(tmp_path):
     assert "error" not in result and "skipped" not in result, (name, result)
   assert parts["tests"]["returncode"] == 0
   assert "passed" in parts["tests"]["summary"]
-  strict = parts["determinism:deterministic_ops"]
-  assert strict["identical"]      # the CPU is deterministic
-  assert "--xla_gpu_deterministic_ops=true" in strict["xla_flags"]
-  assert parts["compile_times"]["warm"]["compile_seconds"] < \
-      parts["compile_times"]["cold"]["compile_seconds"]
-  table = done.stdout
-  assert "reference tests on the device:" in table
-  assert ("two identical runs with --xla_gpu_deterministic_ops=true: "
-          "metrics identical True") in table
+  assert "reference tests on the device:" in done.stdout
+
+
+def test_a_part_gets_its_flags_in_its_child():
+  """The deterministic-ops part's XLA flags, added to this process's, are
+  those of its child (the environment part reports them)."""
+  flags = next(p for p in device.PARTS
+                      if p.name == "determinism:deterministic_ops").env
+  part = device.Part("environment", device.environment, {}, 60, flags)
+  result = device.run_part(part, device.parse_args(["--quick"]), 600)
+  assert "error" not in result, result
+  assert result["xla_flags"] == " ".join(
+      [os.environ.get("XLA_FLAGS", ""), device.DETERMINISTIC]).strip()
 
 
 def test_every_part_is_run_by_the_quick_tests():
@@ -79,11 +86,16 @@ def test_quick_parts_run_in_process(quick_parts, capsys):
   assert quick_parts["members:1000"]["members"] == device.QUICK_MEMBERS[1000]
   assert quick_parts["fair_run:float32"]["epochs_run"] >= 1
   assert quick_parts["pyg_epoch:ENZYMES@150:ours"]["epoch_seconds"] > 0
+  assert quick_parts["determinism"]["identical"]    # the CPU is deterministic
+  times = quick_parts["compile_times"]
+  assert times["warm"]["compile_seconds"] < times["cold"]["compile_seconds"]
   device.print_table({"parts": quick_parts})
   table = capsys.readouterr().out
   assert "device: cpu" in table and "budget" in table
   assert "DD: one member's training epoch" in table
   assert "members side by side" in table
+  assert "two identical runs: metrics identical True" in table
+  assert "ENZYMES fair run, compile (command): cold" in table
 
 
 def test_reference_test_selection_exists():
