@@ -3,10 +3,11 @@ program by memory, and refusing a run that cannot fit."""
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
-from diffpool_jax import memory
+from diffpool_jax import memory, training
 from diffpool_jax.datasets import (choose_buckets, padded_graph_cost,
                                    sparse_by_cost)
 from diffpool_jax.datasets.buckets import SPARSE_ENTRY_COST
@@ -91,16 +92,27 @@ def test_members_one_program_at_a_time_match_side_by_side(tmp_path):
                                atol=1e-5, err_msg=key)
 
 
-def program_bytes(tmp_path, **changes) -> int:
-  run = Run(RunConfig(**{**TINY_RUN, **changes}), tmp_path / "probe")
-  return run.session.compile().train_bytes
+def program_bytes(tmp_path, size: int) -> int:
+  """XLA's estimate of the tiny run's train program of `size` members."""
+  run = Run(RunConfig(**TINY_RUN), tmp_path / "probe")
+  return run.session.compile_train_program(size).train_bytes
 
 
-def test_members_are_split_into_programs_that_fit_the_budget(tmp_path):
-  both = program_bytes(tmp_path)
-  one = program_bytes(tmp_path, members_per_program=1)
+def test_members_are_split_into_programs_that_fit_the_budget(tmp_path,
+                                                             monkeypatch):
+  both, one = program_bytes(tmp_path, 2), program_bytes(tmp_path, 1)
   assert one < both
+  compiled = []       # (kind, members) of every epoch program compiled
+  compile_program = training.compile_epoch_program
+
+  def recording(model, mesh, kind, states, *args, **kwargs):
+    members = jax.tree_util.tree_leaves(states.params)[0].shape[0]
+    compiled.append((kind, members))
+    return compile_program(model, mesh, kind, states, *args, **kwargs)
+  monkeypatch.setattr(training, "compile_epoch_program", recording)
   run, results = run_tiny(tmp_path, "split", memory_gib=one / memory.GIB)
+  # Two members do not fit, one does; only then is evaluation compiled.
+  assert compiled == [("train", 2), ("train", 1), ("evaluate", 1)]
   assert results["members_per_program"] == 1
   assert np.all(np.isfinite(run.history["train_loss"]))
   assert np.all(~np.isnan(run.history["test_acc"]))

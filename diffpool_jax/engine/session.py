@@ -168,39 +168,47 @@ class Session:
         matmul_precision=self.config.matmul_precision,
         optimizer=self.optimizer)
 
-  def compile_programs(self, size: int) -> Programs:
-    """Lowers and compiles the train program and one evaluation program
-    (for every split) for `size` members per program."""
+  def compile_train_program(self, size: int) -> Programs:
+    """The train program compiled for `size` members per program (no
+    evaluators yet: see `with_evaluators`)."""
     mesh = training.make_mesh(size, self.config.batch_size)
-    part = slice(0, size)
     schedule = self.schedule(0)
     buckets = training.replicate(mesh, self.data.buckets)
-    train, seconds = self.compile_train(schedule, part, mesh, buckets)
-    stages = {"train": seconds}
-    evaluators = {}
-    fixed = self.evaluation_schedules()
-    if fixed:
-      first = next(iter(fixed.values()))
-      evaluate, stages["evaluation"] = training.compile_epoch_program(
-          self.model, mesh, "evaluate", self.part_states(mesh, part),
-          buckets, first.bucket_ids, first.indices[part],
-          matmul_precision=self.config.matmul_precision)
-      evaluators = {split: (evaluate, f) for split, f in fixed.items()}
-    return Programs(size, mesh, buckets, train, evaluators,
+    train, seconds = self.compile_train(schedule, slice(0, size), mesh,
+                                        buckets)
+    return Programs(size, mesh, buckets, train, {},
                     schedule.indices.shape[1], memory.program_bytes(train),
-                    stages)
+                    {"train": seconds})
+
+  def with_evaluators(self, programs: Programs) -> Programs:
+    """`programs` with one evaluation program compiled for every split
+    ("val", "test") that every member has graphs in."""
+    fixed = self.evaluation_schedules()
+    if not fixed:
+      return programs
+    first = next(iter(fixed.values()))
+    part = slice(0, programs.size)
+    evaluate, seconds = training.compile_epoch_program(
+        self.model, programs.mesh, "evaluate",
+        self.part_states(programs.mesh, part), programs.buckets,
+        first.bucket_ids, first.indices[part],
+        matmul_precision=self.config.matmul_precision)
+    return programs._replace(
+        evaluators={split: (evaluate, f) for split, f in fixed.items()},
+        stages={**programs.stages, "evaluation": seconds})
 
   def compile(self, progress: bool = False) -> Programs:
     """The epoch programs with as many members per program as fit in
-    memory (see RunConfig.members_per_program). Raises MemoryError when
-    not even one member fits."""
+    memory (see RunConfig.members_per_program); the evaluation program is
+    compiled once the train program fits. Raises MemoryError when not
+    even one member fits."""
     budget = memory.budget(self.config.memory_gib)
     shared = sum(leaf.nbytes for leaf in
                  jax.tree_util.tree_leaves(self.data.buckets))
     chosen = self.config.members_per_program
     size = chosen or self.num_members
     while True:
-      programs = self.compile_programs(size)
+      programs = self.compile_train_program(size)
       if programs.train_bytes <= budget.bytes:
         break
       message = self.memory_message(programs, budget)
@@ -221,7 +229,7 @@ class Session:
       size = fit
     if progress:
       print(self.memory_message(programs, budget), flush=True)
-    return programs
+    return self.with_evaluators(programs)
 
   def memory_message(self, programs: Programs,
                      budget: memory.Budget) -> str:
