@@ -128,14 +128,17 @@ def init_members(model: DiffPool, sample: GraphBatch, seeds: Sequence[int],
 
   Members are initialised one after another (`lax.map`), so the forward
   pass of the initialisation needs one member's memory, not M members'.
+  One compiled program, kept per model, optimizer and shapes.
   """
+  return _init_members(model, optimizer, sample,
+                       jnp.asarray(seeds, jnp.uint32), as_float32(hyper))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init_members(model: DiffPool, optimizer: Optimizer, sample: GraphBatch,
+                  seeds: jax.Array, hyper: Hyper) -> TrainState:
   one = lambda pair: init_state(model, sample, *pair, optimizer=optimizer)
-
-  @jax.jit      # one program: no small programs compiled op by op
-  def init(seeds, hyper):
-    return jax.lax.map(one, (jax.vmap(jax.random.PRNGKey)(seeds), hyper))
-
-  return init(jnp.asarray(seeds, jnp.uint32), as_float32(hyper))
+  return jax.lax.map(one, (jax.vmap(jax.random.PRNGKey)(seeds), hyper))
 
 
 def default_hyper(config, count: int, lr: float = 1e-3, clip: float = 2.0,
