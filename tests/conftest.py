@@ -59,21 +59,22 @@ SHARED_DATA = Path(os.environ.get(
 
 
 # Seconds of test time of the files that take longest (2 workers, measured
-# at df60943 with `--durations=0`). They start longest first, so that the
+# at 4b7cac7 with `--durations=0`). They start longest first, so that the
 # two workers end together; the other files follow in name order.
-SLOW_FILES = {"test_processes.py": 55,      # two-process runs
-              "test_device_check.py": 40,   # the device check's parts
-              "test_model.py": 40,          # every preset, eagerly
-              "test_tutorial.py": 37,       # the notebook in a kernel
-              "test_training.py": 35,       # epoch programs, 2 buckets
-              "test_scale.py": 26,
-              "test_train_command.py": 26,
-              "test_run_folder.py": 24,
-              "test_sparse.py": 22,
-              "test_sweep.py": 18,
-              "test_pooling_family.py": 16,
-              "test_compile_cache.py": 15,
-              "test_backend.py": 12}
+SLOW_FILES = {"test_processes.py": 39,      # two-process runs
+              "test_device_check.py": 37,   # the device check's parts
+              "test_model.py": 35,          # every preset, eagerly
+              "test_tutorial.py": 29,       # the notebook in a kernel
+              "test_training.py": 26,       # epoch programs, 2 buckets
+              "test_train_command.py": 21,
+              "test_sparse.py": 18,
+              "test_scale.py": 16,
+              "test_run_folder.py": 15,
+              "test_sweep.py": 14,
+              "test_compile_cache.py": 12,
+              "test_backend.py": 11,
+              "test_pooling_family.py": 11,
+              "test_multi_device.py": 10}
 
 
 def pytest_collection_modifyitems(items):
