@@ -207,11 +207,17 @@ def check_model_config(config: DiffPoolConfig) -> None:
                      "embedding to cluster logits")
   check_aux_weights(config)
   options = POOLING[config.pooling].options
-  for name, _ in config.pool_options:
+  for name, value in config.pool_options:
     if name not in options:
       raise ValueError(f"DiffPoolConfig.pool_options: {name!r} is not an "
                        f"option of pooling={config.pooling!r}; its options "
                        f"are {sorted(options)}")
+    try:        # the model is a key of its compiled programs
+      hash(value)
+    except TypeError:
+      raise ValueError(f"DiffPoolConfig.pool_options: {name}={value!r} is "
+                       "not hashable; give a number, a string or a "
+                       "tuple") from None
 
 
 def check_aux_weights(config: DiffPoolConfig) -> None:

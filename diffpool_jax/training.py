@@ -128,7 +128,6 @@ def init_members(model: DiffPool, sample: GraphBatch, seeds: Sequence[int],
 
   Members are initialised one after another (`lax.map`), so the forward
   pass of the initialisation needs one member's memory, not M members'.
-  One compiled program, kept per model, optimizer and shapes.
   """
   return _init_members(model, optimizer, sample,
                        jnp.asarray(seeds, jnp.uint32), as_float32(hyper))
@@ -352,9 +351,12 @@ def epoch_function(model: DiffPool, mesh: Optional[Mesh], kind: str,
   return functools.partial(run_eval_epoch, model, mesh)
 
 
+@functools.lru_cache(maxsize=32)
 def jit_epoch_program(model: DiffPool, mesh: Optional[Mesh], kind: str,
                       optimizer: Optimizer = adam_with_clip) -> Callable:
-  """The jitted "train" (donates the states) or "evaluate" epoch program."""
+  """The jitted "train" (donates the states) or "evaluate" epoch program,
+  one per model, mesh, kind and optimizer: a later run of the same model
+  in this process reuses what JAX traced and compiled for it."""
   return jax.jit(epoch_function(model, mesh, kind, optimizer),
                  donate_argnums=DONATED[kind],
                  compiler_options=compiler_options())

@@ -1,6 +1,7 @@
 """The persistent compilation cache of command-line runs: where it lives,
 turning it off, bad folders, kept traced programs, and a second run
-finding the first's programs."""
+finding the first's programs; in one process, a second run of the same
+model reusing them."""
 
 import json
 import os
@@ -188,3 +189,27 @@ def test_a_cache_folder_that_cannot_be_written_only_costs_tracing(
   np.testing.assert_array_equal(program(*step_args())[1],
                                 jax.jit(step)(*step_args())[1])
   assert blocker.read_text() == "not a folder"
+
+
+def test_a_second_run_in_this_process_reuses_the_first_runs_programs(
+    tmp_path, monkeypatch):
+  """The same model twice in one process: the second run traces nothing
+  (its epoch programs are kept per model, mesh, kind and optimizer) and
+  gives the same metrics."""
+  from diffpool_jax import training
+  from diffpool_jax.run import Run, RunConfig
+  from tests.test_scale import TINY_RUN
+  training.jit_epoch_program.cache_clear()
+  traced = []
+  trace_train_epoch = training.run_train_epoch
+
+  def counting(*args, **kwargs):      # runs once per trace
+    traced.append(1)
+    return trace_train_epoch(*args, **kwargs)
+  monkeypatch.setattr(training, "run_train_epoch", counting)
+  runs = [Run(RunConfig(**TINY_RUN), tmp_path / name) for name in "ab"]
+  for run in runs:
+    run.fit(progress=False)
+  assert len(traced) == 1
+  for key, values in runs[0].history.items():
+    np.testing.assert_array_equal(runs[1].history[key], values, key)

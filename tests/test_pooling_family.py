@@ -351,5 +351,9 @@ def test_an_operator_with_an_option_and_a_dense_only_rule_trains_from_the_cli(
                        "pooling='sharpened'"):
       train.main(flags + ["--out", str(tmp_path / "bad"), "--pool-option",
                           "tempo=2"])
+    with pytest.raises(SystemExit, match=r"temperature=\[0.5\] is not "
+                       "hashable"):     # it keys the compiled programs
+      train.main(flags + ["--out", str(tmp_path / "bad"), "--pool-option",
+                          "temperature=[0.5]"])
   finally:
     POOLING.pop("sharpened", None)
