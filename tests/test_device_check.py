@@ -57,16 +57,25 @@ def test_quick_check_runs_its_parts_in_child_processes(tmp_path):
   assert "reference tests on the device:" in done.stdout
 
 
-def test_a_part_gets_its_flags_in_its_child():
-  """The deterministic-ops part's XLA flags, added to this process's, are
-  those of its child (the environment part reports them)."""
-  flags = next(p for p in device.PARTS
-                      if p.name == "determinism:deterministic_ops").env
-  part = device.Part("environment", device.environment, {}, 60, flags)
+def test_a_part_gets_its_flags_in_its_child(monkeypatch):
+  """The deterministic-ops part's child runs with this process's XLA flags
+  and the part's own; its last line of output is its result."""
+  started = []
+
+  def child(command, env, **kwargs):
+    started.append((command, env))
+    return subprocess.CompletedProcess(command, 0, 'log\n{"figure": 1}\n',
+                                       "")
+  monkeypatch.setattr(device.subprocess, "run", child)
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_flag=1")
+  part = next(p for p in device.PARTS
+              if p.name == "determinism:deterministic_ops")
   result = device.run_part(part, device.parse_args(["--quick"]), 600)
-  assert "error" not in result, result
-  assert result["xla_flags"] == " ".join(
-      [os.environ.get("XLA_FLAGS", ""), device.DETERMINISTIC]).strip()
+  assert result["figure"] == 1 and result["seconds"] >= 0
+  (command, env), = started
+  assert command[command.index("--child") + 1] == part.name
+  assert "--quick" in command
+  assert env["XLA_FLAGS"] == f"--xla_cpu_flag=1 {device.DETERMINISTIC}"
 
 
 def test_every_part_is_run_by_the_quick_tests():
