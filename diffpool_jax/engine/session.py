@@ -91,10 +91,7 @@ class Session:
     self.optimizer = optimizer
     self.model = DiffPool(self.model_config, dataset.num_classes,
                           config.model_nodes(dataset.n_node))
-    self.buckets = choose_buckets(dataset.n_node, config.max_buckets,
-                                  min_gain=config.min_bucket_gain,
-                                  cost=self.padded_graph_cost)
-    self.sparse = self.edge_list_buckets()
+    self.buckets, self.sparse = bucket_layout(config, self.model, dataset)
     self.data = pipeline.device_data(dataset, self.buckets, self.sparse)
     sample = jax.jit(training.gather_batch)(self.data.buckets[0],
                                             jnp.arange(config.batch_size))
@@ -104,23 +101,6 @@ class Session:
       raise ValueError(f"members_per_program={config.members_per_program} "
                        f"does not divide the {self.num_members} members "
                        "(folds x seeds x points)")
-
-  def padded_graph_cost(self, sizes: np.ndarray) -> np.ndarray:
-    """[U] modelled cost of one graph padded to each size (for buckets)."""
-    c, n_node = self.model_config, self.dataset.n_node
-    clusters = [(self.model.slot_counts(int(n)) or (0,))[0] for n in sizes]
-    entries = sum(len(e) for e in self.dataset.edges) / max(n_node.sum(), 1)
-    layers = c.num_layers * (2 if c.num_levels else 1)
-    return padded_graph_cost(sizes, c.hidden_dim, clusters, entries, layers)
-
-  def edge_list_buckets(self) -> List[bool]:
-    """Per bucket, whether its first level runs on an EdgeList (see
-    `edge_list_buckets`)."""
-    entry_slots = bucket_entry_slots(self.dataset.edges, self.dataset.n_node,
-                                     self.buckets)
-    return edge_list_buckets(self.config.first_level,
-                             self.model_config.needs_dense, self.buckets,
-                             entry_slots)
 
   def cluster_slots(self) -> List[List[int]]:
     """Per bucket, the cluster slots of each level."""
@@ -297,6 +277,26 @@ def epoch_runner(session: Session, member_graphs: Sequence[np.ndarray],
     jax.block_until_ready(totals)
 
   return epoch, compiled
+
+
+def bucket_layout(config, model: DiffPool, dataset: GraphDataset
+                  ) -> Tuple[np.ndarray, List[bool]]:
+  """[K] bucket sizes, chosen by the modelled cost of `model` on the data
+  set's graphs (`padded_graph_cost`), and per bucket whether its first
+  level runs on an EdgeList (see `edge_list_buckets`)."""
+  c, n_node = model.config, dataset.n_node
+  entries = sum(len(e) for e in dataset.edges) / max(n_node.sum(), 1)
+  layers = c.num_layers * (2 if c.num_levels else 1)
+
+  def cost(sizes: np.ndarray) -> np.ndarray:
+    clusters = [(model.slot_counts(int(n)) or (0,))[0] for n in sizes]
+    return padded_graph_cost(sizes, c.hidden_dim, clusters, entries, layers)
+
+  buckets = choose_buckets(n_node, config.max_buckets,
+                           min_gain=config.min_bucket_gain, cost=cost)
+  entry_slots = bucket_entry_slots(dataset.edges, n_node, buckets)
+  return buckets, edge_list_buckets(config.first_level, c.needs_dense,
+                                    buckets, entry_slots)
 
 
 def edge_list_buckets(first_level: str, needs_dense: bool, bucket_sizes,
