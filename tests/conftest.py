@@ -103,14 +103,21 @@ def splits_root() -> Path:
 
 
 @pytest.fixture
-def train_here(monkeypatch, capsys):
+def session_compile_cache(monkeypatch):
+  """Commands called in this process (train.main, sweep.main) keep the test
+  session's compilation cache: their `compile_cache.enable` does nothing."""
+  from diffpool_jax import compile_cache
+  monkeypatch.setattr(compile_cache, "enable", lambda folder: None)
+
+
+@pytest.fixture
+def train_here(session_compile_cache, capsys):
   """A callable running `python -m experiments.train ARGS` in this process
   (no interpreter start-up): ARGS -> CompletedProcess with the exit code,
   stdout and stderr, a SystemExit's message on stderr as Python prints
   it. The compilation cache keeps the test session's settings. The real
   exit path is tested once in a subprocess (test_train_command.py)."""
   from experiments import train
-  monkeypatch.setattr(train.compile_cache, "enable", lambda folder: None)
 
   def run(*args) -> subprocess.CompletedProcess:
     capsys.readouterr()

@@ -135,9 +135,9 @@ def test_two_processes_killed_and_resumed_train_as_one_process(
   assert json.loads((killed / "config.json").read_text())["processes"] == 2
 
 
-def test_two_processes_sweep_as_one_process(tmp_path, monkeypatch):
+def test_two_processes_sweep_as_one_process(tmp_path,
+                                            session_compile_cache):
   from experiments import sweep
-  monkeypatch.setattr(sweep.compile_cache, "enable", lambda folder: None)
   grid = tmp_path / "grid.json"
   grid.write_text(json.dumps({
       "run": {**FAIR, "checkpoint_every": 0},

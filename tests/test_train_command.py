@@ -92,12 +92,11 @@ def test_two_folds_two_seeds_three_epochs(tmp_path, train_here):
     (("--grid", "dropout=0,x"), "--grid 'dropout=0,x'"),
     (("--grid", "momentum=0.9"), "unknown axis 'momentum'"),
 ])
-def test_bad_flags_fail_clearly(tmp_path, flags, message, monkeypatch,
-                                capsys):
+def test_bad_flags_fail_clearly(tmp_path, flags, message,
+                                session_compile_cache, capsys):
   """In this process (the command's own exit path is tested below with a
   bad --out): the command stops with SystemExit, never another exception
   (which would print a traceback), and writes nothing."""
-  monkeypatch.setattr(train.compile_cache, "enable", lambda folder: None)
   with pytest.raises(SystemExit) as stopped:
     train.main(command(write_config(tmp_path), tmp_path / "run",
                        *flags)[3:])
