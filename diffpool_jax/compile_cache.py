@@ -1,9 +1,11 @@
-"""JAX's persistent compilation cache, on by default for command-line runs.
+"""JAX's persistent compilation cache, on by default for every run.
 
 Compiled XLA programs are written to a folder and read back by any later
 process that compiles the same program (same shapes, code, jax version and
 compiler options), so a repeated or resumed run skips XLA compilation. The
-folder is, first found: `enable`'s argument (the commands' `--compile-cache`),
+commands turn it on with `enable`; a `Run` built from Python does the same
+(`enable_by_default`) unless the process chose already. The folder is,
+first found: `enable`'s argument (the commands' `--compile-cache`),
 `$DIFFPOOL_JAX_COMPILE_CACHE`, JAX's own setting
 (`$JAX_COMPILATION_CACHE_DIR`), else `xla/` in the data cache folder
 (`$DIFFPOOL_JAX_DATA`, else `~/.cache/diffpool_jax`); the value "off"
@@ -40,6 +42,7 @@ from diffpool_jax.errors import InputError
 CACHE_ENV = "DIFFPOOL_JAX_COMPILE_CACHE"
 OFF = "off"
 _traced_folder: Optional[Path] = None     # set by enable()
+_chosen = False                            # whether enable() has run
 
 
 def cache_folder(folder: Optional[str] = None) -> Optional[Path]:
@@ -64,7 +67,8 @@ def enable(folder: Optional[str] = None) -> Optional[Path]:
   Raises:
     InputError: the folder cannot be created or written.
   """
-  global _traced_folder
+  global _traced_folder, _chosen
+  _chosen = True
   path = cache_folder(folder)
   if path is None:
     jax.config.update("jax_enable_compilation_cache", False)
@@ -85,6 +89,19 @@ def enable(folder: Optional[str] = None) -> Optional[Path]:
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   _traced_folder = path / "traced" if _can_serialize() else None
   return path
+
+
+def enable_by_default() -> Optional[Path]:
+  """`enable()` with its default folder unless this process has already
+  chosen (called `enable`): what `Run` does, so that runs from Python
+  share the commands' cache. Opt out with $DIFFPOOL_JAX_COMPILE_CACHE=off
+  or by calling `enable("off")` first. Returns the folder in force (None:
+  off)."""
+  if not _chosen:
+    enable()
+  folder = jax.config.jax_compilation_cache_dir
+  return (Path(folder) if jax.config.jax_enable_compilation_cache and folder
+          else None)
 
 
 def _can_serialize() -> bool:
@@ -205,8 +222,10 @@ def _trace_flat(fun: Callable, args: tuple) -> Tuple[bytes, Any]:
 
 
 def compile_timed(jitted: Callable, *args) -> Tuple[Any, Dict[str, float]]:
-  """Ahead-of-time compilation of `jitted` for `args`: the compiled program
-  and the seconds of each stage ("trace", "lower", "compile")."""
+  """Ahead-of-time compilation of `jitted` for `args` (arrays or
+  jax.ShapeDtypeStruct): the compiled program and the seconds of each stage
+  ("trace", "lower", "compile"), with when it began and ended ("start",
+  "end": time.perf_counter seconds)."""
   seconds = {}
   start = time.perf_counter()
   traced = jitted.trace(*args)
@@ -214,8 +233,9 @@ def compile_timed(jitted: Callable, *args) -> Tuple[Any, Dict[str, float]]:
   lowered = traced.lower()
   seconds["lower"] = time.perf_counter() - start - seconds["trace"]
   compiled = lowered.compile()
-  seconds["compile"] = (time.perf_counter() - start - seconds["trace"]
-                        - seconds["lower"])
+  end = time.perf_counter()
+  seconds["compile"] = end - start - seconds["trace"] - seconds["lower"]
+  seconds.update(start=start, end=end)
   return compiled, seconds
 
 
@@ -229,7 +249,7 @@ def compile_exported(fun: Callable, args: tuple, key: str,
   program. Cold and warm runs compile the same module, so their results
   are identical. Returns the program and the seconds of each stage
   ("trace": tracing and exporting, or reading the traced program;
-  "lower"; "compile").
+  "lower"; "compile"; "start" and "end" as in `compile_timed`).
   """
   start = time.perf_counter()
   path = traced_folder() / f"{key}.exported"
@@ -268,4 +288,5 @@ def _compile_flat(kept: Tuple[export.Exported, Any], args: tuple,
                    compiler_options=compiler_options)
   compiled, seconds = compile_timed(jitted, *jax.tree_util.tree_leaves(args))
   seconds["trace"] += traced_seconds
+  seconds["start"] -= traced_seconds
   return FlatProgram(compiled, out_tree), seconds

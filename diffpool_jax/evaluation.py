@@ -8,7 +8,9 @@ from typing import List, Sequence, Tuple
 import jax
 import numpy as np
 
+from diffpool_jax import compile_effort
 from diffpool_jax.graphs import dense_batch
+
 
 def level_one_assignments(model, variables, dataset, graph_ids
                           ) -> List[Tuple[np.ndarray, np.ndarray]]:
@@ -26,9 +28,12 @@ def level_one_assignments(model, variables, dataset, graph_ids
                       [dataset.features[g] for g in graph_ids],
                       dataset.labels[graph_ids],
                       int(dataset.n_node[graph_ids].max()))
-  # One compiled program (op by op, each new shape compiles many).
-  _, levels = jax.jit(model.apply)(variables, batch.x, batch.adj,
-                                   batch.node_mask)
+  # One compiled program (op by op, each new shape compiles many), run
+  # once: at the fast compile effort.
+  apply = jax.jit(model.apply,
+                  compiler_options=compile_effort.xla_options(
+                      "fast", jax.default_backend()))
+  _, levels = apply(variables, batch.x, batch.adj, batch.node_mask)
   s, adj = np.asarray(levels[0].s), np.asarray(levels[0].adj)
   return [(s[i, :n], adj[i]) for i, n in enumerate(batch.n_node)]
 

@@ -54,17 +54,16 @@ def cluster_slots(config: DiffPoolConfig, max_nodes: int, num_nodes: int,
   """Cluster slots per level for a batch padded to `num_nodes`, and (per-
   graph mode; else None) each graph's real cluster count per level, a list
   of [B] int32 arrays. `max_nodes`: the classifier's (it sets the
-  assignment widths; fixed mode: the reference size)."""
+  assignment widths; fixed mode: the reference size). A batch may be
+  padded beyond max_nodes (size buckets on a ladder): its slots are then
+  those of max_nodes, and a graph of more real nodes than max_nodes gets
+  the cluster counts of max_nodes."""
   if not config.per_graph:
     return config.cluster_counts(max_nodes), None
-  if num_nodes > max_nodes:
-    raise ValueError(
-        f"DiffPool: a batch padded to {num_nodes} nodes, more than "
-        f"max_nodes={max_nodes} that sets the model's cluster widths "
-        "(build the model with the largest padded size)")
-  n_node = jnp.sum(node_mask, axis=1)
-  return (config.cluster_counts(num_nodes),
-          [jnp.asarray(row)[n_node] for row in config.cluster_table(num_nodes)])
+  slots = config.cluster_counts(min(num_nodes, max_nodes))
+  n_node = jnp.minimum(jnp.sum(node_mask, axis=1), max_nodes)
+  table = config.cluster_table(min(num_nodes, max_nodes))
+  return slots, [jnp.asarray(row)[n_node] for row in table]
 
 
 def assignment_mask(slots: int, real_clusters, level: int
@@ -149,9 +148,11 @@ class DiffPool(nn.Module):
 
   def slot_counts(self, num_nodes: int) -> Tuple[int, ...]:
     """Cluster slots of each level for a batch padded to `num_nodes` (per-
-    graph mode: the counts of a graph of that size; fixed: of max_nodes)."""
+    graph mode: the counts of a graph of that size, at most max_nodes;
+    fixed: of max_nodes)."""
     c = self.config
-    return c.cluster_counts(num_nodes if c.per_graph else self.max_nodes)
+    return c.cluster_counts(min(num_nodes, self.max_nodes) if c.per_graph
+                            else self.max_nodes)
 
   def assignment_logits(self, x, z, adj, node_mask, train: bool, level: int,
                         width: int, slots: int, dropout=None) -> jax.Array:

@@ -35,11 +35,13 @@ class DeviceData(NamedTuple):
 
 
 def device_data(dataset, bucket_sizes: np.ndarray,
-                sparse: bool | Sequence[bool] = False) -> DeviceData:
+                sparse: bool | Sequence[bool] = False,
+                ladder: bool = False) -> DeviceData:
   """Pads the data set per bucket and moves it to the device; `sparse`
   (one flag, or one per bucket) stores a bucket's adjacency as an EdgeList
-  (no N x N matrices)."""
-  batches = bucketed_batches(dataset, bucket_sizes, sparse)
+  (no N x N matrices); `ladder` rounds each bucket's graph slots up to the
+  size ladder (see datasets.bucketed_batches)."""
+  batches = bucketed_batches(dataset, bucket_sizes, sparse, ladder)
   return DeviceData(tuple(jax.device_put(b) for b in batches),
                     np.asarray(bucket_sizes),
                     assign_buckets(dataset.n_node, bucket_sizes),

@@ -17,7 +17,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import (Any, Callable, Dict, Mapping, NamedTuple, Optional,
                     Sequence, Tuple)
 
@@ -28,7 +29,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from diffpool_jax import compile_cache, hosts
+from diffpool_jax import compile_cache, compile_effort, hosts
 from diffpool_jax.adjacency import Adjacency, EdgeList
 from diffpool_jax.errors import InputError
 from diffpool_jax.graphs import GraphBatch
@@ -121,23 +122,69 @@ def init_state(model: DiffPool, sample: GraphBatch, key: jax.Array,
 
 
 def init_members(model: DiffPool, sample: GraphBatch, seeds: Sequence[int],
-                 hyper: Hyper, optimizer: Optimizer = adam_with_clip
-                 ) -> TrainState:
+                 hyper: Hyper, optimizer: Optimizer = adam_with_clip,
+                 effort: str = "full") -> TrainState:
   """Stacked states of M members ([M, ...] leaves), one per seed entry;
   `hyper` holds the members' [M] values (see `default_hyper` for defaults).
 
   Members are initialised one after another (`lax.map`), so the forward
   pass of the initialisation needs one member's memory, not M members'.
+  One jitted program (kept per model, optimizer and shapes) compiled at
+  the compile `effort` ("full": XLA's defaults; see compile_effort). An
+  untraced `model.init` runs op by op and takes far longer.
   """
-  return _init_members(model, optimizer, sample,
-                       jnp.asarray(seeds, jnp.uint32), as_float32(hyper))
+  return init_program(effort)(model, optimizer, sample,
+                              jnp.asarray(seeds, jnp.uint32),
+                              as_float32(hyper))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
+def init_members_in_background(model: DiffPool, sample: GraphBatch,
+                               seeds: Sequence[int], hyper: Hyper,
+                               optimizer: Optimizer = adam_with_clip,
+                               effort: str = "full"
+                               ) -> Tuple[TrainState, Future]:
+  """`init_members` traced here, then compiled and run on a thread, so
+  that the epoch programs compile meanwhile (XLA releases the GIL).
+
+  Returns the states' shapes (a TrainState of jax.ShapeDtypeStruct, [M,
+  ...]) and a future of the states, whose result also carries the seconds
+  of each stage and when they began and ended ("start", "end": seconds of
+  time.perf_counter).
+  """
+  start = time.perf_counter()
+  args = (sample, jnp.asarray(seeds, jnp.uint32), as_float32(hyper))
+  traced = init_program(effort).trace(model, optimizer, *args)
+  traced_at = time.perf_counter()
+
+  def compile_and_run():
+    lowered = traced.lower()
+    lowered_at = time.perf_counter()
+    states = jax.block_until_ready(lowered.compile()(*args))
+    end = time.perf_counter()
+    return states, {"trace": traced_at - start,
+                    "lower": lowered_at - traced_at,
+                    "compile": end - lowered_at, "start": start, "end": end}
+
+  return traced.out_info, BACKGROUND.submit(compile_and_run)
+
+
+# Threads that compile programs side by side (XLA compiles without the
+# GIL): the initialisation, the training and the evaluation programs.
+BACKGROUND = ThreadPoolExecutor(max_workers=3,
+                                thread_name_prefix="diffpool_jax_compile")
+
+
 def _init_members(model: DiffPool, optimizer: Optimizer, sample: GraphBatch,
                   seeds: jax.Array, hyper: Hyper) -> TrainState:
   one = lambda pair: init_state(model, sample, *pair, optimizer=optimizer)
   return jax.lax.map(one, (jax.vmap(jax.random.PRNGKey)(seeds), hyper))
+
+
+@functools.lru_cache(maxsize=None)
+def init_program(effort: str = "full") -> Callable:
+  """The jitted member initialisation (see `init_members`) at `effort`."""
+  return jax.jit(_init_members, static_argnums=(0, 1),
+                 compiler_options=compiler_options(effort, "init"))
 
 
 def default_hyper(config, count: int, lr: float = 1e-3, clip: float = 2.0,
@@ -353,13 +400,14 @@ def epoch_function(model: DiffPool, mesh: Optional[Mesh], kind: str,
 
 @functools.lru_cache(maxsize=32)
 def jit_epoch_program(model: DiffPool, mesh: Optional[Mesh], kind: str,
-                      optimizer: Optimizer = adam_with_clip) -> Callable:
+                      optimizer: Optimizer = adam_with_clip,
+                      effort: str = "full") -> Callable:
   """The jitted "train" (donates the states) or "evaluate" epoch program,
-  one per model, mesh, kind and optimizer: a later run of the same model
-  in this process reuses what JAX traced and compiled for it."""
+  one per model, mesh, kind, optimizer and compile effort: a later run of
+  the same model in this process reuses what JAX traced and compiled."""
   return jax.jit(epoch_function(model, mesh, kind, optimizer),
                  donate_argnums=DONATED[kind],
-                 compiler_options=compiler_options())
+                 compiler_options=compiler_options(effort))
 
 
 def compile_epochs(model: DiffPool, mesh: Optional[Mesh] = None,
@@ -376,27 +424,31 @@ def compile_epochs(model: DiffPool, mesh: Optional[Mesh] = None,
 
 def compile_epoch_program(model: DiffPool, mesh: Optional[Mesh], kind: str,
                           *args, matmul_precision: Optional[str] = None,
-                          optimizer: Optimizer = adam_with_clip
+                          optimizer: Optimizer = adam_with_clip,
+                          effort: str = "full"
                           ) -> Tuple[Any, Dict[str, float]]:
   """The compiled "train" or "evaluate" epoch program (see
-  `compile_epochs`) for `args`, and the seconds of each stage. With the
-  persistent cache on (compile_cache.enable), one device and the default
-  optimizer, its traced program is kept too, so a warm run skips tracing
-  (same results; another optimizer's code is not part of the program's
-  key, so its programs are traced every time).
+  `compile_epochs`) for `args` (arrays, or jax.ShapeDtypeStruct leaves),
+  and the seconds of each stage. With the persistent cache on
+  (compile_cache.enable), one device and the default optimizer, its traced
+  program is kept too, so a warm run skips tracing (same results; another
+  optimizer's code is not part of the program's key, so its programs are
+  traced every time).
 
   matmul_precision: the float32 matrix products' precision, one of
   MATMUL_PRECISIONS (None: JAX's current `jax_default_matmul_precision`).
+  effort: the compile effort, "fast" or "full" (see compile_effort).
   """
   with precision_context(matmul_precision):
     if (compile_cache.traced_folder() is None or mesh is not None
         or optimizer is not adam_with_clip):
       return compile_cache.compile_timed(
-          jit_epoch_program(model, mesh, kind, optimizer), *args)
+          jit_epoch_program(model, mesh, kind, optimizer, effort), *args)
     return compile_cache.compile_exported(
         epoch_function(model, mesh, kind, optimizer), args,
         compile_cache.program_key(kind, model, args),
-        donate_argnums=DONATED[kind], compiler_options=compiler_options())
+        donate_argnums=DONATED[kind],
+        compiler_options=compiler_options(effort))
 
 
 # Precision of float32 matrix products (jax.default_matmul_precision):
@@ -419,15 +471,10 @@ def precision_context(matmul_precision: Optional[str]):
   return jax.default_matmul_precision(matmul_precision)
 
 
-def compiler_options() -> dict:
-  """XLA options for the epoch programs. On CPU, LLVM optimisation level 1:
-  compiles about 17 % faster than the default with the same step time
-  (experiments/benchmarks/PERFORMANCE.md), unless $XLA_FLAGS sets a level;
-  on GPU/TPU, the defaults."""
-  if (jax.default_backend() != "cpu"
-      or "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", "")):
-    return {}
-  return {"xla_backend_optimization_level": 1}
+def compiler_options(effort: str = "full", program: str = "epoch") -> dict:
+  """XLA options of an "epoch" or "init" program at compile `effort` on
+  this process's backend (see compile_effort.xla_options)."""
+  return compile_effort.xla_options(effort, jax.default_backend(), program)
 
 
 @jax.jit

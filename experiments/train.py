@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from diffpool_jax import compile_cache, evaluation, hosts, plots
+from diffpool_jax.compile_effort import EFFORTS
 from diffpool_jax.presets import PRESETS
 from diffpool_jax.pooling import POOLING
 from diffpool_jax.protocols import PROTOCOLS
@@ -123,6 +124,14 @@ def parse_args(argv):
                       help="JAX's persistent compilation cache folder, or "
                       "off (default: $DIFFPOOL_JAX_COMPILE_CACHE, else "
                       "~/.cache/diffpool_jax/xla)")
+  parser.add_argument("--compile-effort", choices=EFFORTS,
+                      help="XLA effort and size buckets: auto (least "
+                      "predicted compile + training over the planned "
+                      "epochs), fast (cheapest compile, one bucket) or "
+                      "full (default auto)")
+  parser.add_argument("--exact-buckets", action="store_true",
+                      help="bucket sizes from the data set's node counts, "
+                      "not the shared size ladder")
   parser.add_argument("--no-plots", action="store_true")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
   processes.add_flags(parser)
@@ -215,7 +224,9 @@ def build_config(args) -> tuple[RunConfig, Optional[str]]:
            "checkpoint_every": args.checkpoint_every,
            "members_per_program": args.members_per_program,
            "memory_gib": args.memory_gib,
-           "matmul_precision": args.matmul_precision}
+           "matmul_precision": args.matmul_precision,
+           "compile_effort": args.compile_effort,
+           "bucket_ladder": False if args.exact_buckets else None}
   values.update({k: v for k, v in flags.items() if v is not None})
   if args.hidden_dim is not None:
     values["model"] = {**values.get("model", {}),

@@ -107,7 +107,7 @@ def session_compile_cache(monkeypatch):
   """Commands called in this process (train.main, sweep.main) keep the test
   session's compilation cache: their `compile_cache.enable` does nothing."""
   from diffpool_jax import compile_cache
-  monkeypatch.setattr(compile_cache, "enable", lambda folder: None)
+  monkeypatch.setattr(compile_cache, "enable", lambda folder=None: None)
 
 
 @pytest.fixture

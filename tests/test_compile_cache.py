@@ -195,8 +195,10 @@ def test_a_second_run_in_this_process_reuses_the_first_runs_programs(
     tmp_path, monkeypatch):
   """The same model twice in one process: the second run traces nothing
   (its epoch programs are kept per model, mesh, kind and optimizer) and
-  gives the same metrics."""
-  from diffpool_jax import training
+  gives the same metrics (no traced programs kept on disk here, which
+  would serve the second run as well)."""
+  from diffpool_jax import compile_cache, training
+  monkeypatch.setattr(compile_cache, "traced_folder", lambda: None)
   from diffpool_jax.run import Run, RunConfig
   from tests.test_scale import TINY_RUN
   training.jit_epoch_program.cache_clear()

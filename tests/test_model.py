@@ -300,8 +300,13 @@ def test_each_graph_pools_to_its_own_cluster_count():
       np.testing.assert_allclose(s[:n, :k].sum(1), 1.0, rtol=1e-5)
 
 
-def test_per_graph_model_refuses_a_bucket_larger_than_max_nodes():
+def test_a_bucket_padded_beyond_max_nodes_gives_the_same_result():
+  """A ladder bucket may be larger than the largest graph (max_nodes):
+  its slots are those of max_nodes and the graphs pool as before."""
   small, big, _ = per_graph_batches()
-  model, variables = build("paper", small, max_nodes=32)
-  with pytest.raises(ValueError, match="more than max_nodes=32"):
-    run(model, variables, big, train=False)
+  model, variables = build("paper", small, max_nodes=16)
+  assert model.slot_counts(40) == model.slot_counts(16)
+  logits_small, levels_small = run(model, variables, small, train=False)
+  logits_big, levels_big = run(model, variables, big, train=False)
+  np.testing.assert_allclose(logits_big, logits_small, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(levels_big[0].mask, levels_small[0].mask)

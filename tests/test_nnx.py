@@ -11,7 +11,7 @@ from flax import nnx as fnnx
 import diffpool_jax as dp
 from diffpool_jax import nnx
 from diffpool_jax.graphs import sparse_batch
-from tests.helpers import random_batch, random_graph
+from tests.helpers import random_batch, random_graph, repad
 
 SMALL = dict(hidden_dim=8, embed_dim=8, num_layers=2, mlp_hidden=(8,))
 SIZES = [5, 9, 12, 3]
@@ -101,6 +101,8 @@ def test_bad_input_is_named_as_for_the_linen_model():
   _, _, model = linen_and_nnx("paper", batch)
   with pytest.raises(ValueError, match="node_mask"):
     model(batch.x, batch.adj, batch.node_mask[:, :8])
-  with pytest.raises(ValueError, match="max_nodes=16"):
-    big = random_batch(np.random.default_rng(3), [20], 24)
-    model(big.x, big.adj, big.node_mask)
+  # A batch padded beyond max_nodes (a ladder bucket) pools as before.
+  big = repad(batch, 24)
+  np.testing.assert_allclose(model(big.x, big.adj, big.node_mask)[0],
+                             model(batch.x, batch.adj, batch.node_mask)[0],
+                             rtol=1e-5, atol=1e-6)

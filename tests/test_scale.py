@@ -111,8 +111,10 @@ def test_members_are_split_into_programs_that_fit_the_budget(tmp_path,
     return compile_program(model, mesh, kind, states, *args, **kwargs)
   monkeypatch.setattr(training, "compile_epoch_program", recording)
   run, results = run_tiny(tmp_path, "split", memory_gib=one / memory.GIB)
-  # Two members do not fit, one does; only then is evaluation compiled.
-  assert compiled == [("train", 2), ("train", 1), ("evaluate", 1)]
+  # The first try compiles training and evaluation side by side; two
+  # members do not fit, one does; only then is evaluation compiled again.
+  assert sorted(compiled[:2]) == [("evaluate", 2), ("train", 2)]
+  assert compiled[2:] == [("train", 1), ("evaluate", 1)]
   assert results["members_per_program"] == 1
   assert np.all(np.isfinite(run.history["train_loss"]))
   assert np.all(~np.isnan(run.history["test_acc"]))

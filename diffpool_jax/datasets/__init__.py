@@ -4,10 +4,12 @@ node features, size buckets and cross-validation splits."""
 from diffpool_jax.datasets.buckets import (assign_buckets,
                                            bucket_entry_slots,
                                            bucket_positions,
+                                           bucket_options,
+                                           buckets_worth_compiling,
                                            bucketed_batches, choose_buckets,
-                                           padded_graph_cost,
-                                           padding_waste, sparse_by_cost,
-                                           waste_table)
+                                           on_ladder, padded_graph_cost,
+                                           padding_waste, size_ladder,
+                                           sparse_by_cost, waste_table)
 from diffpool_jax.datasets.dataset import GraphDataset
 from diffpool_jax.datasets.download import default_cache_dir, download_tu
 from diffpool_jax.datasets.features import FEATURE_KINDS, node_features
@@ -17,9 +19,10 @@ from diffpool_jax.datasets.synthetic import PATTERNS, synthetic_hierarchical
 from diffpool_jax.datasets.tu import load_tu
 
 __all__ = [
-    "assign_buckets", "bucket_entry_slots", "bucket_positions",
-    "bucketed_batches", "choose_buckets", "padded_graph_cost",
-    "padding_waste",
+    "assign_buckets", "bucket_entry_slots", "bucket_options",
+    "buckets_worth_compiling",
+    "bucket_positions", "bucketed_batches", "choose_buckets", "on_ladder",
+    "padded_graph_cost", "padding_waste", "size_ladder",
     "sparse_by_cost", "waste_table",
     "GraphDataset", "default_cache_dir", "download_tu", "FEATURE_KINDS",
     "node_features", "Fold", "load_split_file", "stratified_folds",

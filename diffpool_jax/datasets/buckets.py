@@ -3,12 +3,15 @@
 A few static padded sizes are chosen from the node-count distribution so
 that each compiles once; the choice minimises the total cost of the padded
 graphs (by default the padded adjacency entries N^2; `padded_graph_cost`
-models a DiffPool step) by dynamic programming over the distinct sizes.
+models a DiffPool step) by dynamic programming over the candidate sizes:
+the sizes of a fixed ladder (`size_ladder`), so that runs over different
+data sets meet in the persistent compilation cache, or the exact node
+counts of the data set.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -16,6 +19,12 @@ from diffpool_jax.graphs import GraphBatch, dense_batch, sparse_batch
 
 DEFAULT_MAX_BUCKETS = 5
 MAX_CANDIDATES = 2048
+# The ladder of padded sizes: multiples of LADDER_STEP up to LADDER_LINEAR,
+# then steps of about LADDER_RATIO, rounded up to a multiple of LADDER_STEP
+# (8, 16, ..., 64, 80, 104, 136, 176, 224, 280, 352, 440, 552, 696, ...).
+LADDER_STEP = 8
+LADDER_LINEAR = 64
+LADDER_RATIO = 1.25
 # Cost of one edge-list entry (gather, scale, segment_sum, and their
 # gradients) in units of one entry of a dense [N,N] x [N,F] matmul, measured
 # on a 2-core CPU with experiments/benchmarks/scale.py (15 for small entry
@@ -24,10 +33,28 @@ MAX_CANDIDATES = 2048
 SPARSE_ENTRY_COST = 24
 
 
+def size_ladder(largest: int) -> np.ndarray:
+  """[L] the ladder's sizes, ascending, up to the first that holds
+  `largest` nodes (see LADDER_STEP)."""
+  sizes = [LADDER_STEP]
+  while sizes[-1] < largest:
+    n = sizes[-1]
+    grown = n + LADDER_STEP if n < LADDER_LINEAR else int(n * LADDER_RATIO)
+    sizes.append(-(-grown // LADDER_STEP) * LADDER_STEP)
+  return np.array(sizes, np.int64)
+
+
+def on_ladder(counts: np.ndarray) -> np.ndarray:
+  """Each count rounded up to the ladder's next size."""
+  counts = np.asarray(counts, np.int64)
+  ladder = size_ladder(int(counts.max(initial=1)))
+  return ladder[np.searchsorted(ladder, counts, side="left")]
+
+
 def choose_buckets(n_node: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS,
                    cost: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-                   min_gain: float = 0.0) -> np.ndarray:
-  """Bucket sizes (ascending, the last is max(n_node)) that minimise the
+                   min_gain: float = 0.0, ladder: bool = False) -> np.ndarray:
+  """Bucket sizes (ascending, the last holds max(n_node)) that minimise the
   total cost sum_i cost(bucket(n_i)) of the padded graphs.
 
   Every bucket is one more branch to compile; with `min_gain`, buckets are
@@ -40,20 +67,51 @@ def choose_buckets(n_node: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS,
     cost: [U] padded sizes -> [U] cost of one graph padded to each (must
       grow with the size); default N^2, the padded adjacency entries.
     min_gain: in [0, 1): the saving a further bucket must bring.
+    ladder: sizes from `size_ladder` (shared across data sets) instead of
+      the data set's own node counts (the last is then max(n_node)).
 
   Returns:
     [K] int bucket sizes, K <= max_buckets.
   """
-  if max_buckets < 1:
-    raise ValueError(f"max_buckets={max_buckets}; need at least 1")
   if not 0 <= min_gain < 1:
     raise ValueError(f"min_gain={min_gain}; must be in [0, 1)")
+  options = bucket_options(n_node, max_buckets, cost, ladder)
+  return options[buckets_worth_compiling(options, min_gain)][0]
+
+
+def buckets_worth_compiling(options: Sequence[Tuple[np.ndarray, float]],
+                            min_gain: float) -> int:
+  """The index into `bucket_options`'s list of the most buckets added
+  while each one more cut the least total cost by at least `min_gain`."""
+  k = 1
+  while k < len(options) and options[k][1] < (1 - min_gain) * options[k - 1][1]:
+    k += 1
+  return k - 1
+
+
+def candidate_sizes(n_node: np.ndarray, ladder: bool
+                    ) -> Tuple[np.ndarray, np.ndarray]:
+  """The padded sizes a bucket may take and how many graphs each holds
+  alone ([U] ascending, [U]): the ladder's sizes, or the distinct node
+  counts (on a coarser grid when there are very many, which keeps the
+  U x U table of `bucket_options` small)."""
   n_node = np.asarray(n_node, np.int64)
-  # Candidate sizes: the distinct node counts, on a coarser grid when there
-  # are very many (keeps the U x U table small).
+  if ladder:
+    return np.unique(on_ladder(n_node), return_counts=True)
   step = max(1, -(-int(n_node.max()) // MAX_CANDIDATES))
   sizes, counts = np.unique(-(-n_node // step) * step, return_counts=True)
-  sizes = np.minimum(sizes, n_node.max())
+  return np.minimum(sizes, n_node.max()), counts
+
+
+def bucket_options(n_node: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS,
+                   cost: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                   ladder: bool = False
+                   ) -> List[Tuple[np.ndarray, float]]:
+  """For k = 1 .. max_buckets (as far as there are candidate sizes), the k
+  bucket sizes of least total cost and that cost (see `choose_buckets`)."""
+  if max_buckets < 1:
+    raise ValueError(f"max_buckets={max_buckets}; need at least 1")
+  sizes, counts = candidate_sizes(n_node, ladder)
   cumulative = np.concatenate([[0], np.cumsum(counts)])
   num_sizes = len(sizes)
   padded = sizes.astype(np.float64)
@@ -72,15 +130,15 @@ def choose_buckets(n_node: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS,
                      best[k - 1, :-1, None] + per_graph[None] * spans, np.inf)
     back[k, 1:] = np.argmin(total, axis=0)
     best[k, 1:] = total[back[k, 1:], np.arange(num_sizes)]
-  least = best[:, num_sizes]
-  k = 1
-  while k < max_buckets and least[k + 1] < (1 - min_gain) * least[k]:
-    k += 1
-  ends, j = [], num_sizes
-  while j > 0:
-    ends.append(sizes[j - 1])
-    j, k = back[k, j], k - 1
-  return np.array(sorted(ends), dtype=np.int64)
+  options = []
+  for count in range(1, min(max_buckets, num_sizes) + 1):
+    ends, j, k = [], num_sizes, count
+    while j > 0:
+      ends.append(sizes[j - 1])
+      j, k = back[k, j], k - 1
+    options.append((np.array(sorted(ends), dtype=np.int64),
+                    float(best[count, num_sizes])))
+  return options
 
 
 def padded_graph_cost(sizes: np.ndarray, width: int, clusters: np.ndarray,
@@ -130,14 +188,17 @@ def padding_waste(n_node: np.ndarray, buckets: Optional[np.ndarray] = None
 
 
 def bucketed_batches(dataset, buckets: np.ndarray,
-                     sparse: bool | Sequence[bool] = False
-                     ) -> List[GraphBatch]:
+                     sparse: bool | Sequence[bool] = False,
+                     ladder: bool = False) -> List[GraphBatch]:
   """All graphs of the data set, one padded `GraphBatch` per bucket.
 
   Graph g sits in bucket `assign_buckets(...)[g]` at the position given by
   `bucket_positions`. With `sparse` (one flag, or one per bucket),
   adjacencies are EdgeLists whose entry budget is the bucket's most entries
-  per graph. Host-side NumPy arrays, ready for `jax.device_put`.
+  per graph. With `ladder`, a bucket's graph slots are its graph count
+  rounded up to the ladder (`on_ladder`; the rest are padding graphs), so
+  that data sets of similar sizes give the programs the same shapes.
+  Host-side NumPy arrays, ready for `jax.device_put`.
   """
   which = assign_buckets(dataset.n_node, buckets)
   flags = ([sparse] * len(buckets) if isinstance(sparse, bool)
@@ -150,7 +211,8 @@ def bucketed_batches(dataset, buckets: np.ndarray,
         [dataset.edges[g] for g in members],
         [dataset.features[g] for g in members],
         dataset.labels[members], int(size),
-        batch_size=max(len(members), 1)))
+        batch_size=int(on_ladder([max(len(members), 1)])[0]) if ladder
+        else max(len(members), 1)))
   return out
 
 

@@ -22,10 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from diffpool_jax import memory, pipeline, training
-from diffpool_jax.datasets import (GraphDataset, bucket_entry_slots,
-                                   choose_buckets, padded_graph_cost,
-                                   sparse_by_cost)
+from diffpool_jax import compile_effort, hosts, memory, pipeline, training
+from diffpool_jax.datasets import (GraphDataset, assign_buckets,
+                                   bucket_entry_slots, bucket_options,
+                                   buckets_worth_compiling,
+                                   padded_graph_cost, sparse_by_cost)
 from diffpool_jax.hyper import Hyper
 from diffpool_jax.model import DiffPool
 
@@ -82,6 +83,7 @@ class Session:
                shuffle_seeds: Sequence[Tuple[int, int]],
                graphs: MemberGraphs,
                optimizer: training.Optimizer = training.adam_with_clip):
+    self.started = time.perf_counter()
     self.config = config
     self.model_config = config.model_config()
     self.dataset = dataset
@@ -91,16 +93,39 @@ class Session:
     self.optimizer = optimizer
     self.model = DiffPool(self.model_config, dataset.num_classes,
                           config.model_nodes(dataset.n_node))
-    self.buckets, self.sparse = bucket_layout(config, self.model, dataset)
-    self.data = pipeline.device_data(dataset, self.buckets, self.sparse)
-    sample = jax.jit(training.gather_batch)(self.data.buckets[0],
-                                            jnp.arange(config.batch_size))
-    self.states = training.init_members(self.model, sample, seeds, hyper,
-                                        optimizer)
+    self.layout = bucket_layout(config, self.model, dataset, graphs)
+    self.buckets, self.sparse = self.layout.buckets, self.layout.sparse
+    self.effort = self.layout.effort
+    self.data = pipeline.device_data(dataset, self.buckets, self.sparse,
+                                     config.bucket_ladder)
     if self.num_members % max(config.members_per_program, 1):
       raise ValueError(f"members_per_program={config.members_per_program} "
                        f"does not divide the {self.num_members} members "
                        "(folds x seeds x points)")
+    sample = jax.jit(training.gather_batch)(self.data.buckets[0],
+                                            jnp.arange(config.batch_size))
+    # The states compile and initialise on a thread while the epoch
+    # programs compile from their shapes (see `compile`).
+    self.state_shapes, self._pending = training.init_members_in_background(
+        self.model, sample, seeds, hyper, optimizer, self.effort)
+    self._states = None
+    self.init_stages: Dict[str, float] = {}
+
+  @property
+  def states(self) -> training.TrainState:
+    """The members' training states [M, ...] (waits for the
+    initialisation on first use)."""
+    if self._pending is not None:
+      self._states, self.init_stages = self._pending.result()
+      self._pending = None
+    return self._states
+
+  @states.setter
+  def states(self, states: training.TrainState) -> None:
+    if self._pending is not None:
+      self._pending.result()            # the initialisation is done first
+      self._pending = None
+    self._states = states
 
   def cluster_slots(self) -> List[List[int]]:
     """Per bucket, the cluster slots of each level."""
@@ -128,9 +153,16 @@ class Session:
     steps = max((len(f.bucket_ids) for f in fixed.values()), default=0)
     return {split: pipeline.pad_steps(f, steps) for split, f in fixed.items()}
 
-  def part_states(self, mesh: Optional[Mesh], part: slice
-                  ) -> training.TrainState:
-    """The states of a program's members, placed for its mesh."""
+  def part_states(self, mesh: Optional[Mesh], part: slice,
+                  shapes_will_do: bool = False) -> training.TrainState:
+    """The states of a program's members, placed for its mesh; with
+    `shapes_will_do` (compiling), their shapes while the initialisation
+    still runs on one device."""
+    if shapes_will_do and mesh is None and self._pending is not None:
+      count = len(range(self.num_members)[part])
+      return jax.tree_util.tree_map(
+          lambda s: jax.ShapeDtypeStruct((count,) + s.shape[1:], s.dtype),
+          self.state_shapes)
     states = self.states
     if part != slice(0, self.num_members):
       states = jax.tree_util.tree_map(lambda leaf: leaf[part], states)
@@ -143,52 +175,71 @@ class Session:
     training.compile_epoch_program)."""
     buckets = self.data.buckets if buckets is None else buckets
     return training.compile_epoch_program(
-        self.model, mesh, "train", self.part_states(mesh, part), buckets,
+        self.model, mesh, "train", self.part_states(mesh, part, True),
+        buckets,
         schedule.bucket_ids, schedule.indices[part], jnp.int32(0),
         matmul_precision=self.config.matmul_precision,
-        optimizer=self.optimizer)
+        optimizer=self.optimizer, effort=self.effort)
 
-  def compile_train_program(self, size: int) -> Programs:
+  def compile_train_program(self, size: int, mesh=None, buckets=None
+                            ) -> Programs:
     """The train program compiled for `size` members per program (no
-    evaluators yet: see `with_evaluators`)."""
-    mesh = training.make_mesh(size, self.config.batch_size)
+    evaluators yet: see `with_evaluators`), on `mesh` with the buckets
+    placed for it (default: `training.make_mesh`'s)."""
+    if buckets is None:
+      mesh = training.make_mesh(size, self.config.batch_size)
+      buckets = training.replicate(mesh, self.data.buckets)
     schedule = self.schedule(0)
-    buckets = training.replicate(mesh, self.data.buckets)
     train, seconds = self.compile_train(schedule, slice(0, size), mesh,
                                         buckets)
     return Programs(size, mesh, buckets, train, {},
                     schedule.indices.shape[1], memory.program_bytes(train),
                     {"train": seconds})
 
-  def with_evaluators(self, programs: Programs) -> Programs:
-    """`programs` with one evaluation program compiled for every split
-    ("val", "test") that every member has graphs in."""
+  def compile_evaluators(self, size: int, mesh: Optional[Mesh], buckets
+                         ) -> Tuple[Dict, Optional[Dict[str, float]]]:
+    """One evaluation program for `size` members per program, serving every
+    split ("val", "test") that every member has graphs in: {split:
+    (program, schedule)} and the seconds of its stages (None: no split)."""
     fixed = self.evaluation_schedules()
     if not fixed:
-      return programs
+      return {}, None
     first = next(iter(fixed.values()))
-    part = slice(0, programs.size)
+    part = slice(0, size)
     evaluate, seconds = training.compile_epoch_program(
-        self.model, programs.mesh, "evaluate",
-        self.part_states(programs.mesh, part), programs.buckets,
-        first.bucket_ids, first.indices[part],
-        matmul_precision=self.config.matmul_precision)
-    return programs._replace(
-        evaluators={split: (evaluate, f) for split, f in fixed.items()},
-        stages={**programs.stages, "evaluation": seconds})
+        self.model, mesh, "evaluate", self.part_states(mesh, part, True),
+        buckets, first.bucket_ids, first.indices[part],
+        matmul_precision=self.config.matmul_precision, effort=self.effort)
+    return {split: (evaluate, f) for split, f in fixed.items()}, seconds
+
+  def with_evaluators(self, programs: Programs, evaluators=None
+                      ) -> Programs:
+    """`programs` with their evaluation program (`compile_evaluators`'s
+    result `evaluators`, or compiled now)."""
+    if evaluators is None:
+      evaluators = self.compile_evaluators(programs.size, programs.mesh,
+                                           programs.buckets)
+    fixed, seconds = evaluators
+    stages = dict(programs.stages)
+    if seconds is not None:
+      stages["evaluation"] = seconds
+    return programs._replace(evaluators=fixed, stages=stages)
 
   def compile(self, progress: bool = False) -> Programs:
     """The epoch programs with as many members per program as fit in
-    memory (see RunConfig.members_per_program); the evaluation program is
-    compiled once the train program fits. Raises MemoryError when not
-    even one member fits."""
+    memory (see RunConfig.members_per_program). The first try compiles
+    the training and the evaluation programs side by side (and beside the
+    initialisation); after a try that does not fit, the evaluation program
+    is compiled once the training program fits. Raises MemoryError when
+    not even one member fits. The programs' stages carry when each began
+    and ended, in seconds from the session's start."""
     budget = memory.budget(self.config.memory_gib)
     shared = sum(leaf.nbytes for leaf in
                  jax.tree_util.tree_leaves(self.data.buckets))
     chosen = self.config.members_per_program
     size = chosen or self.num_members
+    programs, evaluators = self.compile_side_by_side(size)
     while True:
-      programs = self.compile_train_program(size)
       if programs.train_bytes <= budget.bytes:
         break
       message = self.memory_message(programs, budget)
@@ -206,10 +257,32 @@ class Session:
                                         budget.bytes), 1)
       if fit == size:
         fit = max(d for d in range(1, fit) if fit % d == 0)
-      size = fit
+      size, evaluators = fit, None
+      programs = self.compile_train_program(size)
     if progress:
       print(self.memory_message(programs, budget), flush=True)
-    return self.with_evaluators(programs)
+    programs = self.with_evaluators(programs, evaluators)
+    self.states                         # the initialisation has finished
+    stages = {**programs.stages, "init": self.init_stages}
+    return programs._replace(stages={
+        name: {**seconds, "start": seconds["start"] - self.started,
+               "end": seconds["end"] - self.started}
+        for name, seconds in stages.items() if seconds})
+
+  def compile_side_by_side(self, size: int) -> Tuple[Programs, Tuple]:
+    """The training program and `compile_evaluators`'s result for `size`
+    members, compiled on two threads at once (one after the other with
+    several processes, whose placements must happen in the same order on
+    each)."""
+    mesh = training.make_mesh(size, self.config.batch_size)
+    buckets = training.replicate(mesh, self.data.buckets)
+    if hosts.count() > 1:
+      return (self.compile_train_program(size, mesh, buckets),
+              self.compile_evaluators(size, mesh, buckets))
+    evaluators = training.BACKGROUND.submit(self.compile_evaluators, size,
+                                            mesh, buckets)
+    programs = self.compile_train_program(size, mesh, buckets)
+    return programs, evaluators.result()
 
   def memory_message(self, programs: Programs,
                      budget: memory.Budget) -> str:
@@ -279,11 +352,41 @@ def epoch_runner(session: Session, member_graphs: Sequence[np.ndarray],
   return epoch, compiled
 
 
-def bucket_layout(config, model: DiffPool, dataset: GraphDataset
-                  ) -> Tuple[np.ndarray, List[bool]]:
-  """[K] bucket sizes, chosen by the modelled cost of `model` on the data
-  set's graphs (`padded_graph_cost`), and per bucket whether its first
-  level runs on an EdgeList (see `edge_list_buckets`)."""
+class Layout(NamedTuple):
+  """What a session compiles: its size buckets, their first-level form and
+  the compile effort (see compile_effort.choose)."""
+  buckets: np.ndarray            # [K] padded sizes
+  sparse: List[bool]             # per bucket: first level on an EdgeList
+  effort: str                    # "fast" or "full"
+  reason: str                    # one line: what was chosen and why
+
+
+def bucket_layout(config, model: DiffPool, dataset: GraphDataset,
+                  graphs: MemberGraphs) -> Layout:
+  """The bucket sizes and compile effort of a run (`compile_effort.choose`
+  over 1 .. max_buckets buckets, each layout the least modelled cost of
+  `model` on the data set's graphs, `padded_graph_cost`), and per bucket
+  whether its first level runs on an EdgeList (see `edge_list_buckets`)."""
+  c, n_node = model.config, dataset.n_node
+  cost = modelled_graph_cost(model, dataset)
+  options = bucket_options(n_node, config.max_buckets, cost,
+                           config.bucket_ladder)
+  candidates = [layout_candidate(sizes, cost, n_node, graphs,
+                                 config.batch_size) for sizes, _ in options]
+  choice = compile_effort.choose(
+      config.compile_effort, jax.default_backend(), candidates,
+      buckets_worth_compiling(options, config.min_bucket_gain),
+      config.epochs, len(graphs.train), convolutions(c))
+  buckets = candidates[choice.candidate].buckets
+  entry_slots = bucket_entry_slots(dataset.edges, n_node, buckets)
+  return Layout(buckets, edge_list_buckets(config.first_level, c.needs_dense,
+                                           buckets, entry_slots),
+                choice.effort, choice.reason)
+
+
+def modelled_graph_cost(model: DiffPool, dataset: GraphDataset) -> Callable:
+  """[U] padded sizes -> [U] modelled multiply-adds of one graph of the
+  data set padded to each size (`padded_graph_cost` of the model)."""
   c, n_node = model.config, dataset.n_node
   entries = sum(len(e) for e in dataset.edges) / max(n_node.sum(), 1)
   layers = c.num_layers * (2 if c.num_levels else 1)
@@ -291,12 +394,31 @@ def bucket_layout(config, model: DiffPool, dataset: GraphDataset
   def cost(sizes: np.ndarray) -> np.ndarray:
     clusters = [(model.slot_counts(int(n)) or (0,))[0] for n in sizes]
     return padded_graph_cost(sizes, c.hidden_dim, clusters, entries, layers)
+  return cost
 
-  buckets = choose_buckets(n_node, config.max_buckets,
-                           min_gain=config.min_bucket_gain, cost=cost)
-  entry_slots = bucket_entry_slots(dataset.edges, n_node, buckets)
-  return buckets, edge_list_buckets(config.first_level, c.needs_dense,
-                                    buckets, entry_slots)
+
+def layout_candidate(sizes: np.ndarray, cost: Callable, n_node: np.ndarray,
+                     graphs: MemberGraphs, batch_size: int
+                     ) -> compile_effort.Candidate:
+  """A bucket layout's steps and modelled multiply-adds of one member's
+  epoch: every batch slot of a step costs its bucket's padded graph, three
+  times in training (forward and backward), once in evaluation."""
+  which = assign_buckets(n_node, sizes)
+  per_graph = np.asarray(cost(sizes.astype(np.float64)), np.float64)
+  steps = lambda ids: pipeline.steps_per_bucket(ids, which, len(sizes),
+                                                batch_size)
+  train = steps(graphs.train)
+  evaluated = sum(steps(ids) for ids in (graphs.val, graphs.test)
+                  if all(len(g) for g in ids))
+  units = batch_size * float(per_graph @ (3 * train + evaluated))
+  return compile_effort.Candidate(sizes, int(train.sum()), units)
+
+
+def convolutions(config) -> int:
+  """Graph convolutions of a model: an embedding GNN per level and after
+  the last, an assignment GNN per level unless it reuses the embedding."""
+  assignment = 0 if config.assign_from == "embedding" else config.num_levels
+  return config.num_layers * (config.num_levels + 1 + assignment)
 
 
 def edge_list_buckets(first_level: str, needs_dense: bool, bucket_sizes,

@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from diffpool_jax.compile_effort import EFFORTS
 from diffpool_jax.datasets.features import split_kind
 from diffpool_jax.hyper import AUX, Hyper
 from diffpool_jax.model import DiffPoolConfig
@@ -44,7 +45,18 @@ class RunConfig:
     max_buckets: at most this many padded sizes.
     min_bucket_gain: a further size bucket (one more compiled branch) is
       added only while it cuts the modelled epoch cost by at least this
-      fraction (0: always max_buckets).
+      fraction (0: always max_buckets); the rule of compile_effort "full".
+    bucket_ladder: bucket sizes (and each bucket's graph slots) from the
+      fixed size ladder (datasets.size_ladder: multiples of 8 up to 64,
+      then steps of about 1.25x), so that runs over different data sets
+      meet in the persistent compilation cache; False: the data set's own
+      node counts (least padding).
+    compile_effort: "auto" (the XLA effort and the number of buckets of
+      least predicted compile + training seconds over the planned epochs,
+      see compile_effort.choose), "fast" (XLA's cheapest settings, one
+      bucket) or "full" (optimising settings, the buckets of
+      max_buckets/min_bucket_gain). Results differ within float32
+      rounding between efforts.
     cluster_reference: None keeps the preset's cluster counts (per graph
       for "paper": each graph pools to the ratio of its own nodes, capped
       at the model's max_clusters; the largest graph for the fixed counts
@@ -97,6 +109,8 @@ class RunConfig:
   features: str = "default"
   max_buckets: int = 5
   min_bucket_gain: float = 0.1
+  bucket_ladder: bool = True
+  compile_effort: str = "auto"
   cluster_reference: object = None
   first_level: str = "auto"
   members_per_program: int = 0
@@ -206,6 +220,12 @@ def check_run_config(config: "RunConfig") -> None:
   if not (np.isfinite(config.weight_decay) and config.weight_decay >= 0):
     raise ValueError(f"weight_decay={config.weight_decay}; must be finite "
                      "and >= 0")
+  if not isinstance(config.bucket_ladder, bool):
+    raise ValueError(f"bucket_ladder={config.bucket_ladder!r}; must be "
+                     "true or false")
+  if config.compile_effort not in EFFORTS:
+    raise ValueError(f"compile_effort={config.compile_effort!r}; expected "
+                     f"one of {EFFORTS}")
   if not 0 <= config.min_bucket_gain < 1:
     raise ValueError(f"min_bucket_gain={config.min_bucket_gain}; must be in "
                      "[0, 1) (0: always max_buckets)")

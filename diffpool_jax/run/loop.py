@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from diffpool_jax import hosts, training
+from diffpool_jax import compile_cache, hosts, training
 from diffpool_jax.training import Optimizer, adam_with_clip
 from diffpool_jax.datasets import GraphDataset
 from diffpool_jax.engine.session import MemberGraphs, Programs, Session
@@ -38,12 +38,16 @@ class Run:
   """A cross-validated run in `out_dir`; `fit()` trains it (resuming from
   the last checkpoint when asked) and returns the results. Its engine
   (model, device data, member states, programs) is `session`; `optimizer`
-  (see training.Optimizer) replaces the default Adam with clipping."""
+  (see training.Optimizer) replaces the default Adam with clipping. The
+  persistent compilation cache is on as for the commands
+  (compile_cache.enable_by_default; $DIFFPOOL_JAX_COMPILE_CACHE=off, or
+  `compile_cache.enable("off")` before, turns it off)."""
 
   def __init__(self, config: RunConfig, out_dir: str | os.PathLike,
                dataset: Optional[GraphDataset] = None,
                optimizer: Optimizer = adam_with_clip):
     start = time.perf_counter()
+    compile_cache.enable_by_default()
     self.config = config
     self.out = Path(out_dir)
     self.dataset = dataset if dataset is not None else load_dataset(config)
@@ -130,6 +134,8 @@ class Run:
     manager = store.checkpoint_manager(self.out)
     start_epoch = self.restore(manager, saved["epochs"]) if saved else 0
     compile_start = time.perf_counter()
+    if progress:
+      print(self.session.layout.reason, flush=True)
     programs = self.session.compile(progress)
     if progress:
       print(compute_message(self, programs), flush=True)
@@ -230,6 +236,8 @@ class Run:
             "members_per_program": programs.size,
             "setup_seconds": self.setup_seconds,
             "compile_stages": programs.stages,
+            "compile_effort": {"effort": self.session.effort,
+                               "reason": self.session.layout.reason},
             "buckets": self.session.buckets.tolist()}
 
 

@@ -1,21 +1,26 @@
 """Time to first result: where a run's first seconds go, with a cold and a
 warm persistent compilation cache.
 
+  python -m experiments.benchmarks.compile_time --suite     # the scenarios
+  python -m experiments.benchmarks.compile_time --suite --only mutag,long
   python -m experiments.benchmarks.compile_time --dataset ENZYMES \
       --data-root ../shared/data/tu \
       --splits ../shared/data/splits/ENZYMES_splits.json
-  python -m experiments.benchmarks.compile_time --main-job
+  python -m experiments.benchmarks.compile_time --calibrate
   python -m experiments.benchmarks.compile_time --tests
 
-Runs the command (`python -m experiments.train ... --epochs 1`) twice in a
-fresh compilation cache folder: cold (empty), then warm (what the first
-left). For each, prints the seconds from the command's start to its end
-(one epoch, plots off), the setup (data, buckets, member initialisation),
-and per program (train; one evaluation program serves validation and test)
-the seconds of tracing, lowering and XLA compilation, read from the run's
-results.json. `--main-job` does the same for the README's main job (its
-own epochs, with its baseline). `--tests` runs the default test suite
-with `--durations` and prints its total time and slowest tests.
+`--suite` runs each scenario of SCENARIOS as a whole command
+(`python -m experiments.train ...`), cold (an empty cache folder of its
+own) then warm (what the cold run left), and prints its wall seconds,
+setup, compile and training seconds (from results.json) against the
+targets of issue 34; "proteins" runs in the cache that "enzymes" left
+(shared programs), and "long" runs the 150-epoch ENZYMES fair run with
+the new defaults and with the previous settings (`--compile-effort full
+--exact-buckets`) one after the other. Without --suite, the command for
+--dataset (or --main-job) is timed cold and warm. `--calibrate` measures,
+per data set, bucket count and effort, the compile and epoch seconds that
+the cost model of diffpool_jax.compile_effort predicts, beside its
+predictions. `--tests` times the default test suite.
 """
 
 from __future__ import annotations
@@ -29,66 +34,179 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+TU = "../shared/data/tu"
+SPLITS = "../shared/data/splits"
+
+
+def fair(name: str, epochs: int) -> list:
+  """A fair run of 10 folds on Errica et al.'s splits."""
+  return ["--dataset", name, "--data-root", TU, "--protocol", "fair",
+          "--splits", f"{SPLITS}/{name}_splits.json", "--folds", "10",
+          "--epochs", str(epochs)]
+
+
+# name -> (flags, targets: {figure: at most these seconds}); figures are
+# "cold" and "warm" (whole command), "warm_compile", "total" (compile +
+# training of the cold run) and "previous" (the previous settings' total).
+SCENARIOS = {
+    "mutag": (["--dataset", "MUTAG", "--data-root", TU, "--folds", "2",
+               "--epochs", "2"], {"cold": 12.0, "warm": 5.0}),
+    "enzymes": (fair("ENZYMES", 1), {"cold": 20.0, "warm_compile": 6.0}),
+    "proteins": (fair("PROTEINS", 1), {}),
+    "main": ([], {"cold": 100.0}),
+    "long": (fair("ENZYMES", 150), {"total": "previous"}),
+}
+PREVIOUS_SETTINGS = ["--compile-effort", "full", "--exact-buckets"]
 
 
 def parse_args(argv):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--suite", action="store_true",
+                      help="the scenarios, cold and warm, against targets")
+  parser.add_argument("--only", help="comma-separated scenario names")
   parser.add_argument("--dataset", default="ENZYMES")
-  parser.add_argument("--data-root", default="../shared/data/tu")
+  parser.add_argument("--data-root", default=TU)
   parser.add_argument("--splits", help="split file (fair protocol)")
   parser.add_argument("--protocol", default="fair")
   parser.add_argument("--preset", default="paper")
   parser.add_argument("--main-job", action="store_true",
                       help="time `python -m experiments.train` as it is")
+  parser.add_argument("--calibrate", action="store_true",
+                      help="measured against predicted compile and epoch "
+                      "seconds")
   parser.add_argument("--tests", action="store_true",
                       help="time the default test suite instead")
   parser.add_argument("--out", default="runs/compile_time.json")
   return parser.parse_args(argv)
 
 
-def command(args, out: Path, cache: Path) -> list:
-  """The timed command line."""
-  base = [sys.executable, "-m", "experiments.train", "--out", str(out),
-          "--quiet", "--overwrite", "--compile-cache", str(cache)]
-  if args.main_job:
-    return base
-  base += ["--dataset", args.dataset, "--data-root", args.data_root,
-           "--protocol", args.protocol, "--preset", args.preset,
-           "--epochs", "1", "--no-plots"]
-  if args.splits:
-    base += ["--splits", args.splits]
-  return base
-
-
-def timed_run(args, out: Path, cache: Path) -> dict:
-  """Runs the command once; its wall time and results.json's timings."""
+def timed_command(flags: list, out: Path, cache: Path) -> dict:
+  """Runs `python -m experiments.train FLAGS` once; its wall time and
+  results.json's timings (of the main run; a baseline's are added)."""
+  line = [sys.executable, "-m", "experiments.train", *flags, "--out",
+          str(out), "--quiet", "--overwrite", "--compile-cache", str(cache)]
   start = time.perf_counter()
-  done = subprocess.run(command(args, out, cache), cwd=REPO,
-                        capture_output=True, text=True)
+  done = subprocess.run(line, cwd=REPO, capture_output=True, text=True)
   wall = time.perf_counter() - start
   if done.returncode != 0:
     raise SystemExit(f"the timed command failed:\n{done.stderr[-2000:]}")
-  timing = {"command_seconds": wall, "runs": {}}
+  timing = {"command": line[1:], "command_seconds": wall, "setup": 0.0,
+            "compile": 0.0, "training": 0.0, "runs": {}}
   for path in sorted(out.glob("**/results.json")):
     results = json.loads(path.read_text())
-    timing["runs"][results["preset"]] = {
-        key: results[key] for key in ("setup_seconds", "compile_seconds",
-                                      "compile_stages",
-                                      "median_epoch_seconds")}
+    run = {key: results[key] for key in (
+        "setup_seconds", "compile_seconds", "compile_stages", "wall_seconds",
+        "epochs_run", "buckets", "compile_effort", "accuracy")}
+    timing["runs"][results["preset"]] = run
+    timing["setup"] += run["setup_seconds"]
+    timing["compile"] += run["compile_seconds"]
+    timing["training"] += run["wall_seconds"]
   return timing
 
 
-def print_run(name: str, timing: dict) -> None:
-  print(f"\n{name}: {timing['command_seconds']:.1f} s from the command's "
-        "start to its end")
+def cold_and_warm(flags: list, folder: Path, cache: Path) -> dict:
+  """The command cold (in `cache` as it is), then warm."""
+  return {name: timed_command(flags, folder / name, cache)
+          for name in ("cold", "warm")}
+
+
+def print_timing(name: str, timing: dict) -> None:
+  print(f"  {name:<5} {timing['command_seconds']:7.1f} s command  "
+        f"setup {timing['setup']:5.1f}  compile {timing['compile']:5.1f}  "
+        f"training {timing['training']:6.1f}  ("
+        + "; ".join(f"{p}: {r['compile_effort']['effort']}, buckets "
+                    f"{r['buckets']}, {r['epochs_run']} epochs, "
+                    f"{100 * r['accuracy']:.1f} %"
+                    for p, r in timing["runs"].items()) + ")")
   for preset, run in timing["runs"].items():
-    print(f"  {preset}: setup {run['setup_seconds']:.1f} s, compilation "
-          f"{run['compile_seconds']:.1f} s, median training epoch "
-          f"{run['median_epoch_seconds']:.2f} s")
-    print("    program      trace   lower  compile   (seconds)")
-    for program, stages in run["compile_stages"].items():
-      print(f"    {program:<10} {stages['trace']:>6.2f}  "
-            f"{stages['lower']:>6.2f}  {stages['compile']:>7.2f}")
+    stages = "  ".join(
+        f"{program} {s['start']:.1f}-{s['end']:.1f} s (trace {s['trace']:.1f}"
+        f", compile {s['compile']:.1f})"
+        for program, s in run["compile_stages"].items())
+    print(f"        {preset} programs, from the session's start: {stages}")
+
+
+def figures(report: dict) -> dict:
+  """The figures that targets name."""
+  cold, warm = report["cold"], report["warm"]
+  values = {"cold": cold["command_seconds"], "warm": warm["command_seconds"],
+            "warm_compile": warm["compile"],
+            "total": cold["compile"] + cold["training"]}
+  if "previous" in report:
+    values["previous"] = (report["previous"]["compile"]
+                          + report["previous"]["training"])
+  return values
+
+
+def run_suite(names) -> dict:
+  reports = {}
+  with tempfile.TemporaryDirectory() as folder:
+    folder = Path(folder)
+    for name in names:
+      flags, targets = SCENARIOS[name]
+      cache = folder / ("enzymes" if name == "proteins" else name) / "xla"
+      print(f"\n{name}: python -m experiments.train {' '.join(flags)}",
+            flush=True)
+      report = cold_and_warm(flags, folder / name, cache)
+      if name == "long":
+        report["previous"] = timed_command(
+            flags + PREVIOUS_SETTINGS, folder / name / "previous",
+            folder / name / "previous_xla")
+      for run_name, timing in report.items():
+        print_timing(run_name, timing)
+      values = figures(report)
+      for figure, target in targets.items():
+        bound = values[target] if isinstance(target, str) else target
+        verdict = "met" if values[figure] <= bound else "NOT met"
+        print(f"  target {figure} <= {bound:.1f} s: {values[figure]:.1f} s, "
+              f"{verdict} ({bound / values[figure]:.2f}x)")
+      reports[name] = {**report, "figures": values, "targets": targets}
+  return reports
+
+
+def calibrate() -> dict:
+  """Per data set, bucket count (1, 2) and effort: the measured and the
+  predicted compile seconds (the stages of the train, evaluation and
+  initialisation programs, added) and epoch seconds (10 members, fair
+  protocol)."""
+  import jax
+  from diffpool_jax import compile_cache, compile_effort
+  from diffpool_jax.engine.session import (convolutions, layout_candidate,
+                                           modelled_graph_cost)
+  from diffpool_jax.run import Run, RunConfig
+  compile_cache.enable("off")
+  rows = []
+  for name in ("MUTAG", "ENZYMES", "PROTEINS"):
+    for buckets in (1, 2):
+      for effort in ("full", "fast"):
+        config = RunConfig(dataset=name, data_root=TU, protocol="fair",
+                           folds=10, epochs=1, max_buckets=buckets,
+                           min_bucket_gain=0.0, compile_effort=effort)
+        run = Run(config, "/dev/null")
+        session = run.session
+        programs = session.compile()
+        compiled = sum(stage["trace"] + stage["lower"] + stage["compile"]
+                       for stage in programs.stages.values())
+        schedule = session.schedule(0)
+        seconds = []
+        for _ in range(2):
+          start = time.perf_counter()
+          session.train_members(programs, schedule, 0)
+          jax.block_until_ready(session.states)
+          seconds.append(time.perf_counter() - start)
+        candidate = layout_candidate(
+            session.buckets, modelled_graph_cost(session.model, run.dataset),
+            run.dataset.n_node, session.graphs, config.batch_size)
+        predicted = compile_effort.predict(
+            compile_effort.COSTS[jax.default_backend()], effort, candidate,
+            1, len(run.members), convolutions(run.model_config))
+        row = {"dataset": name, "buckets": run.session.buckets.tolist(),
+               "effort": effort, "compile": compiled,
+               "epoch": min(seconds), "predicted_compile": predicted[0],
+               "predicted_epoch": predicted[1]}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+  return {"calibration": rows}
 
 
 def time_tests() -> dict:
@@ -108,17 +226,34 @@ def time_tests() -> dict:
           "slowest": slowest}
 
 
+def single(args) -> dict:
+  """The command for --dataset (or the main job), cold and warm."""
+  flags = [] if args.main_job else [
+      "--dataset", args.dataset, "--data-root", args.data_root,
+      "--protocol", args.protocol, "--preset", args.preset, "--epochs", "1",
+      "--no-plots"] + (["--splits", args.splits] if args.splits else [])
+  with tempfile.TemporaryDirectory() as folder:
+    report = cold_and_warm(flags, Path(folder), Path(folder) / "xla")
+  for name, timing in report.items():
+    print_timing(name, timing)
+  return report
+
+
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   if args.tests:
     report = time_tests()
+  elif args.calibrate:
+    report = calibrate()
+  elif args.suite:
+    names = args.only.split(",") if args.only else list(SCENARIOS)
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown:
+      raise SystemExit(f"--only: unknown scenarios {unknown}; expected "
+                       f"some of {sorted(SCENARIOS)}")
+    report = run_suite(names)
   else:
-    with tempfile.TemporaryDirectory() as folder:
-      cache, out = Path(folder) / "xla", Path(folder) / "run"
-      report = {"command": command(args, out, cache)[1:]}
-      for name in ("cold", "warm"):
-        report[name] = timed_run(args, out, cache)
-        print_run(f"{name} cache", report[name])
+    report = single(args)
   path = Path(args.out)
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(report, indent=2))

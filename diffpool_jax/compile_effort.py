@@ -1,0 +1,159 @@
+"""Compile effort: how much XLA work a run's programs get, chosen from the
+work the run plans.
+
+A run's first result costs compile seconds plus training seconds, and two
+choices made before compiling set both: the XLA effort ("fast": the
+compiler's cheapest settings, slower programs; "full": its optimising
+settings) and the number of size buckets (each bucket is one more branch of
+the epoch programs to trace and compile, and less padding to train on).
+`choose` predicts both costs for every pair from one cost model and takes
+the least predicted total over the epochs the run plans, so a two-epoch
+look compiles cheaply and a 150-epoch run spends more to run faster.
+
+The cost model, per backend (`COSTS`):
+
+  compile seconds  = base[effort]
+                     + buckets x branch[effort] x convolutions / 9
+  training seconds = epochs x members x slowdown[effort]
+                     x (steps x step_seconds + units x unit_seconds)
+
+`convolutions` counts the model's graph convolutions (9 for the `paper`
+preset, on which the constants were measured); `units` are the modelled
+multiply-adds of one member's epoch (`padded_graph_cost` of every batch
+slot: three times for a training step, once for evaluation). The CPU
+constants were fitted on a 2-core x86 VM (`python -m
+experiments.benchmarks.compile_time --calibrate` prints the measurements);
+the GPU constants come from the one H200 run so far and are to be refitted
+by the device check. They need only rank the choices, not predict to the
+second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict, List, NamedTuple, Sequence
+
+import numpy as np
+
+EFFORTS = ("auto", "fast", "full")
+REFERENCE_CONVOLUTIONS = 9       # the paper preset's, as measured
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendCosts:
+  """The cost model's constants for one backend (seconds)."""
+  base: Dict[str, float]         # effort -> initialisation and fixed work
+  branch: Dict[str, float]       # effort -> one bucket of train + evaluation
+  slowdown: Dict[str, float]     # effort -> training time factor
+  step_seconds: float            # one member's step, beside its arithmetic
+  unit_seconds: float            # one modelled multiply-add
+
+
+COSTS = {
+    # 2-core x86 VM, paper preset (MUTAG, ENZYMES, PROTEINS; 1-2 buckets).
+    "cpu": BackendCosts(base={"fast": 3.5, "full": 6.0},
+                        branch={"fast": 6.0, "full": 12.5},
+                        slowdown={"fast": 4.0, "full": 1.0},
+                        step_seconds=3e-3, unit_seconds=3.5e-11),
+    # One H200: the ENZYMES epoch program (5 buckets) compiled in 145 s,
+    # most of it matmul autotuning, for a 33 ms epoch of 10 members.
+    "gpu": BackendCosts(base={"fast": 5.0, "full": 10.0},
+                        branch={"fast": 6.0, "full": 28.0},
+                        slowdown={"fast": 1.3, "full": 1.0},
+                        step_seconds=2e-4, unit_seconds=1e-12),
+    "tpu": BackendCosts(base={"fast": 5.0, "full": 10.0},
+                        branch={"fast": 10.0, "full": 20.0},
+                        slowdown={"fast": 1.2, "full": 1.0},
+                        step_seconds=2e-4, unit_seconds=1e-12),
+}
+
+# XLA options of each effort and backend. "full" on the CPU is LLVM level 1
+# (compiles about 17 % faster than the default with the same step time,
+# experiments/benchmarks/PERFORMANCE.md); "fast" on the CPU is the test
+# suite's settings (level 0, the older elemental emitters, no expensive
+# LLVM passes); "fast" on a GPU turns matmul autotuning off.
+XLA_OPTIONS = {
+    "cpu": {"fast": {"xla_backend_optimization_level": 0,
+                     "xla_cpu_use_fusion_emitters": False,
+                     "xla_llvm_disable_expensive_passes": True},
+            "full": {"xla_backend_optimization_level": 1}},
+    "gpu": {"fast": {"xla_gpu_autotune_level": 0}, "full": {}},
+    "tpu": {"fast": {}, "full": {}},
+}
+
+
+class Candidate(NamedTuple):
+  """One bucket layout a run could compile."""
+  buckets: np.ndarray            # [K] padded sizes
+  steps: int                     # optimizer steps of one member's epoch
+  units: float                   # modelled multiply-adds of a member's epoch
+
+
+class Choice(NamedTuple):
+  """What a run compiles, and why."""
+  effort: str                    # "fast" or "full"
+  candidate: int                 # index into the candidates
+  compile_seconds: float         # predicted
+  train_seconds: float           # predicted, over the planned epochs
+  reason: str                    # one line for the run's output
+
+
+def xla_options(effort: str, backend: str, program: str = "epoch") -> dict:
+  """XLA compiler options of `effort` ("fast" or "full") on `backend` for
+  an "epoch" or "init" program. The initialisation runs once: at "full" it
+  keeps XLA's defaults. Options that $XLA_FLAGS sets are left to it."""
+  if effort == "full" and program == "init":
+    return {}
+  options = XLA_OPTIONS.get(backend, XLA_OPTIONS["tpu"])[effort]
+  flags = os.environ.get("XLA_FLAGS", "")
+  return {name: value for name, value in options.items() if name not in flags}
+
+
+def predict(costs: BackendCosts, effort: str, candidate: Candidate,
+            epochs: int, members: int, convolutions: int):
+  """(compile seconds, training seconds over `epochs`) of a candidate."""
+  scale = convolutions / REFERENCE_CONVOLUTIONS
+  compile_seconds = (costs.base[effort] + len(candidate.buckets)
+                     * costs.branch[effort] * scale)
+  epoch = members * costs.slowdown[effort] * (
+      candidate.steps * costs.step_seconds
+      + candidate.units * costs.unit_seconds)
+  return compile_seconds, epochs * epoch
+
+
+def choose(effort: str, backend: str, candidates: Sequence[Candidate],
+           full_candidate: int, epochs: int, members: int,
+           convolutions: int) -> Choice:
+  """The effort and bucket layout to compile.
+
+  Args:
+    effort: "fast" (fast XLA settings, one bucket), "full" (full settings,
+      `full_candidate`: the layout the bucket rule chose) or "auto" (the
+      pair of least predicted compile + training seconds).
+    backend: "cpu", "gpu" or "tpu" (others are costed as "tpu").
+    candidates: layouts of 1, 2, ... buckets.
+    full_candidate: the index that "full" compiles.
+    epochs, members: the planned epochs and members (folds x seeds x
+      points).
+    convolutions: graph convolutions of the model.
+  """
+  if effort not in EFFORTS:
+    raise ValueError(f"compile_effort={effort!r}; expected one of {EFFORTS}")
+  costs = COSTS.get(backend, COSTS["tpu"])
+  pairs = ([("fast", 0)] if effort == "fast" else
+           [("full", full_candidate)] if effort == "full" else
+           [(e, i) for e in ("fast", "full") for i in range(len(candidates))])
+  totals: List = []
+  for name, index in pairs:
+    seconds = predict(costs, name, candidates[index], epochs, members,
+                      convolutions)
+    totals.append((sum(seconds), name, index, seconds))
+  _, name, index, (compile_s, train_s) = min(totals, key=lambda t: t[0])
+  reason = (f"compile effort {name}, {len(candidates[index].buckets)} "
+            f"bucket(s) ({effort}"
+            + (": least predicted compile + training" if effort == "auto"
+               else ", as asked")
+            + f"; predicted {compile_s:.0f} s compiling + {train_s:.0f} s "
+            f"training over {epochs} epochs on {backend})")
+  return Choice(name, index, compile_s, train_s, reason)

@@ -1,0 +1,189 @@
+"""Compile work chosen by the work it serves: the cost model's choices
+(short and long runs, CPU and a faked accelerator), the size ladder, the
+persistent cache from Python, programs compiled side by side, and a run
+over another data set of the same ladder shapes compiling nothing new."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from diffpool_jax import compile_effort
+from diffpool_jax.compile_effort import Candidate, choose
+from diffpool_jax.datasets import (bucketed_batches, choose_buckets,
+                                   on_ladder, size_ladder,
+                                   synthetic_hierarchical)
+from tests.test_compile_cache import clean_env
+from tests.test_scale import TINY_RUN
+from tests.test_train_command import REPO, TINY, command, write_config
+
+# One bucket, or three with a third of the padded arithmetic.
+LAYOUTS = [Candidate(np.array([126]), steps=25, units=1.3e10),
+           Candidate(np.array([32, 64, 126]), steps=27, units=4.3e9)]
+
+
+def test_a_short_run_compiles_fast_and_a_long_run_compiles_fully():
+  short = choose("auto", "cpu", LAYOUTS, 1, epochs=2, members=2,
+                 convolutions=9)
+  assert (short.effort, short.candidate) == ("fast", 0)
+  long = choose("auto", "cpu", LAYOUTS, 1, epochs=150, members=10,
+                convolutions=9)
+  assert (long.effort, long.candidate) == ("full", 1)
+  assert "150 epochs" in long.reason and "full, 3 bucket(s)" in long.reason
+  # The prediction is the cost model's formula.
+  costs = compile_effort.COSTS["cpu"]
+  assert long.compile_seconds == pytest.approx(
+      costs.base["full"] + 3 * costs.branch["full"])
+  assert long.train_seconds == pytest.approx(150 * 10 * (
+      27 * costs.step_seconds + 4.3e9 * costs.unit_seconds))
+
+
+def test_an_accelerator_that_trains_fast_compiles_a_medium_run_cheaply():
+  """30 epochs of 10 members: worth full XLA settings on the CPU, where
+  training dominates; not on a GPU, where autotuning dominates."""
+  one = [Candidate(np.array([64]), steps=20, units=1e10)]
+  cpu = choose("auto", "cpu", one, 0, epochs=30, members=10,
+               convolutions=9)
+  gpu = choose("auto", "gpu", one, 0, epochs=30, members=10,
+               convolutions=9)
+  assert (cpu.effort, gpu.effort) == ("full", "fast")
+  assert "on gpu" in gpu.reason
+
+
+def test_fast_and_full_are_obeyed_and_bad_efforts_named():
+  assert choose("fast", "cpu", LAYOUTS, 1, 1000, 10, 9)[:2] == ("fast", 0)
+  assert choose("full", "cpu", LAYOUTS, 1, 1, 1, 9)[:2] == ("full", 1)
+  assert "as asked" in choose("full", "cpu", LAYOUTS, 1, 1, 1, 9).reason
+  with pytest.raises(ValueError, match="compile_effort='slow'"):
+    choose("slow", "cpu", LAYOUTS, 1, 1, 1, 9)
+  from diffpool_jax.run import RunConfig
+  with pytest.raises(ValueError, match="compile_effort='slow'"):
+    RunConfig(compile_effort="slow")
+
+
+def test_xla_options_per_effort_backend_and_program(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "")
+  fast = compile_effort.xla_options("fast", "cpu")
+  assert fast["xla_backend_optimization_level"] == 0
+  assert fast["xla_cpu_use_fusion_emitters"] is False
+  assert compile_effort.xla_options("full", "cpu") == {
+      "xla_backend_optimization_level": 1}
+  assert compile_effort.xla_options("full", "cpu", "init") == {}
+  assert compile_effort.xla_options("fast", "gpu") == {
+      "xla_gpu_autotune_level": 0}
+  # What $XLA_FLAGS sets is left to it.
+  monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=2")
+  assert "xla_backend_optimization_level" not in (
+      compile_effort.xla_options("fast", "cpu"))
+
+
+def test_the_size_ladder():
+  assert size_ladder(700).tolist() == [8, 16, 24, 32, 40, 48, 56, 64, 80,
+                                       104, 136, 176, 224, 280, 352, 440,
+                                       552, 696, 872]
+  ladder = size_ladder(10**5)
+  assert np.all(ladder % 8 == 0)
+  steps = ladder[8:] / ladder[7:-1]
+  assert steps.min() > 1.2 and steps.max() < 1.32
+  assert on_ladder([1, 8, 9, 28, 126, 620]).tolist() == [8, 8, 16, 32, 136,
+                                                         696]
+
+
+def test_buckets_on_the_ladder_hold_every_graph_with_the_least_cost():
+  n_node = np.array([5, 9, 10, 20, 28, 100])
+  assert choose_buckets(n_node, 2).tolist() == [28, 100]
+  assert choose_buckets(n_node, 2, ladder=True).tolist() == [32, 104]
+  # Exhaustive check of the 2-bucket choice on the ladder, cost N^2.
+  sizes = np.unique(on_ladder(n_node))
+  best = min(((a, b) for a in sizes for b in sizes
+              if a < b and b >= n_node.max()),
+             key=lambda p: sum(min(s for s in p if s >= n) ** 2
+                               for n in n_node))
+  assert tuple(choose_buckets(n_node, 2, ladder=True)) == best
+
+
+def test_ladder_buckets_pad_their_graph_slots_to_the_ladder():
+  dataset = synthetic_hierarchical(num_graphs=21, communities=(2, 3),
+                                   community_size=(3, 5))
+  batch, = bucketed_batches(dataset, np.array([16]), ladder=True)
+  assert batch.x.shape[:2] == (24, 16)
+  assert batch.node_mask[21:].sum() == 0 and batch.labels[21:].sum() == 0
+  exact, = bucketed_batches(dataset, np.array([16]))
+  assert exact.x.shape[0] == 21
+
+
+def test_a_run_records_its_choice_and_compiles_side_by_side(tmp_path):
+  """A tiny two-epoch run compiles fast; its training, evaluation and
+  initialisation programs compile at the same time (their intervals
+  overlap); `full` compiles at full effort."""
+  from diffpool_jax.run import Run, RunConfig
+  run = Run(RunConfig(**TINY_RUN), tmp_path / "auto")
+  results = run.fit(progress=False)
+  assert results["compile_effort"]["effort"] == "fast"
+  assert "auto" in results["compile_effort"]["reason"]
+  stages = results["compile_stages"]
+  assert set(stages) == {"train", "evaluation", "init"}   # test only
+  for a, b in (("train", "evaluation"), ("train", "init")):
+    assert stages[a]["start"] < stages[b]["end"]
+    assert stages[b]["start"] < stages[a]["end"]
+  full = Run(RunConfig(**TINY_RUN, compile_effort="full"),
+             tmp_path / "full").fit(progress=False)
+  assert full["compile_effort"]["effort"] == "full"
+
+
+def run_python(code: str, env: dict) -> subprocess.CompletedProcess:
+  done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return done
+
+
+def run_from_python(out) -> str:
+  return ("from diffpool_jax.run import Run, RunConfig\n"
+          f"Run(RunConfig(**{TINY_RUN!r}), {str(out)!r}).fit(progress=False)")
+
+
+def test_a_run_from_python_uses_the_persistent_cache(tmp_path):
+  env = clean_env(tmp_path)
+  run_python(run_from_python(tmp_path / "run"), env)
+  cache = tmp_path / "data" / "xla"
+  assert len(list(cache.iterdir())) > 3
+  assert list((cache / "traced").glob("*.exported"))
+  # Opting out writes nothing.
+  env = {**clean_env(tmp_path / "off"), "DIFFPOOL_JAX_COMPILE_CACHE": "off"}
+  run_python(run_from_python(tmp_path / "off_run"), env)
+  assert not (tmp_path / "off" / "data" / "xla").exists()
+
+
+def compiled_programs(cache) -> set:
+  """The XLA programs in a cache folder (not the traced ones)."""
+  return {p.name for p in cache.iterdir() if p.name != "traced"}
+
+
+def test_another_data_set_of_the_same_ladder_shapes_compiles_nothing_new(
+    tmp_path):
+  """Two synthetic sets of other graphs (other seeds and graph counts,
+  the same ladder bucket, graph slots, features and steps): the second
+  run's programs are all in the cache the first left."""
+  cache = tmp_path / "xla"
+  model = {**TINY["model"], "num_clusters": [4]}
+  outs = []
+  for name, synthetic in (("a", {**TINY["synthetic"], "seed": 0}),
+                          ("b", {**TINY["synthetic"], "seed": 1,
+                                 "num_graphs": 38})):
+    (tmp_path / name).mkdir()
+    config = write_config(tmp_path / name, synthetic=synthetic, model=model,
+                          epochs=2, folds=2)
+    done = subprocess.run(
+        command(config, tmp_path / name / "run", "--compile-cache",
+                str(cache), "--no-plots"),
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    outs.append(compiled_programs(cache))
+  results = [json.loads((tmp_path / n / "run" / "results.json").read_text())
+             for n in "ab"]
+  assert results[0]["buckets"] == results[1]["buckets"] == [16]
+  assert outs[1] == outs[0]
