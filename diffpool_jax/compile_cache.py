@@ -87,6 +87,10 @@ def enable(folder: Optional[str] = None) -> Optional[Path]:
   jax.config.update("jax_compilation_cache_dir", str(path))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  # On a GPU, XLA's matmul autotuning results are kept in the same folder,
+  # so a warm run skips autotuning as well.
+  jax.config.update("jax_persistent_cache_enable_xla_caches",
+                    "xla_gpu_per_fusion_autotune_cache_dir")
   _traced_folder = path / "traced" if _can_serialize() else None
   return path
 

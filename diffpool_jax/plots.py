@@ -9,9 +9,23 @@ first use, so that commands which draw nothing start faster.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Dict, Sequence
 
 import numpy as np
+
+
+def import_in_background() -> threading.Thread:
+  """Imports matplotlib's figure and Agg backend on a thread, so that a
+  command that draws at its end imports them while its programs compile
+  (XLA releases the GIL)."""
+  def load():
+    import matplotlib.figure  # noqa: F401
+    import matplotlib.backends.backend_agg  # noqa: F401
+  thread = threading.Thread(target=load, daemon=True,
+                            name="diffpool_jax_plots_import")
+  thread.start()
+  return thread
 
 
 def new_figure(columns: int = 1, figsize=None):

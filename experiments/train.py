@@ -359,6 +359,8 @@ def main(argv=None) -> int:
   if baseline and baseline not in PRESETS:
     raise SystemExit(f"--baseline {baseline!r}: expected one of "
                      f"{tuple(PRESETS)}")
+  if not args.no_plots:
+    plots.import_in_background()
   out = Path(args.out or f"runs/{config.dataset}_{config.preset}_"
              f"{config.protocol}")
   rows = [train_one(config, out, args)]

@@ -20,7 +20,8 @@ CHILD_PARTS = ("tests",)
 # The other part functions, each once, in this process (a child would only
 # add the interpreter's start-up; their code is the same). A part's XLA
 # flags reach its child: test_a_part_gets_its_flags_in_its_child.
-IN_PROCESS_PARTS = ("environment", "pyg_epoch:ENZYMES@150:pyg",
+IN_PROCESS_PARTS = ("environment", "compile_options:fast",
+                    "pyg_epoch:ENZYMES@150:pyg",
                     "pyg_epoch:ENZYMES@150:ours", "paper_epoch:DD",
                     "fair_run:float32", "members:1000", "determinism",
                     "compile_times")
@@ -95,6 +96,7 @@ def test_quick_parts_run_in_process(quick_parts, capsys):
   assert quick_parts["members:1000"]["members"] == device.QUICK_MEMBERS[1000]
   assert quick_parts["fair_run:float32"]["epochs_run"] >= 1
   assert quick_parts["pyg_epoch:ENZYMES@150:ours"]["epoch_seconds"] > 0
+  assert quick_parts["compile_options:fast"]["effort"] == "fast"
   assert quick_parts["determinism"]["identical"]    # the CPU is deterministic
   times = quick_parts["compile_times"]
   assert times["warm"]["compile_seconds"] < times["cold"]["compile_seconds"]
@@ -127,17 +129,23 @@ def test_a_failed_part_is_reported_not_fatal(capsys):
   assert "members:1 (skipped: time budget spent)" in out
 
 
-def test_compile_options_are_tabled_beside_the_default_program(capsys):
-  epoch = lambda compile_s, epoch_s: {"compile_seconds": compile_s,
-                                      "epoch_seconds": epoch_s,
-                                      "train_graphs_per_second": 1.0}
-  report = {"parts": {"pyg_epoch:ENZYMES@150:ours": epoch(145.0, 0.0331),
-                      "compile_options:buckets=1": epoch(40.0, 0.03),
-                      "compile_options:autotune=0": {"error": "timed out"}}}
+def test_compile_options_are_tabled_and_give_the_gpu_constants(capsys):
+  epoch = lambda compile_s, epoch_s, effort="full": {
+      "compile_seconds": compile_s, "epoch_seconds": epoch_s,
+      "buckets": [150], "effort": effort, "train_graphs_per_second": 1.0}
+  report = {"parts": {"compile_options:fast": epoch(12.0, 0.05, "fast"),
+                      "compile_options:full,buckets=1": epoch(40.0, 0.04),
+                      "compile_options:full,buckets=2": epoch(70.0, 0.03),
+                      "compile_options:auto,ladder": {"error": "timed out"}}}
   device.print_table(report)
   out = capsys.readouterr().out
-  assert ("5 buckets 145.0 s / 0.0331 s; buckets=1 40.0 s / 0.0300 s"
-          in out)
-  assert "compile_options:autotune=0 (FAILED: timed out)" in out
-  part = next(p for p in device.PARTS if p.name == "compile_options:autotune=0")
-  assert part.env == {"XLA_FLAGS": "--xla_gpu_autotune_level=0"}
+  assert "fast (buckets [150], fast) 12.0 s / 0.0500 s" in out
+  assert ("branch_full 30, base_full 10, fast_one_bucket 12, "
+          "slowdown_fast 1.25") in out
+  assert "compile_options:auto,ladder (FAILED: timed out)" in out
+  part = next(p for p in device.PARTS
+              if p.name == "compile_options:full,buckets=1,triton_gemm=0")
+  assert part.env == {"XLA_FLAGS": "--xla_gpu_enable_triton_gemm=false"}
+  # The compile options come first, right after the environment.
+  names = [p.name for p in device.PARTS]
+  assert all(n.startswith("compile_options:") for n in names[1:6])

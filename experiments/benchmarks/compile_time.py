@@ -11,12 +11,14 @@ warm persistent compilation cache.
 
 `--suite` runs each scenario of SCENARIOS as a whole command
 (`python -m experiments.train ...`), cold (an empty cache folder of its
-own) then warm (what the cold run left), and prints its wall seconds,
+own) then warm (what the cold run left; "long" only cold), and prints its wall seconds,
 setup, compile and training seconds (from results.json) against the
 targets of issue 34; "proteins" runs in the cache that "enzymes" left
 (shared programs), and "long" runs the 150-epoch ENZYMES fair run with
 the new defaults and with the previous settings (`--compile-effort full
---exact-buckets`) one after the other. Without --suite, the command for
+--exact-buckets`) one after the other. `--against DIR` runs every other
+scenario in another checkout too, right after, and prints the ratios.
+Without --suite, the command for
 --dataset (or --main-job) is timed cold and warm. `--calibrate` measures,
 per data set, bucket count and effort, the compile and epoch seconds that
 the cost model of diffpool_jax.compile_effort predicts, beside its
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -64,6 +67,10 @@ def parse_args(argv):
   parser.add_argument("--suite", action="store_true",
                       help="the scenarios, cold and warm, against targets")
   parser.add_argument("--only", help="comma-separated scenario names")
+  parser.add_argument("--against", type=Path,
+                      help="another checkout (e.g. a git worktree of an "
+                      "older commit) whose commands run right after each "
+                      "scenario's, for ratios measured in one run")
   parser.add_argument("--dataset", default="ENZYMES")
   parser.add_argument("--data-root", default=TU)
   parser.add_argument("--splits", help="split file (fair protocol)")
@@ -80,13 +87,16 @@ def parse_args(argv):
   return parser.parse_args(argv)
 
 
-def timed_command(flags: list, out: Path, cache: Path) -> dict:
-  """Runs `python -m experiments.train FLAGS` once; its wall time and
-  results.json's timings (of the main run; a baseline's are added)."""
+def timed_command(flags: list, out: Path, cache: Path,
+                  repo: Path = REPO) -> dict:
+  """Runs `python -m experiments.train FLAGS` once in the checkout `repo`;
+  its wall time and results.json's timings (of the main run; a
+  baseline's are added)."""
   line = [sys.executable, "-m", "experiments.train", *flags, "--out",
           str(out), "--quiet", "--overwrite", "--compile-cache", str(cache)]
   start = time.perf_counter()
-  done = subprocess.run(line, cwd=REPO, capture_output=True, text=True)
+  done = subprocess.run(line, cwd=repo, capture_output=True, text=True,
+                        env={**os.environ, "PYTHONPATH": str(repo)})
   wall = time.perf_counter() - start
   if done.returncode != 0:
     raise SystemExit(f"the timed command failed:\n{done.stderr[-2000:]}")
@@ -94,7 +104,7 @@ def timed_command(flags: list, out: Path, cache: Path) -> dict:
             "compile": 0.0, "training": 0.0, "runs": {}}
   for path in sorted(out.glob("**/results.json")):
     results = json.loads(path.read_text())
-    run = {key: results[key] for key in (
+    run = {key: results.get(key, {"effort": "(before)"}) for key in (
         "setup_seconds", "compile_seconds", "compile_stages", "wall_seconds",
         "epochs_run", "buckets", "compile_effort", "accuracy")}
     timing["runs"][results["preset"]] = run
@@ -104,10 +114,11 @@ def timed_command(flags: list, out: Path, cache: Path) -> dict:
   return timing
 
 
-def cold_and_warm(flags: list, folder: Path, cache: Path) -> dict:
+def cold_and_warm(flags: list, folder: Path, cache: Path,
+                  repo: Path = REPO, names=("cold", "warm")) -> dict:
   """The command cold (in `cache` as it is), then warm."""
-  return {name: timed_command(flags, folder / name, cache)
-          for name in ("cold", "warm")}
+  return {name: timed_command(flags, folder / name, cache, repo)
+          for name in names}
 
 
 def print_timing(name: str, timing: dict) -> None:
@@ -119,6 +130,8 @@ def print_timing(name: str, timing: dict) -> None:
                     f"{100 * r['accuracy']:.1f} %"
                     for p, r in timing["runs"].items()) + ")")
   for preset, run in timing["runs"].items():
+    if "start" not in next(iter(run["compile_stages"].values()), {}):
+      continue
     stages = "  ".join(
         f"{program} {s['start']:.1f}-{s['end']:.1f} s (trace {s['trace']:.1f}"
         f", compile {s['compile']:.1f})"
@@ -128,7 +141,7 @@ def print_timing(name: str, timing: dict) -> None:
 
 def figures(report: dict) -> dict:
   """The figures that targets name."""
-  cold, warm = report["cold"], report["warm"]
+  cold, warm = report["cold"], report.get("warm", report["cold"])
   values = {"cold": cold["command_seconds"], "warm": warm["command_seconds"],
             "warm_compile": warm["compile"],
             "total": cold["compile"] + cold["training"]}
@@ -138,7 +151,10 @@ def figures(report: dict) -> dict:
   return values
 
 
-def run_suite(names) -> dict:
+def run_suite(names, against=None) -> dict:
+  """Each scenario cold and warm ("long": cold, and cold with the
+  previous settings); with `against` (another checkout), the same
+  commands there right after, and the ratios."""
   reports = {}
   with tempfile.TemporaryDirectory() as folder:
     folder = Path(folder)
@@ -147,13 +163,24 @@ def run_suite(names) -> dict:
       cache = folder / ("enzymes" if name == "proteins" else name) / "xla"
       print(f"\n{name}: python -m experiments.train {' '.join(flags)}",
             flush=True)
-      report = cold_and_warm(flags, folder / name, cache)
+      runs = ("cold",) if name == "long" else ("cold", "warm")
+      report = cold_and_warm(flags, folder / name, cache, names=runs)
       if name == "long":
         report["previous"] = timed_command(
             flags + PREVIOUS_SETTINGS, folder / name / "previous",
             folder / name / "previous_xla")
+      elif against is not None:
+        old = folder / "against"
+        before = cold_and_warm(flags, old / name, old / (
+            "enzymes" if name == "proteins" else name) / "xla", against)
+        report.update({f"{run}_against": t for run, t in before.items()})
       for run_name, timing in report.items():
         print_timing(run_name, timing)
+      for run in runs:
+        if f"{run}_against" in report:
+          ratio = (report[f"{run}_against"]["command_seconds"]
+                   / report[run]["command_seconds"])
+          print(f"  {run}: {ratio:.2f}x faster than {against}")
       values = figures(report)
       for figure, target in targets.items():
         bound = values[target] if isinstance(target, str) else target
@@ -251,7 +278,7 @@ def main(argv=None) -> int:
     if unknown:
       raise SystemExit(f"--only: unknown scenarios {unknown}; expected "
                        f"some of {sorted(SCENARIOS)}")
-    report = run_suite(names)
+    report = run_suite(names, args.against)
   else:
     report = single(args)
   path = Path(args.out)

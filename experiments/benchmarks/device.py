@@ -184,11 +184,13 @@ def reference_tests(options) -> dict:
 
 
 def pyg_epoch(options, dataset: str, max_nodes: int, side: str,
-              max_buckets: int = 5) -> dict:
+              max_buckets: int = 2, effort: str = "full",
+              ladder: bool = False) -> dict:
   """One training epoch (fold 0's training graphs, batch 20) of PyG's
   DiffPool ("pyg") or our `pyg` preset ("ours", in up to `max_buckets`
-  size buckets), on the same graphs: those of at most `max_nodes` nodes,
-  as PyG's example keeps them."""
+  size buckets at compile `effort`, sizes on the ladder or exact), on the
+  same graphs: those of at most `max_nodes` nodes, as PyG's example keeps
+  them."""
   from experiments.benchmarks.pyg import graphs_up_to
   if side == "pyg" and not has_pyg():
     return {"skipped": "torch or torch_geometric not installed "
@@ -202,7 +204,7 @@ def pyg_epoch(options, dataset: str, max_nodes: int, side: str,
     seconds, memory = pyg_train_epoch(options, data, train_ids, max_nodes)
   else:
     seconds, memory = our_train_epoch(options, data, train_ids, max_nodes,
-                                      max_buckets)
+                                      max_buckets, effort, ladder)
   return {"dataset": dataset, "max_nodes": max_nodes,
           "graphs_kept": data.num_graphs, "train_graphs": len(train_ids),
           "epoch_seconds": seconds,
@@ -261,13 +263,15 @@ def pyg_train_epoch(options, data, train_ids, max_nodes):
                        resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB}
 
 
-def our_train_epoch(options, data, train_ids, max_nodes, max_buckets):
+def our_train_epoch(options, data, train_ids, max_nodes, max_buckets,
+                    effort="full", ladder=False):
   """Our side: the `pyg` preset (PyG's function, clusters from `max_nodes`
   as PyG's), one member, `max_buckets` size buckets, a whole epoch in one
-  call."""
+  call, compiled at `effort`."""
   config = run_config(options, "", preset="pyg", protocol="paper",
                       cluster_reference=max_nodes, min_bucket_gain=0.0,
-                      max_buckets=max_buckets)
+                      max_buckets=max_buckets, compile_effort=effort,
+                      bucket_ladder=ladder)
   run = make_run(config, data)
   timing = time_training(run, [train_ids], options.repeats)
   return timing.pop("epoch_seconds"), {**timing, **peak_memory()}
@@ -298,7 +302,8 @@ def time_training(run, member_graphs, repeats: int) -> dict:
   return {"epoch_seconds": seconds,
           "compile_seconds": compiled["compile_seconds"],
           "xla_estimate_gib": compiled["program_bytes"] / GIB,
-          "buckets": session.buckets.tolist(), "edge_list": session.sparse}
+          "buckets": session.buckets.tolist(), "edge_list": session.sparse,
+          "effort": session.effort}
 
 
 def paper_epoch(options, dataset: str) -> dict:
@@ -398,10 +403,20 @@ def determinism(options) -> dict:
 
 
 DETERMINISTIC = "--xla_gpu_deterministic_ops=true"
-NO_AUTOTUNE = "--xla_gpu_autotune_level=0"
+NO_TRITON_GEMM = "--xla_gpu_enable_triton_gemm=false"
 # Seconds for a part that compiles an epoch program: measured 145 s of
 # compilation for the 5-bucket ENZYMES `pyg` program on an H200.
 COMPILE_LIMIT = 300
+# The compile options measured first (ENZYMES@150, `pyg` preset): name ->
+# (pyg_epoch's keyword arguments, added XLA flags). compile_effort "fast"
+# is one bucket without matmul autotuning.
+COMPILE_OPTIONS = {
+    "fast": (dict(effort="fast"), ""),
+    "full,buckets=1": (dict(max_buckets=1), ""),
+    "full,buckets=1,triton_gemm=0": (dict(max_buckets=1), NO_TRITON_GEMM),
+    "full,buckets=2": (dict(max_buckets=2), ""),
+    "auto,ladder": (dict(effort="auto", ladder=True, max_buckets=5), ""),
+}
 NO_PREALLOCATION = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 # In order of importance: what the first GPU run (2026-11-26, H200) left
 # unmeasured first (PROTEINS ratio, what cuts compile time, D&D epoch, the
@@ -409,23 +424,18 @@ NO_PREALLOCATION = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 # are reported as skipped.
 PARTS: List[Part] = [
     Part("environment", environment, {}, 60, {}),
+    # What cuts the GPU's compile time (145 s for the 5-bucket ENZYMES
+    # program on an H200, 22 s on 2 CPU cores), cheapest first: they set
+    # the GPU constants of compile_effort (see `gpu_defaults`).
+    *(Part(f"compile_options:{name}", pyg_epoch,
+           dict(dataset="ENZYMES", max_nodes=150, side="ours", **kwargs),
+           COMPILE_LIMIT, {"XLA_FLAGS": flags} if flags else {})
+      for name, (kwargs, flags) in COMPILE_OPTIONS.items()),
     *(Part(f"pyg_epoch:{name}@{n}:{side}", pyg_epoch,
            dict(dataset=name, max_nodes=n, side=side),
            60 if side == "pyg" else COMPILE_LIMIT, {})
       for name, n in (("PROTEINS", 620), ("ENZYMES", 150))
       for side in ("pyg", "ours")),
-    # What cuts the GPU's compile time (145 s for the 5-bucket ENZYMES
-    # program on an H200, 22 s on 2 CPU cores): fewer buckets (branches),
-    # or no autotuning of the matmuls.
-    Part("compile_options:buckets=1", pyg_epoch,
-         dict(dataset="ENZYMES", max_nodes=150, side="ours", max_buckets=1),
-         COMPILE_LIMIT, {}),
-    Part("compile_options:buckets=2", pyg_epoch,
-         dict(dataset="ENZYMES", max_nodes=150, side="ours", max_buckets=2),
-         COMPILE_LIMIT, {}),
-    Part("compile_options:autotune=0", pyg_epoch,
-         dict(dataset="ENZYMES", max_nodes=150, side="ours"),
-         COMPILE_LIMIT, {"XLA_FLAGS": NO_AUTOTUNE}),
     Part("paper_epoch:DD", paper_epoch, dict(dataset="DD"), COMPILE_LIMIT,
          {}),
     Part("paper_epoch:PROTEINS", paper_epoch, dict(dataset="PROTEINS"),
@@ -533,6 +543,24 @@ def ratio_line(parts: dict, name: str, n: int) -> Optional[str]:
           f"{'met' if speed >= 10 else 'not met'})")
 
 
+def gpu_defaults(variants: dict) -> dict:
+  """compile_effort's GPU constants as the compile-option parts measured
+  them: a bucket's compile seconds at full effort (2 buckets less 1), the
+  fixed rest, fast effort's one-bucket compile and its slowdown."""
+  one, two = variants.get("full,buckets=1"), variants.get("full,buckets=2")
+  fast = variants.get("fast")
+  found = {}
+  if one and two:
+    branch = two["compile_seconds"] - one["compile_seconds"]
+    found.update(branch_full=branch,
+                 base_full=one["compile_seconds"] - branch)
+  if fast:
+    found["fast_one_bucket"] = fast["compile_seconds"]
+    if one:
+      found["slowdown_fast"] = fast["epoch_seconds"] / one["epoch_seconds"]
+  return found
+
+
 def gib(value) -> str:
   return "n/a" if value is None else f"{value:.2f} GiB"
 
@@ -563,14 +591,17 @@ def print_table(report: dict) -> None:
         "DiffPool on the same device:")
     for line in filter(None, lines):
       out(line)
-  variants = {k: v for k, v in parts.items()
+  variants = {k.split(":", 1)[1]: v for k, v in parts.items()
               if k.startswith("compile_options:") and "compile_seconds" in v}
-  base = parts.get("pyg_epoch:ENZYMES@150:ours", {})
-  if variants and "compile_seconds" in base:
-    out("ENZYMES@150 `pyg` epoch program, compile and epoch: 5 buckets "
-        f"{base['compile_seconds']:.1f} s / {base['epoch_seconds']:.4f} s; "
-        + "; ".join(f"{k.split(':', 1)[1]} {v['compile_seconds']:.1f} s / "
-                    f"{v['epoch_seconds']:.4f} s" for k, v in variants.items()))
+  if variants:
+    out("ENZYMES@150 `pyg` epoch program, compile / epoch seconds: "
+        + "; ".join(f"{k} (buckets {v['buckets']}, {v['effort']}) "
+                    f"{v['compile_seconds']:.1f} s / {v['epoch_seconds']:.4f}"
+                    " s" for k, v in variants.items()))
+    defaults = gpu_defaults(variants)
+    if defaults:
+      out("GPU constants for compile_effort.COSTS from these: " + ", ".join(
+          f"{k} {v:.3g}" for k, v in defaults.items()))
   for name, target in (("PROTEINS", None), ("DD", 0.5)):
     paper = parts.get(f"paper_epoch:{name}", {})
     if "epoch_seconds" in paper:
