@@ -21,10 +21,13 @@ DEFAULT_MAX_BUCKETS = 5
 MAX_CANDIDATES = 2048
 # The ladder of padded sizes: multiples of LADDER_STEP up to LADDER_LINEAR,
 # then steps of about LADDER_RATIO, rounded up to a multiple of LADDER_STEP
-# (8, 16, ..., 64, 80, 104, 136, 176, 224, 280, 352, 440, 552, 696, ...).
+# (8, 16, ..., 128, 144, 168, 192, 216, 248, 280, 320, 360, 408, 464, 528,
+# 600, 680, ...): at most 12.5 % more nodes than the largest graph of a
+# bucket beyond 128 (1.25x steps cost the main job's 87-node graphs 104
+# slots and 25 % more training time).
 LADDER_STEP = 8
-LADDER_LINEAR = 64
-LADDER_RATIO = 1.25
+LADDER_LINEAR = 128
+LADDER_RATIO = 1.125
 # Cost of one edge-list entry (gather, scale, segment_sum, and their
 # gradients) in units of one entry of a dense [N,N] x [N,F] matmul, measured
 # on a 2-core CPU with experiments/benchmarks/scale.py (15 for small entry
@@ -245,12 +248,13 @@ def bucket_positions(n_node: np.ndarray, buckets: np.ndarray) -> np.ndarray:
   return positions
 
 
-def waste_table(datasets: Sequence, max_buckets: int = DEFAULT_MAX_BUCKETS
-                ) -> List[Dict[str, object]]:
-  """Padding waste, pad-to-max vs buckets, one row per data set."""
+def waste_table(datasets: Sequence, max_buckets: int = DEFAULT_MAX_BUCKETS,
+                ladder: bool = False) -> List[Dict[str, object]]:
+  """Padding waste, pad-to-max vs buckets (sizes on the ladder or the
+  exact node counts), one row per data set."""
   rows = []
   for dataset in datasets:
-    buckets = choose_buckets(dataset.n_node, max_buckets)
+    buckets = choose_buckets(dataset.n_node, max_buckets, ladder=ladder)
     to_max = padding_waste(dataset.n_node)
     bucketed = padding_waste(dataset.n_node, buckets)
     rows.append({"dataset": dataset.name, "buckets": buckets.tolist(),
