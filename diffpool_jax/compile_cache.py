@@ -95,6 +95,14 @@ def enable(folder: Optional[str] = None) -> Optional[Path]:
   return path
 
 
+def leave_as_configured() -> None:
+  """Marks the process as having chosen: `enable_by_default` (a `Run`)
+  then leaves JAX's cache settings as they are (a test session that
+  configures JAX's cache itself)."""
+  global _chosen
+  _chosen = True
+
+
 def enable_by_default() -> Optional[Path]:
   """`enable()` with its default folder unless this process has already
   chosen (called `enable`): what `Run` does, so that runs from Python

@@ -58,6 +58,14 @@ SHARED_DATA = Path(os.environ.get(
     Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+# Runs built in the tests' own processes keep the settings above, which
+# must precede jax's import (JAX's cache, no kept traced programs: their
+# programs are reused in process through jit_epoch_program, which the
+# traced-program path would bypass); test_compile_effort.py checks a
+# Run's own default in a fresh process.
+from diffpool_jax import compile_cache  # noqa: E402
+compile_cache.leave_as_configured()
+
 # Seconds of test time of the files that take longest (2 workers, measured
 # at 4b7cac7 with `--durations=0`). They start longest first, so that the
 # two workers end together; the other files follow in name order.
