@@ -94,6 +94,23 @@ def squared_norms(adj: Adjacency) -> jax.Array:
   return jnp.sum(jnp.square(adj.weights), axis=1)
 
 
+def mask_adjacency(adj: Adjacency, node_mask: jax.Array) -> Adjacency:
+  """adj with every entry that touches a padded node (node_mask [B,N]
+  False) set to exactly 0, selected (not multiplied), so that NaN or inf
+  there cannot leak. An EdgeList keeps its indices; its entries between
+  real nodes keep their weights."""
+  if not isinstance(adj, EdgeList):
+    pair = node_mask[:, :, None] & node_mask[:, None, :]
+    return jnp.where(pair, adj, jnp.zeros((), adj.dtype))
+  senders, receivers = jnp.asarray(adj.senders), jnp.asarray(adj.receivers)
+  real = (jnp.take_along_axis(node_mask, senders, axis=1, mode="clip")
+          & jnp.take_along_axis(node_mask, receivers, axis=1, mode="clip"))
+  weights = jnp.asarray(adj.weights)
+  return EdgeList(senders, receivers,
+                  jnp.where(real, weights, jnp.zeros((), weights.dtype)),
+                  adj.num_nodes)
+
+
 def to_dense(adj: Adjacency) -> jax.Array:
   """The [B, N, N] matrix (for checks and small graphs only)."""
   if not isinstance(adj, EdgeList):

@@ -205,15 +205,35 @@ def to_graphs_tuple(batch: GraphBatch) -> "jraph.GraphsTuple":
 
 
 def from_graphs_tuple(graph: "jraph.GraphsTuple", num_nodes: int,
-                      num_edges: Optional[int] = None) -> GraphBatch:
+                      num_edges: Optional[int] = None, padded: bool = False,
+                      graph_mask: Optional[np.ndarray] = None) -> GraphBatch:
   """Converts a `jraph.GraphsTuple` to a batch padded to `num_nodes`.
 
   With `num_edges` the adjacency is an `EdgeList` of that many entries per
   graph (see `sparse_batch`), else a dense [B, N, N] array. `edges` may be
   None (weights 1) or [E] / [E, 1] weights; `globals` may be None (labels
   0) or [G] / [G, 1] integer labels. Host side (NumPy).
+
+  A tuple from `jraph.pad_with_graphs` holds padding graphs that jraph
+  tells apart only by position: pass `padded=True` (its graphs are then
+  masked as `jraph.get_graph_padding_mask` says), or `graph_mask` [G]
+  bool. A graph masked out becomes a padding graph of the batch (no nodes,
+  label 0), so it enters no loss or metric; its nodes need not fit
+  `num_nodes`. By default every graph is real.
   """
   n_node = np.asarray(graph.n_node)
+  if padded and graph_mask is not None:
+    raise ValueError("from_graphs_tuple: give padded=True or graph_mask, "
+                     "not both")
+  if padded:
+    import jraph
+    graph_mask = jraph.get_graph_padding_mask(graph)
+  real = (np.ones(len(n_node), bool) if graph_mask is None
+          else np.asarray(graph_mask))
+  if real.shape != n_node.shape or real.dtype != bool:
+    raise ValueError(f"from_graphs_tuple: argument 'graph_mask' must be a "
+                     f"bool array of shape {n_node.shape} (one per graph); "
+                     f"got {real.dtype} {real.shape}")
   n_edge = np.asarray(graph.n_edge)
   nodes = np.asarray(graph.nodes)
   if nodes.ndim == 1:
@@ -226,10 +246,13 @@ def from_graphs_tuple(graph: "jraph.GraphsTuple", num_nodes: int,
              else np.asarray(graph.edges, np.float32).reshape(len(senders)))
   labels = (np.zeros(len(n_node), np.int32) if graph.globals is None
             else np.asarray(graph.globals).reshape(len(n_node)))
+  labels = np.where(real, labels, 0)
   edges, features, edge_weights = [], [], []
   for g in range(len(n_node)):
     node_slice = slice(node_offsets[g], node_offsets[g + 1])
     edge_slice = slice(edge_offsets[g], edge_offsets[g + 1])
+    if not real[g]:
+      node_slice = edge_slice = slice(0, 0)
     local = np.stack([senders[edge_slice], receivers[edge_slice]], axis=1)
     edges.append(local - node_offsets[g])
     features.append(nodes[node_slice])

@@ -48,7 +48,9 @@ def mask_nodes(x: jax.Array, node_mask: jax.Array, enabled: bool = True
   `enabled=False` returns x unchanged, for a layer whose consumer masks
   anyway (a masked batch norm ignores and zeroes padded nodes).
   """
-  return x * node_mask[..., None] if enabled else x
+  if not enabled:
+    return x
+  return jnp.where(node_mask[..., None], x, jnp.zeros((), x.dtype))
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -97,26 +99,28 @@ def sage_mean(x: jax.Array, adj: Adjacency, w_rel: jax.Array,
   return jnp.concatenate([mean, x], -1) @ jnp.concatenate([w_rel, w_root])
 
 
-def batch_moments(x: jax.Array, weight: jax.Array):
-  """Mean and biased variance [F] of the real nodes (weight [B,N,1] 0/1)
-  of x [B,N,F], their count [], and the unbiased variance [F]."""
-  count = jnp.sum(weight)
+def batch_moments(x: jax.Array, real: jax.Array):
+  """Mean and biased variance [F] of the real nodes (real [B,N,1] bool)
+  of x [B,N,F], their count [], and the unbiased variance [F]; padded
+  nodes are left out by selection (whatever they hold)."""
+  count = jnp.sum(real).astype(x.dtype)
   safe_count = jnp.maximum(count, 1.0)
-  mean = jnp.sum(x * weight, axis=(0, 1)) / safe_count
-  var = jnp.sum(jnp.square((x - mean) * weight), axis=(0, 1)) / safe_count
+  mean = jnp.sum(jnp.where(real, x, 0.0), axis=(0, 1)) / safe_count
+  var = jnp.sum(jnp.where(real, jnp.square(x - mean), 0.0),
+                axis=(0, 1)) / safe_count
   return mean, var, count, var * count / jnp.maximum(count - 1.0, 1.0)
 
 
-def normalize(x: jax.Array, weight: jax.Array, mean: jax.Array,
+def normalize(x: jax.Array, real: jax.Array, mean: jax.Array,
               var: jax.Array, epsilon: float, scale=None, bias=None
               ) -> jax.Array:
   """(x - mean) / sqrt(var + epsilon) [* scale + bias], padded nodes
-  (weight 0) zero."""
+  (real [B,N,1] False) zero."""
   gain = jax.lax.rsqrt(var + epsilon)
   if scale is None:
-    return (x - mean) * gain * weight
+    return jnp.where(real, (x - mean) * gain, 0.0)
   gain = gain * scale
-  return ((x - mean) * gain + bias) * weight
+  return jnp.where(real, (x - mean) * gain + bias, 0.0)
 
 
 class DenseSAGEConv(nn.Module):
@@ -204,9 +208,9 @@ class MaskedBatchNorm(nn.Module):
                                  (features,), jnp.float32)
     running_var = self.variable("batch_stats", "var", jnp.ones,
                                 (features,), jnp.float32)
-    weight = node_mask[..., None].astype(x.dtype)
+    real = node_mask[..., None]
     if train:
-      mean, var, count, unbiased = batch_moments(x, weight)
+      mean, var, count, unbiased = batch_moments(x, real)
       if not self.is_initializing():
         keep = self.momentum
         has_nodes = count > 0
@@ -219,8 +223,8 @@ class MaskedBatchNorm(nn.Module):
     else:
       mean, var = running_mean.value, running_var.value
     if not self.affine:
-      return normalize(x, weight, mean, var, self.epsilon)
-    return normalize(x, weight, mean, var, self.epsilon,
+      return normalize(x, real, mean, var, self.epsilon)
+    return normalize(x, real, mean, var, self.epsilon,
                      self.param("scale", nn.initializers.ones, (features,)),
                      self.param("bias", nn.initializers.zeros, (features,)))
 

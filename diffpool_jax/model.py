@@ -9,11 +9,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from diffpool_jax.checks import check_dim, check_rank
+from diffpool_jax.adjacency import mask_adjacency
+from diffpool_jax.checks import check_dim, check_rank, checked_mask
 from diffpool_jax.layers import DenseWeights, GNNStack
 from diffpool_jax.pooling import check_adjacency
 from diffpool_jax.presets import (PRESETS, DiffPoolConfig,  # noqa: F401
-                                  preset)
+                                  check_cluster_counts, preset)
 
 
 class PoolLevel(NamedTuple):
@@ -46,7 +47,14 @@ def checked_node_mask(x, adj, node_mask, where: str) -> jax.Array:
   check_dim(node_mask, 0, batch, "node_mask", "B, the batch size of x", where)
   check_dim(node_mask, 1, num_nodes, "node_mask", "N, the node count of x",
             where)
-  return node_mask.astype(bool)
+  return checked_mask(node_mask, "node_mask", where)
+
+
+def clear_padding(x, adj, node_mask):
+  """x [B,N,F] and adj with every padded node's entries exactly 0, by
+  selection: whatever they held (NaN, inf) reaches no output or gradient."""
+  x = jnp.where(node_mask[..., None], x, jnp.zeros((), x.dtype))
+  return x, mask_adjacency(adj, node_mask)
 
 
 def cluster_slots(config: DiffPoolConfig, max_nodes: int, num_nodes: int,
@@ -98,14 +106,14 @@ def masked_readout(z: jax.Array, node_mask: jax.Array, kind: str) -> jax.Array:
 
   Graphs without real nodes read out zeros.
   """
-  weight = node_mask[..., None]
+  real = node_mask[..., None]
   if kind == "max":
-    best = jnp.max(jnp.where(weight, z, -jnp.inf), axis=1)
+    best = jnp.max(jnp.where(real, z, -jnp.inf), axis=1)
     return jnp.where(jnp.any(node_mask, axis=1)[:, None], best, 0.0)
-  total = jnp.sum(z * weight, axis=1)
+  total = jnp.sum(jnp.where(real, z, 0.0), axis=1)
   if kind == "sum":
     return total
-  return total / jnp.maximum(jnp.sum(weight, axis=1), 1)
+  return total / jnp.maximum(jnp.sum(real, axis=1), 1)
 
 
 class DiffPool(nn.Module):
@@ -187,8 +195,10 @@ class DiffPool(nn.Module):
       x: [B, N, F] node features.
       adj: [B, N, N] adjacency, or an `EdgeList` (sparse first level: no
         N x N matrix; the pooled levels are dense [B, K, K]).
-      node_mask: [B, N] bool, True for real nodes (None: all real). Graphs
-        without real nodes are padding: they give finite, ignorable logits.
+      node_mask: [B, N] bool (or exactly 0/1), True for real nodes (None:
+        all real). Graphs without real nodes are padding: they give
+        finite, ignorable logits. Padded entries of x and adj may hold
+        anything (NaN, inf): they change no output and no gradient.
       train: batch statistics and dropout on (needs the "batch_stats"
         collection mutable and, with dropout, a "dropout" RNG).
       dropout: the dropout rate, a float or a traced [] array (so that
@@ -200,9 +210,11 @@ class DiffPool(nn.Module):
     """
     c = self.config
     node_mask = checked_node_mask(x, adj, node_mask, "DiffPool")
+    x, adj = clear_padding(x, adj, node_mask)
     batch, num_nodes = x.shape[:2]
     graph_mask = jnp.any(node_mask, axis=1)
 
+    check_cluster_counts(c, self.max_nodes, "DiffPool")
     hidden = (c.hidden_dim,) * (c.num_layers - 1)
     widths = c.cluster_counts(self.max_nodes)
     slots, real_clusters = cluster_slots(c, self.max_nodes, num_nodes,

@@ -26,7 +26,9 @@ from diffpool_jax.layers import (batch_moments, dropout as drop,
                                  l2_normalize, mask_nodes, normalize,
                                  sage_mean)
 from diffpool_jax.model import (DiffPoolConfig, PoolLevel, checked_node_mask,
-                                cluster_slots, masked_readout, pool_level)
+                                clear_padding, cluster_slots, masked_readout,
+                                pool_level)
+from diffpool_jax.presets import check_cluster_counts
 
 LECUN = jax.nn.initializers.lecun_normal()
 XAVIER_RELU = jax.nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")
@@ -113,9 +115,9 @@ class MaskedBatchNorm(nnx.Module):
     self.bias = nnx.Param(jnp.zeros((features,))) if affine else None
 
   def __call__(self, x, node_mask, train: bool):
-    weight = node_mask[..., None].astype(x.dtype)
+    real = node_mask[..., None]
     if train:
-      mean, var, count, unbiased = batch_moments(x, weight)
+      mean, var, count, unbiased = batch_moments(x, real)
       keep, has_nodes = self.momentum, count > 0
       self.mean[...] = jnp.where(has_nodes, keep * self.mean[...]
                                  + (1 - keep) * mean, self.mean[...])
@@ -124,8 +126,8 @@ class MaskedBatchNorm(nnx.Module):
     else:
       mean, var = self.mean[...], self.var[...]
     if self.scale is None:
-      return normalize(x, weight, mean, var, self.epsilon)
-    return normalize(x, weight, mean, var, self.epsilon, self.scale[...],
+      return normalize(x, real, mean, var, self.epsilon)
+    return normalize(x, real, mean, var, self.epsilon, self.scale[...],
                      self.bias[...])
 
 
@@ -177,6 +179,7 @@ class DiffPool(nnx.Module):
 
   def __init__(self, config: DiffPoolConfig, in_features: int,
                num_classes: int, max_nodes: int, rngs: nnx.Rngs):
+    check_cluster_counts(config, max_nodes, "nnx.DiffPool")
     self.config, self.max_nodes = config, max_nodes
     c = config
     hidden = (c.hidden_dim,) * (c.num_layers - 1)
@@ -216,6 +219,7 @@ class DiffPool(nnx.Module):
     `key` feeds dropout when training with config.dropout > 0."""
     c = self.config
     node_mask = checked_node_mask(x, adj, node_mask, "nnx.DiffPool")
+    x, adj = clear_padding(x, adj, node_mask)
     graph_mask = jnp.any(node_mask, axis=1)
     keys = (iter(jax.random.split(key, 2 * c.num_levels + 1))
             if key is not None else iter(lambda: None, 0))

@@ -167,6 +167,25 @@ class DiffPoolConfig:
     return dataclasses.replace(self, **changes)
 
 
+def check_cluster_counts(config: DiffPoolConfig, max_nodes: int,
+                         where: str) -> None:
+  """ValueError naming `where` when a level would have more clusters than
+  the graph it pools can have nodes: level 1 more than `max_nodes`, a
+  later level more than the level before (pooling never grows a graph;
+  only explicit num_clusters can ask for that). A graph smaller than its
+  level's count is allowed, not an error: with fixed counts (as in the
+  paper and PyTorch Geometric) its surplus clusters hold only soft
+  assignment mass; per-graph counts give it at most its own size."""
+  sizes = (max_nodes,) + config.cluster_counts(max_nodes)
+  for level, (before, count) in enumerate(zip(sizes, sizes[1:]), start=1):
+    if count > before:
+      what = ("max_nodes, the largest graph" if level == 1
+              else f"level {level - 1}'s {before} clusters")
+      raise ValueError(f"{where}: level {level} has {count} clusters, more "
+                       f"than {what} ({before}); pooling never grows a "
+                       "graph (DiffPoolConfig.num_clusters)")
+
+
 def check_model_config(config: DiffPoolConfig) -> None:
   """ValueError naming the DiffPoolConfig field unless every field is
   valid (choices, widths, ratios, counts, aux weights, pool options)."""

@@ -86,12 +86,15 @@ def as_float32(hyper: Hyper) -> Hyper:
 
 
 def gather_adjacency(adj: Adjacency, safe: jax.Array, real: jax.Array,
-                     weight: jax.Array) -> Adjacency:
-  """Rows `safe` [B] of a bucket's adjacency, emptied where not `real`."""
+                     node_mask: jax.Array) -> Adjacency:
+  """Rows `safe` [B] of a bucket's adjacency, emptied where not `real` [B]
+  (dense: outside node_mask [B,N] too)."""
   if isinstance(adj, EdgeList):
     return EdgeList(adj.senders[safe], adj.receivers[safe],
-                    adj.weights[safe] * real[:, None], adj.num_nodes)
-  return adj[safe] * weight[:, :, None] * weight[:, None, :]
+                    jnp.where(real[:, None], adj.weights[safe], 0.0),
+                    adj.num_nodes)
+  return jnp.where(node_mask[:, :, None] & node_mask[:, None, :], adj[safe],
+                   0.0)
 
 
 def gather_batch(bucket: GraphBatch, positions: jax.Array) -> GraphBatch:
@@ -99,10 +102,9 @@ def gather_batch(bucket: GraphBatch, positions: jax.Array) -> GraphBatch:
   real = positions >= 0
   safe = jnp.where(real, positions, 0)
   node_mask = bucket.node_mask[safe] & real[:, None]
-  weight = node_mask.astype(bucket.x.dtype)
   return GraphBatch(
-      x=bucket.x[safe] * weight[..., None],
-      adj=gather_adjacency(bucket.adj, safe, real, weight),
+      x=jnp.where(node_mask[..., None], bucket.x[safe], 0.0),
+      adj=gather_adjacency(bucket.adj, safe, real, node_mask),
       node_mask=node_mask,
       labels=jnp.where(real, bucket.labels[safe], 0),
       n_node=jnp.where(real, bucket.n_node[safe], 0))
@@ -214,9 +216,11 @@ def graph_losses(model: DiffPool, params, batch_stats, batch: GraphBatch,
   count = jnp.sum(real)
   log_probs = jax.nn.log_softmax(logits)
   nll = -jnp.take_along_axis(log_probs, batch.labels[:, None], 1)[:, 0]
-  cross_entropy = jnp.sum(nll * real) / jnp.maximum(count, 1.0)
+  cross_entropy = jnp.sum(jnp.where(batch.graph_mask, nll, 0.0)
+                          ) / jnp.maximum(count, 1.0)
   loss = cross_entropy + auxiliary_loss(levels, aux_weights)
-  correct = jnp.sum((jnp.argmax(logits, -1) == batch.labels) * real)
+  hits = (jnp.argmax(logits, -1) == batch.labels).astype(jnp.float32)
+  correct = jnp.sum(jnp.where(batch.graph_mask, hits, 0.0))
   aux_sums = {name: value * count
               for name, value in level_losses(levels).items()}
   metrics = StepMetrics(loss * count, correct, count, aux_sums)

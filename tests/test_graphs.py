@@ -68,13 +68,28 @@ def test_round_trip_keeps_padding_graphs(jraph):
 
 
 def test_from_jraph_padded_with_pad_with_graphs(jraph):
-  """A jraph-padded GraphsTuple (dummy graph and nodes) converts cleanly."""
+  """jraph's padding graphs (told apart only by position) become padding
+  graphs of the batch with padded=True: no nodes, label 0, graph_mask
+  False, so they enter no loss or accuracy; by default every graph is
+  real (the dummy graph's 2 padding nodes included)."""
   graph = jraph.GraphsTuple(
       nodes=np.arange(6, dtype=np.float32).reshape(3, 2), edges=None,
       senders=np.array([0, 1]), receivers=np.array([1, 0]),
-      n_node=np.array([3]), n_edge=np.array([2]), globals=None)
-  padded = jraph.pad_with_graphs(graph, n_node=5, n_edge=4, n_graph=2)
-  batch = from_graphs_tuple(padded, num_nodes=3)
-  np.testing.assert_array_equal(batch.n_node, [3, 2])
+      n_node=np.array([3]), n_edge=np.array([2]), globals=np.array([2]))
+  padded = jraph.pad_with_graphs(graph, n_node=5, n_edge=4, n_graph=3)
+  batch = from_graphs_tuple(padded, num_nodes=3, padded=True)
+  np.testing.assert_array_equal(batch.n_node, [3, 0, 0])
+  np.testing.assert_array_equal(batch.graph_mask, [True, False, False])
+  np.testing.assert_array_equal(batch.labels, [2, 0, 0])
   np.testing.assert_array_equal(batch.x[0], graph.nodes)
-  assert batch.adj[0, 0, 1] == 1 and batch.adj[0].sum() == 2
+  assert batch.adj[0, 0, 1] == 1 and batch.adj.sum() == 2
+  same = from_graphs_tuple(padded, num_nodes=3, num_edges=4,
+                           graph_mask=np.array([True, False, False]))
+  np.testing.assert_array_equal(same.n_node, [3, 0, 0])
+  everything = from_graphs_tuple(padded, num_nodes=3)
+  np.testing.assert_array_equal(everything.n_node, [3, 2, 0])
+  with pytest.raises(ValueError, match="not both"):
+    from_graphs_tuple(padded, 3, padded=True, graph_mask=np.ones(3, bool))
+  with pytest.raises(ValueError, match="'graph_mask' must be a bool array "
+                     r"of shape \(3,\)"):
+    from_graphs_tuple(padded, 3, graph_mask=np.ones(2, bool))

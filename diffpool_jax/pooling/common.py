@@ -4,9 +4,14 @@ orthogonality loss and the normalised pooled adjacency.
 
 Conventions of every operator: x [B,N,F], adj [B,N,N] or an EdgeList,
 s_logits [B,N,K], mask [B,N] bool (real nodes), cluster_mask [B,K] bool
-(the clusters each graph may use). Padded nodes get zero rows of S and
-masked clusters zero columns, so neither reaches the pooled graph or a
-loss; batch values are means over the real graphs.
+(the clusters each graph may use). Whatever a padded entry holds (NaN,
+inf, 1e30) is replaced, by selection, before anything is computed: padded
+nodes get zero rows of S, masked clusters zero columns, padded rows and
+columns of A are 0, so none reaches the pooled graph, a loss or a
+gradient; batch values are means over the real graphs. K may exceed a
+graph's real node count n_i (fixed cluster counts do, as in the paper):
+the surplus clusters then hold only soft assignment mass; a cluster_mask
+limits graph i to fewer.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from typing import Mapping, NamedTuple, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-from diffpool_jax.adjacency import Adjacency, EdgeList, matmul
-from diffpool_jax.checks import check_dim, check_rank
+from diffpool_jax.adjacency import Adjacency, EdgeList, mask_adjacency, matmul
+from diffpool_jax.checks import check_dim, check_rank, checked_mask
 
 # Logit of a masked-out cluster column: exp() of it is exactly 0 and, unlike
 # -inf, p log p and its gradient stay finite (0).
@@ -78,7 +83,8 @@ def masked_softmax(logits: jax.Array, node_mask: jax.Array) -> jax.Array:
   Returns:
     [B, N, K] assignment S.
   """
-  return jax.nn.softmax(logits, axis=-1) * node_mask[..., None]
+  return jnp.where(node_mask[..., None], jax.nn.softmax(logits, axis=-1),
+                   0.0)
 
 
 def per_graph_mean(per_graph: jax.Array, graph_mask: jax.Array) -> jax.Array:
@@ -102,13 +108,14 @@ def check_adjacency(adj: Adjacency, batch: int, num_nodes: int,
   check_dim(adj, 2, num_nodes, "adj", "N, the node count of x", where)
 
 
-def prepare(x, adj, s_logits, mask, cluster_mask, where: str
-            ) -> Tuple[jax.Array, jax.Array, jax.Array]:
-  """Checks an operator's arguments (ValueError naming the argument).
+def prepare(x, adj, s_logits, mask, cluster_mask, where: str):
+  """Checks an operator's arguments (ValueError naming the argument) and
+  clears its padded entries by selection.
 
   Returns:
-    (s_logits with masked clusters at MASKED_LOGIT, mask [B,N] bool,
-    cluster_mask [B,K] bool; all True where None was given).
+    (x with padded nodes 0, adj with padded rows and columns 0, s_logits
+    with padded rows 0 and masked clusters at MASKED_LOGIT, mask [B,N]
+    bool, cluster_mask [B,K] bool; masks all True where None was given).
   """
   check_rank(x, 3, "x", "[B,N,F]", where)
   check_rank(s_logits, 3, "s_logits", "[B,N,K]", where)
@@ -123,29 +130,37 @@ def prepare(x, adj, s_logits, mask, cluster_mask, where: str
     check_rank(mask, 2, "mask", "[B,N]", where)
     check_dim(mask, 0, batch, "mask", "B, the batch size of x", where)
     check_dim(mask, 1, num_nodes, "mask", "N, the node count of x", where)
-    mask = mask.astype(bool)
+    mask = checked_mask(mask, "mask", where)
   clusters = s_logits.shape[2]
   if cluster_mask is None:
-    return s_logits, mask, jnp.ones((batch, clusters), bool)
-  check_rank(cluster_mask, 2, "cluster_mask", "[B,K]", where)
-  check_dim(cluster_mask, 0, batch, "cluster_mask", "B, the batch size of x",
-            where)
-  check_dim(cluster_mask, 1, clusters, "cluster_mask",
-            "K, the cluster count of s_logits", where)
-  cluster_mask = cluster_mask.astype(bool)
-  return mask_clusters(s_logits, cluster_mask), mask, cluster_mask
+    cluster_mask = jnp.ones((batch, clusters), bool)
+  else:
+    check_rank(cluster_mask, 2, "cluster_mask", "[B,K]", where)
+    check_dim(cluster_mask, 0, batch, "cluster_mask",
+              "B, the batch size of x", where)
+    check_dim(cluster_mask, 1, clusters, "cluster_mask",
+              "K, the cluster count of s_logits", where)
+    cluster_mask = checked_mask(cluster_mask, "cluster_mask", where)
+  real = mask[..., None]
+  x = jnp.where(real, x, jnp.zeros((), x.dtype))
+  s_logits = jnp.where(real, s_logits, jnp.zeros((), s_logits.dtype))
+  return (x, mask_adjacency(adj, mask), mask_clusters(s_logits, cluster_mask),
+          mask, cluster_mask)
 
 
 class Assignment(NamedTuple):
   """An operator's checked inputs, its assignment and the pooled graph.
 
   Attributes:
+    input_adj: the operator's adjacency with padded rows and columns 0
+      (what its losses read).
     s_logits: [B, N, K] logits, masked clusters at MASKED_LOGIT.
     mask: [B, N] bool real nodes; cluster_mask: [B, K] bool real clusters.
     graph_mask: [B] bool real graphs.
     s: [B, N, K] the masked row softmax S.
     x: [B, K, F] S^T X; adj: [B, K, K] S^T A S.
   """
+  input_adj: Adjacency
   s_logits: jax.Array
   mask: jax.Array
   cluster_mask: jax.Array
@@ -158,12 +173,12 @@ class Assignment(NamedTuple):
 def assign(x, adj, s_logits, mask, cluster_mask, where: str) -> Assignment:
   """What every dense pooling operator starts with: checks its arguments
   (`prepare`), forms S and the pooled graph S^T X, S^T A S (`coarsen`)."""
-  s_logits, mask, cluster_mask = prepare(x, adj, s_logits, mask,
-                                         cluster_mask, where)
+  x, adj, s_logits, mask, cluster_mask = prepare(x, adj, s_logits, mask,
+                                                 cluster_mask, where)
   s = masked_softmax(s_logits, mask)
   pooled_x, pooled_adj = coarsen(x, adj, s)
-  return Assignment(s_logits, mask, cluster_mask, jnp.any(mask, axis=1), s,
-                    pooled_x, pooled_adj)
+  return Assignment(adj, s_logits, mask, cluster_mask, jnp.any(mask, axis=1),
+                    s, pooled_x, pooled_adj)
 
 
 def coarsen(x: jax.Array, adj: Adjacency, s: jax.Array
@@ -187,8 +202,8 @@ def orthogonality_loss(s: jax.Array, cluster_mask: jax.Array) -> jax.Array:
   ss = ss / jnp.maximum(safe_sqrt(jnp.sum(ss * ss, axis=(1, 2))),
                         1e-12)[:, None, None]
   clusters = jnp.sum(cluster_mask, axis=1)
-  identity = (jnp.eye(s.shape[2], dtype=s.dtype)[None]
-              * cluster_mask[:, :, None])
+  identity = jnp.where(cluster_mask[:, :, None],
+                       jnp.eye(s.shape[2], dtype=s.dtype)[None], 0.0)
   identity = identity / jnp.sqrt(jnp.maximum(clusters, 1)
                                  ).astype(s.dtype)[:, None, None]
   return safe_sqrt(jnp.sum((ss - identity) ** 2, axis=(1, 2)))

@@ -142,9 +142,10 @@ def dense_diff_pool(x: jax.Array,
       formed: A S comes from the edges, the link loss from the identity
       below; the "bce" form needs S S^T and so a dense adjacency).
     s_logits: [B, N, K] assignment logits (before the row softmax).
-    mask: [B, N] bool, True for real nodes; None means all nodes are real.
-      Padded nodes get zero assignment rows, so they never reach the pooled
-      graph or the losses.
+    mask: [B, N] bool (or exactly 0/1), True for real nodes; None means
+      all nodes are real. Whatever padded entries of x, adj and s_logits
+      hold (NaN and inf too) never reaches the pooled graph, the losses or
+      a gradient: padded nodes get zero assignment rows.
     link_loss: "frobenius" (default: per graph ||A - S S^T||_F / n_i^2,
       averaged over graphs), "pyg" (PyTorch Geometric's whole-batch norm
       divided by B N^2, with its entropy averaged over all B N rows), or
@@ -168,10 +169,10 @@ def dense_diff_pool(x: jax.Array,
   a = assign(x, adj, s_logits, mask, cluster_mask, where)
   n_node = jnp.sum(a.mask, axis=1)
   if link_loss == "frobenius":
-    link = link_loss_frobenius(adj, a.s, a.adj, n_node)
+    link = link_loss_frobenius(a.input_adj, a.s, a.adj, n_node)
   elif link_loss == "pyg":
-    link = link_loss_pyg(adj, a.s, a.adj)
+    link = link_loss_pyg(a.input_adj, a.s, a.adj)
   else:
-    link = link_loss_bce(adj, a.s, a.mask, n_node)
+    link = link_loss_bce(a.input_adj, a.s, a.mask, n_node)
   entropy = entropy_loss(a.s_logits, a.mask, n_node, link_loss)
   return DiffPoolResult(a.x, a.adj, a.s, link, entropy)

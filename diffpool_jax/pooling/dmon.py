@@ -76,7 +76,7 @@ def dense_dmon_pool(x: jax.Array,
     by the degree sum (2m) where the paper has m.
   """
   a = assign(x, adj, s_logits, mask, cluster_mask, "dense_dmon_pool")
-  losses = {"spectral": spectral_loss(adj, a.s, a.adj),
+  losses = {"spectral": spectral_loss(a.input_adj, a.s, a.adj),
             "ortho": orthogonality_loss(a.s, a.cluster_mask),
             "cluster": cluster_loss(a.s, a.mask, a.cluster_mask)}
   aux = {name: per_graph_mean(value, a.graph_mask)
