@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from diffpool_jax.adjacency import mask_adjacency
 from diffpool_jax.checks import check_dim, check_rank, checked_mask
-from diffpool_jax.layers import DenseWeights, GNNStack
+from diffpool_jax.layers import DenseWeights, GNNStack, mask_nodes
 from diffpool_jax.pooling import check_adjacency
 from diffpool_jax.presets import (PRESETS, DiffPoolConfig,  # noqa: F401
                                   check_cluster_counts, preset)
@@ -53,8 +53,7 @@ def checked_node_mask(x, adj, node_mask, where: str) -> jax.Array:
 def clear_padding(x, adj, node_mask):
   """x [B,N,F] and adj with every padded node's entries exactly 0, by
   selection: whatever they held (NaN, inf) reaches no output or gradient."""
-  x = jnp.where(node_mask[..., None], x, jnp.zeros((), x.dtype))
-  return x, mask_adjacency(adj, node_mask)
+  return mask_nodes(x, node_mask), mask_adjacency(adj, node_mask)
 
 
 def cluster_slots(config: DiffPoolConfig, max_nodes: int, num_nodes: int,

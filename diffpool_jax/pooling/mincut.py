@@ -57,7 +57,8 @@ def dense_mincut_pool(x: jax.Array,
     `s` in the identity for every graph.
   """
   a = assign(x, adj, s_logits, mask, cluster_mask, "dense_mincut_pool")
-  aux = {"mincut": per_graph_mean(cut_loss(a.input_adj, a.s, a.adj), a.graph_mask),
+  aux = {"mincut": per_graph_mean(cut_loss(a.input_adj, a.s, a.adj),
+                                  a.graph_mask),
          "ortho": per_graph_mean(orthogonality_loss(a.s, a.cluster_mask),
                                  a.graph_mask)}
   return PoolOutput(a.x, normalized_pooled_adjacency(a.adj), a.s, aux)
