@@ -131,3 +131,108 @@ def test_resume_refuses_a_changed_split_file(tmp_path):
     fit(out, resume=True, splits=str(splits), protocol="fair")
   splits.write_text(json.dumps(folds))
   fit(out, resume=True, splits=str(splits), protocol="fair")
+
+
+# --- config.json edited or damaged: refused before anything changes ------
+
+def edit_config(out, edit, keep_digest=True):
+  """Applies `edit` to the saved config.json's content (optionally dropping
+  its digest, as files written before digests were recorded)."""
+  path = out / "config.json"
+  saved = json.loads(path.read_text())
+  edit(saved)
+  if not keep_digest:
+    saved.pop("digest")
+  path.write_text(json.dumps(saved))
+  return path.read_bytes()
+
+
+def unchanged_after_refusal(out, message, **changes):
+  """Resumes `out`, expecting RunFolderError matching `message`; checks
+  that no file of the run changed."""
+  before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+  with pytest.raises(RunFolderError, match=message) as refused:
+    fit(out, resume=True, **changes)
+  assert "\n" not in str(refused.value)
+  assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("edit", [
+    lambda saved: saved["run"].pop("epochs"),
+    lambda saved: saved["run"].update(epochs=1),
+    lambda saved: saved["model"].update(hidden_dim=16)])
+def test_resume_refuses_an_edited_config_file(out, edit):
+  edit_config(out, edit)
+  unchanged_after_refusal(out, "config.json was edited or damaged since the "
+                          "run wrote it")
+
+
+def test_resume_refuses_a_config_file_without_a_field(out):
+  edit_config(out, lambda saved: saved["run"].pop("epochs"),
+              keep_digest=False)
+  unchanged_after_refusal(out, "lacks field.s. epochs; it was edited")
+
+
+def test_resume_refuses_a_checkpoint_that_does_not_fit_the_config(out):
+  edit_config(out, lambda saved: saved["run"].update(epochs=1),
+              keep_digest=False)
+  unchanged_after_refusal(out, r"checkpoint .*checkpoints.1 does not fit the "
+                          "run in config.json")
+
+
+@pytest.mark.parametrize("content", ["{\"run\": {\"epo", "[1, 2]", ""])
+def test_resume_refuses_a_damaged_config_file(out, content):
+  (out / "config.json").write_text(content)
+  unchanged_after_refusal(out, "cannot read|holds no run")
+
+
+def test_resume_refuses_an_invalid_resumable_value(out):
+  edit_config(out, lambda saved: saved["run"].update(epochs="two"),
+              keep_digest=False)
+  unchanged_after_refusal(out, "config.json is not valid: epochs")
+
+
+# --- claiming a folder is atomic ------------------------------------------
+
+def test_of_claims_at_the_same_moment_exactly_one_wins(tmp_path):
+  import threading
+  from diffpool_jax.run import FolderLock, claim_folder, write_json_atomic
+
+  config = RunConfig(**TINY_RUN)
+
+  def claim(out, outcome, start):
+    start.wait()
+    try:
+      lock = FolderLock(out)
+    except RunFolderError as error:
+      outcome.append(("in use", str(error)))
+      return
+    try:
+      claim_folder(out, config, resume=False, overwrite=False)
+      write_json_atomic(out / "config.json", {"run": {}})
+      outcome.append(("won", ""))
+    except RunFolderError as error:
+      outcome.append(("refused", str(error)))
+    finally:
+      lock.release()
+
+  for attempt in range(30):
+    out, outcome = tmp_path / f"run{attempt}", []
+    start = threading.Barrier(6)
+    threads = [threading.Thread(target=claim, args=(out, outcome, start))
+               for _ in range(6)]
+    for thread in threads:
+      thread.start()
+    for thread in threads:
+      thread.join()
+    assert [kind for kind, _ in outcome].count("won") == 1, outcome
+    for kind, message in outcome:
+      assert kind == "won" or "is in use by another command" in message or (
+          "already holds a run" in message)
+
+
+def test_a_failed_start_leaves_no_folder_behind(tmp_path):
+  out = tmp_path / "run"
+  with pytest.raises(MemoryError):        # its programs do not fit
+    fit(out, memory_gib=1e-6)
+  assert not out.exists()

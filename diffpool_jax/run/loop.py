@@ -113,10 +113,35 @@ class Run:
     continues the run there from its last checkpoint (same configuration
     but for RESUMABLE_FIELDS; more epochs extend it), `overwrite` deletes
     its outputs first. Resuming a folder without a run starts afresh.
+    While it trains, the folder is locked (store.FolderLock); a start that
+    fails (bad folder, no memory for the programs) writes nothing. A file
+    that cannot be written ends it with store.WriteFailure, the last
+    checkpoint and metrics kept for `resume`.
     """
     if resume and overwrite:
       raise store.RunFolderError("{resume} and {overwrite} exclude each other",
                                  "resume", "overwrite")
+    lock = store.FolderLock(self.out) if hosts.is_writer() else None
+    try:
+      results = self.claim_and_train(resume, overwrite, progress)
+    except store.WriteFailure as error:
+      if lock:
+        lock.release(failed=True)
+      raise store.WriteFailure(
+          error.message + "; free space (or restore the permission), then "
+          "continue the run with {resume}", *error.fields, "resume") from None
+    except BaseException:
+      if lock:
+        lock.release(failed=True)
+      raise
+    if lock:
+      lock.release()
+    return results
+
+  def claim_and_train(self, resume: bool, overwrite: bool,
+                      progress: bool) -> dict:
+    """`fit` once the folder is locked: claims it, restores the last
+    checkpoint, compiles, and only then writes config.json and trains."""
     # Fingerprints of what the run reads: only fitting needs them.
     inputs = input_fingerprints(self.config, self.dataset)
     # Every process checks the folder (the same verdict on a shared
@@ -125,13 +150,7 @@ class Run:
                                inputs, remove=hosts.is_writer(),
                                processes=hosts.count())
     hosts.barrier("run folder claimed")
-    write = hosts.is_writer()
-    if write:
-      self.out.mkdir(parents=True, exist_ok=True)
-      store.write_json_atomic(self.out / "config.json",
-                              {**run_description(self), "inputs": inputs})
-    hosts.barrier("run folder written")
-    manager = store.checkpoint_manager(self.out)
+    manager = store.checkpoint_manager(self.out) if saved else None
     start_epoch = self.restore(manager, saved["epochs"]) if saved else 0
     compile_start = time.perf_counter()
     if progress:
@@ -140,6 +159,14 @@ class Run:
     if progress:
       print(compute_message(self, programs), flush=True)
     compile_seconds = time.perf_counter() - compile_start
+    write = hosts.is_writer()
+    if write:
+      store.write_json_atomic(
+          self.out / "config.json",
+          store.with_digest({**run_description(self), "inputs": inputs}),
+          "the run's configuration")
+    hosts.barrier("run folder written")
+    manager = manager or store.checkpoint_manager(self.out)
     rows = [row for e in range(start_epoch)
             for row in metric_rows(self.members, self.history,
                                    self.points[0], e)]

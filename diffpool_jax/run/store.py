@@ -1,11 +1,14 @@
-"""A run's folder: who owns it, atomic writers for JSON, JSON lines and
-their readers' formats, and checkpoints (orbax)."""
+"""A run's folder: who owns it (an exclusive lock while a command uses
+it), atomic writers for JSON and JSON lines, config.json with the digest
+that tells an edited file, and checkpoints (orbax)."""
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -41,22 +44,43 @@ def finite_or_none(value):
   return value
 
 
-def write_json_atomic(path: Path, value) -> None:
-  """Writes JSON (non-finite numbers as null) to a temporary file, then
-  renames it over `path`."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  temporary = path.with_name(path.name + ".tmp")
-  temporary.write_text(json.dumps(finite_or_none(value), indent=2,
-                                  default=_to_builtin, allow_nan=False))
-  os.replace(temporary, path)
+class WriteFailure(InputError):
+  """A run's file could not be written (no space, no permission); the
+  file was not changed and no temporary file is left."""
 
 
-def write_lines_atomic(path: Path, rows: List[dict]) -> None:
-  """Writes one JSON object per line, atomically."""
+def write_text_atomic(path: Path, text: str, what: str) -> None:
+  """Writes `text` to a temporary file beside `path`, then renames it over
+  `path`; WriteFailure (naming the path and `what` it holds) if either
+  fails."""
   temporary = path.with_name(path.name + ".tmp")
-  temporary.write_text("".join(json.dumps(r, default=_to_builtin) + "\n"
-                               for r in rows))
-  os.replace(temporary, path)
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary.write_text(text)
+    os.replace(temporary, path)
+  except OSError as error:
+    try:
+      temporary.unlink(missing_ok=True)
+    except OSError:
+      pass
+    raise WriteFailure(f"could not write {what} to {path}: "
+                       f"{error.strerror or error}; the file was not "
+                       "changed") from None
+
+
+def write_json_atomic(path: Path, value, what: str = "the results") -> None:
+  """Writes JSON (non-finite numbers as null) atomically (see
+  write_text_atomic)."""
+  write_text_atomic(path, json.dumps(finite_or_none(value), indent=2,
+                                     default=_to_builtin, allow_nan=False),
+                    what)
+
+
+def write_lines_atomic(path: Path, rows: List[dict],
+                       what: str = "the metrics") -> None:
+  """Writes one JSON object per line atomically (see write_text_atomic)."""
+  write_text_atomic(path, "".join(json.dumps(r, default=_to_builtin) + "\n"
+                                  for r in rows), what)
 
 
 def _to_builtin(value):
@@ -85,16 +109,103 @@ def delete_outputs(out: Path, names) -> None:
     shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+class FolderLock:
+  """An exclusive lock on a run folder while one command uses it.
+
+  It is an flock on the folder itself: of two commands claiming a folder
+  at the same moment only one holds it, and the operating system releases
+  it when the process ends, however it ends, so nothing stale is left.
+  Locks are per machine: on a network folder, other hosts' processes do
+  not see it (with several processes only process 0 takes it)."""
+
+  def __init__(self, out: Path):
+    self.out = out
+    self.created = not out.exists()
+    try:
+      out.mkdir(parents=True, exist_ok=True)
+      self.descriptor = os.open(out, os.O_RDONLY)
+    except OSError as error:
+      raise RunFolderError(f"{{out}} {out}: cannot create or open the "
+                           f"folder: {error.strerror or error}", "out") from None
+    try:
+      fcntl.flock(self.descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      os.close(self.descriptor)
+      raise RunFolderError(
+          f"{{out}} {out} is in use by another command (it holds the "
+          "folder's lock); wait until it ends or choose another {out}",
+          "out") from None
+
+  def release(self, failed: bool = False) -> None:
+    """Gives the lock up; after a failed start, a folder this lock created
+    is removed again if nothing was written into it."""
+    if failed and self.created:
+      try:
+        self.out.rmdir()
+      except OSError:                # not empty: it holds what was written
+        pass
+    os.close(self.descriptor)
+
+
+def description_digest(description: dict) -> str:
+  """A hash of config.json's content without its "digest" entry, as JSON
+  reads it back (tuples as lists, keys as strings)."""
+  content = {k: v for k, v in description.items() if k != "digest"}
+  canonical = json.loads(json.dumps(finite_or_none(content),
+                                    default=_to_builtin))
+  return hashlib.blake2b(json.dumps(canonical, sort_keys=True).encode(),
+                         digest_size=16).hexdigest()
+
+
+def with_digest(description: dict) -> dict:
+  """config.json's content: `description` and its digest, by which resume
+  tells a file edited or damaged since the run wrote it."""
+  return {**description, "digest": description_digest(description)}
+
+
+def read_saved_run(out: Path, config) -> dict:
+  """The content of out/config.json, checked before a resume changes
+  anything: readable JSON, its digest matching (files written before
+  digests were recorded have none), and a "run" holding exactly the fields
+  of `config`'s dataclass; RunFolderError naming the fault otherwise."""
+  path = out / "config.json"
+  try:
+    saved = json.loads(path.read_text())
+  except (OSError, ValueError) as error:
+    raise RunFolderError(f"{{resume}}: cannot read {path}: {error}",
+                         "resume") from None
+  if not isinstance(saved, dict) or not isinstance(saved.get("run"), dict):
+    raise RunFolderError(f"{{resume}}: {path} holds no run (no \"run\" "
+                         "object); it was edited or damaged", "resume")
+  if "digest" in saved and saved["digest"] != description_digest(saved):
+    raise RunFolderError(
+        f"{{resume}}: {path} was edited or damaged since the run wrote it "
+        "(its content no longer matches its digest); restore it, or start "
+        "a new run ({overwrite} or another {out})", "resume", "overwrite",
+        "out")
+  fields = {f.name for f in dataclasses.fields(config)}
+  missing, unknown = fields - set(saved["run"]), set(saved["run"]) - fields
+  if missing or unknown:
+    names = ", ".join(sorted(missing)) or ", ".join(sorted(unknown))
+    raise RunFolderError(
+        f"{{resume}}: the run in {path} "
+        f"{'lacks' if missing else 'has unknown'} field(s) {names}; it was "
+        "edited, damaged or written by another version", "resume")
+  return saved
+
+
 def claim_folder(out: Path, config, resume: bool, overwrite: bool,
                  inputs: Optional[dict] = None, remove: bool = True,
                  processes: int = 1) -> Optional[dict]:
-  """Makes `out` this run's own folder before anything is written.
+  """Makes `out` this run's own folder before anything is written (hold
+  its FolderLock first).
 
   A folder holding another run's outputs is refused unless `overwrite`
   (which deletes those outputs, and nothing else) or `resume` (whose saved
-  configuration must match, but for RESUMABLE_FIELDS, and it must have run
-  on as many processes). `remove`: whether this process deletes what
-  `overwrite` replaces (with several processes, only process 0 does).
+  configuration must be intact (read_saved_run) and match, but for
+  RESUMABLE_FIELDS, and it must have run on as many processes). `remove`:
+  whether this process deletes what `overwrite` replaces (with several
+  processes, only process 0 does).
 
   Returns:
     The saved run configuration (a dict) when resuming an existing run,
@@ -114,23 +225,23 @@ def claim_folder(out: Path, config, resume: bool, overwrite: bool,
         f"{{out}} {out} already holds a run ({', '.join(found)}); pass "
         "{resume} to continue it or {overwrite} to replace it",
         "out", "resume", "overwrite")
-  saved_path = out / "config.json"
-  try:
-    saved_file = json.loads(saved_path.read_text())
-    saved = saved_file["run"]
-  except (OSError, ValueError, KeyError, TypeError) as error:
-    raise RunFolderError(f"{{resume}}: cannot read the run in {saved_path}: "
-                         f"{error}", "resume") from None
+  saved_file = read_saved_run(out, config)
+  saved = saved_file["run"]
   current = json.loads(json.dumps(dataclasses.asdict(config),
                                   default=_to_builtin))
-  for field in sorted(set(saved) | set(current)):
-    if field in RESUMABLE_FIELDS or saved.get(field) == current.get(field):
+  for field in sorted(current):
+    if field in RESUMABLE_FIELDS or saved[field] == current[field]:
       continue
     raise RunFolderError(
-        f"{{resume}}: {field} was {saved.get(field)!r} in the run in {out}, "
-        f"now {current.get(field)!r}; only {', '.join(RESUMABLE_FIELDS)} "
+        f"{{resume}}: {field} was {saved[field]!r} in the run in {out}, "
+        f"now {current[field]!r}; only {', '.join(RESUMABLE_FIELDS)} "
         "may change on resume (or use another {out})", "resume", "out")
-  if current["epochs"] < saved.get("epochs", 0):
+  try:
+    dataclasses.replace(config, **{f: saved[f] for f in RESUMABLE_FIELDS})
+  except (TypeError, ValueError) as error:
+    raise RunFolderError(f"{{resume}}: the run in {out}/config.json is not "
+                         f"valid: {error}", "resume") from None
+  if current["epochs"] < saved["epochs"]:
     raise RunFolderError(
         f"{{resume}}: epochs was {saved['epochs']} in the run in {out}, now "
         f"{current['epochs']}; epochs may only grow on resume", "resume")
@@ -170,16 +281,64 @@ def checkpoint_manager(out: Path) -> ocp.CheckpointManager:
 
 def save_checkpoint(manager: ocp.CheckpointManager, epoch: int,
                     tree: Any) -> None:
-  """Saves `tree` as the checkpoint of `epoch` and waits until written."""
-  manager.save(epoch, args=ocp.args.StandardSave(tree))
-  manager.wait_until_finished()
+  """Saves `tree` as the checkpoint of `epoch` and waits until written.
+
+  A save that fails (no space, no permission) leaves no partial
+  checkpoint: what it wrote is removed, the earlier checkpoints stay, and
+  WriteFailure names the folder. Orbax's own logging of the failure, a
+  traceback per writing thread, is held back while saving."""
+  directory = Path(manager.directory)
+  kept = {str(step) for step in manager.all_steps()}
+  quiet = logging.getLogger("absl")
+  level = quiet.level
+  quiet.setLevel(logging.CRITICAL)
+  try:
+    manager.save(epoch, args=ocp.args.StandardSave(tree))
+    manager.wait_until_finished()
+  except Exception as error:       # orbax's, tensorstore's or the OS's own
+    if jax.process_index() == 0:
+      for entry in directory.iterdir():
+        if entry.name not in kept:
+          shutil.rmtree(entry, ignore_errors=True)
+    reason = str(error).strip().splitlines()[0][:200] if str(error) else (
+        type(error).__name__)
+    raise WriteFailure(f"could not write the checkpoint of epoch {epoch} "
+                       f"to {directory}: {reason}; the earlier checkpoints "
+                       "are kept") from None
+  finally:
+    quiet.setLevel(level)
 
 
 def restore_checkpoint(manager: ocp.CheckpointManager, template: Any):
   """The latest checkpoint, shaped as `template` (arrays or shape
-  structs), or None when there is none."""
+  structs), or None when there is none; RunFolderError when it does not
+  have the template's shapes (a config.json or checkpoint not of one
+  run)."""
   step = manager.latest_step()
   if step is None:
     return None
   target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-  return manager.restore(step, args=ocp.args.StandardRestore(target))
+  try:
+    tree = manager.restore(step, args=ocp.args.StandardRestore(target))
+    check_shapes(tree, target)
+    return tree
+  except Exception as error:       # orbax's errors have no common type
+    reason = str(error).strip().splitlines()[0][:200]
+    raise RunFolderError(
+        f"{{resume}}: the checkpoint {Path(manager.directory) / str(step)} "
+        f"does not fit the run in config.json ({reason}); both must be of "
+        "one run: restore them, or start a new run ({overwrite} or another "
+        "{out})", "resume", "overwrite", "out") from None
+
+
+def check_shapes(tree: Any, target: Any) -> None:
+  """ValueError naming the first entry of `tree` whose shape is not the
+  one in `target` (orbax restores the saved shapes as they are)."""
+  found = jax.tree_util.tree_flatten_with_path(tree)[0]
+  wanted = jax.tree_util.tree_leaves(target)
+  if len(found) != len(wanted):
+    raise ValueError(f"{len(found)} arrays, expected {len(wanted)}")
+  for (path, value), expected in zip(found, wanted):
+    if np.shape(value) != tuple(expected.shape):
+      raise ValueError(f"{jax.tree_util.keystr(path)} has shape "
+                       f"{np.shape(value)}, expected {tuple(expected.shape)}")

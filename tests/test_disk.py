@@ -1,0 +1,109 @@
+"""A full disk or a lost permission ends a run in one line: no temporary
+file or half checkpoint is left, the last good checkpoint and the metrics
+stay, and --resume continues once there is space again."""
+
+import errno
+import json
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from diffpool_jax.run import WriteFailure, write_json_atomic
+from tests.test_run_folder import fit, metrics
+
+
+def no_space(*args, **kwargs):
+  raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_failed_write_changes_nothing_and_leaves_no_temporary(
+    tmp_path, monkeypatch):
+  path = tmp_path / "results.json"
+  write_json_atomic(path, {"accuracy": 0.5})
+  write_text = Path.write_text
+
+  def half_then_full(self, text, *args, **kwargs):
+    write_text(self, text[:len(text) // 2])
+    no_space()
+
+  monkeypatch.setattr(Path, "write_text", half_then_full)
+  with pytest.raises(WriteFailure, match=(
+      f"^could not write the results to {path}: No space left on device; "
+      "the file was not changed$")):
+    write_json_atomic(path, {"accuracy": 0.75})
+  assert json.loads(path.read_text()) == {"accuracy": 0.5}
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_a_checkpoint_that_does_not_fit_keeps_the_last_one(tmp_path,
+                                                           monkeypatch):
+  save = ocp.CheckpointManager.save
+
+  def full_at_epoch_one(manager, step, *args, **kwargs):
+    if step != 1:
+      return save(manager, step, *args, **kwargs)
+    partial = Path(manager.directory) / "1.orbax-checkpoint-tmp-7"
+    (partial / "default").mkdir(parents=True)
+    (partial / "default" / "d").write_bytes(b"half")
+    no_space()
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", full_at_epoch_one)
+  out = tmp_path / "run"
+  with pytest.raises(WriteFailure, match=(
+      "^could not write the checkpoint of epoch 1 to .*checkpoints: .*No "
+      "space left on device; the earlier checkpoints are kept; free space "
+      r".*, then continue the run with resume$")):
+    fit(out, epochs=3)
+  assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["0"]
+  assert not list(out.rglob("*.tmp"))
+  assert sorted({row["epoch"] for row in metrics(out)}) == [0, 1]
+  monkeypatch.undo()
+  _, results = fit(out, resume=True, epochs=3)
+  assert results["epochs_run"] == 3
+  fit(tmp_path / "whole", epochs=3)
+  resumed, whole = metrics(out), metrics(tmp_path / "whole")
+  assert [r["epoch"] for r in resumed] == [r["epoch"] for r in whole]
+  np.testing.assert_allclose([r["train_loss"] for r in resumed],
+                             [r["train_loss"] for r in whole], rtol=1e-5)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 300 KiB tmpfs (root and mount needed, else the test is skipped),
+  and a callable giving it more room."""
+  where = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
+  where.mkdir()
+  mount = ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(where)]
+  if shutil.which("mount") is None or subprocess.run(
+      mount, capture_output=True).returncode != 0:
+    pytest.skip("cannot mount a small tmpfs here (needs root)")
+  grow = lambda: subprocess.run(["mount", "-o", "remount,size=4m",
+                                 str(where)], check=True)
+  yield where, grow
+  subprocess.run(["umount", str(where)], check=True)
+
+
+def test_the_command_on_a_full_disk_says_so_in_one_line_and_resumes(
+    small_disk, train_here):
+  from tests.test_train_command import arguments, write_config
+  disk, grow = small_disk
+  config = write_config(disk.parent)
+  flags = arguments(config, disk / "run", "--epochs", "3",
+                    "--checkpoint-every", "1", "--no-plots")
+  done = train_here(*flags)
+  assert done.returncode == 1
+  lines = done.stderr.strip().splitlines()
+  assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+  assert "could not write the checkpoint of epoch 0" in lines[0]
+  assert "No space left on device" in lines[0] and "--resume" in lines[0]
+  assert not list((disk / "run" / "checkpoints").iterdir())
+  grow()
+  again = train_here(*flags, "--resume")
+  assert again.returncode == 0, again.stderr
+  assert json.loads((disk / "run" / "results.json").read_text())[
+      "epochs_run"] == 3
