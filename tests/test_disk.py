@@ -40,6 +40,25 @@ def test_a_failed_write_changes_nothing_and_leaves_no_temporary(
   assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
 
 
+def test_the_reason_is_the_operating_systems_words_however_long_the_path():
+  from diffpool_jax.run.store import failure_reason
+  long_path = "/tmp/" + "very-long-folder/" * 20 + "ocdbt.process_0/d/05d8"
+  tensorstore = ValueError(
+      f'RESOURCE_EXHAUSTED: Error writing "w/0" in OCDBT database at local '
+      f'file "{long_path}": Failed to write 429258 bytes to file 11: No '
+      "space left on device [os_error_code='28']")
+  assert failure_reason(tensorstore) == "No space left on device"
+  try:
+    try:
+      raise PermissionError(errno.EACCES, "Permission denied", long_path)
+    except OSError as error:
+      raise RuntimeError("orbax: save failed") from error
+  except RuntimeError as wrapped:
+    assert failure_reason(wrapped) == "Permission denied"
+  assert failure_reason(ValueError("first line\nsecond")) == "first line"
+  assert failure_reason(ValueError()) == "ValueError"
+
+
 def test_a_checkpoint_that_does_not_fit_keeps_the_last_one(tmp_path,
                                                            monkeypatch):
   save = ocp.CheckpointManager.save

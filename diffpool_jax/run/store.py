@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, List, Optional
@@ -121,6 +122,8 @@ class FolderLock:
   def __init__(self, out: Path):
     self.out = out
     self.created = not out.exists()
+    if out.exists() and not out.is_dir():
+      raise RunFolderError(f"{{out}} {out} is a file, not a folder", "out")
     try:
       out.mkdir(parents=True, exist_ok=True)
       self.descriptor = os.open(out, os.O_RDONLY)
@@ -300,13 +303,27 @@ def save_checkpoint(manager: ocp.CheckpointManager, epoch: int,
       for entry in directory.iterdir():
         if entry.name not in kept:
           shutil.rmtree(entry, ignore_errors=True)
-    reason = str(error).strip().splitlines()[0][:200] if str(error) else (
-        type(error).__name__)
     raise WriteFailure(f"could not write the checkpoint of epoch {epoch} "
-                       f"to {directory}: {reason}; the earlier checkpoints "
-                       "are kept") from None
+                       f"to {directory}: {failure_reason(error)}; the "
+                       "earlier checkpoints are kept") from None
   finally:
     quiet.setLevel(level)
+
+
+def failure_reason(error: BaseException) -> str:
+  """The operating system's words for why a write failed ("No space left
+  on device"), found in the exception chain or in the error code that
+  tensorstore puts in its message; else the message's first line."""
+  link = error
+  while link is not None:
+    if isinstance(link, OSError) and link.errno:
+      return os.strerror(link.errno)
+    link = link.__cause__ or link.__context__
+  code = re.search(r"os_error_code='?(\d+)|\[Errno (\d+)\]", str(error))
+  if code:
+    return os.strerror(int(code.group(1) or code.group(2)))
+  text = str(error).strip()
+  return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def restore_checkpoint(manager: ocp.CheckpointManager, template: Any):
