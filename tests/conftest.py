@@ -69,7 +69,8 @@ compile_cache.leave_as_configured()
 # Seconds of test time of the files that take longest (2 workers, measured
 # at 4b7cac7 with `--durations=0`). They start longest first, so that the
 # two workers end together; the other files follow in name order.
-SLOW_FILES = {"test_processes.py": 39,      # two-process runs
+SLOW_FILES = {"test_benchmark_children.py": 60,  # each benchmark's path
+              "test_processes.py": 39,      # two-process runs
               "test_device_check.py": 37,   # the device check's parts
               "test_model.py": 35,          # every preset, eagerly
               "test_tutorial.py": 29,       # the notebook in a kernel
@@ -85,10 +86,21 @@ SLOW_FILES = {"test_processes.py": 39,      # two-process runs
               "test_multi_device.py": 10}
 
 
+HEAVY = os.environ.get("DIFFPOOL_JAX_HEAVY_TESTS") == "1"
+
+
 def pytest_collection_modifyitems(items):
-  """Slowest files first (see SLOW_FILES), each file's tests in order."""
+  """Slowest files first (see SLOW_FILES), each file's tests in order;
+  `heavy_benchmark` tests skipped unless $DIFFPOOL_JAX_HEAVY_TESTS=1."""
   rank = lambda item: -SLOW_FILES.get(item.path.name, 0)
   items.sort(key=rank)
+  if not HEAVY:
+    skip = pytest.mark.skip(reason="a heavy benchmark path (minutes of "
+                            "compiling): DIFFPOOL_JAX_HEAVY_TESTS=1 runs it, "
+                            "as .ci/run does")
+    for item in items:
+      if "heavy_benchmark" in item.keywords:
+        item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ persistent cache from Python, programs compiled side by side, and a run
 over another data set of the same ladder shapes compiling nothing new."""
 
 import json
-import os
 import subprocess
 import sys
 

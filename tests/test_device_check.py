@@ -3,7 +3,6 @@ inputs, so that it works the day a GPU is lent; its figures mean nothing
 here."""
 
 import json
-import os
 import subprocess
 import sys
 import traceback

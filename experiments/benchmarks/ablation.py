@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -28,8 +27,8 @@ import diffpool_jax as dp
 from diffpool_jax import pipeline, training
 from diffpool_jax.datasets import (bucket_entry_slots, choose_buckets,
                                    load_tu, sparse_by_cost, stratified_folds)
-from diffpool_jax.run import write_json_atomic
-from experiments.benchmarks.pyg import BATCH, median_seconds
+from experiments.benchmarks.harness import median_seconds, write_report
+from experiments.benchmarks.pyg import BATCH
 
 
 def epoch_seconds(dataset, buckets, sparse, repeats: int) -> float:
@@ -96,13 +95,15 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--data-root", required=True)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--buckets", type=int, default=5,
+                      help="size buckets of the bucketed epochs")
   parser.add_argument("--out", default="runs/ablation.json")
   args = parser.parse_args(argv)
   report = {"device": str(jax.devices()[0]), "batch": BATCH}
 
   enzymes = load_tu("ENZYMES", root=args.data_root)
   one = np.array([enzymes.max_nodes])
-  five = choose_buckets(enzymes.n_node, 5)
+  five = choose_buckets(enzymes.n_node, args.buckets)
   report["enzymes_epoch_seconds"] = {
       "pad_to_max": epoch_seconds(enzymes, one, False, args.repeats),
       "buckets": epoch_seconds(enzymes, five, False, args.repeats),
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
   print("link loss:", report["link_loss_seconds"], flush=True)
 
   proteins = load_tu("PROTEINS", root=args.data_root)
-  buckets = choose_buckets(proteins.n_node, 5)
+  buckets = choose_buckets(proteins.n_node, args.buckets)
   rule = sparse_by_cost(buckets, bucket_entry_slots(
       proteins.edges, proteins.n_node, buckets))
   report["proteins_epoch_seconds"] = {
@@ -127,8 +128,7 @@ def main(argv=None) -> int:
       "all_sparse": epoch_seconds(proteins, buckets, True, args.repeats)}
   print("PROTEINS epoch:", report["proteins_epoch_seconds"], flush=True)
 
-  write_json_atomic(Path(args.out), report)
-  print(f"figures in {args.out}")
+  write_report(args.out, report)
   return 0
 
 

@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from experiments.benchmarks.harness import write_report
+
 REPO = Path(__file__).resolve().parents[2]
 TU = "../shared/data/tu"
 SPLITS = "../shared/data/splits"
@@ -281,10 +283,7 @@ def main(argv=None) -> int:
     report = run_suite(names, args.against)
   else:
     report = single(args)
-  path = Path(args.out)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(report, indent=2))
-  print(f"\nfigures in {path}")
+  write_report(args.out, report)
   return 0
 
 

@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
+from experiments.benchmarks.harness import (emit, peak_rss_gib, run_child,
+                                            write_report)
+
 READS = ("line by line", "one pass", "cached")
 
 
@@ -43,23 +42,23 @@ def child(args) -> dict:
                     cache=args.read != "line by line")
   seconds = time.perf_counter() - start
   return {"read": args.read, "seconds": seconds,
-          "peak_rss_gib": resource.getrusage(
-              resource.RUSAGE_SELF).ru_maxrss / 2**20,
+          "peak_rss_gib": peak_rss_gib(),
           "graphs": dataset.num_graphs,
           "entries": int(sum(len(e) for e in dataset.edges)),
           "origin": dataset.origin}
 
 
 def run_read(args, read: str, cache_folder: str) -> dict:
-  command = [sys.executable, "-m", "experiments.benchmarks.data", "--child",
-             read, "--dataset", args.dataset, "--data-root",
-             str(args.data_root)]
-  env = dict(os.environ, DIFFPOOL_JAX_DATA=cache_folder)
-  done = subprocess.run(command, cwd=REPO, env=env, capture_output=True,
-                        text=True)
-  if done.returncode != 0:
-    raise SystemExit(f"{read} read failed:\n{done.stderr[-2000:]}")
-  return json.loads(done.stdout.strip().splitlines()[-1])
+  """One read in its own child process, with `cache_folder` as its
+  processed-data cache."""
+  figures = run_child(
+      "experiments.benchmarks.data", ["--child", read, "--dataset",
+                                      args.dataset, "--data-root",
+                                      args.data_root],
+      env=dict(os.environ, DIFFPOOL_JAX_DATA=cache_folder))
+  if figures.get("ran") is False:
+    raise SystemExit(f"{read} read failed:\n{figures.get('error', '')}")
+  return figures
 
 
 def generate_collab(root: Path, name: str = "COLLAB-SIZE",
@@ -113,7 +112,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if args.child:
     args.read = args.child
-    print(json.dumps(child(args)))
+    emit(child(args))
     return 0
   if args.generate:
     args.data_root = args.data_root or Path("runs/generated")
@@ -134,9 +133,7 @@ def main(argv=None) -> int:
   print(f"  one pass vs line by line: {rows[0]['seconds'] / first['seconds']:.1f}x "
         f"faster, {rows[0]['peak_rss_gib'] / first['peak_rss_gib']:.1f}x "
         f"less memory; cached read {cached['seconds']:.2f} s")
-  from diffpool_jax.run import write_json_atomic
-  write_json_atomic(args.out, {"dataset": args.dataset, "reads": rows})
-  print(f"figures in {args.out}")
+  write_report(args.out, {"dataset": args.dataset, "reads": rows})
   return 0
 
 

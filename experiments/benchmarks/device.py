@@ -51,7 +51,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional
 
 import numpy as np
 
-from experiments.benchmarks.pyg import median_seconds
+from experiments.benchmarks.harness import median_seconds, run_child
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / ".device_data"
@@ -226,32 +226,15 @@ def pyg_train_epoch(options, data, train_ids, max_nodes):
   """PyG's side: examples/proteins_diff_pool.py's model, loader and loop
   (each batch moved to the device in the loop, as the example does)."""
   import torch
-  import torch.nn.functional as F
-  import torch_geometric.transforms as T
-  from torch_geometric.data import Data
-  from torch_geometric.loader import DenseDataLoader
-  from experiments.benchmarks.pyg_reference import PygDiffPool
+  from experiments.benchmarks.pyg_reference import (PygDiffPool,
+                                                    dense_graphs, train_epoch)
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
   torch.manual_seed(0)
-  dense = T.ToDense(max_nodes)
-  graphs = [dense(Data(x=torch.from_numpy(data.features[g]),
-                       edge_index=torch.from_numpy(data.edges[g].T.copy()),
-                       y=torch.tensor([int(data.labels[g])])))
-            for g in train_ids]
+  graphs = dense_graphs(data, train_ids, max_nodes)
   model = PygDiffPool(data.num_node_features, data.num_classes,
                       max_nodes).to(device)
   optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-  def epoch():
-    model.train()
-    for batch in DenseDataLoader(graphs, batch_size=BATCH, shuffle=True):
-      batch = batch.to(device)
-      optimizer.zero_grad()
-      out, _, _ = model(batch.x, batch.adj, batch.mask)
-      F.nll_loss(out, batch.y.view(-1)).backward()
-      optimizer.step()
-    if device.type == "cuda":
-      torch.cuda.synchronize()
+  epoch = lambda: train_epoch(model, optimizer, graphs, BATCH, device)
 
   if device.type == "cuda":
     torch.cuda.reset_peak_memory_stats()
@@ -477,23 +460,16 @@ def run_part(part: Part, options, seconds_left: float) -> dict:
   if "XLA_FLAGS" in part.env:
     env["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " "
                         + part.env["XLA_FLAGS"]).strip()
-  command = [sys.executable, "-m", "experiments.benchmarks.device",
-             "--child", part.name, "--data", str(options.data),
-             "--repeats", str(options.repeats)]
-  if options.quick:
-    command.append("--quick")
-  start = time.perf_counter()
-  try:
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=limit)
-  except subprocess.TimeoutExpired:
-    return {"error": f"timed out after {limit:.0f} s",
-            "seconds": time.perf_counter() - start}
-  seconds = time.perf_counter() - start
-  if done.returncode != 0:
-    return {"error": done.stderr.strip()[-3000:], "seconds": seconds}
-  return {**json.loads(done.stdout.strip().splitlines()[-1]),
-          "seconds": seconds}
+  flags = ["--child", part.name, "--data", options.data,
+           "--repeats", options.repeats] + (["--quick"] if options.quick
+                                            else [])
+  figures = run_child("experiments.benchmarks.device", flags, timeout=limit,
+                      env=env)
+  seconds = figures.pop("child_seconds", limit)
+  if figures.get("ran") is False:
+    return {"error": figures.get("error", figures["why_not"]),
+            "seconds": seconds}
+  return {**figures, "seconds": seconds}
 
 
 def check(options) -> dict:

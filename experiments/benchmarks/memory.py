@@ -12,15 +12,12 @@ form that does not fit is reported as such instead of being run (see
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-from experiments.benchmarks.pyg import median_seconds, peak_rss_mib
-
-GIB = 2**30
+from experiments.benchmarks.harness import (GIB, emit, median_seconds,
+                                            peak_rss_gib, run_child,
+                                            write_report)
 
 
 def child(args) -> dict:
@@ -75,7 +72,7 @@ def child(args) -> dict:
     result["step_seconds"] = median_seconds(
         lambda: jax.block_until_ready(
             compiled(state, members_batch, jnp.int32(0))), args.repeats)
-  result["peak_rss_gib"] = peak_rss_mib() / 1024
+  result["peak_rss_gib"] = peak_rss_gib()
   return result
 
 
@@ -97,18 +94,12 @@ def main(argv=None) -> int:
                       help="(internal) run one form in this process")
   args = parser.parse_args(argv)
   if args.form:
-    print(json.dumps(child(args)))
+    emit(child(args))
     return 0
-  results = []
-  for form in ("sparse", "dense"):
-    command = [sys.executable, "-m", "experiments.benchmarks.memory",
-               "--form", form] + [a for a in (argv or sys.argv[1:])]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-      results.append({"form": form, "ran": False,
-                      "why_not": done.stderr.strip().splitlines()[-1]})
-    else:
-      results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+  given = [a for a in (sys.argv[1:] if argv is None else argv)]
+  results = [{"form": form, **run_child("experiments.benchmarks.memory",
+                                        ["--form", form, *given])}
+             for form in ("sparse", "dense")]
   for r in results:
     line = f"{r['form']:>6}: "
     if "xla_total_gib" in r:
@@ -121,9 +112,7 @@ def main(argv=None) -> int:
     else:
       line += f"not run: {r['why_not']}"
     print(line)
-  from diffpool_jax.run import write_json_atomic
-  write_json_atomic(Path(args.out), results)
-  print(f"figures in {args.out}")
+  write_report(args.out, results)
   return 0
 
 

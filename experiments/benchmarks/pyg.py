@@ -18,15 +18,15 @@ measured (the large jnp.dot or one of the model's level-2 matmuls).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+
+from experiments.benchmarks.harness import (emit, median_seconds,
+                                            peak_rss_gib, run_child,
+                                            write_report)
 
 BATCH = 20
 USUAL_MAX_NODES = 150        # PyG's example pads (and filters) to this
@@ -50,21 +50,6 @@ def pin_to_cpus(threads: int):
   if threads > len(cpus):
     raise SystemExit(f"--threads {threads}: only {len(cpus)} CPUs usable")
   return lambda: os.sched_setaffinity(0, cpus[:threads])
-
-
-def peak_rss_mib() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def median_seconds(run, repeats: int) -> float:
-  """Median wall time of `run()` over repeats, after one warm-up call."""
-  run()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
 
 
 def load(args):
@@ -96,11 +81,11 @@ def graphs_up_to(dataset, folds, max_nodes: int):
 
 def pyg_side(args) -> dict:
   import torch
-  from torch_geometric.data import Data
-  from torch_geometric.loader import DenseDataLoader
-  import torch_geometric.transforms as T
-  from experiments.benchmarks.pyg_reference import PygDiffPool
-  import torch.nn.functional as F
+  from experiments.benchmarks.pyg_reference import (PygDiffPool,
+                                                    correct_predictions,
+                                                    dense_graphs)
+  from experiments.benchmarks.pyg_reference import (
+      train_epoch as train_epoch_of)
 
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
@@ -108,35 +93,17 @@ def pyg_side(args) -> dict:
   results = {}
   for max_nodes in sorted({USUAL_MAX_NODES, full.max_nodes}):
     dataset, folds = graphs_up_to(full, all_folds, max_nodes)
-    dense = T.ToDense(max_nodes)
-    subset = [dense(Data(x=torch.from_numpy(dataset.features[g]),
-                         edge_index=torch.from_numpy(dataset.edges[g].T.copy()),
-                         y=torch.tensor([int(dataset.labels[g])])))
-              for g in range(dataset.num_graphs)]
+    subset = dense_graphs(dataset, range(dataset.num_graphs), max_nodes)
     train_ids = folds[0].train.tolist()
     model = PygDiffPool(dataset.num_node_features, dataset.num_classes,
                         max_nodes)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def train_epoch(model=model, optimizer=optimizer, ids=train_ids):
-      model.train()
-      loader = DenseDataLoader([subset[i] for i in ids], batch_size=BATCH,
-                               shuffle=True)
-      for data in loader:
-        optimizer.zero_grad()
-        out, _, _ = model(data.x, data.adj, data.mask)
-        F.nll_loss(out, data.y.view(-1)).backward()
-        optimizer.step()
+      train_epoch_of(model, optimizer, [subset[i] for i in ids], BATCH)
 
-    @torch.no_grad()
     def evaluate(model=model, ids=range(len(subset))):
-      model.eval()
-      correct = 0
-      for data in DenseDataLoader([subset[i] for i in ids],
-                                  batch_size=BATCH):
-        correct += int((model(data.x, data.adj, data.mask)[0].argmax(-1)
-                        == data.y.view(-1)).sum())
-      return correct
+      return correct_predictions(model, [subset[i] for i in ids], BATCH)
 
     epoch = median_seconds(train_epoch, args.repeats)
     evaluation = median_seconds(evaluate, args.repeats)
@@ -162,7 +129,7 @@ def pyg_side(args) -> dict:
       start = time.perf_counter()
       cross_validation()
       results[str(max_nodes)]["cv_seconds"] = time.perf_counter() - start
-  results["peak_rss_mib"] = peak_rss_mib()
+  results["peak_rss_mib"] = 1024 * peak_rss_gib()
   return results
 
 
@@ -249,7 +216,7 @@ def our_side(args) -> dict:
       results[str(max_nodes)].update(
           our_cross_validation(args, train, evaluate, members, data, folds))
   results["paper_per_graph"] = paper_per_graph(args, full, all_folds)
-  results["peak_rss_mib"] = peak_rss_mib()
+  results["peak_rss_mib"] = 1024 * peak_rss_gib()
   return results
 
 
@@ -422,20 +389,19 @@ def parity_side(args) -> dict:
 SIDES = {"pyg": pyg_side, "ours": our_side, "parity": parity_side}
 
 
-def run_child(side: str, dataset: str, args) -> dict:
-  command = [sys.executable, "-m", "experiments.benchmarks.pyg", "--child",
-             side, "--dataset", dataset, "--data-root", args.data_root,
-             "--threads", str(args.threads), "--repeats", str(args.repeats),
-             "--cv-epochs", str(args.cv_epochs),
-             "--buckets", str(args.buckets)]
-  done = subprocess.run(command, capture_output=True, text=True,
-                        env=thread_env(args.threads),
-                        preexec_fn=pin_to_cpus(args.threads),
-                        cwd=Path(__file__).resolve().parents[2])
-  if done.returncode != 0:
+def side_figures(side: str, dataset: str, args) -> dict:
+  """One side measured in its own child process, on --threads CPUs."""
+  figures = run_child(
+      "experiments.benchmarks.pyg",
+      ["--child", side, "--dataset", dataset, "--data-root", args.data_root,
+       "--threads", args.threads, "--repeats", args.repeats,
+       "--cv-epochs", args.cv_epochs, "--buckets", args.buckets],
+      env=thread_env(args.threads), preexec_fn=pin_to_cpus(args.threads))
+  if figures.get("ran") is False:
     raise SystemExit(f"benchmark child {side} {dataset} failed:\n"
-                     f"{done.stderr[-3000:]}")
-  return json.loads(done.stdout.strip().splitlines()[-1])
+                     f"{figures.get('error', figures['why_not'])}")
+  figures.pop("child_seconds")
+  return figures
 
 
 def ratio(pyg: float, ours: float) -> str:
@@ -520,17 +486,15 @@ def main(argv=None) -> int:
   parser.add_argument("--dataset", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.child:
-    print(json.dumps(SIDES[args.child](args)))
+    emit(SIDES[args.child](args))
     return 0
   report = {"threads": args.threads, "repeats": args.repeats,
             "cv_epochs": args.cv_epochs, "datasets": {}}
   for name in args.datasets:
-    report["datasets"][name] = {side: run_child(side, name, args)
+    report["datasets"][name] = {side: side_figures(side, name, args)
                                 for side in ("parity", "pyg", "ours")}
   print_table(report)
-  from diffpool_jax.run import write_json_atomic
-  write_json_atomic(Path(args.out), report)
-  print(f"\nfigures in {args.out}")
+  write_report(args.out, report)
   return 0
 
 

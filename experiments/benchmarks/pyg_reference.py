@@ -69,6 +69,47 @@ class PygDiffPool(torch.nn.Module):
     return F.log_softmax(x, dim=-1), link1 + link2, entropy1 + entropy2
 
 
+def dense_graphs(dataset, ids, max_nodes: int) -> list:
+  """The graphs `ids` of our GraphDataset as PyG Data, padded with
+  ToDense(max_nodes) as the example does."""
+  import torch_geometric.transforms as T
+  from torch_geometric.data import Data
+  dense = T.ToDense(max_nodes)
+  return [dense(Data(x=torch.from_numpy(dataset.features[g]),
+                     edge_index=torch.from_numpy(dataset.edges[g].T.copy()),
+                     y=torch.tensor([int(dataset.labels[g])])))
+          for g in ids]
+
+
+def train_epoch(model: PygDiffPool, optimizer, graphs: list, batch_size: int,
+                device=None) -> None:
+  """The example's training epoch: shuffled DenseDataLoader batches, each
+  moved to `device` in the loop, NLL loss, one optimizer step each."""
+  from torch_geometric.loader import DenseDataLoader
+  model.train()
+  for batch in DenseDataLoader(graphs, batch_size=batch_size, shuffle=True):
+    batch = batch.to(device) if device is not None else batch
+    optimizer.zero_grad()
+    out, _, _ = model(batch.x, batch.adj, batch.mask)
+    F.nll_loss(out, batch.y.view(-1)).backward()
+    optimizer.step()
+  if device is not None and device.type == "cuda":
+    torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def correct_predictions(model: PygDiffPool, graphs: list,
+                        batch_size: int) -> int:
+  """How many of `graphs` the model classifies correctly (eval mode)."""
+  from torch_geometric.loader import DenseDataLoader
+  model.eval()
+  correct = 0
+  for batch in DenseDataLoader(graphs, batch_size=batch_size):
+    predicted = model(batch.x, batch.adj, batch.mask)[0].argmax(-1)
+    correct += int((predicted == batch.y.view(-1)).sum())
+  return correct
+
+
 def stack_params(gnn: PygGNN, pool: bool) -> dict:
   """A PygGNN's weights as a flax GNNStack (+ head) parameter tree."""
   tree = {}

@@ -27,17 +27,15 @@ N^2 filled, as COLLAB's).
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from experiments.benchmarks.pyg import median_seconds, peak_rss_mib
+from experiments.benchmarks.harness import (GIB, emit, median_seconds,
+                                            peak_rss_gib, run_child,
+                                            write_report)
 
-GIB = 2**30
 SETTINGS = {
     "per_graph": {},
     "fixed_max": {"cluster_reference": "max"},
@@ -105,6 +103,7 @@ def child(args) -> dict:
   import jax
   from diffpool_jax.engine import epoch_runner
   from diffpool_jax.run import Run, RunConfig
+  from diffpool_jax.run.loop import run_description
   # Run() builds two members' states; only the first one is timed.
 
   overrides = dict(SETTINGS[args.setting])
@@ -137,7 +136,7 @@ def child(args) -> dict:
       "graphs_per_bucket": np.bincount(
           session.data.which, minlength=len(session.buckets)).tolist(),
       "first_level": ["edges" if s else "dense" for s in session.sparse],
-      "cluster_mode": run.describe()["cluster_mode"],
+      "cluster_mode": run_description(run)["cluster_mode"],
       "cluster_slots": session.cluster_slots(),
       "parameters": int(sum(x.size for x in jax.tree_util.tree_leaves(
           session.states.params))) // len(run.members),
@@ -145,7 +144,7 @@ def child(args) -> dict:
       "setup_seconds": setup_seconds,
   }
   # Printed now so that the parent has it even if the epoch overruns.
-  print(json.dumps(result), flush=True)
+  emit(result)
   if needed > args.max_gib * GIB:
     result["ran"] = False
     result["why_not"] = (f"XLA estimates {needed / GIB:.1f} GiB for one "
@@ -153,7 +152,7 @@ def child(args) -> dict:
   else:
     result["ran"] = True
     result["epoch_seconds"] = median_seconds(epoch, args.repeats)
-  result["peak_rss_gib"] = peak_rss_mib() / 1024
+  result["peak_rss_gib"] = peak_rss_gib()
   return result
 
 
@@ -183,31 +182,19 @@ def entry_cost(repeats: int = 15) -> list:
   return rows
 
 
-def run_child(setting: str, args) -> dict:
-  command = [sys.executable, "-m", "experiments.benchmarks.scale",
-             "--setting", setting, "--dataset", args.dataset,
-             "--preset", args.preset,
-             "--batch-size", str(args.batch_size),
-             "--repeats", str(args.repeats), "--max-gib", str(args.max_gib)]
+def setting_figures(setting: str, args) -> dict:
+  """One setting measured in its own child process (see child)."""
+  flags = ["--setting", setting, "--dataset", args.dataset,
+           "--preset", args.preset, "--batch-size", args.batch_size,
+           "--repeats", args.repeats, "--max-gib", args.max_gib]
   if args.data_root is not None:
-    command += ["--data-root", args.data_root]
+    flags += ["--data-root", args.data_root]
   if args.max_clusters is not None:
-    command += ["--max-clusters", str(args.max_clusters)]
+    flags += ["--max-clusters", args.max_clusters]
   if args.hidden_dim is not None:
-    command += ["--hidden-dim", str(args.hidden_dim)]
-  try:
-    done = subprocess.run(command, capture_output=True, text=True,
-                          timeout=args.timeout)
-  except subprocess.TimeoutExpired as expired:
-    printed = (expired.stdout or b"").decode().strip().splitlines()
-    result = json.loads(printed[-1]) if printed else {"setting": setting}
-    result.update(ran=False, why_not=f"no epoch within --timeout "
-                  f"{args.timeout:.0f} s (compile included)")
-    return result
-  if done.returncode != 0:
-    lines = done.stderr.strip().splitlines() or ["(no message)"]
-    return {"setting": setting, "ran": False, "why_not": lines[-1]}
-  return json.loads(done.stdout.strip().splitlines()[-1])
+    flags += ["--hidden-dim", args.hidden_dim]
+  return {"setting": setting, **run_child("experiments.benchmarks.scale",
+                                          flags, timeout=args.timeout)}
 
 
 def print_report(results: list, costs: list) -> None:
@@ -264,15 +251,12 @@ def main(argv=None) -> int:
   parser.add_argument("--setting", help="(internal) run one setting here")
   args = parser.parse_args(argv)
   if args.setting:
-    print(json.dumps(child(args)))
+    emit(child(args))
     return 0
-  results = [run_child(setting, args) for setting in args.settings]
+  results = [setting_figures(setting, args) for setting in args.settings]
   costs = [] if args.no_entry_cost else entry_cost()
   print_report(results, costs)
-  from diffpool_jax.run import write_json_atomic
-  write_json_atomic(Path(args.out), {"settings": results,
-                                     "entry_cost": costs})
-  print(f"\nfigures in {args.out}")
+  write_report(args.out, {"settings": results, "entry_cost": costs})
   return 0
 
 
