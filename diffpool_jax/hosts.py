@@ -12,9 +12,12 @@ only process 0 writes files (`is_writer`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Optional
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
 from diffpool_jax.errors import InputError
@@ -106,3 +109,33 @@ def barrier(name: str) -> None:
   if count() > 1:
     multihost_utils.sync_global_devices(name)
 
+
+def agree(values: dict, fields=()) -> None:
+  """Checks, before anything is written or sent, that every process was
+  given the same `values` ({name: JSON-able value}: configuration fields,
+  input fingerprints); InputError naming the first name whose value
+  differs (names in `fields` are marked {name}, so that commands spell
+  them as their flags).
+
+  Each process contributes a 16-byte digest per name, so this costs one
+  small all-gather however large the values."""
+  if count() == 1:
+    return
+  names = sorted(values)
+  digests = np.stack([np.frombuffer(hashlib.blake2b(
+      json.dumps(values[name], sort_keys=True, default=str).encode(),
+      digest_size=16).digest(), np.uint8) for name in names])
+  everyone = np.asarray(multihost_utils.process_allgather(digests))
+  here = jax.process_index()
+  for index, name in enumerate(names):
+    differ = [p for p in range(len(everyone))
+              if not np.array_equal(everyone[p, index], everyone[here, index])]
+    if differ:
+      shown = json.dumps(values[name], default=str)
+      shown = shown if len(shown) <= 80 else shown[:77] + "..."
+      marked = "{" + name + "}" if name in fields else name
+      raise InputError(
+          f"process {here} of {count()}: {marked} is {shown} here but "
+          f"differs on process(es) {', '.join(map(str, differ))}; start "
+          "every process with the same command and inputs",
+          *([name] if name in fields else []))

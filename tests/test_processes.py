@@ -64,12 +64,16 @@ def assert_same_rows(got: list, want: list) -> None:
         assert a[key] == b[key], key
 
 
-def start_processes(command: list, count: int, devices: int) -> list:
-  """`command` in `count` processes joined at a fresh local port."""
+def start_processes(command: list, count: int, devices: int,
+                    own_flags: tuple = ()) -> list:
+  """`command` in `count` processes joined at a fresh local port;
+  `own_flags[i]`, if given, are added to process i's command only."""
   address = f"127.0.0.1:{free_port()}"
+  own_flags = own_flags or [[]] * count
   return [subprocess.Popen(
-      command + ["--coordinator", address, "--num-processes", str(count),
-                 "--process-id", str(i)], cwd=REPO, env=environment(devices),
+      command + own_flags[i] + [
+          "--coordinator", address, "--num-processes", str(count),
+          "--process-id", str(i)], cwd=REPO, env=environment(devices),
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
           for i in range(count)]
 
@@ -164,6 +168,29 @@ def test_a_process_without_its_partners_ends_within_the_join_timeout(
   assert "process 0 of 2: joining at 127.0.0.1:" in done.stderr
   assert "waiting up to 2 s" in done.stderr
   assert not (out / "config.json").exists()
+
+
+@pytest.mark.parametrize("own_flags, field", [
+    ([["--lr", "0.001"], ["--lr", "0.05"]], "--lr"),
+    ([["--epochs", "2"], ["--epochs", "3"]], "--epochs"),
+])
+def test_processes_given_different_commands_refuse_before_writing(
+    tmp_path, own_flags, field):
+  config = tmp_path / "config.json"
+  config.write_text(json.dumps(FAIR))
+  out = tmp_path / "run"
+  started = start_processes(
+      [sys.executable, "-m", "experiments.train", "--config", str(config),
+       "--out", str(out), "--quiet", "--no-plots"], 2, 2, own_flags)
+  for index, process in enumerate(started):
+    _, err = process.communicate(timeout=300)
+    assert process.returncode != 0
+    assert "Traceback" not in err, err[-3000:]
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"synthetic: process {index} of 2: {field} is ")
+    assert line.endswith("start every process with the same command and "
+                         "inputs"), line
+  assert not out.exists()
 
 
 def test_auto_without_a_cluster_says_so(tmp_path):

@@ -53,6 +53,16 @@ class Run:
     self.dataset = dataset if dataset is not None else load_dataset(config)
     self.protocol = PROTOCOLS[config.protocol]
     self.folds = make_folds(config, self.dataset)
+    # Fingerprints of what the run reads (config.json keeps them for
+    # resume); with several processes, every one must have been given the
+    # same configuration and inputs before any array is shared.
+    self.inputs = input_fingerprints(config, self.dataset)
+    # (data_root may differ: the data's fingerprint must not.)
+    settings = {k: v for k, v in dataclasses.asdict(config).items()
+                if k != "data_root"}
+    hosts.agree({**settings, **{store.INPUT_NAMES[k]: v
+                                for k, v in self.inputs.items()}},
+                fields=settings)
     self.points = config.points()
     self.members = Members.grid(
         len(self.folds), config.seeds,
@@ -142,8 +152,7 @@ class Run:
                       progress: bool) -> dict:
     """`fit` once the folder is locked: claims it, restores the last
     checkpoint, compiles, and only then writes config.json and trains."""
-    # Fingerprints of what the run reads: only fitting needs them.
-    inputs = input_fingerprints(self.config, self.dataset)
+    inputs = self.inputs
     # Every process checks the folder (the same verdict on a shared
     # folder); only process 0 removes and writes.
     saved = store.claim_folder(self.out, self.config, resume, overwrite,
