@@ -139,3 +139,26 @@ def agree(values: dict, fields=()) -> None:
           f"differs on process(es) {', '.join(map(str, differ))}; start "
           "every process with the same command and inputs",
           *([name] if name in fields else []))
+
+
+class LostProcess(RuntimeError):
+  """Another process of the run was lost (killed, its machine down)
+  while this one waited for it; what was written is whole, so the run
+  continues when every process is restarted with --resume."""
+
+
+# Words of the runtime's errors when another process of the run is gone.
+LOST_PROCESS_WORDS = ("closed by peer", "Connection reset", "heartbeat",
+                      "UNAVAILABLE", "Socket closed")
+
+
+def lost_process(error: BaseException) -> Optional[LostProcess]:
+  """A LostProcess describing `error`, if it is the runtime's report of
+  a lost process (with several processes only); else None."""
+  text = str(error)
+  if count() == 1 or not any(w in text for w in LOST_PROCESS_WORDS):
+    return None
+  return LostProcess(
+      f"process {jax.process_index()} of {count()}: lost contact with "
+      f"another process ({text.strip().splitlines()[0][:200]}); restart "
+      "every process with the same command and --resume")

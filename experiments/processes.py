@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from typing import Callable
+
+import jax
 
 from diffpool_jax import hosts
 from diffpool_jax.errors import InputError
@@ -53,3 +57,24 @@ def start(args) -> None:
                      f"{str(error).splitlines()[0][:300]}")
   if joined and not hosts.is_writer():
     args.quiet = True
+
+
+def run_command(main: Callable[[], int]) -> int:
+  """Runs a command's `main`. When another process of the run is lost
+  (killed, its machine down), this one ends at once in one line: without
+  this, the runtime's traceback is followed by a wait at shutdown for the
+  lost process and an abort with the runtime's stack. What is written is
+  whole (checkpoints and files are finished or not begun), so --resume
+  continues. Where the runtime itself ends the process first (its error
+  polling, when process 0 is lost or a heartbeat is missed while waiting)
+  there is nothing left to catch."""
+  try:
+    return main()
+  except (jax.errors.JaxRuntimeError, hosts.LostProcess) as error:
+    lost = error if isinstance(error, hosts.LostProcess) else (
+        hosts.lost_process(error))
+    if lost is None:
+      raise
+    print(lost, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)                      # skips the shutdown barrier's wait

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from diffpool_jax import hosts
 from diffpool_jax.run import RunConfig, RunFolderError, claim_folder
 from tests.test_train_command import TINY
 
@@ -193,6 +194,38 @@ def test_processes_given_different_commands_refuse_before_writing(
   assert not out.exists()
 
 
+def test_a_process_whose_partner_dies_ends_soon_in_one_line(tmp_path):
+  """Process 1 is killed mid-run. Process 0 says so in one line and ends
+  at once if it was computing; if it was waiting in one of orbax's
+  barriers, the runtime ends it after the heartbeat timeout with its own
+  fatal report (nothing Python can catch). Either way: bounded, no
+  traceback, and never a write failure blamed on the disk."""
+  config = tmp_path / "config.json"
+  config.write_text(json.dumps({**FAIR, "epochs": 40, "checkpoint_every": 1,
+                                "patience": 100}))
+  out = tmp_path / "run"
+  first, second = start_processes(
+      [sys.executable, "-m", "experiments.train", "--config", str(config),
+       "--out", str(out), "--quiet", "--no-plots"], 2, 2)
+  deadline = time.time() + 300
+  while not (out / "checkpoints" / "1").is_dir():
+    assert first.poll() is None and second.poll() is None
+    assert time.time() < deadline
+    time.sleep(0.02)
+  second.kill()
+  second.wait()
+  killed = time.perf_counter()
+  _, err = first.communicate(timeout=120)
+  assert time.perf_counter() - killed < 2 * hosts.HEARTBEAT_TIMEOUT
+  assert first.returncode != 0
+  assert "Traceback" not in err and "free space" not in err, err[-3000:]
+  ours = err.strip().splitlines()[-1]
+  assert (ours.startswith("process 0 of 2: lost contact with another process")
+          and ours.endswith("restart every process with the same command "
+                            "and --resume")) or (
+              "JAX distributed service detected fatal errors" in err), err
+
+
 def test_auto_without_a_cluster_says_so(tmp_path):
   config = tmp_path / "config.json"
   config.write_text(json.dumps(TINY))
@@ -247,3 +280,32 @@ def test_members_and_batch_that_cannot_fill_every_process_are_refused(
   monkeypatch.setattr(hosts, "count", lambda: 1)
   assert training.make_mesh(2, 7, devices[:2]).shape == {"members": 2,
                                                           "batch": 1}
+
+
+def test_a_lost_process_is_told_from_other_runtime_errors(monkeypatch):
+  heartbeat = RuntimeError("INTERNAL: Barrier failed because: task is set "
+                           "to ERROR: UNAVAILABLE: Task 1 heartbeat timeout")
+  assert hosts.lost_process(heartbeat) is None        # one process
+  monkeypatch.setattr(hosts, "count", lambda: 2)
+  assert str(hosts.lost_process(heartbeat)) == (
+      "process 0 of 2: lost contact with another process (INTERNAL: "
+      "Barrier failed because: task is set to ERROR: UNAVAILABLE: Task 1 "
+      "heartbeat timeout); restart every process with the same command "
+      "and --resume")
+  assert hosts.lost_process(RuntimeError("RESOURCE_EXHAUSTED: out of "
+                                         "memory")) is None
+
+
+def test_a_checkpoint_cut_off_by_a_lost_process_is_not_blamed_on_the_disk(
+    tmp_path, monkeypatch):
+  import orbax.checkpoint as ocp
+  from diffpool_jax.run import store
+
+  def barrier_fails(*args, **kwargs):
+    raise ValueError("UNAVAILABLE: Task 1 heartbeat timeout")
+
+  manager = store.checkpoint_manager(tmp_path)
+  monkeypatch.setattr(ocp.CheckpointManager, "save", barrier_fails)
+  monkeypatch.setattr(hosts, "count", lambda: 2)
+  with pytest.raises(hosts.LostProcess, match="lost contact with another"):
+    store.save_checkpoint(manager, 0, {"w": np.zeros(3)})

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from diffpool_jax import hosts
 from diffpool_jax.errors import InputError
 
 # What a run writes into its folder; `overwrite` removes these and only these.
@@ -303,6 +304,9 @@ def save_checkpoint(manager: ocp.CheckpointManager, epoch: int,
       for entry in directory.iterdir():
         if entry.name not in kept:
           shutil.rmtree(entry, ignore_errors=True)
+    lost = hosts.lost_process(error)     # a barrier of orbax's saw it
+    if lost is not None:
+      raise lost from None
     raise WriteFailure(f"could not write the checkpoint of epoch {epoch} "
                        f"to {directory}: {failure_reason(error)}; the "
                        "earlier checkpoints are kept") from None
