@@ -43,9 +43,13 @@ def start(args) -> None:
   if args.coordinator is not None or args.distributed:
     who = ("this process" if args.process_id is None
            else f"process {args.process_id} of {args.num_processes}")
+    # Said first because where the runtime ends a process itself (one
+    # never joins, or process 0 is lost) nothing can be said after.
     print(f"{who}: joining at {where} (waiting up to {args.join_timeout} s "
-          "for every process; the runtime ends this process if one never "
-          "joins)", file=sys.stderr, flush=True)
+          "for every process; if one never joins, or one is lost later, "
+          "the runtime may end this process with its own report: then "
+          "restart every process with the same command and --resume)",
+          file=sys.stderr, flush=True)
   try:
     joined = hosts.start(args.coordinator, args.num_processes,
                          args.process_id, auto=args.distributed == "auto",

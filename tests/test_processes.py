@@ -194,35 +194,43 @@ def test_processes_given_different_commands_refuse_before_writing(
   assert not out.exists()
 
 
-def test_a_process_whose_partner_dies_ends_soon_in_one_line(tmp_path):
-  """Process 1 is killed mid-run. Process 0 says so in one line and ends
-  at once if it was computing; if it was waiting in one of orbax's
-  barriers, the runtime ends it after the heartbeat timeout with its own
-  fatal report (nothing Python can catch). Either way: bounded, no
+@pytest.mark.parametrize("killed", [1, 0])
+def test_a_process_whose_partner_dies_ends_soon_in_one_line(tmp_path,
+                                                            killed):
+  """One process is killed mid-run. The other says so in one line and
+  ends at once if it was computing; if it was waiting (in one of orbax's
+  barriers, or for process 0's coordination service), the runtime ends it
+  with its own fatal report, which nothing in Python can catch, so what
+  to do was said first, when it joined. Either way: bounded, no
   traceback, and never a write failure blamed on the disk."""
   config = tmp_path / "config.json"
   config.write_text(json.dumps({**FAIR, "epochs": 40, "checkpoint_every": 1,
                                 "patience": 100}))
   out = tmp_path / "run"
-  first, second = start_processes(
+  started = start_processes(
       [sys.executable, "-m", "experiments.train", "--config", str(config),
        "--out", str(out), "--quiet", "--no-plots"], 2, 2)
   deadline = time.time() + 300
   while not (out / "checkpoints" / "1").is_dir():
-    assert first.poll() is None and second.poll() is None
+    assert all(p.poll() is None for p in started)
     assert time.time() < deadline
     time.sleep(0.02)
-  second.kill()
-  second.wait()
-  killed = time.perf_counter()
-  _, err = first.communicate(timeout=120)
-  assert time.perf_counter() - killed < 2 * hosts.HEARTBEAT_TIMEOUT
-  assert first.returncode != 0
+  started[killed].kill()
+  started[killed].wait()
+  since = time.perf_counter()
+  survivor = started[1 - killed]
+  _, err = survivor.communicate(timeout=120)
+  assert time.perf_counter() - since < 2 * hosts.HEARTBEAT_TIMEOUT
+  assert survivor.returncode != 0
   assert "Traceback" not in err and "free space" not in err, err[-3000:]
-  ours = err.strip().splitlines()[-1]
-  assert (ours.startswith("process 0 of 2: lost contact with another process")
-          and ours.endswith("restart every process with the same command "
-                            "and --resume")) or (
+  lines = err.strip().splitlines()
+  assert lines[0].startswith(f"process {1 - killed} of 2: joining at ")
+  assert lines[0].endswith("restart every process with the same command "
+                           "and --resume)")
+  assert (lines[-1].startswith(f"process {1 - killed} of 2: lost contact "
+                               "with another process (")
+          and lines[-1].endswith("restart every process with the same "
+                                 "command and --resume")) or (
               "JAX distributed service detected fatal errors" in err), err
 
 
