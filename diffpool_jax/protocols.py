@@ -183,8 +183,17 @@ class PaperProtocol:
   holdout = 0.0
   default_seeds = 1
 
-  def check(self, seeds: int) -> None:
-    """Any number of seeds."""
+  def check(self, seeds: int, points: int = 1) -> None:
+    """InputError unless there is one point: the test folds choose the
+    epoch here, and choosing the point there too would report the best of
+    several test scores (select points with "fair" or "errica")."""
+    if points > 1:
+      raise InputError(
+          f"{{protocol}}='paper' with {points} points (learning rates x "
+          "grid values): this protocol chooses the epoch on the test "
+          "folds and would choose the point there too; give one point, or "
+          "select on validation with {protocol}='fair' (or 'errica')",
+          "protocol")
 
   def stopped(self, val_acc, val_loss, patience: int) -> bool:
     """Never: every epoch may be the one the test folds choose."""
@@ -192,6 +201,13 @@ class PaperProtocol:
 
   # The per-point score a sweep ranks its points by.
   ranked_by = "test_mean"
+
+  def selected_epochs(self, tables: Mapping[str, np.ndarray],
+                      patience: int) -> np.ndarray:
+    """[F, S, P] the epoch each run is reported at: the one epoch of the
+    best mean test-fold accuracy, the same for every run."""
+    epoch = paper_protocol(tables["test_acc"])["epoch"]
+    return np.full(tables["test_acc"].shape[1:], epoch, np.int64)
 
   def summary(self, tables: Mapping[str, np.ndarray], patience: int) -> dict:
     """`paper_protocol` of tables["test_acc"] [E, F, S, P]."""
@@ -220,8 +236,8 @@ class FairProtocol:
   holdout = 0.1
   default_seeds = 1
 
-  def check(self, seeds: int) -> None:
-    """Any number of seeds."""
+  def check(self, seeds: int, points: int = 1) -> None:
+    """Any number of seeds and points."""
 
   def stopped(self, val_acc: np.ndarray, val_loss: np.ndarray,
               patience: int) -> bool:
@@ -235,6 +251,11 @@ class FairProtocol:
                for m in range(val_acc.shape[1]))
 
   ranked_by = "val_mean"
+
+  def selected_epochs(self, tables: Mapping[str, np.ndarray],
+                      patience: int) -> np.ndarray:
+    """[F, S, P] each run's early-stopped epoch (`stopping_epochs`)."""
+    return stopping_epochs(tables["val_acc"], tables["val_loss"], patience)
 
   def summary(self, tables: Mapping[str, np.ndarray], patience: int) -> dict:
     """`fair_protocol` of tables "val_acc", "val_loss", "test_acc"."""
@@ -265,8 +286,8 @@ class ErricaProtocol(FairProtocol):
   note = ERRICA_NOTE
   default_seeds = 6          # 3 select a point, 3 retrain it (R = 3)
 
-  def check(self, seeds: int) -> None:
-    """ValueError unless seeds is even and >= 2."""
+  def check(self, seeds: int, points: int = 1) -> None:
+    """InputError unless seeds is even and >= 2."""
     if seeds < 2 or seeds % 2:
       raise InputError(f"{{seeds}}={seeds}; the errica protocol needs an "
                        "even number >= 2 (half select a point, half retrain "
@@ -279,9 +300,10 @@ class ErricaProtocol(FairProtocol):
 
 
 # The protocols by name. A protocol is one class with: name, note, holdout
-# (the inner validation fraction), default_seeds, check(seeds),
+# (the inner validation fraction), default_seeds, check(seeds, points),
 # stopped(val_acc, val_loss, patience), summary(tables, patience),
-# point_scores(tables, patience) and ranked_by; add an instance here (from
+# point_scores(tables, patience), selected_epochs(tables, patience) and
+# ranked_by; add an instance here (from
 # any module) and runs, sweeps and the commands accept its name.
 PROTOCOLS = {"paper": PaperProtocol(), "fair": FairProtocol(),
              "errica": ErricaProtocol()}

@@ -117,6 +117,13 @@ def load_grid(path: str | os.PathLike, overrides: Dict[str, object]) -> Grid:
     raise ValueError(f"--grid {path}: run.{swept[0]} is also swept; give "
                      "it in 'scalar' or 'shape' only")
   grid = Grid({**parts["run"], **overrides}, parts["scalar"], parts["shape"])
+  points = int(np.prod([len(v) for v in {**grid.scalar, **grid.shape}
+                        .values()]))
+  if grid.run.get("protocol") == "paper" and points > 1:
+    raise ValueError(f"--grid {path}: protocol 'paper' with {points} grid "
+                     "points would choose the point on the test folds; "
+                     "select on validation with protocol 'fair' or "
+                     "'errica'")
   for point in grid.shape_points():
     try:
       grid.run_config(point)

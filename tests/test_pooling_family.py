@@ -277,7 +277,7 @@ def test_a_new_operator_needs_only_a_function_and_a_registry_entry(
   monkeypatch.setitem(POOLING, "balance",
                       PoolingOperator(dense_balance_pool, ("balance",)))
   config = RunConfig(
-      dataset="synthetic", folds=2, epochs=2, max_buckets=1,
+      dataset="synthetic", folds=2, epochs=2, max_buckets=1, protocol="paper",
       synthetic={"num_graphs": 24, "communities": [2, 3],
                  "community_size": [3, 4]},
       model={"pooling": "balance", "hidden_dim": 8, "embed_dim": 8,

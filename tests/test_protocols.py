@@ -154,11 +154,14 @@ class LastEpochProtocol:
   default_seeds = 1
   ranked_by = "val_mean"
 
-  def check(self, seeds):
+  def check(self, seeds, points):
     pass
 
   def stopped(self, val_acc, val_loss, patience):
     return False
+
+  def selected_epochs(self, tables, patience):
+    return np.full(tables["val_acc"].shape[1:], len(tables["val_acc"]) - 1)
 
   def point_scores(self, tables, patience):
     val = tables["val_acc"][-1].mean(axis=1)            # [F, P]
@@ -203,3 +206,49 @@ def test_a_new_protocol_is_one_class(tmp_path, monkeypatch):
   saved = json.loads((tmp_path / "sweep" / "shape_00" / "results.json")
                      .read_text())
   assert saved["protocol"] == "last" and saved["epochs_run"] == 2
+
+
+def test_the_member_table_gives_every_member_at_its_selected_epoch(tmp_path):
+  """Run.fit's member table: one row per member (2 folds x 1 seed x 2
+  learning rates) with its hyper-parameters, the epoch the fair protocol
+  reads it at (best validation accuracy, ties: lower loss, then earlier)
+  and its figures there; the reported fold scores are rows of it."""
+  from diffpool_jax.run import Run, RunConfig
+  config = RunConfig(
+      dataset="synthetic", folds=2, lr=[1e-3, 1e-2], epochs=3,
+      max_buckets=1, checkpoint_every=0,
+      synthetic={"num_graphs": 80, "communities": [2, 3],
+                 "community_size": [3, 4]},
+      model={"hidden_dim": 8, "embed_dim": 8, "num_layers": 1,
+             "mlp_hidden": [8], "pool_ratios": [0.5]})
+  assert config.protocol == "fair"                     # the default
+  run = Run(config, tmp_path / "run")
+  results = run.fit(progress=False)
+  table = results["member_table"]
+  assert [(r["fold"], r["seed"], r["point"]) for r in table] == [
+      (0, 0, 0), (0, 0, 1), (1, 0, 0), (1, 0, 1)]
+  assert [r["lr"] for r in table] == [1e-3, 1e-2, 1e-3, 1e-2]
+  for row in table:
+    m = row["member"]
+    val_acc, val_loss = run.history["val_acc"][:, m], run.history["val_loss"][:, m]
+    best = min(range(3), key=lambda e: (-val_acc[e], val_loss[e], e))
+    assert row["selected_epoch"] == best
+    for key in ("val_acc", "test_acc", "train_loss"):
+      assert row[key] == pytest.approx(run.history[key][best, m])
+    assert row["diverged_at"] is None
+  for fold, point in enumerate(results["selected_points"]):
+    row = table[2 * fold + point]
+    assert results["fold_accuracies"][fold] == pytest.approx(row["test_acc"])
+  saved = json.loads((tmp_path / "run" / "results.json").read_text())
+  assert saved["member_table"] == table
+
+
+def test_the_paper_protocol_refuses_to_choose_a_point_on_the_test_folds():
+  from diffpool_jax.run import RunConfig
+  with pytest.raises(ValueError, match=r"^protocol='paper' with 2 points"
+                     r".*select on validation with protocol='fair'"):
+    RunConfig(protocol="paper", lr=[1e-3, 1e-2])
+  with pytest.raises(ValueError, match="'paper' with 4 points"):
+    RunConfig(protocol="paper", grid={"dropout": [0, 0.1],
+                                      "clip": [1, 2]})
+  assert RunConfig(protocol="paper", lr=[1e-2]).points() == [{"lr": 1e-2}]

@@ -16,7 +16,8 @@ from diffpool_jax.run import Run, RunConfig
 from tests.test_train_command import TINY, arguments, write_config
 
 TINY_RUN = dict(synthetic=TINY["synthetic"], model=TINY["model"],
-                max_buckets=1, folds=2, epochs=2, batch_size=8)
+                max_buckets=1, folds=2, epochs=2, batch_size=8,
+                protocol="paper")
 
 
 def test_first_level_form_follows_the_cost_of_each_bucket():

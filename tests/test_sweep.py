@@ -177,6 +177,9 @@ def test_resume_refuses_a_finished_program_whose_data_changed(swept,
     ('{"run": {"epoch": 3}}', "run: unknown fields ['epoch']"),
     ('{"shape": {"model.hidden_dim": [8, 0]}}', "model.hidden_dim=0: "
      "DiffPoolConfig.hidden_dim=0"),
+    ('{"run": {"protocol": "paper"}, "shape": {"model.hidden_dim": [8, 12]}}',
+     "protocol 'paper' with 2 grid points would choose the point on the "
+     "test folds"),
 ])
 def test_bad_grid_files_name_the_file_and_field(tmp_path, text, message):
   path = tmp_path / "bad.json"

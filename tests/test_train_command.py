@@ -21,6 +21,7 @@ TINY = {
     "model": {"hidden_dim": 8, "embed_dim": 8, "num_layers": 2,
               "mlp_hidden": [8], "pool_ratios": [0.5]},
     "max_buckets": 1,
+    "protocol": "paper",
 }
 
 
@@ -163,3 +164,14 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path,
            (whole, killed)]
   for key in ("accuracy", "std", "fold_accuracies", "selected_epochs"):
     assert final[0][key] == final[1][key]
+
+
+def test_a_real_data_set_without_protocol_is_fair_and_the_main_job_says_paper():
+  """Without --protocol a TU set is trained with Errica et al.'s protocol;
+  the main job's config names its (optimistic, one-point) protocol."""
+  config, _ = train.build_config(train.parse_args(["--dataset", "MUTAG"]))
+  assert config.protocol == "fair"
+  config, _ = train.build_config(train.parse_args([]))
+  assert config.dataset == "synthetic" and config.protocol == "paper"
+  with pytest.raises(SystemExit, match="--protocol='paper' with 2 points"):
+    train.build_config(train.parse_args(["--lr", "0.001", "0.01"]))

@@ -13,6 +13,7 @@ from diffpool_jax.datasets.buckets import (assign_buckets,
 from diffpool_jax.datasets.dataset import GraphDataset
 from diffpool_jax.datasets.download import default_cache_dir, download_tu
 from diffpool_jax.datasets.features import FEATURE_KINDS, node_features
+from diffpool_jax.datasets.loader import batches
 from diffpool_jax.datasets.splits import (Fold, load_split_file,
                                           stratified_folds)
 from diffpool_jax.datasets.synthetic import PATTERNS, synthetic_hierarchical
@@ -25,6 +26,6 @@ __all__ = [
     "padded_graph_cost", "padding_waste", "size_ladder",
     "sparse_by_cost", "waste_table",
     "GraphDataset", "default_cache_dir", "download_tu", "FEATURE_KINDS",
-    "node_features", "Fold", "load_split_file", "stratified_folds",
+    "node_features", "batches", "Fold", "load_split_file", "stratified_folds",
     "PATTERNS", "synthetic_hierarchical", "load_tu",
 ]

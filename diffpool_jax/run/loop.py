@@ -119,6 +119,13 @@ class Run:
     """Trains every member; writes config.json, metrics.jsonl, results.json
     and checkpoints into the output folder; returns the results.
 
+    The results (results.json's content) hold the protocol's summary
+    ("accuracy", "std", "fold_accuracies", ...), the run's timings and
+    "member_table": one row per member (folds x seeds x points) with its
+    fold, seed, point, hyper-parameters, "selected_epoch" (where its
+    protocol reads it) and its train/val/test figures there (see
+    `member_table`). `history` holds every epoch: {key: [epochs, M]}.
+
     The folder must not hold another run (RunFolderError): `resume`
     continues the run there from its last checkpoint (same configuration
     but for RESUMABLE_FIELDS; more epochs extend it), `overwrite` deletes
@@ -250,9 +257,9 @@ class Run:
               programs: Programs) -> dict:
     table = lambda key: self.members.table(
         self.history[key][:epochs_run], self.grid_shape)
-    summary = self.protocol.summary(
-        {key: table(key) for key in ("val_acc", "val_loss", "test_acc")},
-        self.config.patience)
+    tables = {key: table(key) for key in ("val_acc", "val_loss", "test_acc")}
+    summary = self.protocol.summary(tables, self.config.patience)
+    selected = self.protocol.selected_epochs(tables, self.config.patience)
     seconds = self.epoch_seconds[:epochs_run]
     median = float(np.nanmedian(seconds)) if epochs_run else float("nan")
     diverged = self.diverged_at(epochs_run)
@@ -261,6 +268,9 @@ class Run:
                                  np.flatnonzero(diverged >= 0)},
             "dataset": self.config.dataset, "preset": self.config.preset,
             "points": self.points,
+            "member_table": member_table(
+                self.members, self.history, selected.reshape(-1),
+                self.points[0], self.diverged_at(epochs_run)),
             "epochs_run": epochs_run, "members": len(self.members),
             "wall_seconds": wall_seconds,
             "compile_seconds": compile_seconds,
@@ -311,6 +321,31 @@ def metric_rows(members: Members, history: Dict[str, np.ndarray],
         row[key] = float(values[epoch, m])
     rows.append(row)
   return rows
+
+
+def member_table(members: Members, history: Dict[str, np.ndarray],
+                 epochs: np.ndarray, axes, diverged: np.ndarray
+                 ) -> List[dict]:
+  """One row per member (folds x seeds x points, in member order): its
+  fold, seed, point and value of each hyper-parameter axis in `axes`, the
+  epoch its protocol reports it at (`epochs` [M], 0-based, as
+  metrics.jsonl counts) and every history value there (None where it is
+  NaN), and the first diverged epoch (None: never)."""
+  rows = []
+  for row, epoch, first in zip(metric_rows(members, history, axes, 0),
+                               epochs, diverged):
+    rows.append({**{k: row[k] for k in ("member", "fold", "seed", "point",
+                                         *axes)},
+                 "selected_epoch": int(epoch),
+                 **{key: finite_or_none(values[epoch, row["member"]])
+                    for key, values in history.items()},
+                 "diverged_at": int(first) if first >= 0 else None})
+  return rows
+
+
+def finite_or_none(value) -> Optional[float]:
+  """A history value for JSON: a float, or None for NaN."""
+  return None if np.isnan(value) else float(value)
 
 
 def device_facts() -> dict:
