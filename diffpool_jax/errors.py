@@ -1,7 +1,7 @@
 """Errors that name the input at fault by its field.
 
 The library names a setting by its field or argument (`out`, `resume`,
-`folds`); the commands in experiments/ report the same error with their
+`folds`); the commands (diffpool_jax.cli) report the same error with their
 flags (`--out`, `--resume`, `--folds`). A message marks each such name as
 `{name}` and declares which names it marks; `spelled` writes them either
 way.

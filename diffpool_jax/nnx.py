@@ -6,7 +6,7 @@ batch statistics named as the linen ones: `load_linen_variables` copies a
 linen model's variables into an NNX model and both give the same logits.
 NNX modules know their input widths at construction (no shape inference),
 hold their state, and are called with `train` and, for dropout, a PRNG
-`key` given explicitly:
+`key` given explicitly::
 
   model = nnx.DiffPool(preset("paper"), in_features=F, num_classes=C,
                        max_nodes=N, rngs=flax.nnx.Rngs(0))

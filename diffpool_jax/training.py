@@ -74,7 +74,7 @@ Optimizer = Callable[[Hyper], optax.GradientTransformation]
 def adam_with_clip(hyper: Hyper) -> optax.GradientTransformation:
   """The default optimizer: Adam after global-norm gradient clipping and
   L2 weight decay added to the clipped gradient (as torch's
-  Adam(weight_decay=...) after clip_grad_norm_)."""
+  Adam(weight_decay=...) after `clip_grad_norm_`)."""
   return optax.chain(optax.clip_by_global_norm(hyper.clip),
                      optax.add_decayed_weights(hyper.weight_decay),
                      optax.adam(hyper.lr))

@@ -137,7 +137,7 @@ def train_here(session_compile_cache, capsys):
   stdout and stderr, a SystemExit's message on stderr as Python prints
   it. The compilation cache keeps the test session's settings. The real
   exit path is tested once in a subprocess (test_train_command.py)."""
-  from experiments import train
+  from diffpool_jax.cli import train
 
   def run(*args) -> subprocess.CompletedProcess:
     capsys.readouterr()

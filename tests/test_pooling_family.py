@@ -319,7 +319,7 @@ def test_an_operator_with_an_option_and_a_dense_only_rule_trains_from_the_cli(
   forced here, would choose edge lists)."""
   from diffpool_jax.engine import session
   from diffpool_jax.pooling import PoolingOperator, register_pooling
-  from experiments import train
+  from diffpool_jax.cli import train
   from tests.test_train_command import read_metrics, write_config
   calls = []
   register_pooling("sharpened", PoolingOperator(

@@ -142,7 +142,7 @@ def test_two_processes_killed_and_resumed_train_as_one_process(
 
 def test_two_processes_sweep_as_one_process(tmp_path,
                                             session_compile_cache):
-  from experiments import sweep
+  from diffpool_jax.cli import sweep
   grid = tmp_path / "grid.json"
   grid.write_text(json.dumps({
       "run": {**FAIR, "checkpoint_every": 0},
@@ -255,7 +255,7 @@ def test_auto_without_a_cluster_says_so(tmp_path):
       "--process-id", "2"], "--process-id=2 with --num-processes=2"),
 ])
 def test_process_flags_go_together(tmp_path, flags, message):
-  from experiments import train
+  from diffpool_jax.cli import train
   config = tmp_path / "config.json"
   config.write_text(json.dumps(TINY))
   with pytest.raises(SystemExit, match=message):

@@ -189,7 +189,7 @@ def test_a_new_protocol_is_one_class(tmp_path, monkeypatch):
   its stopping rule, its summary) and a sweep (its point scores, ranking
   and selection)."""
   from diffpool_jax.protocols import PROTOCOLS
-  from experiments import sweep
+  from diffpool_jax.cli import sweep
   from tests.test_scale import TINY_RUN
   monkeypatch.setitem(PROTOCOLS, "last", LastEpochProtocol())
   grid = sweep.Grid(

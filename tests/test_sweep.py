@@ -11,7 +11,7 @@ from diffpool_jax.hyper import Hyper
 from diffpool_jax.run import SCALAR_AXES, Run, RunConfig, RunFolderError
 from diffpool_jax.layers import GNNStack
 from diffpool_jax.protocols import PROTOCOLS
-from experiments import sweep
+from diffpool_jax.cli import CONFIG_DIR, sweep
 from tests.helpers import random_batch
 from tests.test_scale import TINY_RUN
 
@@ -199,7 +199,7 @@ def test_a_bad_split_file_stops_the_sweep_before_anything_is_written(
 
 
 def test_shipped_grids_parse():
-  paths = sorted(sweep.CONFIG_DIR.glob("sweep_*.json"))
+  paths = sorted(CONFIG_DIR.glob("sweep_*.json"))
   assert len(paths) >= 4
   for path in paths:
     grid = sweep.load_grid(path, {})

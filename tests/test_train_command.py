@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import train
+from diffpool_jax.cli import train
 
 
 REPO = Path(__file__).resolve().parents[1]

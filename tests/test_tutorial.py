@@ -9,7 +9,7 @@ from nbclient import NotebookClient
 
 from tests.conftest import SHARED_DATA
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "experiments" / "tutorial.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "tutorial.ipynb"
 
 
 def test_notebook_is_stored_without_outputs():

@@ -1,6 +1,7 @@
 """Node features chosen by name, built on the host with NumPy.
 
-Kinds:
+Kinds::
+
   "labels"      one-hot node labels (one block per label column; the
                 vocabulary is the set of values seen in the data set).
   "attributes"  the node attributes.
@@ -11,7 +12,8 @@ Kinds:
                 exists, else "degree" (Errica et al. 2020 for social sets).
 
 Structural features computed from each graph alone (never from labels) are
-appended with "+": "default+rwpe", "labels+clustering+rwpe". Extras:
+appended with "+": "default+rwpe", "labels+clustering+rwpe". Extras::
+
   "degree"      the one-hot degree above.
   "clustering"  each node's local clustering coefficient (one column).
   "rwpe"        random-walk return probabilities [(D^-1 A)^k]_ii for

@@ -13,7 +13,7 @@ def batches(dataset, ids: Sequence[int], batch_size: int,
             shuffle: bool = False, seed: int = 0,
             num_nodes: Optional[int] = None,
             sparse: bool = False) -> Iterator[GraphBatch]:
-  """The graphs `ids` of `dataset` as padded `GraphBatch`es of one shape.
+  """The graphs `ids` of `dataset` as padded batches (`GraphBatch`) of one shape.
 
   Every batch has `batch_size` graph slots and `num_nodes` node slots
   (the last one is filled with padding graphs, `graph_mask` False), so one

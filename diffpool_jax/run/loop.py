@@ -1,11 +1,12 @@
 """A cross-validated training run: the epoch loop, its history (metrics
 per epoch and member), divergence, checkpoints, exact resume and results.
-The command line lives in experiments/train.py."""
+The command line lives in diffpool_jax/cli/train.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -50,6 +51,7 @@ class Run:
     compile_cache.enable_by_default()
     self.config = config
     self.out = Path(out_dir)
+    self.facts = device_facts()          # the code's commit as it starts
     self.dataset = dataset if dataset is not None else load_dataset(config)
     self.protocol = PROTOCOLS[config.protocol]
     self.folds = make_folds(config, self.dataset)
@@ -278,7 +280,7 @@ class Run:
             "graphs_per_second": train_graphs / median,
             "parameters": int(sum(x.size for x in jax.tree_util.tree_leaves(
                 self.session.states.params)) // len(self.members)),
-            **device_facts(),
+            **self.facts,
             "members_per_program": programs.size,
             "setup_seconds": self.setup_seconds,
             "compile_stages": programs.stages,
@@ -332,26 +334,42 @@ def member_table(members: Members, history: Dict[str, np.ndarray],
   metrics.jsonl counts) and every history value there (None where it is
   NaN), and the first diverged epoch (None: never)."""
   rows = []
-  for row, epoch, first in zip(metric_rows(members, history, axes, 0),
-                               epochs, diverged):
+  for m, (row, epoch) in enumerate(zip(metric_rows(members, history, axes, 0),
+                                       epochs)):
+    figures = {key: float(values[epoch, m]) for key, values in history.items()}
     rows.append({**{k: row[k] for k in ("member", "fold", "seed", "point",
                                          *axes)},
                  "selected_epoch": int(epoch),
-                 **{key: finite_or_none(values[epoch, row["member"]])
-                    for key, values in history.items()},
-                 "diverged_at": int(first) if first >= 0 else None})
+                 **store.finite_or_none(figures),
+                 "diverged_at": int(diverged[m]) if diverged[m] >= 0 else None})
   return rows
 
 
-def finite_or_none(value) -> Optional[float]:
-  """A history value for JSON: a float, or None for NaN."""
-  return None if np.isnan(value) else float(value)
-
-
 def device_facts() -> dict:
-  """What results.json records of the software and devices."""
-  return {"jax_version": jax.__version__, "device": str(jax.devices()[0]),
-          "devices": jax.device_count()}
+  """What results.json records of the software, the code's commit and the
+  machine (CPU cores and the device kind)."""
+  device = jax.devices()[0]
+  return {"jax_version": jax.__version__, "device": str(device),
+          "devices": jax.device_count(), "commit": source_commit(),
+          "machine": f"{os.cpu_count()} CPU cores, {jax.device_count()} x "
+                     f"{device.device_kind}"}
+
+
+def source_commit() -> Optional[str]:
+  """The git commit of this package's checkout ("+changes" when tracked
+  files differ from it), or None for an installed copy."""
+  folder = Path(__file__).resolve().parents[2]
+  try:
+    run = lambda *a: subprocess.run(["git", "-C", str(folder), *a],
+                                    capture_output=True, text=True,
+                                    timeout=10, check=True).stdout.strip()
+    if not (folder / ".git").exists():
+      return None
+    commit = run("rev-parse", "--short", "HEAD")
+    changed = run("status", "--porcelain", "--untracked-files=no")
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return commit + ("+changes" if changed else "")
 
 
 def first_nan_epoch(values: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ import jax
 
 from diffpool_jax import hosts
 from diffpool_jax.errors import InputError
-from experiments.errors import command_message
+from diffpool_jax.cli.errors import command_message
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:

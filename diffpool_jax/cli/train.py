@@ -1,0 +1,410 @@
+"""Cross-validated DiffPool training: the main job.
+
+  diffpool-train                       # built-in synthetic set (the main job)
+  diffpool-train --dataset ENZYMES --data-root ../shared/data/tu \
+      --splits ../shared/data/splits/ENZYMES_splits.json
+
+(`python -m diffpool_jax.cli.train`, or `python -m experiments.train` in a
+checkout.) Flags override the values of --config FILE (JSON with RunConfig
+fields); with no --config, the shipped diffpool_jax/configs/<dataset>.json
+is used when present.
+Writes config.json, metrics.jsonl, results.json, plots and checkpoints
+into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import jax
+import numpy as np
+
+from diffpool_jax import compile_cache, evaluation, hosts, plots
+from diffpool_jax.compile_effort import EFFORTS
+from diffpool_jax.presets import PRESETS
+from diffpool_jax.pooling import POOLING
+from diffpool_jax.protocols import PROTOCOLS
+from diffpool_jax.training import MATMUL_PRECISIONS
+from diffpool_jax.run import Run, RunConfig, write_json_atomic
+from diffpool_jax.errors import InputError
+from diffpool_jax.cli import processes, shipped_config
+from diffpool_jax.cli.errors import command_message
+
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(
+      description="Cross-validated DiffPool training (see README).")
+  parser.add_argument("--config", help="JSON file with RunConfig fields")
+  parser.add_argument("--dataset", help="TU name; default: built-in "
+                      "synthetic hierarchical set")
+  parser.add_argument("--data-root", help="folder holding NAME/NAME_A.txt")
+  parser.add_argument("--preset", choices=list(PRESETS))
+  parser.add_argument("--pooling", choices=list(POOLING),
+                      help="pooling operator in the preset's network "
+                      "(default: the preset's)")
+  parser.add_argument("--protocol", choices=list(PROTOCOLS))
+  parser.add_argument("--splits", help="split file (Errica et al. format)")
+  parser.add_argument("--folds", type=int)
+  parser.add_argument("--seeds", type=int,
+                      help="seeds per fold (default: 1; 6 with --protocol "
+                      "errica: 3 select, 3 retrain)")
+  parser.add_argument("--epochs", type=int)
+  parser.add_argument("--batch-size", type=int)
+  parser.add_argument("--lr", type=float, nargs="+",
+                      help="one or more learning rates (a grid of members)")
+  parser.add_argument("--clip", type=float,
+                      help="global gradient-norm clip (default 2.0)")
+  parser.add_argument("--weight-decay", type=float,
+                      help="L2 weight decay added to the gradient, as "
+                      "torch's Adam(weight_decay=...) (default 0)")
+  parser.add_argument("--hidden-dim", type=int,
+                      help="width of every GNN layer (hidden and embedding)")
+  parser.add_argument("--patience", type=int)
+  parser.add_argument("--aux-weight", nargs="+", metavar="NAME=WEIGHT",
+                      help="weights of the pooling operator's auxiliary "
+                      "losses by name (" + "; ".join(
+                          f"{name}: {' '.join(op.aux_names)}"
+                          for name, op in POOLING.items())
+                      + "); default: the preset's")
+  parser.add_argument("--pool-option", nargs="+", metavar="NAME=VALUE",
+                      help="the pooling operator's own options (" + "; ".join(
+                          f"{name}: {' '.join(op.options) or 'none'}"
+                          for name, op in POOLING.items())
+                      + "); VALUE is read as JSON, else as text")
+  parser.add_argument("--grid", nargs="+", metavar="AXIS=V1,V2",
+                      help="scalar axes trained side by side as more points, "
+                      "e.g. dropout=0,0.2 aux.link=1,0.1 (axes: clip, "
+                      "weight_decay, dropout, aux.NAME; see "
+                      "diffpool-sweep for shape axes)")
+  parser.add_argument("--link-weight", type=float,
+                      help="the same as --aux-weight link=WEIGHT")
+  parser.add_argument("--entropy-weight", type=float,
+                      help="the same as --aux-weight entropy=WEIGHT")
+  parser.add_argument("--features", help="node feature kind (default, "
+                      "labels, attributes, both, degree, constant), "
+                      "optionally +degree/+clustering/+rwpe, e.g. "
+                      "default+rwpe")
+  parser.add_argument("--first-level", choices=["auto", "dense", "sparse"],
+                      help="first-level adjacency (auto: sparse for big "
+                      "graphs)")
+  parser.add_argument("--cluster-reference",
+                      help="fixed cluster counts for every graph, from this "
+                      "size: max, mean, median, pNN or a node count "
+                      "(default: the preset's; per graph for paper)")
+  parser.add_argument("--max-clusters",
+                      help="per-graph counts: cap of each level's clusters "
+                      "(a count, or none)")
+  parser.add_argument("--members-per-program", type=int,
+                      help="members trained side by side per compiled "
+                      "program (default 0: as many as fit in memory)")
+  parser.add_argument("--memory-gib", type=float,
+                      help="memory the training programs may use (default: "
+                      "80%% of the device memory on a GPU or TPU, 60%% of "
+                      "the host memory available on the CPU)")
+  parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS,
+                      help="precision of float32 matrix products (default "
+                      "float32: full float32 on every backend; "
+                      "tensorfloat32: TF32 tensor cores on NVIDIA GPUs; "
+                      "default: the backend's own choice)")
+  parser.add_argument("--baseline", help="also train this preset on the "
+                      "same folds and show both (e.g. flat)")
+  parser.add_argument("--checkpoint-every", type=int)
+  parser.add_argument("--out", help="output folder (default runs/NAME)")
+  parser.add_argument("--resume", action="store_true",
+                      help="continue the run in --out from its last "
+                      "checkpoint (same settings; --epochs may grow)")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace the run in --out (deletes its outputs)")
+  parser.add_argument("--compile-cache", metavar="DIR|off",
+                      help="JAX's persistent compilation cache folder, or "
+                      "off (default: $DIFFPOOL_JAX_COMPILE_CACHE, else "
+                      "~/.cache/diffpool_jax/xla)")
+  parser.add_argument("--compile-effort", choices=EFFORTS,
+                      help="XLA effort and size buckets: auto (least "
+                      "predicted compile + training over the planned "
+                      "epochs), fast (cheapest compile, one bucket) or "
+                      "full (default auto)")
+  parser.add_argument("--exact-buckets", action="store_true",
+                      help="bucket sizes from the data set's node counts, "
+                      "not the shared size ladder")
+  parser.add_argument("--no-plots", action="store_true")
+  parser.add_argument("--quiet", action="store_true", help="no progress bar")
+  processes.add_flags(parser)
+  return parser.parse_args(argv)
+
+
+def parse_max_clusters(text: str) -> Optional[int]:
+  """--max-clusters: a positive count, or "none" for no cap."""
+  if text.lower() == "none":
+    return None
+  if not text.isdigit() or int(text) < 1:
+    raise SystemExit(f"--max-clusters {text!r}: expected a positive count "
+                     "or 'none'")
+  return int(text)
+
+
+def parse_aux_weights(args) -> dict:
+  """{name: weight} from --aux-weight NAME=WEIGHT ... and its aliases."""
+  weights = {}
+  for item in args.aux_weight or ():
+    name, sep, text = item.partition("=")
+    try:
+      weight = float(text)
+    except ValueError:
+      weight = None
+    if not sep or not name or weight is None:
+      raise SystemExit(f"--aux-weight {item!r}: expected NAME=WEIGHT, for "
+                       "example link=1")
+    weights[name] = weight
+  for name, value in (("link", args.link_weight),
+                      ("entropy", args.entropy_weight)):
+    if value is not None:
+      weights[name] = value
+  return weights
+
+
+def parse_pool_options(items) -> dict:
+  """{name: value} from --pool-option NAME=VALUE ... (VALUE as JSON when
+  it parses, else the text)."""
+  options = {}
+  for item in items or ():
+    name, sep, text = item.partition("=")
+    if not sep or not name or not text:
+      raise SystemExit(f"--pool-option {item!r}: expected NAME=VALUE, for "
+                       "example link_loss=pyg")
+    try:
+      options[name] = json.loads(text)
+    except json.JSONDecodeError:
+      options[name] = text
+  return options
+
+
+def parse_grid(items) -> dict:
+  """{axis: [values]} from --grid AXIS=V1,V2 ..."""
+  grid = {}
+  for item in items or ():
+    axis, sep, text = item.partition("=")
+    try:
+      values = [float(v) for v in text.split(",")]
+    except ValueError:
+      values = None
+    if not sep or not axis or not values:
+      raise SystemExit(f"--grid {item!r}: expected AXIS=V1,V2,..., for "
+                       "example dropout=0,0.2")
+    grid[axis] = values
+  return grid
+
+
+def build_config(args) -> tuple[RunConfig, Optional[str]]:
+  """RunConfig from the config file, then the flags; and the baseline."""
+  dataset = args.dataset or "synthetic"
+  path = Path(args.config) if args.config else shipped_config(dataset)
+  values = {}
+  if args.config or path.is_file():
+    try:
+      values = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+      raise SystemExit(f"--config {path}: {error}")
+  baseline = values.pop("baseline", None)
+  flags = {"dataset": args.dataset, "data_root": args.data_root,
+           "preset": args.preset, "protocol": args.protocol,
+           "splits": args.splits, "folds": args.folds, "seeds": args.seeds,
+           "epochs": args.epochs, "batch_size": args.batch_size,
+           "lr": args.lr, "clip": args.clip,
+           "weight_decay": args.weight_decay, "patience": args.patience,
+           "features": args.features, "first_level": args.first_level,
+           "cluster_reference": (int(args.cluster_reference)
+                                 if (args.cluster_reference or "").isdigit()
+                                 else args.cluster_reference),
+           "checkpoint_every": args.checkpoint_every,
+           "members_per_program": args.members_per_program,
+           "memory_gib": args.memory_gib,
+           "matmul_precision": args.matmul_precision,
+           "compile_effort": args.compile_effort,
+           "bucket_ladder": False if args.exact_buckets else None}
+  values.update({k: v for k, v in flags.items() if v is not None})
+  if args.hidden_dim is not None:
+    values["model"] = {**values.get("model", {}),
+                       "hidden_dim": args.hidden_dim,
+                       "embed_dim": args.hidden_dim}
+  if args.pooling is not None:
+    values["model"] = {**values.get("model", {}), "pooling": args.pooling}
+  if args.pool_option:
+    model = values.get("model", {})
+    values["model"] = {**model, "pool_options": {
+        **dict(model.get("pool_options", {})),
+        **parse_pool_options(args.pool_option)}}
+  weights = parse_aux_weights(args)
+  if weights:
+    model = values.get("model", {})
+    values["model"] = {**model, "aux_weights": {
+        **dict(model.get("aux_weights", {})), **weights}}
+  if args.grid:
+    values["grid"] = {**values.get("grid", {}), **parse_grid(args.grid)}
+  if args.max_clusters is not None:
+    values["model"] = {**values.get("model", {}),
+                       "max_clusters": parse_max_clusters(args.max_clusters)}
+  known = {f.name for f in dataclasses.fields(RunConfig)}
+  unknown = set(values) - known
+  if unknown:
+    raise SystemExit(f"config {path}: unknown fields {sorted(unknown)}")
+  try:
+    config = RunConfig(**values)
+  except (TypeError, ValueError) as error:
+    raise SystemExit(f"bad configuration: {command_message(error)}")
+  return config, args.baseline or baseline
+
+
+def member_variables(states, member: int) -> dict:
+  """One member's variables from the members' states on the host."""
+  state = jax.tree_util.tree_map(lambda leaf: leaf[member], states)
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def make_plots(run: Run, states) -> dict:
+  """Learning curves, assignment heat maps, a hierarchy drawing and, on the
+  synthetic set, the NMI of learned clusters; returns the extra results."""
+  epochs = int(np.sum(~np.isnan(run.history["train_loss"][:, 0])))
+  curves = {name.replace("_", " "): run.history[name][:epochs]
+            for name in ("train_loss", "train_acc", "val_acc", "test_acc")
+            if not np.all(np.isnan(run.history[name][:epochs]))}
+  plots.plot_learning_curves(curves, run.out / "learning_curves.png")
+  if run.model_config.num_levels == 0:
+    return {}
+  variables = member_variables(states, 0)
+  test = run.test_graphs[0]
+  shown = test[:4]
+  levels = evaluation.level_one_assignments(run.session.model, variables,
+                                            run.dataset, shown)
+  plots.plot_assignments([s for s, _ in levels], run.out / "assignments.png",
+                         [f"graph {g}" for g in shown])
+  plots.plot_hierarchy(run.dataset.edges[shown[0]], levels[0][0],
+                       levels[0][1], run.out / "hierarchy.png",
+                       f"graph {shown[0]} coloured by level-1 cluster")
+  if run.dataset.communities is None:
+    return {}
+  scores = []
+  for fold in range(len(run.folds)):
+    member = int(np.flatnonzero(run.members.fold == fold)[0])
+    graphs = run.test_graphs[member]
+    assigned = evaluation.level_one_assignments(
+        run.session.model, member_variables(states, member), run.dataset, graphs)
+    scores.append(evaluation.assignment_nmi(
+        [s for s, _ in assigned],
+        [run.dataset.communities[g] for g in graphs]))
+  return {"assignment_nmi": float(np.mean(scores))}
+
+
+def train_one(config: RunConfig, out: Path, args) -> dict:
+  """Trains one configuration into `out` (results.json also records the
+  command and its seconds from reading the data to the results)."""
+  started = time.perf_counter()
+  try:
+    run = Run(config, out)
+  except (ValueError, OSError) as error:   # data, splits, model settings
+    raise SystemExit(f"{config.dataset}: {command_message(error)}")
+  if run.dataset.origin and not args.quiet:
+    print(f"{config.dataset}: {run.dataset.origin}", flush=True)
+  try:
+    results = run.fit(resume=args.resume, progress=not args.quiet,
+                      overwrite=args.overwrite)
+  except (MemoryError, InputError) as error:   # RunFolderError is one
+    raise SystemExit(f"{config.dataset}: {command_message(error)}")
+  if not args.no_plots:
+    states = hosts.fetch(run.session.states)   # every process takes part
+    if hosts.is_writer():
+      results.update(make_plots(run, states))
+  # What diffpool-report shows beside the figures.
+  results.update(command=args.command,
+                 command_seconds=time.perf_counter() - started)
+  if hosts.is_writer():
+    write_json_atomic(out / "results.json", results)
+  return results
+
+
+def print_table(rows: list[dict]) -> None:
+  """Per-fold and mean ± std accuracy of each trained preset."""
+  for results in rows:
+    print(f"\n{results['dataset']} / {results['preset']} / "
+          f"protocol {results['protocol']} ({results['note']})")
+    folds = results["fold_accuracies"]
+    print("  fold     " + " ".join(f"{i:>6d}" for i in range(len(folds))))
+    print("  accuracy " + " ".join(f"{100 * a:6.1f}" for a in folds))
+    line = (f"  mean {100 * results['accuracy']:.2f} ± "
+            f"{100 * results['std']:.2f} %")
+    if "assignment_nmi" in results:
+      line += f"   level-1 NMI vs true communities {results['assignment_nmi']:.3f}"
+    print(line + f"   ({results['wall_seconds']:.0f} s training, "
+          f"{results['compile_seconds']:.0f} s compiling, "
+          f"{results['graphs_per_second']:.0f} graphs/s)")
+  if len(rows) == 2:
+    gap = 100 * (rows[0]["accuracy"] - rows[1]["accuracy"])
+    print(f"\n{rows[0]['preset']} vs {rows[1]['preset']}: "
+          f"{gap:+.2f} points")
+
+
+# Model fields a baseline shares with the main model (its GNN stack and
+# head); pooling fields stay the baseline preset's own.
+SHARED_MODEL_FIELDS = ("conv", "hidden_dim", "embed_dim", "num_layers",
+                       "l2_normalize", "batch_norm", "bn_affine", "concat",
+                       "activate_last", "dropout", "mlp_hidden")
+
+
+def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  args = parse_args(argv)
+  args.command = shlex.join(["diffpool-train", *argv])
+  processes.start(args)
+  config, baseline = build_config(args)
+  try:
+    compile_cache.enable(args.compile_cache)
+  except ValueError as error:
+    raise SystemExit(command_message(error))
+  if baseline and baseline not in PRESETS:
+    raise SystemExit(f"--baseline {baseline!r}: expected one of "
+                     f"{tuple(PRESETS)}")
+  if not args.no_plots:
+    plots.import_in_background()
+  out = Path(args.out or f"runs/{config.dataset}_{config.preset}_"
+             f"{config.protocol}")
+  rows = [train_one(config, out, args)]
+  if baseline:
+    shared = {k: v for k, v in config.model.items()
+              if k in SHARED_MODEL_FIELDS}
+    # The baseline's own auxiliary losses (if any) keep their weights.
+    grid = {axis: values for axis, values in config.grid.items()
+            if not axis.startswith("aux.")}
+    baseline_config = dataclasses.replace(config, preset=baseline,
+                                          model=shared, grid=grid)
+    rows.append(train_one(baseline_config, out / f"baseline_{baseline}",
+                          args))
+  diverged = [(r["preset"], r["diverged_members"]) for r in rows
+              if r.get("diverged_members")]
+  if not hosts.is_writer():            # process 0 reports
+    return 3 if diverged else 0
+  print_table(rows)
+  print(f"\nresults in {out}/results.json")
+  for name, members in diverged:
+    print(f"WARNING: {name}: {len(members)} member(s) diverged (loss or "
+          "parameters not finite; member: first such epoch "
+          f"{members}); their epochs from then on were excluded from "
+          "selection and a fold without any other run reports nan. Try a "
+          "lower --lr or --clip.", file=sys.stderr)
+  return 3 if diverged else 0
+
+
+def console_main() -> None:
+  """The installed command `diffpool-train`."""
+  sys.exit(processes.run_command(main))
+
+
+if __name__ == "__main__":
+  console_main()
