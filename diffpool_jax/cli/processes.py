@@ -31,7 +31,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                      "(SLURM, TPU pods, ...)")
   group.add_argument("--join-timeout", type=int, default=hosts.JOIN_TIMEOUT,
                      metavar="SECONDS", help="how long to wait for every "
-                     f"process to join (default {hosts.JOIN_TIMEOUT})")
+                     "process to join")
 
 
 def start(args) -> None:

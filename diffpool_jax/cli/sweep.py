@@ -18,7 +18,9 @@ A grid file is JSON with three parts::
             "first_level" and "model.FIELD"): each combination is its own
             program, run one after another on the same data and folds.
 
-Flags override "run". The protocol ("fair", the default, or "errica")
+Every RunConfig field is an option (--epochs, --dataset, ...; the model's
+fields --model.FIELD), generated from the dataclasses (cli.options): each
+replaces the grid's "run" value. The protocol ("fair", the default, or "errica")
 selects among all points at once on validation; "paper", which would
 choose on the test folds, refuses a grid of more than one point.
 Writes into --out: one run folder per shape point (shape_00, ...), and
@@ -45,7 +47,8 @@ from diffpool_jax.run import (Run, RunConfig, RunFolderError, load_dataset,
 from diffpool_jax.run.members import input_fingerprints
 from diffpool_jax.run.store import check_inputs, delete_outputs
 from diffpool_jax.protocols import PROTOCOLS
-from diffpool_jax.cli import processes, shipped_config, shipped_names
+from diffpool_jax.cli import (options, processes, shipped_config,
+                              shipped_names)
 from diffpool_jax.cli.errors import command_message
 
 SHAPE_FIELDS = ("preset", "batch_size", "features", "max_buckets",
@@ -88,10 +91,9 @@ def grid_path(name: str | os.PathLike) -> Path:
   return shipped_config(str(name))
 
 
-def load_grid(path: str | os.PathLike, overrides: Dict[str, object]) -> Grid:
-  """Reads and checks a grid file (or a shipped grid by name, see
-  `grid_path`); `overrides` replace its "run" fields. ValueError naming
-  the file (and line, or part and field) at fault."""
+def read_grid_file(path: str | os.PathLike) -> Dict[str, dict]:
+  """A grid file's parts {"run", "scalar", "shape"} (each an object, missing
+  ones empty); ValueError naming the file (and line) at fault."""
   path = grid_path(path)
   try:
     values = json.loads(Path(path).read_text())
@@ -112,6 +114,15 @@ def load_grid(path: str | os.PathLike, overrides: Dict[str, object]) -> Grid:
     parts[part] = values.get(part, {})
     if not isinstance(parts[part], dict):
       raise ValueError(f"--grid {path}: '{part}' must be an object")
+  return parts
+
+
+def load_grid(path: str | os.PathLike, overrides: Dict[str, object]) -> Grid:
+  """Reads and checks a grid file (or a shipped grid by name, see
+  `grid_path`); `overrides` replace its "run" fields. ValueError naming
+  the file (and line, or part and field) at fault."""
+  parts = read_grid_file(path)
+  path = grid_path(path)
   for part in ("scalar", "shape"):
     for field, options in parts[part].items():
       if not isinstance(options, list) or not options:
@@ -314,22 +325,25 @@ def print_summary(result: dict, grid: Grid) -> None:
         f"{100 * selection['std']:.2f} %")
 
 
-def parse_args(argv):
+def command_parser() -> argparse.ArgumentParser:
+  """The command's own flags; the grid's run fields are generated options
+  (see cli.options)."""
   parser = argparse.ArgumentParser(
-      description="Hyper-parameter sweep (see the module docstring).")
+      prog="diffpool-sweep", add_help=False, allow_abbrev=False,
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+      description="Hyper-parameter sweep (see the module docstring). The "
+      "command's flags come first; the configuration's options (every "
+      "RunConfig field as --FIELD, every DiffPoolConfig field as "
+      "--model.FIELD; they replace the grid's 'run' values) follow.")
   parser.add_argument("--grid", required=True,
                       help="grid file (JSON), or the name of a shipped "
                       f"grid: {', '.join(n for n in shipped_names() if n.startswith('sweep'))}")
-  parser.add_argument("--dataset")
-  parser.add_argument("--data-root")
-  parser.add_argument("--splits")
-  parser.add_argument("--protocol", choices=list(PROTOCOLS))
-  parser.add_argument("--folds", type=int)
-  parser.add_argument("--seeds", type=int,
-                      help="seeds per fold (default: the grid's, else 1; "
-                      "6 with the errica protocol)")
-  parser.add_argument("--epochs", type=int)
-  parser.add_argument("--out", help="output folder (default runs/sweep_"
+  parser.add_argument("--import", dest="imports", action="append",
+                      metavar="MODULE", default=[],
+                      help="import this module (or .py file) first: the "
+                      "pooling operators, presets, protocols and readers it "
+                      "registers can then be named; repeatable")
+  parser.add_argument("--out", help="output folder (None: runs/sweep_"
                       "<grid name>_<dataset>)")
   parser.add_argument("--resume", action="store_true",
                       help="continue the sweep in --out")
@@ -337,22 +351,42 @@ def parse_args(argv):
                       help="replace the sweep in --out")
   parser.add_argument("--compile-cache", default=None,
                       help="persistent XLA cache folder or 'off'")
-  parser.add_argument("--quiet", action="store_true")
+  parser.add_argument("--quiet", action="store_true", help="no progress bar")
   processes.add_flags(parser)
-  return parser.parse_args(argv)
+  return parser
+
+
+def parse_args(argv):
+  """The command's flags (a Namespace) with `overrides`: the run fields
+  the options change against the grid file's "run" part."""
+  if {"-h", "--help"} & set(argv) and "--grid" not in argv:
+    argv = [*argv, "--grid", "sweep_small"]   # its defaults in the help
+  parser = command_parser()
+  args, rest = parser.parse_known_args(list(argv))
+  options.import_extensions(args.imports)
+  if {"-h", "--help"} & set(rest):
+    print(command_parser().format_help())
+  try:
+    run = read_grid_file(args.grid)["run"]
+  except ValueError as error:
+    raise SystemExit(command_message(error))
+  values = options.parse_config_options(
+      rest, run, prog="diffpool-sweep", description="The configuration's "
+      "options: each replaces the grid's 'run' value (generated from "
+      "RunConfig and the preset's DiffPoolConfig).")
+  given = options.run_defaults(run)
+  args.overrides = {name: value for name, value in values.items()
+                    if name == "model" and value != run.get("model", {})
+                    or name != "model" and value != given.get(name)}
+  return args
 
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   processes.start(args)
-  overrides = {k: v for k, v in (
-      ("dataset", args.dataset), ("data_root", args.data_root),
-      ("splits", args.splits), ("protocol", args.protocol),
-      ("folds", args.folds), ("seeds", args.seeds),
-      ("epochs", args.epochs)) if v is not None}
   try:
     compile_cache.enable(args.compile_cache)
-    grid = load_grid(args.grid, overrides)
+    grid = load_grid(args.grid, args.overrides)
   except ValueError as error:
     raise SystemExit(command_message(error))
   dataset = grid.run.get("dataset", "synthetic")

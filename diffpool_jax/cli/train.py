@@ -5,9 +5,13 @@
       --splits ../shared/data/splits/ENZYMES_splits.json
 
 (`python -m diffpool_jax.cli.train`, or `python -m experiments.train` in a
-checkout.) Flags override the values of --config FILE (JSON with RunConfig
-fields); with no --config, the shipped diffpool_jax/configs/<dataset>.json
-is used when present.
+checkout.) Every RunConfig field is an option (--epochs, --lr, ...) and
+every DiffPoolConfig field of the model one (--model.hidden-dim, ...),
+generated from the dataclasses (cli.options); they override the values of
+--config FILE (JSON with RunConfig fields; with no --config, the shipped
+diffpool_jax/configs/<dataset>.json when present), which override the
+preset's. `--import MODULE` loads a module that registers operators,
+presets, protocols or readers first.
 Writes config.json, metrics.jsonl, results.json, plots and checkpoints
 into --out.
 """
@@ -27,128 +31,76 @@ import jax
 import numpy as np
 
 from diffpool_jax import compile_cache, evaluation, hosts, plots
-from diffpool_jax.compile_effort import EFFORTS
 from diffpool_jax.presets import PRESETS
 from diffpool_jax.pooling import POOLING
-from diffpool_jax.protocols import PROTOCOLS
-from diffpool_jax.training import MATMUL_PRECISIONS
 from diffpool_jax.run import Run, RunConfig, write_json_atomic
 from diffpool_jax.errors import InputError
-from diffpool_jax.cli import processes, shipped_config
+from diffpool_jax.cli import options, processes, shipped_config
 from diffpool_jax.cli.errors import command_message
 
 
 
-def parse_args(argv):
+def command_parser() -> argparse.ArgumentParser:
+  """The command's own flags and the shorthands for mapping fields; the
+  configuration's options are generated (see cli.options)."""
   parser = argparse.ArgumentParser(
-      description="Cross-validated DiffPool training (see README).")
-  parser.add_argument("--config", help="JSON file with RunConfig fields")
-  parser.add_argument("--dataset", help="TU name; default: built-in "
-                      "synthetic hierarchical set")
-  parser.add_argument("--data-root", help="folder holding NAME/NAME_A.txt")
-  parser.add_argument("--preset", choices=list(PRESETS))
-  parser.add_argument("--pooling", choices=list(POOLING),
-                      help="pooling operator in the preset's network "
-                      "(default: the preset's)")
-  parser.add_argument("--protocol", choices=list(PROTOCOLS))
-  parser.add_argument("--splits", help="split file (Errica et al. format)")
-  parser.add_argument("--folds", type=int)
-  parser.add_argument("--seeds", type=int,
-                      help="seeds per fold (default: 1; 6 with --protocol "
-                      "errica: 3 select, 3 retrain)")
-  parser.add_argument("--epochs", type=int)
-  parser.add_argument("--batch-size", type=int)
-  parser.add_argument("--lr", type=float, nargs="+",
-                      help="one or more learning rates (a grid of members)")
-  parser.add_argument("--clip", type=float,
-                      help="global gradient-norm clip (default 2.0)")
-  parser.add_argument("--weight-decay", type=float,
-                      help="L2 weight decay added to the gradient, as "
-                      "torch's Adam(weight_decay=...) (default 0)")
-  parser.add_argument("--hidden-dim", type=int,
-                      help="width of every GNN layer (hidden and embedding)")
-  parser.add_argument("--patience", type=int)
-  parser.add_argument("--aux-weight", nargs="+", metavar="NAME=WEIGHT",
-                      help="weights of the pooling operator's auxiliary "
-                      "losses by name (" + "; ".join(
-                          f"{name}: {' '.join(op.aux_names)}"
-                          for name, op in POOLING.items())
-                      + "); default: the preset's")
-  parser.add_argument("--pool-option", nargs="+", metavar="NAME=VALUE",
-                      help="the pooling operator's own options (" + "; ".join(
-                          f"{name}: {' '.join(op.options) or 'none'}"
-                          for name, op in POOLING.items())
-                      + "); VALUE is read as JSON, else as text")
-  parser.add_argument("--grid", nargs="+", metavar="AXIS=V1,V2",
-                      help="scalar axes trained side by side as more points, "
-                      "e.g. dropout=0,0.2 aux.link=1,0.1 (axes: clip, "
-                      "weight_decay, dropout, aux.NAME; see "
-                      "diffpool-sweep for shape axes)")
-  parser.add_argument("--link-weight", type=float,
-                      help="the same as --aux-weight link=WEIGHT")
-  parser.add_argument("--entropy-weight", type=float,
-                      help="the same as --aux-weight entropy=WEIGHT")
-  parser.add_argument("--features", help="node feature kind (default, "
-                      "labels, attributes, both, degree, constant), "
-                      "optionally +degree/+clustering/+rwpe, e.g. "
-                      "default+rwpe")
-  parser.add_argument("--first-level", choices=["auto", "dense", "sparse"],
-                      help="first-level adjacency (auto: sparse for big "
-                      "graphs)")
-  parser.add_argument("--cluster-reference",
-                      help="fixed cluster counts for every graph, from this "
-                      "size: max, mean, median, pNN or a node count "
-                      "(default: the preset's; per graph for paper)")
-  parser.add_argument("--max-clusters",
-                      help="per-graph counts: cap of each level's clusters "
-                      "(a count, or none)")
-  parser.add_argument("--members-per-program", type=int,
-                      help="members trained side by side per compiled "
-                      "program (default 0: as many as fit in memory)")
-  parser.add_argument("--memory-gib", type=float,
-                      help="memory the training programs may use (default: "
-                      "80%% of the device memory on a GPU or TPU, 60%% of "
-                      "the host memory available on the CPU)")
-  parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS,
-                      help="precision of float32 matrix products (default "
-                      "float32: full float32 on every backend; "
-                      "tensorfloat32: TF32 tensor cores on NVIDIA GPUs; "
-                      "default: the backend's own choice)")
-  parser.add_argument("--baseline", help="also train this preset on the "
-                      "same folds and show both (e.g. flat)")
-  parser.add_argument("--checkpoint-every", type=int)
-  parser.add_argument("--out", help="output folder (default runs/NAME)")
+      prog="diffpool-train", add_help=False, allow_abbrev=False,
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+      description="Cross-validated DiffPool training (see README). The "
+      "command's flags come first; the configuration's options (every "
+      "RunConfig field as --FIELD, every DiffPoolConfig field as "
+      "--model.FIELD, defaults from --config and the preset) follow.")
+  parser.add_argument("--config", help="JSON file with RunConfig fields "
+                      "(None: the shipped config of --dataset, if any)")
+  parser.add_argument("--import", dest="imports", action="append",
+                      metavar="MODULE", default=[],
+                      help="import this module (or .py file) first: the "
+                      "pooling operators, presets, protocols and readers it "
+                      "registers can then be named; repeatable")
+  parser.add_argument("--out", help="output folder (None: "
+                      "runs/DATASET_PRESET_PROTOCOL)")
   parser.add_argument("--resume", action="store_true",
                       help="continue the run in --out from its last "
                       "checkpoint (same settings; --epochs may grow)")
   parser.add_argument("--overwrite", action="store_true",
                       help="replace the run in --out (deletes its outputs)")
+  parser.add_argument("--baseline", help="also train this preset on the "
+                      "same folds and show both (e.g. flat)")
   parser.add_argument("--compile-cache", metavar="DIR|off",
                       help="JAX's persistent compilation cache folder, or "
-                      "off (default: $DIFFPOOL_JAX_COMPILE_CACHE, else "
+                      "off (None: $DIFFPOOL_JAX_COMPILE_CACHE, else "
                       "~/.cache/diffpool_jax/xla)")
-  parser.add_argument("--compile-effort", choices=EFFORTS,
-                      help="XLA effort and size buckets: auto (least "
-                      "predicted compile + training over the planned "
-                      "epochs), fast (cheapest compile, one bucket) or "
-                      "full (default auto)")
-  parser.add_argument("--exact-buckets", action="store_true",
-                      help="bucket sizes from the data set's node counts, "
-                      "not the shared size ladder")
-  parser.add_argument("--no-plots", action="store_true")
+  parser.add_argument("--no-plots", action="store_true",
+                      help="no learning curves or assignment pictures")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
+  short = parser.add_argument_group(
+      "shorthands (mapping fields and two-field settings)")
+  short.add_argument("--hidden-dim", type=int,
+                     help="width of every GNN layer: --model.hidden-dim and "
+                     "--model.embed-dim")
+  short.add_argument("--aux-weight", nargs="+", metavar="NAME=WEIGHT",
+                     help="model.aux_weights by name (" + "; ".join(
+                         f"{name}: {' '.join(op.aux_names)}"
+                         for name, op in POOLING.items())
+                     + "); None: the preset's")
+  short.add_argument("--link-weight", type=float,
+                     help="the same as --aux-weight link=WEIGHT")
+  short.add_argument("--entropy-weight", type=float,
+                     help="the same as --aux-weight entropy=WEIGHT")
+  short.add_argument("--pool-option", nargs="+", metavar="NAME=VALUE",
+                     help="model.pool_options: the operator's own options ("
+                     + "; ".join(f"{name}: {' '.join(op.options) or 'none'}"
+                                 for name, op in POOLING.items())
+                     + "); VALUE is read as JSON, else as text")
+  short.add_argument("--grid", nargs="+", metavar="AXIS=V1,V2",
+                     help="grid: scalar axes trained side by side as more "
+                     "points, e.g. dropout=0,0.2 aux.link=1,0.1 (axes: "
+                     "clip, weight_decay, dropout, aux.NAME; see "
+                     "diffpool-sweep for shape axes)")
+  short.add_argument("--exact-buckets", action="store_true",
+                     help="the same as --no-bucket-ladder")
   processes.add_flags(parser)
-  return parser.parse_args(argv)
-
-
-def parse_max_clusters(text: str) -> Optional[int]:
-  """--max-clusters: a positive count, or "none" for no cap."""
-  if text.lower() == "none":
-    return None
-  if not text.isdigit() or int(text) < 1:
-    raise SystemExit(f"--max-clusters {text!r}: expected a positive count "
-                     "or 'none'")
-  return int(text)
+  return parser
 
 
 def parse_aux_weights(args) -> dict:
@@ -203,64 +155,75 @@ def parse_grid(items) -> dict:
   return grid
 
 
-def build_config(args) -> tuple[RunConfig, Optional[str]]:
-  """RunConfig from the config file, then the flags; and the baseline."""
-  dataset = args.dataset or "synthetic"
+
+def file_values(args, dataset: str) -> tuple[dict, Optional[str]]:
+  """The config file's RunConfig values (--config, else the shipped config
+  of `dataset` if any) and its baseline; unknown fields name the valid
+  ones."""
   path = Path(args.config) if args.config else shipped_config(dataset)
-  values = {}
-  if args.config or path.is_file():
-    try:
-      values = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-      raise SystemExit(f"--config {path}: {error}")
+  if not (args.config or path.is_file()):
+    return {}, None
+  try:
+    values = json.loads(path.read_text())
+  except (OSError, json.JSONDecodeError) as error:
+    raise SystemExit(f"--config {path}: {error}")
+  if not isinstance(values, dict):
+    raise SystemExit(f"--config {path}: expected a JSON object of "
+                     "RunConfig fields")
   baseline = values.pop("baseline", None)
-  flags = {"dataset": args.dataset, "data_root": args.data_root,
-           "preset": args.preset, "protocol": args.protocol,
-           "splits": args.splits, "folds": args.folds, "seeds": args.seeds,
-           "epochs": args.epochs, "batch_size": args.batch_size,
-           "lr": args.lr, "clip": args.clip,
-           "weight_decay": args.weight_decay, "patience": args.patience,
-           "features": args.features, "first_level": args.first_level,
-           "cluster_reference": (int(args.cluster_reference)
-                                 if (args.cluster_reference or "").isdigit()
-                                 else args.cluster_reference),
-           "checkpoint_every": args.checkpoint_every,
-           "members_per_program": args.members_per_program,
-           "memory_gib": args.memory_gib,
-           "matmul_precision": args.matmul_precision,
-           "compile_effort": args.compile_effort,
-           "bucket_ladder": False if args.exact_buckets else None}
-  values.update({k: v for k, v in flags.items() if v is not None})
+  known = [f.name for f in dataclasses.fields(RunConfig)]
+  unknown = sorted(set(values) - set(known))
+  if unknown:
+    raise SystemExit(f"--config {path}: unknown fields {unknown}; RunConfig "
+                     f"has {known} (and 'baseline')")
+  return values, baseline
+
+
+def apply_shorthands(args, values: dict) -> dict:
+  """`values` with the shorthand flags' fields set (see command_parser)."""
+  model = dict(values.get("model", {}))
   if args.hidden_dim is not None:
-    values["model"] = {**values.get("model", {}),
-                       "hidden_dim": args.hidden_dim,
-                       "embed_dim": args.hidden_dim}
-  if args.pooling is not None:
-    values["model"] = {**values.get("model", {}), "pooling": args.pooling}
+    model.update(hidden_dim=args.hidden_dim, embed_dim=args.hidden_dim)
   if args.pool_option:
-    model = values.get("model", {})
-    values["model"] = {**model, "pool_options": {
-        **dict(model.get("pool_options", {})),
-        **parse_pool_options(args.pool_option)}}
+    model["pool_options"] = {**dict(model.get("pool_options", {})),
+                             **parse_pool_options(args.pool_option)}
   weights = parse_aux_weights(args)
   if weights:
-    model = values.get("model", {})
-    values["model"] = {**model, "aux_weights": {
-        **dict(model.get("aux_weights", {})), **weights}}
+    model["aux_weights"] = {**dict(model.get("aux_weights", {})), **weights}
+  values = {**values, "model": model}
   if args.grid:
     values["grid"] = {**values.get("grid", {}), **parse_grid(args.grid)}
-  if args.max_clusters is not None:
-    values["model"] = {**values.get("model", {}),
-                       "max_clusters": parse_max_clusters(args.max_clusters)}
-  known = {f.name for f in dataclasses.fields(RunConfig)}
-  unknown = set(values) - known
-  if unknown:
-    raise SystemExit(f"config {path}: unknown fields {sorted(unknown)}")
+  if args.exact_buckets:
+    values["bucket_ladder"] = False
+  return values
+
+
+def parse_args(argv):
+  """The command's flags (a Namespace) with `values`: the RunConfig
+  fields from the config file, the shorthands and the generated options;
+  and `baseline`. --help prints both parts, every default included."""
+  parser = command_parser()
+  args, rest = parser.parse_known_args(list(argv))
+  options.import_extensions(args.imports)
+  if {"-h", "--help"} & set(rest):    # after --import: its operators too
+    print(command_parser().format_help())
+  dataset = options.scan_option(rest, "--dataset") or "synthetic"
+  values, baseline = file_values(args, dataset)
+  args.baseline = args.baseline or baseline
+  args.values = options.parse_config_options(
+      rest, apply_shorthands(args, values), prog="diffpool-train",
+      description="The configuration's options (generated from RunConfig "
+      "and the preset's DiffPoolConfig).", run_class=RunConfig)
+  return args
+
+
+def build_config(args) -> tuple[RunConfig, Optional[str]]:
+  """The RunConfig of parsed `args`, and the baseline preset."""
   try:
-    config = RunConfig(**values)
+    config = RunConfig(**args.values)
   except (TypeError, ValueError) as error:
     raise SystemExit(f"bad configuration: {command_message(error)}")
-  return config, args.baseline or baseline
+  return config, args.baseline
 
 
 def member_variables(states, member: int) -> dict:

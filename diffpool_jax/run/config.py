@@ -25,22 +25,27 @@ class RunConfig:
   Attributes:
     dataset: a TU name, or "synthetic" for the built-in set.
     data_root: folder holding NAME/NAME_A.txt...; None: the download cache.
-    preset: model preset; model: overrides of its DiffPoolConfig fields
-      ("aux_weights" may be a {name: weight} mapping; it updates the
-      preset's weights name by name).
+    preset: the model preset (a name in presets.PRESETS).
+    model: overrides of the preset's DiffPoolConfig fields ("aux_weights"
+      may be a {name: weight} mapping; it updates the preset's weights
+      name by name).
     protocol: a name in `protocols.PROTOCOLS`: "fair" (the default;
       Errica et al.: early stopping and point selection on an inner
       validation holdout), "errica" (half the seeds select a point on
       validation, the other half retrain it for the test score) or
       "paper" (chosen explicitly: the epoch of the best mean test-fold
       accuracy, optimistic; one point only).
-    folds, seeds: outer folds and seeds per fold; members = folds x seeds x
-      points, where the points are every combination of the learning rates
-      `lr` and the values of each `grid` axis (see `points`). seeds None:
-      the protocol's `default_seeds` (1; "errica" 6: 3 select, 3 retrain).
-    batch_size, clip, weight_decay: graphs per step, the global
-      gradient-norm clip and the L2 weight decay added to the gradient
-      (torch's Adam(weight_decay=...)), the same for every member.
+    folds: outer folds (members = folds x seeds x points, the points every
+      combination of `lr` and the `grid` axes; see `points`).
+    seeds: seeds per fold; None: the protocol's `default_seeds` (1;
+      "errica" 6: 3 select, 3 retrain).
+    epochs: training epochs of every member.
+    batch_size: graphs per step.
+    lr: one or more learning rates (Adam); more than one trains a point
+      for each, side by side.
+    clip: the global gradient-norm clip.
+    weight_decay: the L2 weight decay added to the gradient (torch's
+      Adam(weight_decay=...)).
     splits: a split file (Errica et al. format) replacing stratified folds.
     patience: early-stopping patience of the fair protocol.
     features: node feature kind (see datasets.node_features).
@@ -72,6 +77,7 @@ class RunConfig:
       single value given elsewhere (clip, weight_decay, model dropout and
       aux_weights); none of them changes array shapes, so every point
       trains in the same compiled program.
+    split_seed: seed of the stratified folds and inner holdouts.
     synthetic: keyword arguments of synthetic_hierarchical.
     checkpoint_every: epochs between checkpoints (0: never).
     first_level: adjacency of the first level, "dense" ([B,N,N]), "sparse"
