@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from diffpool_jax.adjacency import Adjacency, diagonal, matmul, row_sums
 
-CONV_TYPES = ("sage", "gcn", "sum")
+CONV_TYPES = ("sage", "gcn", "sum", "gin")
 
 # Xavier-uniform with the ReLU gain, as the authors' GraphConv initialises.
 xavier_relu_init = nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")
@@ -177,11 +177,36 @@ class DenseSumConv(nn.Module):
     return mask_nodes(out, node_mask, self.mask_output)
 
 
+def gin_aggregate(x: jax.Array, adj: Adjacency, eps: jax.Array
+                  ) -> jax.Array:
+  """GIN's aggregation (1 + eps) x_i + sum_j A_ij x_j: x [B,N,F], adj
+  [B,N,N] or EdgeList, eps [] -> [B,N,F]."""
+  return (1.0 + eps) * x + matmul(adj, x)
+
+
+class DenseGINConv(nn.Module):
+  """GIN (Xu et al., "How Powerful are Graph Neural Networks?", ICLR 2019):
+  out_i = MLP((1 + eps) x_i + sum_j A_ij x_j), eps learned (starts at 0),
+  the MLP Linear -> ReLU -> Linear, both `features` wide. Sum aggregation
+  tells multisets of neighbours apart where a mean cannot."""
+  features: int
+  mask_output: bool = True
+
+  @nn.compact
+  def __call__(self, x, adj, node_mask):
+    eps = self.param("eps", nn.initializers.zeros, (), jnp.float32)
+    h = gin_aggregate(x, adj, eps)
+    h = nn.relu(nn.Dense(self.features, name="mlp0")(h))
+    out = nn.Dense(self.features, name="mlp1")(h)
+    return mask_nodes(out, node_mask, self.mask_output)
+
+
 def make_conv(conv: str, features: int, name: str,
               mask_output: bool = True) -> nn.Module:
-  """The dense convolution named `conv` ("sage", "gcn" or "sum");
+  """The dense convolution named `conv` ("sage", "gcn", "sum" or "gin");
   `mask_output=False` leaves padded nodes unmasked (see `mask_nodes`)."""
-  classes = {"sage": DenseSAGEConv, "gcn": DenseGCNConv, "sum": DenseSumConv}
+  classes = {"sage": DenseSAGEConv, "gcn": DenseGCNConv, "sum": DenseSumConv,
+             "gin": DenseGINConv}
   if conv not in classes:
     raise ValueError(f"unknown conv {conv!r}; expected one of {CONV_TYPES}")
   return classes[conv](features, mask_output, name=name)
@@ -246,7 +271,7 @@ class GNNStack(nn.Module):
   the last layer's.
 
   Attributes:
-    conv: "sage", "gcn" or "sum".
+    conv: "sage", "gcn", "sum" or "gin".
     widths: output width of each layer, e.g. (64, 64, 32).
     l2_normalize: L2-normalise each layer's node embeddings.
     batch_norm: apply `MaskedBatchNorm` after the activation.

@@ -115,6 +115,18 @@ def masked_readout(z: jax.Array, node_mask: jax.Array, kind: str) -> jax.Array:
   return total / jnp.maximum(jnp.sum(real, axis=1), 1)
 
 
+def graph_representation(config: DiffPoolConfig, readouts, x: jax.Array,
+                         node_mask: jax.Array) -> jax.Array:
+  """The prediction MLP's input [B, D]: the levels' readouts (each [B, F_l];
+  all of them, or the last, by config.readout_all_levels), after the
+  readout of the raw node features x [B,N,F] (node_mask [B,N]) when
+  config.input_readout is not "none"."""
+  parts = list(readouts) if config.readout_all_levels else [readouts[-1]]
+  if config.input_readout != "none":
+    parts.insert(0, masked_readout(x, node_mask, config.input_readout))
+  return jnp.concatenate(parts, -1)
+
+
 class DiffPool(nn.Module):
   """Hierarchical graph classifier with DiffPool coarsening.
 
@@ -210,6 +222,7 @@ class DiffPool(nn.Module):
     c = self.config
     node_mask = checked_node_mask(x, adj, node_mask, "DiffPool")
     x, adj = clear_padding(x, adj, node_mask)
+    inputs, input_mask = x, node_mask
     batch, num_nodes = x.shape[:2]
     graph_mask = jnp.any(node_mask, axis=1)
 
@@ -233,7 +246,7 @@ class DiffPool(nn.Module):
         x, adj, node_mask, train, dropout)
     readouts.append(masked_readout(z, node_mask, c.readout))
 
-    h = jnp.concatenate(readouts, -1) if c.readout_all_levels else readouts[-1]
+    h = graph_representation(c, readouts, inputs, input_mask)
     for i, width in enumerate(c.mlp_hidden):
       h = nn.relu(nn.Dense(width, name=f"mlp{i}")(h))
     logits = nn.Dense(self.num_classes, name=f"mlp{len(c.mlp_hidden)}")(h)

@@ -23,10 +23,11 @@ from flax import nnx
 
 from diffpool_jax.adjacency import diagonal, matmul, row_sums
 from diffpool_jax.layers import (batch_moments, dropout as drop,
-                                 l2_normalize, mask_nodes, normalize,
-                                 sage_mean)
+                                 gin_aggregate, l2_normalize, mask_nodes,
+                                 normalize, sage_mean)
 from diffpool_jax.model import (DiffPoolConfig, PoolLevel, checked_node_mask,
-                                clear_padding, cluster_slots, masked_readout,
+                                clear_padding, cluster_slots,
+                                graph_representation, masked_readout,
                                 pool_level)
 from diffpool_jax.presets import check_cluster_counts
 
@@ -99,7 +100,22 @@ class SumConv(nnx.Module):
     return mask_nodes(out + self.bias[...], node_mask, self.mask_output)
 
 
-CONVS = {"sage": SAGEConv, "gcn": GCNConv, "sum": SumConv}
+class GINConv(nnx.Module):
+  """GIN, MLP((1 + eps) x_i + sum_j A_ij x_j) (see layers.DenseGINConv)."""
+
+  def __init__(self, in_features: int, features: int, rngs: nnx.Rngs,
+               mask_output: bool = True):
+    self.mask_output = mask_output
+    self.eps = nnx.Param(jnp.zeros(()))
+    self.mlp0 = Dense(in_features, features, rngs)
+    self.mlp1 = Dense(features, features, rngs)
+
+  def __call__(self, x, adj, node_mask):
+    h = jax.nn.relu(self.mlp0(gin_aggregate(x, adj, self.eps[...])))
+    return mask_nodes(self.mlp1(h), node_mask, self.mask_output)
+
+
+CONVS = {"sage": SAGEConv, "gcn": GCNConv, "sum": SumConv, "gin": GINConv}
 
 
 class MaskedBatchNorm(nnx.Module):
@@ -183,6 +199,7 @@ class DiffPool(nnx.Module):
     self.config, self.max_nodes = config, max_nodes
     c = config
     hidden = (c.hidden_dim,) * (c.num_layers - 1)
+    input_width = in_features if c.input_readout != "none" else 0
     readout_widths = []
     for level, width in enumerate(c.cluster_counts(max_nodes)):
       embed = self.gnn(in_features, hidden + (c.embed_dim,), c.concat, rngs)
@@ -200,7 +217,8 @@ class DiffPool(nnx.Module):
     last = self.gnn(in_features, hidden + (c.embed_dim,), c.concat, rngs)
     setattr(self, f"embed{c.num_levels}", last)
     readout_widths.append(last.out_features)
-    width = sum(readout_widths) if c.readout_all_levels else readout_widths[-1]
+    width = input_width + (sum(readout_widths) if c.readout_all_levels
+                           else readout_widths[-1])
     for i, out in enumerate(c.mlp_hidden + (num_classes,)):
       setattr(self, f"mlp{i}", Dense(width, out, rngs))
       width = out
@@ -220,6 +238,7 @@ class DiffPool(nnx.Module):
     c = self.config
     node_mask = checked_node_mask(x, adj, node_mask, "nnx.DiffPool")
     x, adj = clear_padding(x, adj, node_mask)
+    inputs, input_mask = x, node_mask
     graph_mask = jnp.any(node_mask, axis=1)
     keys = (iter(jax.random.split(key, 2 * c.num_levels + 1))
             if key is not None else iter(lambda: None, 0))
@@ -248,7 +267,7 @@ class DiffPool(nnx.Module):
     z = getattr(self, f"embed{c.num_levels}")(x, adj, node_mask, train,
                                               dropout, next(keys))
     readouts.append(masked_readout(z, node_mask, c.readout))
-    h = jnp.concatenate(readouts, -1) if c.readout_all_levels else readouts[-1]
+    h = graph_representation(c, readouts, inputs, input_mask)
     for i in range(len(c.mlp_hidden)):
       h = jax.nn.relu(getattr(self, f"mlp{i}")(h))
     return getattr(self, f"mlp{len(c.mlp_hidden)}")(h), tuple(levels)

@@ -25,7 +25,9 @@ class DiffPoolConfig:
   """Architecture and auxiliary-loss settings of a `DiffPool` classifier.
 
   Attributes:
-    conv: graph convolution, "sage" (GraphSAGE-mean), "gcn" or "sum".
+    conv: graph convolution, "sage" (GraphSAGE-mean), "gcn", "sum" (the
+      authors' GraphConv) or "gin" (sum aggregation into a 2-layer MLP
+      with a learned epsilon, Xu et al. 2019).
     hidden_dim: width of every GNN layer but the last.
     embed_dim: width of the last layer of each embedding GNN.
     num_layers: convolutions per GNN (embedding and assignment alike).
@@ -57,6 +59,10 @@ class DiffPoolConfig:
       concatenated layers to K) or "linear_relu" (that Linear, then ReLU).
     readout: per-level graph readout over real nodes: "max", "mean", "sum".
     readout_all_levels: concatenate every level's readout (else last only).
+    input_readout: "none", or a readout ("sum", "mean", "max") of the raw
+      node features, before any GNN, beside the levels' readouts: the
+      MLP sees what the structure-agnostic baseline of Errica et al. sees
+      (the sum of the node features), so no level can lose it.
     mlp_hidden: hidden widths of the prediction MLP.
     link_loss: "frobenius", "pyg" or "bce" (the "diffpool" operator's form,
       see `dense_diff_pool`).
@@ -86,6 +92,7 @@ class DiffPoolConfig:
   assign_head: str = "none"
   readout: str = "max"
   readout_all_levels: bool = True
+  input_readout: str = "none"
   mlp_hidden: Tuple[int, ...] = (50,)
   link_loss: str = "frobenius"
   aux_weights: Tuple[Tuple[str, float], ...] = ()
@@ -190,6 +197,7 @@ def check_model_config(config: DiffPoolConfig) -> None:
   """ValueError naming the DiffPoolConfig field unless every field is
   valid (choices, widths, ratios, counts, aux weights, pool options)."""
   choices = (("conv", CONV_TYPES), ("readout", READOUTS),
+             ("input_readout", ("none",) + READOUTS),
              ("pooling", tuple(POOLING)), ("assign_from", ASSIGN_INPUTS),
              ("assign_head", ASSIGN_HEADS), ("link_loss", LINK_LOSS_FORMS),
              ("round_clusters", ("ceil", "floor")),

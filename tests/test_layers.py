@@ -5,8 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-from diffpool_jax.layers import (DenseGCNConv, DenseSAGEConv, DenseSumConv,
-                                 GNNStack, MaskedBatchNorm, l2_normalize)
+from diffpool_jax.layers import (DenseGCNConv, DenseGINConv, DenseSAGEConv,
+                                 DenseSumConv, GNNStack, MaskedBatchNorm,
+                                 l2_normalize)
 from tests.helpers import random_batch, repad
 
 
@@ -28,9 +29,15 @@ def sum_reference(p, x, a):
   return a @ x @ p["linear"]["kernel"] + p["bias"]
 
 
+def gin_reference(p, x, a):
+  h = (1.0 + p["eps"]) * x + a @ x
+  h = np.maximum(h @ p["mlp0"]["kernel"] + p["mlp0"]["bias"], 0.0)
+  return h @ p["mlp1"]["kernel"] + p["mlp1"]["bias"]
+
+
 @pytest.mark.parametrize("conv, reference", [
     (DenseSAGEConv, sage_reference), (DenseGCNConv, gcn_reference),
-    (DenseSumConv, sum_reference)])
+    (DenseSumConv, sum_reference), (DenseGINConv, gin_reference)])
 @pytest.mark.parametrize("width", [3, 9])  # narrower and wider than F=5
 def test_conv_matches_reference_and_zeroes_padding(conv, reference, width):
   batch = random_batch(np.random.default_rng(0), (6, 9, 1), 10)
@@ -39,6 +46,8 @@ def test_conv_matches_reference_and_zeroes_padding(conv, reference, width):
   adj[0, 0, 0] = 2.0
   layer = conv(width)
   params = layer.init(jax.random.key(1), batch.x, adj, batch.node_mask)
+  # non-zero biases and GIN epsilon
+  params = jax.tree_util.tree_map(lambda v: v + 0.3, params)
   out = np.asarray(layer.apply(params, batch.x, adj, batch.node_mask))
   p = jax.tree_util.tree_map(lambda v: np.asarray(v, np.float64),
                              params["params"])
@@ -71,7 +80,8 @@ def test_sage_parameters_are_those_of_two_dense_layers():
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("conv", [DenseSAGEConv, DenseGCNConv, DenseSumConv])
+@pytest.mark.parametrize("conv", [DenseSAGEConv, DenseGCNConv, DenseSumConv,
+                                  DenseGINConv])
 def test_conv_without_output_mask_changes_only_padded_nodes(conv):
   batch = random_batch(np.random.default_rng(5), (6, 9, 1), 10)
   masked = conv(4)
@@ -131,7 +141,7 @@ def test_masked_batch_norm_ignores_batches_without_nodes():
   np.testing.assert_array_equal(np.asarray(updates["batch_stats"]["var"]), 1)
 
 
-@pytest.mark.parametrize("conv", ["sage", "gcn", "sum"])
+@pytest.mark.parametrize("conv", ["sage", "gcn", "sum", "gin"])
 @pytest.mark.parametrize("concat, activate_last, batch_norm", [
     (True, False, True), (False, True, True), (True, True, False)])
 def test_gnn_stack_padding_invariant_and_zero(conv, concat, activate_last,

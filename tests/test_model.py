@@ -8,6 +8,7 @@ import pytest
 
 import diffpool_jax as dp
 from diffpool_jax.graphs import GraphBatch
+from diffpool_jax.model import graph_representation
 from tests.helpers import random_batch, repad
 
 PRESET_NAMES = tuple(dp.PRESETS)
@@ -310,3 +311,25 @@ def test_a_bucket_padded_beyond_max_nodes_gives_the_same_result():
   logits_big, levels_big = run(model, variables, big, train=False)
   np.testing.assert_allclose(logits_big, logits_small, rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(levels_big[0].mask, levels_small[0].mask)
+
+
+@pytest.mark.parametrize("kind, all_levels", [("sum", True), ("mean", False),
+                                              ("none", True)])
+def test_input_readout_puts_the_raw_features_before_the_levels(kind,
+                                                               all_levels):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 5, 3))
+  node_mask = np.arange(5)[None] < np.array([[5], [2]])
+  x[~node_mask] = np.nan                       # padding never reaches it
+  readouts = [rng.normal(size=(2, 4)), rng.normal(size=(2, 6))]
+  config = dp.preset("paper", input_readout=kind,
+                     readout_all_levels=all_levels)
+  got = np.asarray(graph_representation(
+      config, [r.astype(np.float32) for r in readouts],
+      jnp.asarray(x, jnp.float32), jnp.asarray(node_mask)))
+  real = np.where(node_mask[..., None], x, 0.0)
+  raw = {"sum": real.sum(1), "mean": real.sum(1) / node_mask.sum(1)[:, None]}
+  want = ([raw[kind]] if kind != "none" else []) + (
+      readouts if all_levels else readouts[-1:])
+  np.testing.assert_allclose(got, np.concatenate(want, -1), rtol=1e-6,
+                             atol=1e-6)

@@ -59,6 +59,22 @@ def test_same_variables_give_the_same_logits(name):
     np.testing.assert_allclose(node[...], value, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("overrides", [
+    dict(conv="gin", input_readout="sum"),
+    dict(conv="gin", input_readout="mean", readout_all_levels=False)])
+def test_gin_and_input_readout_give_the_same_logits(overrides):
+  batch = random_batch(np.random.default_rng(1), SIZES, 16)
+  linen, variables, model = linen_and_nnx("paper", batch, **overrides)
+  variables = jax.tree_util.tree_map(lambda v: v + 0.1, variables)
+  nnx.load_linen_variables(model, variables)       # non-zero epsilons
+  for train in (False, True):
+    (want, _), _ = linen.apply(variables, batch.x, batch.adj,
+                               batch.node_mask, train=train,
+                               mutable=["batch_stats"])
+    got, _ = model(batch.x, batch.adj, batch.node_mask, train=train)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_edge_list_input_matches_dense():
   rng = np.random.default_rng(1)
   graphs = [random_graph(rng, n, 5) for n in SIZES]
