@@ -27,6 +27,10 @@ ERRICA_NOTE = ("Errica et al. 2020 with separate runs: per fold, the first "
                "half of the seeds select a point on the validation holdout, "
                "the second half (independent retrainings of the chosen "
                "point, early-stopped on validation) give the test accuracy")
+FIXED_NOTE = ("one fixed split (the data set's official train/valid/test, "
+              "as OGB's leaderboard): each seed stops early on valid, the "
+              "point of the best mean valid score is selected; test at "
+              "each seed's selected epoch, mean and std over seeds")
 
 
 def nan_argmax(values: np.ndarray) -> int:
@@ -299,6 +303,47 @@ class ErricaProtocol(FairProtocol):
                            tables["test_acc"], patience)
 
 
+def fixed_split_protocol(val_acc: np.ndarray, val_loss: np.ndarray,
+                         test_acc: np.ndarray, patience: int
+                         ) -> Dict[str, object]:
+  """One fixed split (F = 1): each run (seed, point) stops early on the
+  validation part; the point with the best mean validation score over
+  seeds is selected; reported: mean and std over seeds of the test score
+  at each seed's selected epoch (OGB's leaderboard rule).
+
+  Args:
+    val_acc, val_loss, test_acc: [E, 1, S, P].
+    patience: early-stopping patience in epochs.
+  """
+  epochs = stopping_epochs(val_acc, val_loss, patience)[0]       # [S, P]
+  chosen_val = at_epochs(val_acc, epochs[None])[0]
+  point = nan_argmax(chosen_val.mean(axis=0))
+  seeds = at_epochs(test_acc, epochs[None])[0][:, point]         # [S]
+  return {"protocol": "fixed", "note": FIXED_NOTE,
+          "accuracy": float(seeds.mean()), "std": float(seeds.std()),
+          "fold_accuracies": [float(seeds.mean())],
+          "seed_accuracies": seeds.tolist(), "selected_points": [point],
+          "selected_epochs": [epochs[:, point].tolist()]}
+
+
+class FixedSplitProtocol(FairProtocol):
+  """One fixed train/valid/test split (an OGB set's official one, or a
+  split file of one fold), several seeds: the fair protocol's stopping and
+  selection on valid, reported over seeds (`fixed_split_protocol`)."""
+  name = "fixed"
+  note = FIXED_NOTE
+  default_seeds = 10         # OGB's leaderboard rule
+
+  def summary(self, tables: Mapping[str, np.ndarray], patience: int) -> dict:
+    """`fixed_split_protocol` of tables "val_acc", "val_loss", "test_acc"
+    [E, 1, S, P]; InputError naming folds for more than one split."""
+    if tables["val_acc"].shape[1] != 1:
+      raise InputError(f"{{protocol}}='fixed' needs one split, not "
+                       f"{tables['val_acc'].shape[1]} folds", "protocol")
+    return fixed_split_protocol(tables["val_acc"], tables["val_loss"],
+                                tables["test_acc"], patience)
+
+
 # The protocols by name. A protocol is one class with: name, note, holdout
 # (the inner validation fraction), default_seeds, check(seeds, points),
 # stopped(val_acc, val_loss, patience), summary(tables, patience),
@@ -306,4 +351,4 @@ class ErricaProtocol(FairProtocol):
 # ranked_by; add an instance here (from
 # any module) and runs, sweeps and the commands accept its name.
 PROTOCOLS = {"paper": PaperProtocol(), "fair": FairProtocol(),
-             "errica": ErricaProtocol()}
+             "errica": ErricaProtocol(), "fixed": FixedSplitProtocol()}

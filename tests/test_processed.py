@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from diffpool_jax.datasets import load_tu, processed
-from diffpool_jax.datasets.tu import parse_table, read_table_by_line
+from diffpool_jax.datasets.tables import parse_table, read_table_by_line
 from tests.test_tu import GOOD, write_set
 
 
@@ -85,7 +85,7 @@ def test_a_new_reader_version_parses_again(tmp_path, monkeypatch):
 def test_a_damaged_cache_is_never_used(tmp_path, damage):
   root = write_set(tmp_path, GOOD)
   first = load_tu("TOY", root=root, download=False)
-  path = processed.cache_path("TOY")
+  path = processed.cache_path("TOY", "tu")
   data = path.read_bytes()
   if damage is None:                   # same size, bytes flipped mid-file
     middle = len(data) // 2

@@ -124,8 +124,8 @@ def load_grid(path: str | os.PathLike, overrides: Dict[str, object]) -> Grid:
   parts = read_grid_file(path)
   path = grid_path(path)
   for part in ("scalar", "shape"):
-    for field, options in parts[part].items():
-      if not isinstance(options, list) or not options:
+    for field, values in parts[part].items():
+      if not isinstance(values, list) or not values:
         raise ValueError(f"--grid {path}: {part}.{field} must be a "
                          "non-empty list of values")
   for field in parts["shape"]:

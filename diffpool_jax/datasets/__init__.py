@@ -1,5 +1,6 @@
-"""Graph data sets (host side, NumPy): TU benchmarks, synthetic sets,
-node features, size buckets and cross-validation splits."""
+"""Graph data sets (host side, NumPy): readers found by format name (TU
+benchmarks, OGB graph-property sets, synthetic sets), node features, size
+buckets and cross-validation splits."""
 
 from diffpool_jax.datasets.buckets import (assign_buckets,
                                            bucket_entry_slots,
@@ -14,6 +15,9 @@ from diffpool_jax.datasets.dataset import GraphDataset
 from diffpool_jax.datasets.download import default_cache_dir, download_tu
 from diffpool_jax.datasets.features import FEATURE_KINDS, node_features
 from diffpool_jax.datasets.loader import batches
+from diffpool_jax.datasets.ogb import load_ogb
+from diffpool_jax.datasets.readers import (READERS, Reader, find_format,
+                                           read_dataset, register_reader)
 from diffpool_jax.datasets.splits import (Fold, load_split_file,
                                           stratified_folds)
 from diffpool_jax.datasets.synthetic import PATTERNS, synthetic_hierarchical
@@ -27,5 +31,6 @@ __all__ = [
     "sparse_by_cost", "waste_table",
     "GraphDataset", "default_cache_dir", "download_tu", "FEATURE_KINDS",
     "node_features", "batches", "Fold", "load_split_file", "stratified_folds",
-    "PATTERNS", "synthetic_hierarchical", "load_tu",
+    "PATTERNS", "synthetic_hierarchical", "load_tu", "load_ogb", "READERS",
+    "Reader", "find_format", "read_dataset", "register_reader",
 ]

@@ -27,6 +27,11 @@ class GraphDataset:
     edge_labels: per graph [E_i, L] int labels aligned with `edges`, or None.
     edge_attributes: per graph [E_i, D] float attributes, or None.
     graph_attributes: [G, D] float graph attributes, or None.
+    targets: [G, T] float32 graph-property targets as the data set gives
+      them (one column per task; NaN where a label is missing), or None
+      where `labels` are all there is (TU sets).
+    official_split: the data set's own split, {"train", "valid", "test"}
+      -> sorted graph indices (OGB's), or None.
     communities: per graph [n_i] true community ids (synthetic sets), or None.
     origin: one line on where the graphs came from (e.g. "parsed ...
       (cache written)" or "read from the processed cache ...").
@@ -43,6 +48,8 @@ class GraphDataset:
   edge_labels: Optional[List[np.ndarray]] = None
   edge_attributes: Optional[List[np.ndarray]] = None
   graph_attributes: Optional[np.ndarray] = None
+  targets: Optional[np.ndarray] = None
+  official_split: Optional[Dict[str, np.ndarray]] = None
   communities: Optional[List[np.ndarray]] = None
   origin: str = ""
 
@@ -78,6 +85,8 @@ class GraphDataset:
         edge_attributes=pick(self.edge_attributes),
         graph_attributes=(None if self.graph_attributes is None
                           else self.graph_attributes[indices]),
+        targets=None if self.targets is None else self.targets[indices],
+        official_split=None,
         communities=pick(self.communities))
 
   def with_features(self, kind: str = "default", **options) -> "GraphDataset":

@@ -84,8 +84,9 @@ def safe_extract(archive: Path, target: Path) -> None:
     raise ValueError(f"{archive}: not a valid zip file ({error})") from None
 
 
-def verify_zip(archive: Path, name: str) -> None:
-  """ValueError unless `archive` is an intact zip holding name/name_A.txt."""
+def verify_zip(archive: Path, marker: str) -> None:
+  """ValueError unless `archive` is an intact zip holding a file whose path
+  ends with `marker` (e.g. "ENZYMES_A.txt", "raw/num-node-list.csv.gz")."""
   try:
     with zipfile.ZipFile(archive) as zf:
       broken = zf.testzip()
@@ -94,8 +95,8 @@ def verify_zip(archive: Path, name: str) -> None:
     raise ValueError(f"{archive}: not a valid zip file ({error})") from None
   if broken is not None:
     raise ValueError(f"{archive}: member {broken!r} is corrupt")
-  if not any(n.endswith(f"{name}_A.txt") for n in names):
-    raise ValueError(f"{archive}: holds no {name}_A.txt")
+  if not any(n.endswith(marker) for n in names):
+    raise ValueError(f"{archive}: holds no {marker}")
 
 
 def download_tu(name: str, root: Path, url: Optional[str] = None) -> Path:
@@ -104,33 +105,46 @@ def download_tu(name: str, root: Path, url: Optional[str] = None) -> Path:
   Returns the folder. Raises OSError (with where to put the files by hand)
   when the download fails, ValueError for a corrupt or unsafe zip.
   """
+  return download_archive(f"{url or TU_URL}/{name}.zip", root, name,
+                          f"{name}_A.txt", f"TU data set {name!r}",
+                          f"the files (e.g. {name}_A.txt[.gz])")
+
+
+def download_archive(source: str, root: Path, folder_name: str, marker: str,
+                     what: str, files: str) -> Path:
+  """Downloads the zip at `source` once into `root` (verified: intact, and
+  holding `marker`, a path relative to the data set's folder) and moves
+  the extracted data set's folder to `root/folder_name`; returns it.
+  OSError naming `what` and where to put `files` by hand when the download
+  fails; ValueError for a corrupt or unsafe zip."""
   root.mkdir(parents=True, exist_ok=True)
-  folder = root / name
-  source = f"{url or TU_URL}/{name}.zip"
-  archive = root / f"{name}.zip"
+  folder = root / folder_name
+  archive = root / f"{folder_name}.zip"
   if not archive.is_file():
-    partial = Path(tempfile.mkstemp(dir=root, prefix=f".{name}.",
+    partial = Path(tempfile.mkstemp(dir=root, prefix=f".{folder_name}.",
                                     suffix=".zip.part")[1])
     try:
       fetch(source, partial)
-      verify_zip(partial, name)
+      verify_zip(partial, marker)
       os.replace(partial, archive)
     except (OSError, urllib.error.URLError) as error:
       raise OSError(
-          f"could not download TU data set {name!r} from {source} ({error}). "
-          f"Without network, put the files (e.g. {name}_A.txt[.gz]) into "
-          f"{folder}/ or pass root= to a folder holding {name}/") from None
+          f"could not download {what} from {source} ({error}). Without "
+          f"network, put {files} into {folder}/ or pass root= to a folder "
+          f"holding {folder_name}/") from None
     finally:
       partial.unlink(missing_ok=True)
-  verify_zip(archive, name)
-  staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.extract."))
+  verify_zip(archive, marker)
+  staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{folder_name}.extract."))
   try:
     safe_extract(archive, staging)
-    found = next(staging.rglob(f"{name}_A.txt"), None)
+    depth = len(PurePosixPath(marker).parts)
+    found = next((path for path in staging.rglob(PurePosixPath(marker).name)
+                  if path.as_posix().endswith(marker)), None)
     if found is None:
-      raise ValueError(f"{archive}: holds no file named exactly "
-                       f"{name}_A.txt (is it the zip of {name!r}?)")
-    move_into(found.parent, folder)
+      raise ValueError(f"{archive}: holds no file named exactly {marker} "
+                       f"(is it the zip of {what}?)")
+    move_into(found.parents[depth - 1], folder)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   return folder

@@ -1,41 +1,47 @@
-"""The processed cache of a TU data set: the parsed graphs saved once in
-the data cache folder (`processed/NAME.npz` in `$DIFFPOOL_JAX_DATA` or
-`~/.cache/diffpool_jax`, like PyTorch Geometric's `processed/`, but never
+"""The processed cache every reader shares: the parsed graphs saved once in
+the data cache folder (`processed/READER/NAME.npz` in `$DIFFPOOL_JAX_DATA`
+or `~/.cache/diffpool_jax`, like PyTorch Geometric's `processed/`, but never
 inside the raw data's folder, which may be shared or read-only), read back
-while the raw files and the reader are unchanged.
+while the raw files and the reader are unchanged (`cached`).
 
-The key hashes the reader's version and options and every raw file's name,
-size and content; a cache with another key, or one that cannot be read, is
-never used (the raw files are parsed again and the cache rewritten), and a
-folder that cannot be written only costs the next read its parsing.
+The key hashes this layout's version, the reader's name, version and
+options and every raw file's name, size and content; a cache with another
+key, or one that cannot be read, is never used (the raw files are parsed
+again and the cache rewritten), and a folder that cannot be written only
+costs the next read its parsing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
 from diffpool_jax.datasets.dataset import GraphDataset
 from diffpool_jax.datasets.download import default_cache_dir
 
-# Change whenever the reader's output for the same files changes.
-READER_VERSION = 2
+# Change whenever what is stored changes (every reader's caches go).
+READER_VERSION = 3
 # Per-graph fields stored concatenated, with the count of rows per graph.
 NODE_FIELDS = ("node_labels", "node_attributes")
 ENTRY_FIELDS = ("edges", "edge_labels", "edge_attributes")
+SPLIT_PREFIX = "split_"
 
 
-def raw_key(folder: Path, name: str, options: Dict[str, object]) -> str:
-  """A hash of the reader's version, its options and each raw file of
-  `name` in `folder` (NAME_*.txt[.gz]: name, size and content)."""
-  digest = hashlib.blake2b(repr((READER_VERSION, sorted(options.items())))
-                           .encode(), digest_size=32)
-  for path in sorted(folder.glob(f"{name}_*.txt*")):
+def raw_key(files: Sequence[Path], reader: str, version: int,
+            options: Dict[str, object]) -> str:
+  """A hash of this layout's version, the reader's name, version and
+  options, and each raw file (name, size and content)."""
+  digest = hashlib.blake2b(repr((READER_VERSION, reader, version,
+                                 sorted(options.items()))).encode(),
+                           digest_size=32)
+  for path in sorted(files):
     digest.update(f"{path.name}:{path.stat().st_size}:".encode())
     with open(path, "rb") as handle:
       for block in iter(lambda: handle.read(1 << 24), b""):
@@ -43,10 +49,37 @@ def raw_key(folder: Path, name: str, options: Dict[str, object]) -> str:
   return digest.hexdigest()
 
 
-def cache_path(name: str) -> Path:
-  """Where the processed copy of `name` lives (one per name: a copy of
-  other raw files with the same name replaces it)."""
-  return default_cache_dir() / "processed" / f"{name}.npz"
+def cache_path(name: str, reader: str = "tu") -> Path:
+  """Where the processed copy of `name` read by `reader` lives (one per
+  reader and name: a copy of other raw files with the same name replaces
+  it)."""
+  return default_cache_dir() / "processed" / reader / f"{name}.npz"
+
+
+def cached(reader: str, version: int, name: str, files: Sequence[Path],
+           options: Dict[str, object], parse: Callable[[], GraphDataset],
+           use_cache: bool = True) -> GraphDataset:
+  """The data set `parse()` gives, read back from the processed cache while
+  the raw `files`, the reader (`reader` at `version`) and its `options`
+  are unchanged; `origin` says which path was taken, and how long it took
+  (the data set has no features yet)."""
+  start = time.perf_counter()
+  key = raw_key(files, reader, version, options) if use_cache else ""
+  path = cache_path(name, reader)
+  dataset = load(path, key) if use_cache else None
+  if dataset is not None:
+    origin = f"read from the processed cache {path}"
+  else:
+    dataset = parse()
+    folders = sorted({str(f.parent) for f in files})
+    origin = f"parsed the raw files in {', '.join(folders)}"
+    if use_cache:
+      origin += (f"; processed cache written to {path}"
+                 if save(path, dataset, key)
+                 else f"; processed cache not written ({path.parent} is "
+                 "not writable)")
+  origin += f" ({reader} reader, {time.perf_counter() - start:.1f} s)"
+  return dataclasses.replace(dataset, origin=origin)
 
 
 def save(path: Path, dataset: GraphDataset, key: str) -> bool:
@@ -62,8 +95,11 @@ def save(path: Path, dataset: GraphDataset, key: str) -> bool:
       arrays[field] = np.concatenate(parts)
   if dataset.n_node.max() < 2**31:      # local ids: half the bytes on disk
     arrays["edges"] = arrays["edges"].astype(np.int32)
-  if dataset.graph_attributes is not None:
-    arrays["graph_attributes"] = dataset.graph_attributes
+  for field in ("graph_attributes", "targets"):
+    if getattr(dataset, field) is not None:
+      arrays[field] = getattr(dataset, field)
+  for part, ids in (dataset.official_split or {}).items():
+    arrays[SPLIT_PREFIX + part] = ids
   temporary = None
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +136,11 @@ def load(path: Path, key: str) -> Optional[GraphDataset]:
         node_attributes=split("node_attributes", node_starts),
         edge_labels=split("edge_labels", entry_starts),
         edge_attributes=split("edge_attributes", entry_starts),
-        graph_attributes=arrays.get("graph_attributes"))
+        graph_attributes=arrays.get("graph_attributes"),
+        targets=arrays.get("targets"),
+        official_split={name[len(SPLIT_PREFIX):]: ids
+                        for name, ids in arrays.items()
+                        if name.startswith(SPLIT_PREFIX)} or None)
   except Exception:                    # absent, truncated, not an npz
     return None
 

@@ -10,19 +10,21 @@ The raw format (1-based ids, one file per table, plain `.txt` or `.txt.gz`):
 
 from __future__ import annotations
 
-import dataclasses
-import gzip
-import io
 import os
-import time
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
 from diffpool_jax.datasets import processed
 from diffpool_jax.datasets.dataset import GraphDataset
 from diffpool_jax.datasets.download import download_tu, default_cache_dir
+from diffpool_jax.datasets.tables import (coalesce, entries_by_graph,
+                                          read_lines, read_table,
+                                          split_by_graph)
+
+# Change whenever this reader's output for the same files changes.
+TU_READER_VERSION = 2
 
 
 def find_table(folder: Path, name: str, table: str) -> Optional[Path]:
@@ -32,121 +34,6 @@ def find_table(folder: Path, name: str, table: str) -> Optional[Path]:
     if path.is_file():
       return path
   return None
-
-
-def read_lines(path: Path) -> List[str]:
-  """The file's lines (gzip or plain), without a final empty line.
-
-  Raises ValueError naming the file when it cannot be read as text (a
-  truncated or fake .gz, binary content).
-  """
-  opener = gzip.open if path.suffix == ".gz" else open
-  try:
-    with opener(path, "rt") as handle:
-      lines = handle.read().splitlines()
-  except (OSError, EOFError, UnicodeDecodeError) as error:
-    raise ValueError(f"{path}: cannot be read as text "
-                     f"({type(error).__name__}: {error})") from None
-  while lines and not lines[-1].strip():
-    lines.pop()
-  return lines
-
-
-def check_row(path: Path, number: int, line: str, tokens: List[str], dtype,
-              columns: int) -> None:
-  """Raises ValueError naming file and line unless the row has `columns`
-  values of `dtype` (that fit in it)."""
-  if not tokens:
-    raise ValueError(f"{path}: line {number} is empty")
-  if len(tokens) != columns:
-    raise ValueError(f"{path}: line {number} has {len(tokens)} values, "
-                     f"expected {columns} (as on line 1)")
-  try:
-    np.array(tokens, dtype=dtype)
-  except ValueError:
-    raise ValueError(f"{path}: line {number} is not numeric: "
-                     f"{line.strip()!r}") from None
-  except OverflowError:
-    raise ValueError(f"{path}: line {number}: a value is too large for "
-                     f"{np.dtype(dtype).name}: {line.strip()!r}") from None
-
-
-def read_table(path: Path, dtype, expected_rows: Optional[int] = None,
-               what: str = "") -> np.ndarray:
-  """Reads a comma/space separated numeric table into [rows, columns].
-
-  Every row must have as many values as the first. Raises ValueError
-  naming the file and line for empty, ragged, non-numeric or too large
-  values, and for a row count other than `expected_rows`. The whole file
-  is parsed as one buffer (`parse_table`); only when that fails is it read
-  line by line to name the offending line.
-  """
-  values = parse_table(read_bytes(path), dtype)
-  if values is None:
-    values = read_table_by_line(path, dtype)
-  if expected_rows is not None and len(values) != expected_rows:
-    raise ValueError(f"{path}: has {len(values)} lines, expected "
-                     f"{expected_rows} ({what})")
-  return values
-
-
-def read_bytes(path: Path) -> bytes:
-  """The file's bytes (gzip or plain); ValueError naming the file when it
-  cannot be read (a truncated or fake .gz)."""
-  try:
-    if path.suffix == ".gz":
-      with gzip.open(path, "rb") as handle:
-        return handle.read()
-    return path.read_bytes()
-  except (OSError, EOFError) as error:
-    raise ValueError(f"{path}: cannot be read as text "
-                     f"({type(error).__name__}: {error})") from None
-
-
-WHITESPACE = b" \t\r\n\f\v"
-
-
-def parse_table(data: bytes, dtype) -> Optional[np.ndarray]:
-  """[rows, columns] values of a whole table, parsed in one pass (NumPy's
-  C parser), or None when the table is not well formed (empty, a blank
-  line, ragged rows, a value that is not a `dtype` number): the caller
-  then reads it line by line for a message naming the line."""
-  end = len(data)
-  while end and data[end - 1] in WHITESPACE:      # trailing blank lines
-    end -= 1
-  lines = data.count(b"\n", 0, end) + 1 if end else 0
-  if lines == 0:
-    return None
-  text = io.BytesIO(data.replace(b",", b" "))
-  del data                              # the caller's copy may go now
-  try:
-    values = np.loadtxt(text, dtype=dtype, comments=None, ndmin=2)
-  except (ValueError, OverflowError, UnicodeDecodeError):
-    return None
-  # The parser skips blank lines: a count that differs means there was one.
-  return values if len(values) == lines else None
-
-
-def read_table_by_line(path: Path, dtype) -> np.ndarray:
-  """The table read line by line (slow): names the file and line of the
-  first empty, ragged, non-numeric or too large row."""
-  lines = read_lines(path)
-  if not lines:
-    raise ValueError(f"{path}: the file is empty")
-  rows = [line.replace(",", " ").split() for line in lines]
-  columns = len(rows[0])
-  counts = np.fromiter(map(len, rows), np.int64, len(rows))
-  ragged = np.flatnonzero(counts != columns)
-  if columns == 0 or len(ragged):
-    number = 0 if columns == 0 else int(ragged[0])
-    check_row(path, number + 1, lines[number], rows[number], dtype, columns)
-  try:
-    values = np.array([token for row in rows for token in row], dtype=dtype)
-  except (ValueError, OverflowError):
-    for number, (line, row) in enumerate(zip(lines, rows), start=1):
-      check_row(path, number, line, row, dtype, columns)
-    raise
-  return values.reshape(len(lines), columns)
 
 
 def read_graph_labels(path: Path) -> np.ndarray:
@@ -168,11 +55,6 @@ def read_graph_labels(path: Path) -> np.ndarray:
         " is not an integer class id (regression targets are not "
         "supported)")
   return values.astype(np.int64)
-
-
-def split_by_graph(values: np.ndarray, starts: np.ndarray) -> List[np.ndarray]:
-  """Cuts rows into per-graph pieces at the given start offsets."""
-  return np.split(values, starts[1:])
 
 
 def check_indicator(path: Path, indicator: np.ndarray, num_graphs: int,
@@ -229,38 +111,6 @@ def read_edges(path: Path, indicator: np.ndarray) -> np.ndarray:
   return pairs
 
 
-def coalesce(pairs: np.ndarray, num_nodes: int, keep_self_loops: bool,
-             need_lines: bool = True
-             ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-  """Symmetrised, de-duplicated entries sorted by (row, col) and, when
-  `need_lines`, for each the A line it came from (the first occurrence in
-  either direction; else None)."""
-  lines = np.arange(len(pairs)) if need_lines else None
-  if not keep_self_loops:
-    keep = pairs[:, 0] != pairs[:, 1]
-    if not keep.all():
-      pairs = pairs[keep]
-      lines = None if lines is None else lines[keep]
-  count = len(pairs)
-  keys = np.empty(2 * count, np.int64)            # row * n + col, both ways
-  np.multiply(pairs[:, 0], num_nodes, out=keys[:count])
-  keys[:count] += pairs[:, 1]
-  np.multiply(pairs[:, 1], num_nodes, out=keys[count:])
-  keys[count:] += pairs[:, 0]
-  if need_lines:
-    keys, first = np.unique(keys, return_index=True)
-    lines = np.concatenate([lines, lines])[first]
-  else:
-    keys.sort()                                   # in place, no index
-    fresh = np.ones(len(keys), bool)
-    np.not_equal(keys[1:], keys[:-1], out=fresh[1:])
-    keys = keys[fresh]
-  entries = np.empty((len(keys), 2), np.int64)
-  np.floor_divide(keys, num_nodes, out=entries[:, 0])
-  np.remainder(keys, num_nodes, out=entries[:, 1])
-  return entries, lines
-
-
 def load_tu(name: str, root: Optional[str | os.PathLike] = None,
             download: bool = True, keep_self_loops: bool = False,
             features: str = "default", url: Optional[str] = None,
@@ -296,23 +146,12 @@ def load_tu(name: str, root: Optional[str | os.PathLike] = None,
           "[.gz]; pass download=True or put the files there")
     download_tu(name, folder_root, url=url)
 
-  start = time.perf_counter()
-  options = {"keep_self_loops": keep_self_loops}
-  key = processed.raw_key(folder, name, options) if cache else ""
-  path = processed.cache_path(name)
-  dataset = processed.load(path, key) if cache else None
-  if dataset is not None:
-    origin = f"read from the processed cache {path}"
-  else:
-    dataset = parse_tu(folder, name, keep_self_loops)
-    origin = f"parsed the raw files in {folder}"
-    if cache:
-      origin += (f"; processed cache written to {path}"
-                 if processed.save(path, dataset, key)
-                 else f"; processed cache not written ({path.parent} is "
-                 "not writable)")
-  origin += f" ({time.perf_counter() - start:.1f} s)"
-  return dataclasses.replace(dataset.with_features(features), origin=origin)
+  files = sorted(folder.glob(f"{name}_*.txt*"))
+  dataset = processed.cached(
+      "tu", TU_READER_VERSION, name, files,
+      {"keep_self_loops": keep_self_loops},
+      lambda: parse_tu(folder, name, keep_self_loops), use_cache=cache)
+  return dataset.with_features(features)
 
 
 def parse_tu(folder: Path, name: str, keep_self_loops: bool = False
@@ -345,11 +184,7 @@ def parse_tu(folder: Path, name: str, keep_self_loops: bool = False
   entries, source_lines = coalesce(pairs, num_nodes, keep_self_loops,
                                    need_lines=any(entry_tables))
   del pairs
-  entry_graph = indicator[entries[:, 0]] - 1
-  entry_starts = np.searchsorted(entry_graph, np.arange(num_graphs))
-  entries -= node_starts[entry_graph][:, None]    # local node ids
-  del entry_graph
-  edges = split_by_graph(entries, entry_starts)
+  edges, entry_starts = entries_by_graph(entries, indicator - 1, node_starts)
 
   def optional(table: str, dtype, rows: int, what: str):
     path = find_table(folder, name, table)

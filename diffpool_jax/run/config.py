@@ -11,6 +11,7 @@ import numpy as np
 
 from diffpool_jax.compile_effort import EFFORTS
 from diffpool_jax.datasets.features import split_kind
+from diffpool_jax.datasets.readers import READERS, find_format
 from diffpool_jax.hyper import AUX, Hyper
 from diffpool_jax.model import DiffPoolConfig
 from diffpool_jax.presets import preset
@@ -23,18 +24,25 @@ class RunConfig:
   """Everything a run depends on (written to config.json).
 
   Attributes:
-    dataset: a TU name, or "synthetic" for the built-in set.
-    data_root: folder holding NAME/NAME_A.txt...; None: the download cache.
+    dataset: a data set name: a TU name ("ENZYMES"), an OGB graph-property
+      name ("ogbg-molhiv"), or "synthetic" for the built-in set.
+    data_root: the folder holding the data set's folder (NAME/NAME_A.txt,
+      ogbg_molhiv/raw/...); None: the download cache.
+    format: the reader, a name in datasets.readers.READERS ("tu", "ogb",
+      "synthetic", or one registered), or "auto": the one whose layout
+      data_root holds, else the one the name says ("ogbg-"), else TU.
     preset: the model preset (a name in presets.PRESETS).
     model: overrides of the preset's DiffPoolConfig fields ("aux_weights"
       may be a {name: weight} mapping; it updates the preset's weights
       name by name).
-    protocol: a name in `protocols.PROTOCOLS`: "fair" (the default;
-      Errica et al.: early stopping and point selection on an inner
-      validation holdout), "errica" (half the seeds select a point on
-      validation, the other half retrain it for the test score) or
-      "paper" (chosen explicitly: the epoch of the best mean test-fold
-      accuracy, optimistic; one point only).
+    protocol: "auto" (the default: the reader's, "fixed" for a data set
+      with an official split such as OGB's, else "fair") or a name in
+      `protocols.PROTOCOLS`: "fair" (Errica et al.: early stopping and
+      point selection on an inner validation holdout), "errica" (half the seeds select a point on
+      validation, the other half retrain it for the test score), "fixed"
+      (one fixed split, a data set's official one: selection on valid,
+      mean and std over seeds) or "paper" (chosen explicitly: the epoch
+      of the best mean test-fold accuracy, optimistic; one point only).
     folds: outer folds (members = folds x seeds x points, the points every
       combination of `lr` and the `grid` axes; see `points`).
     seeds: seeds per fold; None: the protocol's `default_seeds` (1;
@@ -102,9 +110,10 @@ class RunConfig:
   """
   dataset: str = "synthetic"
   data_root: Optional[str] = None
+  format: str = "auto"
   preset: str = "paper"
   model: Dict[str, object] = dataclasses.field(default_factory=dict)
-  protocol: str = "fair"
+  protocol: str = "auto"
   folds: int = 10
   seeds: Optional[int] = None
   epochs: int = 100
@@ -130,6 +139,9 @@ class RunConfig:
   checkpoint_every: int = 10
 
   def __post_init__(self):
+    if self.protocol == "auto":
+      self.protocol = READERS[find_format(self.dataset, self.data_root,
+                                          self.format)].protocol
     if not isinstance(self.protocol, str) or self.protocol not in PROTOCOLS:
       raise ValueError(f"protocol={self.protocol!r}; expected one of "
                        f"{tuple(PROTOCOLS)}")
@@ -212,6 +224,9 @@ def check_run_config(config: "RunConfig") -> None:
                      "numbers")
   config.lr = tuple(float(v) for v in lrs)
   split_kind(config.features)               # raises on a bad feature kind
+  if config.format != "auto" and config.format not in READERS:
+    raise ValueError(f"format={config.format!r}; expected 'auto' or one of "
+                     f"{tuple(READERS)}")
   for name in ("folds", "seeds", "epochs", "batch_size"):
     if getattr(config, name) < 1:
       raise ValueError(f"{name}={getattr(config, name)}; must be >= 1")

@@ -11,8 +11,9 @@ from typing import Dict, List
 import jax
 import numpy as np
 
-from diffpool_jax.datasets import (GraphDataset, load_split_file, load_tu,
-                                   stratified_folds, synthetic_hierarchical)
+from diffpool_jax.datasets import (GraphDataset, load_split_file,
+                                   stratified_folds)
+from diffpool_jax.datasets.readers import find_format, read_dataset
 from diffpool_jax.datasets.splits import Fold
 from diffpool_jax.errors import InputError
 from diffpool_jax.hyper import Hyper
@@ -20,18 +21,29 @@ from diffpool_jax.protocols import PROTOCOLS
 
 
 def load_dataset(config) -> GraphDataset:
-  """A RunConfig's data set with its node features."""
-  if config.dataset == "synthetic":
-    return synthetic_hierarchical(**config.synthetic).with_features(
-        config.features)
-  return load_tu(config.dataset, root=config.data_root,
-                 features=config.features)
+  """A RunConfig's data set with its node features, read by the reader of
+  its format (datasets.readers; the synthetic set takes `config.synthetic`
+  as options). InputError naming the data set when its targets are not
+  one class per graph (regression and multi-task targets are read but not
+  trained yet)."""
+  form = find_format(config.dataset, config.data_root, config.format)
+  options = dict(config.synthetic) if form == "synthetic" else {}
+  dataset = read_dataset(config.dataset, config.data_root, form,
+                         config.features, **options)
+  if dataset.num_classes < 2:
+    columns = 0 if dataset.targets is None else dataset.targets.shape[1]
+    raise InputError(
+        f"{{dataset}} {config.dataset}: its targets ({columns} column(s), "
+        "not one class id per graph: regression or several tasks) cannot "
+        "be trained yet; only graph classification is", "dataset")
+  return dataset
 
 
 def make_folds(config, dataset: GraphDataset) -> List[Fold]:
-  """Outer folds of a RunConfig: from its split file, or stratified with
-  its seed (with the protocol's inner validation holdout, 10 % for
-  "fair")."""
+  """Outer folds of a RunConfig: from its split file; else the data set's
+  official split (one fold: train, valid, test), which needs the "fixed"
+  protocol; else stratified with its seed (with the protocol's inner
+  validation holdout, 10 % for "fair")."""
   if config.splits is not None:
     folds = load_split_file(config.splits, dataset.num_graphs)
     if len(folds) < config.folds:
@@ -40,6 +52,20 @@ def make_folds(config, dataset: GraphDataset) -> List[Fold]:
                        f"{{folds}}={len(folds)} or another split file",
                        "splits", "folds")
     return folds[:config.folds]
+  if dataset.official_split is not None:
+    if config.protocol != "fixed":
+      raise InputError(
+          f"{{dataset}} {config.dataset} has an official train/valid/test "
+          f"split; {{protocol}}={config.protocol!r} would cross-validate "
+          "over it: use {protocol}='fixed' (select on valid, mean and std "
+          "over seeds) or give a split file ({splits})",
+          "dataset", "protocol", "splits")
+    split = dataset.official_split
+    return [Fold(split["train"], split["valid"], split["test"])]
+  if config.protocol == "fixed":
+    raise InputError("{protocol}='fixed' needs one fixed split: a data "
+                     "set with an official split, or a split file "
+                     "({splits}) of one fold", "protocol", "splits")
   holdout = PROTOCOLS[config.protocol].holdout
   return stratified_folds(dataset.labels, config.folds, config.split_seed,
                           holdout)

@@ -34,9 +34,9 @@ READS = ("line by line", "one pass", "cached")
 
 def child(args) -> dict:
   """One read of the data set (default features), timed."""
-  from diffpool_jax.datasets import load_tu, tu
+  from diffpool_jax.datasets import load_tu, tables
   if args.read == "line by line":
-    tu.parse_table = lambda data, dtype: None     # every table by line
+    tables.parse_table = lambda data, dtype: None  # every table by line
   start = time.perf_counter()
   dataset = load_tu(args.dataset, root=args.data_root, download=False,
                     cache=args.read != "line by line")
