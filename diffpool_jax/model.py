@@ -3,7 +3,7 @@ the named configurations are in presets.py (and importable from here)."""
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -11,7 +11,8 @@ import jax.numpy as jnp
 
 from diffpool_jax.adjacency import mask_adjacency
 from diffpool_jax.checks import check_dim, check_rank, checked_mask
-from diffpool_jax.layers import DenseWeights, GNNStack, mask_nodes
+from diffpool_jax.layers import (DenseWeights, GNNStack, MaskedBatchNorm,
+                                 mask_nodes)
 from diffpool_jax.pooling import check_adjacency
 from diffpool_jax.presets import (PRESETS, DiffPoolConfig,  # noqa: F401
                                   check_cluster_counts, preset)
@@ -115,16 +116,29 @@ def masked_readout(z: jax.Array, node_mask: jax.Array, kind: str) -> jax.Array:
   return total / jnp.maximum(jnp.sum(real, axis=1), 1)
 
 
-def graph_representation(config: DiffPoolConfig, readouts, x: jax.Array,
-                         node_mask: jax.Array) -> jax.Array:
+def graph_representation(config: DiffPoolConfig, readouts,
+                         input_vector: Optional[jax.Array]) -> jax.Array:
   """The prediction MLP's input [B, D]: the levels' readouts (each [B, F_l];
-  all of them, or the last, by config.readout_all_levels), after the
-  readout of the raw node features x [B,N,F] (node_mask [B,N]) when
-  config.input_readout is not "none"."""
+  all of them, or the last, by config.readout_all_levels), after
+  `input_vector` [B, F] (the normalised readout of the raw node features,
+  see `input_readout`) when it is not None."""
   parts = list(readouts) if config.readout_all_levels else [readouts[-1]]
-  if config.input_readout != "none":
-    parts.insert(0, masked_readout(x, node_mask, config.input_readout))
+  if input_vector is not None:
+    parts.insert(0, input_vector)
   return jnp.concatenate(parts, -1)
+
+
+def input_readout(kind: str, x: jax.Array, node_mask: jax.Array,
+                  norm: Callable[[jax.Array, jax.Array], jax.Array]
+                  ) -> Optional[jax.Array]:
+  """[B, F] the readout `kind` ("none": None) of the raw node features x
+  [B,N,F] over node_mask [B,N], batch-normalised over the real graphs by
+  `norm(h [B,1,F], graph_mask [B,1]) -> [B,1,F]` (raw sums reach the
+  thousands: the MLP gets them standardised)."""
+  if kind == "none":
+    return None
+  h = masked_readout(x, node_mask, kind)
+  return norm(h[:, None], jnp.any(node_mask, axis=1)[:, None])[:, 0]
 
 
 class DiffPool(nn.Module):
@@ -222,7 +236,14 @@ class DiffPool(nn.Module):
     c = self.config
     node_mask = checked_node_mask(x, adj, node_mask, "DiffPool")
     x, adj = clear_padding(x, adj, node_mask)
-    inputs, input_mask = x, node_mask
+    if c.input_norm:
+      x = MaskedBatchNorm(affine=c.bn_affine, name="input_bn")(
+          x, node_mask, train)
+    input_vector = input_readout(
+        c.input_readout, x, node_mask,
+        lambda h, mask: MaskedBatchNorm(affine=c.bn_affine,
+                                        name="input_readout_bn")(h, mask,
+                                                                 train))
     batch, num_nodes = x.shape[:2]
     graph_mask = jnp.any(node_mask, axis=1)
 
@@ -246,7 +267,7 @@ class DiffPool(nn.Module):
         x, adj, node_mask, train, dropout)
     readouts.append(masked_readout(z, node_mask, c.readout))
 
-    h = graph_representation(c, readouts, inputs, input_mask)
+    h = graph_representation(c, readouts, input_vector)
     for i, width in enumerate(c.mlp_hidden):
       h = nn.relu(nn.Dense(width, name=f"mlp{i}")(h))
     logits = nn.Dense(self.num_classes, name=f"mlp{len(c.mlp_hidden)}")(h)

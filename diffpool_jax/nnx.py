@@ -27,8 +27,8 @@ from diffpool_jax.layers import (batch_moments, dropout as drop,
                                  normalize, sage_mean)
 from diffpool_jax.model import (DiffPoolConfig, PoolLevel, checked_node_mask,
                                 clear_padding, cluster_slots,
-                                graph_representation, masked_readout,
-                                pool_level)
+                                graph_representation, input_readout,
+                                masked_readout, pool_level)
 from diffpool_jax.presets import check_cluster_counts
 
 LECUN = jax.nn.initializers.lecun_normal()
@@ -200,6 +200,10 @@ class DiffPool(nnx.Module):
     c = config
     hidden = (c.hidden_dim,) * (c.num_layers - 1)
     input_width = in_features if c.input_readout != "none" else 0
+    if c.input_norm:
+      self.input_bn = MaskedBatchNorm(in_features, c.bn_affine)
+    if c.input_readout != "none":
+      self.input_readout_bn = MaskedBatchNorm(in_features, c.bn_affine)
     readout_widths = []
     for level, width in enumerate(c.cluster_counts(max_nodes)):
       embed = self.gnn(in_features, hidden + (c.embed_dim,), c.concat, rngs)
@@ -238,7 +242,11 @@ class DiffPool(nnx.Module):
     c = self.config
     node_mask = checked_node_mask(x, adj, node_mask, "nnx.DiffPool")
     x, adj = clear_padding(x, adj, node_mask)
-    inputs, input_mask = x, node_mask
+    if c.input_norm:
+      x = self.input_bn(x, node_mask, train)
+    input_vector = input_readout(
+        c.input_readout, x, node_mask,
+        lambda h, mask: self.input_readout_bn(h, mask, train))
     graph_mask = jnp.any(node_mask, axis=1)
     keys = (iter(jax.random.split(key, 2 * c.num_levels + 1))
             if key is not None else iter(lambda: None, 0))
@@ -267,7 +275,7 @@ class DiffPool(nnx.Module):
     z = getattr(self, f"embed{c.num_levels}")(x, adj, node_mask, train,
                                               dropout, next(keys))
     readouts.append(masked_readout(z, node_mask, c.readout))
-    h = graph_representation(c, readouts, inputs, input_mask)
+    h = graph_representation(c, readouts, input_vector)
     for i in range(len(c.mlp_hidden)):
       h = jax.nn.relu(getattr(self, f"mlp{i}")(h))
     return getattr(self, f"mlp{len(c.mlp_hidden)}")(h), tuple(levels)

@@ -60,9 +60,13 @@ class DiffPoolConfig:
     readout: per-level graph readout over real nodes: "max", "mean", "sum".
     readout_all_levels: concatenate every level's readout (else last only).
     input_readout: "none", or a readout ("sum", "mean", "max") of the raw
-      node features, before any GNN, beside the levels' readouts: the
-      MLP sees what the structure-agnostic baseline of Errica et al. sees
-      (the sum of the node features), so no level can lose it.
+      node features (after input_norm), before any GNN, batch-normalised
+      over the graphs, beside the levels' readouts: the MLP sees what the
+      structure-agnostic baseline of Errica et al. sees (the sum of the
+      node features), so no level can lose it.
+    input_norm: a masked batch norm of the raw node features at the
+      entry (raw attributes reach the hundreds; sum aggregation, as in
+      "gin", passes their scale on).
     mlp_hidden: hidden widths of the prediction MLP.
     link_loss: "frobenius", "pyg" or "bce" (the "diffpool" operator's form,
       see `dense_diff_pool`).
@@ -93,6 +97,7 @@ class DiffPoolConfig:
   readout: str = "max"
   readout_all_levels: bool = True
   input_readout: str = "none"
+  input_norm: bool = False
   mlp_hidden: Tuple[int, ...] = (50,)
   link_loss: str = "frobenius"
   aux_weights: Tuple[Tuple[str, float], ...] = ()

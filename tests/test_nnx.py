@@ -61,7 +61,8 @@ def test_same_variables_give_the_same_logits(name):
 
 @pytest.mark.parametrize("overrides", [
     dict(conv="gin", input_readout="sum"),
-    dict(conv="gin", input_readout="mean", readout_all_levels=False)])
+    dict(conv="gin", input_readout="mean", readout_all_levels=False,
+         input_norm=True)])
 def test_gin_and_input_readout_give_the_same_logits(overrides):
   batch = random_batch(np.random.default_rng(1), SIZES, 16)
   linen, variables, model = linen_and_nnx("paper", batch, **overrides)
