@@ -147,3 +147,18 @@ def test_compile_time(tu, tmp_path, capsys):
   report = json.loads(out.read_text())
   assert set(report) == {"cold", "warm"}, report
   assert all(timing["command_seconds"] > 0 for timing in report.values())
+
+
+def test_levers_benchmark_times_each_model_against_the_first(tu, tmp_path,
+                                                            capsys):
+  from experiments.benchmarks import levers
+  out = tmp_path / "levers.json"
+  levers.main(["--dataset", "TOY", "--data-root", str(tu), "--repeats", "1",
+               "--models", "paper", "paper:input_readout=sum,input_norm=true",
+               "--out", str(out)])
+  figures = json.loads(out.read_text())["models"]
+  assert list(figures) == ["paper", "paper:input_readout=sum,input_norm=true"]
+  assert figures["paper"]["ratio_to_first"] == 1.0
+  assert figures["paper:input_readout=sum,input_norm=true"][
+      "median_epoch_seconds"] > 0
+  assert "x1.00" in capsys.readouterr().out
