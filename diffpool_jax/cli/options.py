@@ -136,6 +136,25 @@ def parse_config_options(argv: Sequence[str], values: Dict[str, object],
   return result
 
 
+def command_parser(prog: str, description: str) -> argparse.ArgumentParser:
+  """A command's parser for its own flags (every default shown; no
+  abbreviations, so that the generated options are never mistaken for
+  one) with `--import`; the configuration's options are parsed after it
+  (`parse_config_options`), --help included."""
+  parser = argparse.ArgumentParser(
+      prog=prog, add_help=False, allow_abbrev=False,
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+      description=description + " The command's flags come first; the "
+      "configuration's options (every RunConfig field as --FIELD, every "
+      "DiffPoolConfig field as --model.FIELD) follow.")
+  parser.add_argument("--import", dest="imports", action="append",
+                      metavar="MODULE", default=[],
+                      help="import this module (or .py file) first: the "
+                      "pooling operators, presets, protocols and readers it "
+                      "registers can then be named; repeatable")
+  return parser
+
+
 def scan_option(argv: Sequence[str], flag: str) -> Optional[str]:
   """The last value given to `flag` in `argv` (`--flag V` or `--flag=V`),
   or None."""

@@ -328,21 +328,12 @@ def print_summary(result: dict, grid: Grid) -> None:
 def command_parser() -> argparse.ArgumentParser:
   """The command's own flags; the grid's run fields are generated options
   (see cli.options)."""
-  parser = argparse.ArgumentParser(
-      prog="diffpool-sweep", add_help=False, allow_abbrev=False,
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-      description="Hyper-parameter sweep (see the module docstring). The "
-      "command's flags come first; the configuration's options (every "
-      "RunConfig field as --FIELD, every DiffPoolConfig field as "
-      "--model.FIELD; they replace the grid's 'run' values) follow.")
+  parser = options.command_parser(
+      "diffpool-sweep", "Hyper-parameter sweep (see the module docstring); "
+      "the options replace the grid's 'run' values.")
   parser.add_argument("--grid", required=True,
                       help="grid file (JSON), or the name of a shipped "
                       f"grid: {', '.join(n for n in shipped_names() if n.startswith('sweep'))}")
-  parser.add_argument("--import", dest="imports", action="append",
-                      metavar="MODULE", default=[],
-                      help="import this module (or .py file) first: the "
-                      "pooling operators, presets, protocols and readers it "
-                      "registers can then be named; repeatable")
   parser.add_argument("--out", help="output folder (None: runs/sweep_"
                       "<grid name>_<dataset>)")
   parser.add_argument("--resume", action="store_true",

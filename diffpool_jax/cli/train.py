@@ -43,20 +43,10 @@ from diffpool_jax.cli.errors import command_message
 def command_parser() -> argparse.ArgumentParser:
   """The command's own flags and the shorthands for mapping fields; the
   configuration's options are generated (see cli.options)."""
-  parser = argparse.ArgumentParser(
-      prog="diffpool-train", add_help=False, allow_abbrev=False,
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-      description="Cross-validated DiffPool training (see README). The "
-      "command's flags come first; the configuration's options (every "
-      "RunConfig field as --FIELD, every DiffPoolConfig field as "
-      "--model.FIELD, defaults from --config and the preset) follow.")
+  parser = options.command_parser(
+      "diffpool-train", "Cross-validated DiffPool training (see README).")
   parser.add_argument("--config", help="JSON file with RunConfig fields "
                       "(None: the shipped config of --dataset, if any)")
-  parser.add_argument("--import", dest="imports", action="append",
-                      metavar="MODULE", default=[],
-                      help="import this module (or .py file) first: the "
-                      "pooling operators, presets, protocols and readers it "
-                      "registers can then be named; repeatable")
   parser.add_argument("--out", help="output folder (None: "
                       "runs/DATASET_PRESET_PROTOCOL)")
   parser.add_argument("--resume", action="store_true",
