@@ -343,6 +343,21 @@ class FixedSplitProtocol(FairProtocol):
     return fixed_split_protocol(tables["val_acc"], tables["val_loss"],
                                 tables["test_acc"], patience)
 
+  def point_scores(self, tables: Mapping[str, np.ndarray], patience: int
+                   ) -> List[Dict[str, Optional[float]]]:
+    """Per point [P]: mean and std over seeds of the valid and test
+    scores, each run at its early-stopped epoch, and the mean stopping
+    epoch (1-based). tables: "val_acc", "val_loss", "test_acc" [E,1,S,P]."""
+    stop = stopping_epochs(tables["val_acc"], tables["val_loss"], patience)
+    val = at_epochs(tables["val_acc"], stop)[0]                   # [S, P]
+    test = at_epochs(tables["test_acc"], stop)[0]                 # [S, P]
+    return [{"val_mean": float(val[:, p].mean()),
+             "val_std": float(val[:, p].std()),
+             "test_mean": float(test[:, p].mean()),
+             "test_std": float(test[:, p].std()),
+             "epochs": float((stop[0, :, p] + 1).mean())}
+            for p in range(val.shape[1])]
+
 
 # The protocols by name. A protocol is one class with: name, note, holdout
 # (the inner validation fraction), default_seeds, check(seeds, points),

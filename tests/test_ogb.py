@@ -207,6 +207,11 @@ def test_fixed_split_protocol_reports_over_seeds():
   np.testing.assert_allclose(got["seed_accuracies"], seeds)
   assert got["accuracy"] == pytest.approx(seeds.mean())
   assert got["std"] == pytest.approx(seeds.std())
+  tables = {"val_acc": val_acc, "val_loss": val_loss, "test_acc": test_acc}
+  rows = PROTOCOLS["fixed"].point_scores(tables, patience=100)
+  assert rows[point]["test_mean"] == pytest.approx(seeds.mean())
+  assert rows[point]["test_std"] == pytest.approx(seeds.std())
+  assert rows[point]["val_mean"] == pytest.approx(val_at[:, point].mean())
   with pytest.raises(Exception, match="needs one split, not 3 folds"):
     PROTOCOLS["fixed"].summary({"val_acc": np.zeros((2, 3, 1, 1)),
                                 "val_loss": np.zeros((2, 3, 1, 1)),
