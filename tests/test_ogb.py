@@ -2,6 +2,7 @@
 per reader and the fixed-split protocol."""
 
 import gzip
+import json
 from pathlib import Path
 
 import numpy as np
@@ -262,3 +263,20 @@ def test_the_shared_molecule_sets_read_with_their_official_splits():
     assert data.edge_labels[0].shape[1] == 3
     assert all(np.array_equal(np.sort(e[:, ::-1], axis=0),
                               np.sort(e, axis=0)) for e in data.edges[:50])
+
+
+def test_an_ogb_set_trains_with_the_fixed_protocol_from_the_command_line(
+    tmp_path, train_here):
+  root = write_ogb(tmp_path, {**GOOD_SPLIT, "raw/graph-label": "1\n0\n1\n"})
+  out = tmp_path / "run"
+  done = train_here("--dataset", "ogbg-toy", "--data-root", root, "--seeds",
+                    "3", "--epochs", "2", "--out", out, "--quiet",
+                    "--no-plots", "--hidden-dim", "8", "--model.num-layers",
+                    "2", "--model.pool-ratios", "0.5")
+  assert done.returncode == 0, done.stderr
+  assert "protocol fixed" in done.stdout and "  seed " in done.stdout
+  results = json.loads((out / "results.json").read_text())
+  assert results["protocol"] == "fixed" and results["members"] == 3
+  assert len(results["seed_accuracies"]) == 3
+  assert results["accuracy"] == pytest.approx(
+      np.mean(results["seed_accuracies"]))

@@ -288,9 +288,11 @@ def print_table(rows: list[dict]) -> None:
   for results in rows:
     print(f"\n{results['dataset']} / {results['preset']} / "
           f"protocol {results['protocol']} ({results['note']})")
-    folds = results["fold_accuracies"]
-    print("  fold     " + " ".join(f"{i:>6d}" for i in range(len(folds))))
-    print("  accuracy " + " ".join(f"{100 * a:6.1f}" for a in folds))
+    # the fixed-split protocol reports over seeds, the others over folds
+    unit = "seed" if "seed_accuracies" in results else "fold"
+    scores = results[f"{unit}_accuracies"]
+    print(f"  {unit:<9}" + " ".join(f"{i:>6d}" for i in range(len(scores))))
+    print("  accuracy " + " ".join(f"{100 * a:6.1f}" for a in scores))
     line = (f"  mean {100 * results['accuracy']:.2f} ± "
             f"{100 * results['std']:.2f} %")
     if "assignment_nmi" in results:
