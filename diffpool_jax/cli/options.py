@@ -26,7 +26,7 @@ import os
 import sys
 import typing
 from pathlib import Path
-from typing import Annotated, Dict, Optional, Sequence
+from typing import Annotated, Dict, Optional, Sequence, Union
 
 import docstring_parser
 import tyro
@@ -38,7 +38,7 @@ from diffpool_jax.run import RunConfig
 RUN_SKIPPED = ("model", "grid", "synthetic")
 MODEL_SKIPPED = ("aux_weights", "pool_options")
 # A type for the command line where the field's own is too wide.
-RUN_TYPES = {"cluster_reference": Optional[str]}
+RUN_TYPES = {"cluster_reference": Optional[Union[int, str]]}
 # Spellings of earlier releases that stay valid.
 MODEL_ALIASES = {"pooling": ("--pooling",), "max_clusters": ("--max-clusters",)}
 
@@ -124,9 +124,6 @@ def parse_config_options(argv: Sequence[str], values: Dict[str, object],
   parsed = tyro.cli(Options, args=list(argv), prog=prog,
                     description=description)
   result = {**values, **dataclasses.asdict(parsed.run)}
-  reference = result.get("cluster_reference")
-  if isinstance(reference, str) and reference.isdigit():
-    result["cluster_reference"] = int(reference)
   chosen = dataclasses.asdict(parsed.model)
   preset_fields = model_defaults(preset_name, {})
   model_values.update({name: value for name, value in chosen.items()
