@@ -309,6 +309,19 @@ PRESETS = {
         cluster_mode="fixed", l2_normalize=False, activate_last=True, assign_head="linear_relu",
         readout="mean", readout_all_levels=False, mlp_hidden=(64,),
         link_loss="pyg", aux_weights=(("link", 0.0), ("entropy", 0.0))),
+    # The paper preset with two levers, fixed before judging from the fair
+    # ablations on ENZYMES and PROTEINS alone (docs/reproduction.md,
+    # "Accuracy levers"; rule: a lever stays when it raises the mean of the
+    # two and costs neither more than a point): input_norm, a masked batch
+    # norm of the raw node features (raw attributes reach the hundreds:
+    # ENZYMES 61.5 -> 69.5 %, PROTEINS 73.9 -> 73.7 %), and input_readout
+    # "sum", the batch-normalised sum of those features beside the levels'
+    # readouts, what Errica et al.'s structure-agnostic baseline sees
+    # (on top: ENZYMES 69.5 -> 69.8 %, PROTEINS 73.7 -> 74.3 %). The GIN
+    # convolution was left out: without the input norm it fell to 47.0 % on
+    # ENZYMES. Run unchanged on every other set.
+    "best": DiffPoolConfig(assign_head="linear", input_norm=True,
+                           input_readout="sum"),
     # The flat baseline DiffPool is contrasted with: the paper preset's GNN
     # stack, then one mean readout over all nodes (a "virtual supernode"
     # joined to every node) and the MLP head; no pooling.

@@ -33,7 +33,7 @@ def linen_and_nnx(name, batch, max_nodes=16, **overrides):
 
 
 @pytest.mark.parametrize("name", ["paper", "pyg", "original", "mincut",
-                                  "dmon", "flat"])
+                                  "dmon", "flat", "best"])
 def test_same_variables_give_the_same_logits(name):
   batch = random_batch(np.random.default_rng(0), SIZES, 16)
   linen, variables, model = linen_and_nnx(name, batch)
