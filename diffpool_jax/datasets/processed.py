@@ -49,7 +49,7 @@ def raw_key(files: Sequence[Path], reader: str, version: int,
   return digest.hexdigest()
 
 
-def cache_path(name: str, reader: str = "tu") -> Path:
+def cache_path(name: str, reader: str) -> Path:
   """Where the processed copy of `name` read by `reader` lives (one per
   reader and name: a copy of other raw files with the same name replaces
   it)."""
