@@ -166,7 +166,7 @@ def import_extensions(names: Sequence[str]) -> None:
   .py file) so that the operators, protocols, presets and readers it
   registers can be named by the options. SystemExit naming --import on
   failure."""
-  if os.getcwd() not in sys.path:
+  if names and os.getcwd() not in sys.path:   # only when asked to import
     sys.path.insert(0, os.getcwd())
   for name in names or ():
     try:
