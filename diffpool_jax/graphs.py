@@ -31,12 +31,15 @@ class GraphBatch:
     node_mask: [B, N] bool, True for real nodes (always a prefix of N).
     labels: [B] int32 graph labels (0 for padding graphs).
     n_node: [B] int32 real node counts; 0 marks a padding graph.
+    targets: [B, T] float32 targets of binary or regression tasks (NaN:
+      missing; see tasks.py), or None for classification.
   """
   x: np.ndarray
   adj: np.ndarray
   node_mask: np.ndarray
   labels: np.ndarray
   n_node: np.ndarray
+  targets: Optional[np.ndarray] = None
 
   @property
   def graph_mask(self):

@@ -161,15 +161,19 @@ class DiffPool(nn.Module):
 
   Attributes:
     config: a `DiffPoolConfig` (see `preset`).
-    num_classes: number of output logits C.
+    num_classes: the output width C: classes (logits), or the tasks of a
+      binary or regression task.
     max_nodes: per-graph mode: the largest padded node count the model will
       see (it sets the assignment layers' widths). Fixed mode: the
       reference node count the level-1 ratio applies to (often the largest
       graph of the data set).
+    task: the task kind the engine trains it for (tasks.TASKS: its loss
+      and metrics; the module itself only computes the outputs).
   """
   config: DiffPoolConfig
   num_classes: int
   max_nodes: int
+  task: str = "classification"
 
   def gnn(self, widths, name, concat) -> GNNStack:
     c = self.config

@@ -36,12 +36,14 @@ class DeviceData(NamedTuple):
 
 def device_data(dataset, bucket_sizes: np.ndarray,
                 sparse: bool | Sequence[bool] = False,
-                ladder: bool = False) -> DeviceData:
+                ladder: bool = False,
+                targets: Optional[np.ndarray] = None) -> DeviceData:
   """Pads the data set per bucket and moves it to the device; `sparse`
   (one flag, or one per bucket) stores a bucket's adjacency as an EdgeList
   (no N x N matrices); `ladder` rounds each bucket's graph slots up to the
-  size ladder (see datasets.bucketed_batches)."""
-  batches = bucketed_batches(dataset, bucket_sizes, sparse, ladder)
+  size ladder; `targets` [G, T] go with the graphs of a binary or
+  regression task (see datasets.bucketed_batches)."""
+  batches = bucketed_batches(dataset, bucket_sizes, sparse, ladder, targets)
   return DeviceData(tuple(jax.device_put(b) for b in batches),
                     np.asarray(bucket_sizes),
                     assign_buckets(dataset.n_node, bucket_sizes),
@@ -90,6 +92,17 @@ def make_schedule(member_graphs: Sequence[np.ndarray], data: DeviceData,
       padded[:len(members_b)] = data.position[members_b]
       indices[m, slots] = padded.reshape(steps[b], batch_size)
   return Schedule(bucket_ids.astype(np.int32), indices)
+
+
+def graph_ids(schedule: Schedule, data: DeviceData) -> np.ndarray:
+  """[M, T, B] the graph id in each slot of a schedule (-1: empty)."""
+  slots = np.full((len(data.bucket_sizes), max(data.position.max(
+      initial=0) + 1, 1)), -1, np.int64)
+  slots[data.which, data.position] = np.arange(len(data.which))
+  rows = np.broadcast_to(schedule.bucket_ids[None, :, None],
+                         schedule.indices.shape)
+  return np.where(schedule.indices >= 0,
+                  slots[rows, np.maximum(schedule.indices, 0)], -1)
 
 
 def pad_steps(schedule: Schedule, steps: int) -> Schedule:

@@ -1,14 +1,17 @@
 """Evaluation protocols: how a run's folds hold out validation graphs, when
-its training may stop, and how per-epoch accuracies become the reported
+its training may stop, and how per-epoch scores become the reported
 number.
 
 A protocol is an object with a `name`, a `note`, a `holdout` (fraction of
 each outer training fold kept for validation when folds are drawn without a
-split file), `stopped(val_acc, val_loss, patience)` and
-`summary(tables, patience)`. `PROTOCOLS` finds one by name; a new protocol
-is one class here and one entry there. Tables are indexed
-[epoch, fold, seed, point] (point: hyper-parameter point); everything is
-pure NumPy so it can be checked by hand.
+split file), `stopped(val_score, val_loss, patience, higher)` and
+`summary(tables, patience, higher)`. `PROTOCOLS` finds one by name; a new
+protocol is one class here and one entry there. Tables are indexed
+[epoch, fold, seed, point] (point: hyper-parameter point) and named
+"val_score", "val_loss", "test_score": the score is the task's metric
+(accuracy, ROC-AUC, RMSE, ...; see tasks.py), better when larger unless
+`higher` (higher_is_better) is False. Everything is pure NumPy so it can
+be checked by hand.
 """
 
 from __future__ import annotations
@@ -19,96 +22,101 @@ import numpy as np
 
 from diffpool_jax.errors import InputError
 
-PAPER_NOTE = ("optimistic: the epoch is chosen by the mean accuracy on the "
+PAPER_NOTE = ("optimistic: the epoch is chosen by the mean score on the "
               "test folds themselves (the DiffPool authors' protocol)")
 FAIR_NOTE = ("Errica et al. 2020: model selection and early stopping on an "
-             "inner validation holdout; test accuracy at the selected epoch")
+             "inner validation holdout; test score at the selected epoch")
 ERRICA_NOTE = ("Errica et al. 2020 with separate runs: per fold, the first "
                "half of the seeds select a point on the validation holdout, "
                "the second half (independent retrainings of the chosen "
-               "point, early-stopped on validation) give the test accuracy")
+               "point, early-stopped on validation) give the test score")
 FIXED_NOTE = ("one fixed split (the data set's official train/valid/test, "
               "as OGB's leaderboard): each seed stops early on valid, the "
               "point of the best mean valid score is selected; test at "
               "each seed's selected epoch, mean and std over seeds")
 
 
-def nan_argmax(values: np.ndarray) -> int:
-  """Flat index of the largest value, NaN (a diverged run) never chosen
-  unless every value is NaN (then 0)."""
+def nan_best(values: np.ndarray, higher: bool = True) -> int:
+  """Flat index of the best value (the largest, or with `higher` False the
+  smallest), NaN (a diverged run) never chosen unless every value is NaN
+  (then 0)."""
   values = np.asarray(values, np.float64).ravel()
   if np.all(np.isnan(values)):
     return 0
-  return int(np.nanargmax(values))
+  return int(np.nanargmax(values) if higher else np.nanargmin(values))
 
 
-def paper_protocol(test_acc: np.ndarray) -> Dict[str, object]:
+def paper_protocol(test_score: np.ndarray, higher: bool = True
+                   ) -> Dict[str, object]:
   """The DiffPool authors' protocol: every epoch, the mean test-fold
-  accuracy over folds (and seeds); report its maximum over epochs.
+  score over folds (and seeds); report its best over epochs.
 
   Args:
-    test_acc: [E, F, S, P] accuracies; with several points P, each point is
+    test_score: [E, F, S, P] scores; with several points P, each point is
       scored on its own and the best point is reported. NaN (a diverged
       member) excludes that epoch of that point.
+    higher: whether a larger score is better.
 
   Returns:
-    dict with accuracy (mean over folds at the best epoch), std over folds,
-    per-fold accuracies (mean over seeds), the epoch (0-based) and point.
+    dict with score (mean over folds at the best epoch), std over folds,
+    per-fold scores (mean over seeds), the epoch (0-based) and point.
   """
-  per_fold = test_acc.mean(axis=2)                     # [E, F, P]
+  per_fold = test_score.mean(axis=2)                     # [E, F, P]
   curve = per_fold.mean(axis=1)                        # [E, P]
-  epoch, point = np.unravel_index(nan_argmax(curve), curve.shape)
+  epoch, point = np.unravel_index(nan_best(curve, higher), curve.shape)
   folds = per_fold[epoch, :, point]
   return {"protocol": "paper", "note": PAPER_NOTE,
-          "accuracy": float(folds.mean()), "std": float(folds.std()),
-          "fold_accuracies": folds.tolist(), "epoch": int(epoch),
+          "score": float(folds.mean()), "std": float(folds.std()),
+          "fold_scores": folds.tolist(), "epoch": int(epoch),
           "point": int(point)}
 
 
-def early_stopping(val_acc: np.ndarray, val_loss: np.ndarray,
-                   patience: int) -> Tuple[int, bool]:
+def early_stopping(val_score: np.ndarray, val_loss: np.ndarray,
+                   patience: int, higher: bool = True) -> Tuple[int, bool]:
   """Early stopping of one run on the epochs seen so far.
 
-  The best epoch is the one with the best validation accuracy (ties: lower
+  The best epoch is the one with the best validation score (ties: lower
   validation loss, then earlier); the run stops at the first epoch that
   comes more than `patience` epochs after the best one before it, and no
   later epoch counts.
 
   Args:
-    val_acc, val_loss: [E] per-epoch validation accuracy and loss.
+    val_score, val_loss: [E] per-epoch validation score and loss.
     patience: epochs without improvement before stopping.
+    higher: whether a larger score is better.
 
   Returns:
     (selected epoch, whether the run has stopped within these E epochs).
   """
   best = 0
-  for epoch in range(1, len(val_acc)):
+  score = np.asarray(val_score) if higher else -np.asarray(val_score)
+  for epoch in range(1, len(score)):
     if epoch - best > patience:
       return best, True
-    better = (val_acc[epoch] > val_acc[best] or
-              (val_acc[epoch] == val_acc[best] and
+    better = (score[epoch] > score[best] or
+              (score[epoch] == score[best] and
                val_loss[epoch] < val_loss[best]))
     if better:
       best = epoch
   return best, False
 
 
-def early_stopping_epoch(val_acc: np.ndarray, val_loss: np.ndarray,
-                         patience: int) -> int:
+def early_stopping_epoch(val_score: np.ndarray, val_loss: np.ndarray,
+                         patience: int, higher: bool = True) -> int:
   """The selected epoch of one run (see `early_stopping`)."""
-  return early_stopping(val_acc, val_loss, patience)[0]
+  return early_stopping(val_score, val_loss, patience, higher)[0]
 
 
-def stopping_epochs(val_acc: np.ndarray, val_loss: np.ndarray,
-                    patience: int) -> np.ndarray:
+def stopping_epochs(val_score: np.ndarray, val_loss: np.ndarray,
+                    patience: int, higher: bool = True) -> np.ndarray:
   """[F, S, P] the early-stopped epoch of every run (fold, seed, point) of
   [E, F, S, P] tables (see `early_stopping`)."""
-  runs = val_acc.shape[1:]
+  runs = val_score.shape[1:]
   epochs = np.zeros(runs, np.int64)
   for run in np.ndindex(*runs):
-    epochs[run] = early_stopping_epoch(val_acc[(slice(None),) + run],
+    epochs[run] = early_stopping_epoch(val_score[(slice(None),) + run],
                                        val_loss[(slice(None),) + run],
-                                       patience)
+                                       patience, higher)
   return epochs
 
 
@@ -117,62 +125,68 @@ def at_epochs(table: np.ndarray, epochs: np.ndarray) -> np.ndarray:
   return np.take_along_axis(table, epochs[None], 0)[0]
 
 
-def fair_protocol(val_acc: np.ndarray, val_loss: np.ndarray,
-                  test_acc: np.ndarray, patience: int) -> Dict[str, object]:
+def fair_protocol(val_score: np.ndarray, val_loss: np.ndarray,
+                  test_score: np.ndarray, patience: int, higher: bool = True
+                  ) -> Dict[str, object]:
   """Errica et al.: per fold, each run (seed, point) stops early on its
-  validation holdout; the point with the best mean validation accuracy over
-  seeds is selected; the fold's score is the mean test accuracy of its
+  validation holdout; the point with the best mean validation score over
+  seeds is selected; the fold's score is the mean test score of its
   seeds at their selected epochs. Reported: mean and std over folds.
 
   Args:
-    val_acc, val_loss, test_acc: [E, F, S, P].
+    val_score, val_loss, test_score: [E, F, S, P].
     patience: early-stopping patience in epochs.
+    higher: whether a larger score is better.
   """
-  num_folds = val_acc.shape[1]
-  epochs = stopping_epochs(val_acc, val_loss, patience)          # [F, S, P]
-  chosen_val = at_epochs(val_acc, epochs)
-  chosen_test = at_epochs(test_acc, epochs)
-  points = np.array([nan_argmax(row) for row in chosen_val.mean(axis=1)],
-                    np.int64)                                    # [F]
+  num_folds = val_score.shape[1]
+  epochs = stopping_epochs(val_score, val_loss, patience,
+                           higher)                               # [F, S, P]
+  chosen_val = at_epochs(val_score, epochs)
+  chosen_test = at_epochs(test_score, epochs)
+  points = np.array([nan_best(row, higher)
+                     for row in chosen_val.mean(axis=1)], np.int64)  # [F]
   folds = chosen_test.mean(axis=1)[np.arange(num_folds), points]
   return {"protocol": "fair", "note": FAIR_NOTE,
-          "accuracy": float(folds.mean()), "std": float(folds.std()),
-          "fold_accuracies": folds.tolist(),
+          "score": float(folds.mean()), "std": float(folds.std()),
+          "fold_scores": folds.tolist(),
           "selected_points": points.tolist(),
           "selected_epochs": epochs[np.arange(num_folds), :, points].tolist()}
 
 
-def errica_protocol(val_acc: np.ndarray, val_loss: np.ndarray,
-                    test_acc: np.ndarray, patience: int) -> Dict[str, object]:
+def errica_protocol(val_score: np.ndarray, val_loss: np.ndarray,
+                    test_score: np.ndarray, patience: int, higher: bool = True
+                    ) -> Dict[str, object]:
   """Errica et al.'s model selection then assessment, from runs trained
   side by side: seeds [0, S/2) select, seeds [S/2, S) assess.
 
   Per outer fold: every selection run (seed, point) stops early on its
-  validation holdout; the point with the best mean validation accuracy over
+  validation holdout; the point with the best mean validation score over
   the selection seeds is chosen (the test folds are never looked at); the
   chosen point's R = S/2 assessment runs, trained independently, each stop
   early on their validation holdout, and the fold's score is the mean of
-  their test accuracies at those epochs. Reported: mean and std over folds,
+  their test scores at those epochs. Reported: mean and std over folds,
   and per fold everything the choice used.
 
   Args:
-    val_acc, val_loss, test_acc: [E, F, S, P] with S even.
+    val_score, val_loss, test_score: [E, F, S, P] with S even.
     patience: early-stopping patience in epochs.
+    higher: whether a larger score is better.
   """
-  num_folds, num_seeds = val_acc.shape[1:3]
+  num_folds, num_seeds = val_score.shape[1:3]
   if num_seeds < 2 or num_seeds % 2:
     raise ValueError(f"errica protocol: {num_seeds} seeds; needs an even "
                      "number >= 2 (half select, half assess)")
   half = num_seeds // 2
-  stop = stopping_epochs(val_acc, val_loss, patience)            # [F, S, P]
-  scores = at_epochs(val_acc, stop)[:, :half].mean(axis=1)       # [F, P]
-  points = np.array([nan_argmax(row) for row in scores], np.int64)
+  stop = stopping_epochs(val_score, val_loss, patience,
+                         higher)                                 # [F, S, P]
+  scores = at_epochs(val_score, stop)[:, :half].mean(axis=1)       # [F, P]
+  points = np.array([nan_best(row, higher) for row in scores], np.int64)
   folds = np.arange(num_folds)
-  assessed = at_epochs(test_acc, stop)[folds, half:, points]     # [F, R]
+  assessed = at_epochs(test_score, stop)[folds, half:, points]     # [F, R]
   return {"protocol": "errica", "note": ERRICA_NOTE,
-          "accuracy": float(assessed.mean(axis=1).mean()),
+          "score": float(assessed.mean(axis=1).mean()),
           "std": float(assessed.mean(axis=1).std()),
-          "fold_accuracies": assessed.mean(axis=1).tolist(),
+          "fold_scores": assessed.mean(axis=1).tolist(),
           "selected_points": points.tolist(),
           "selection_scores": scores.tolist(),
           "assessment_test": assessed.tolist(),
@@ -199,7 +213,8 @@ class PaperProtocol:
           "select on validation with {protocol}='fair' (or 'errica')",
           "protocol")
 
-  def stopped(self, val_acc, val_loss, patience: int) -> bool:
+  def stopped(self, val_score, val_loss, patience: int,
+              higher: bool = True) -> bool:
     """Never: every epoch may be the one the test folds choose."""
     return False
 
@@ -207,24 +222,25 @@ class PaperProtocol:
   ranked_by = "test_mean"
 
   def selected_epochs(self, tables: Mapping[str, np.ndarray],
-                      patience: int) -> np.ndarray:
+                      patience: int, higher: bool = True) -> np.ndarray:
     """[F, S, P] the epoch each run is reported at: the one epoch of the
-    best mean test-fold accuracy, the same for every run."""
-    epoch = paper_protocol(tables["test_acc"])["epoch"]
-    return np.full(tables["test_acc"].shape[1:], epoch, np.int64)
+    best mean test-fold score, the same for every run."""
+    epoch = paper_protocol(tables["test_score"], higher)["epoch"]
+    return np.full(tables["test_score"].shape[1:], epoch, np.int64)
 
-  def summary(self, tables: Mapping[str, np.ndarray], patience: int) -> dict:
-    """`paper_protocol` of tables["test_acc"] [E, F, S, P]."""
-    return paper_protocol(tables["test_acc"])
+  def summary(self, tables: Mapping[str, np.ndarray], patience: int,
+              higher: bool = True) -> dict:
+    """`paper_protocol` of tables["test_score"] [E, F, S, P]."""
+    return paper_protocol(tables["test_score"], higher)
 
-  def point_scores(self, tables: Mapping[str, np.ndarray], patience: int
-                   ) -> List[Dict[str, Optional[float]]]:
-    """Per point [P]: the test accuracy over folds at the point's best
+  def point_scores(self, tables: Mapping[str, np.ndarray], patience: int,
+                   higher: bool = True) -> List[Dict[str, Optional[float]]]:
+    """Per point [P]: the test score over folds at the point's best
     mean test epoch (no validation), and that epoch (1-based)."""
     rows = []
-    for p in range(tables["test_acc"].shape[-1]):
-      best = paper_protocol(tables["test_acc"][..., p:p + 1])
-      folds = np.asarray(best["fold_accuracies"])
+    for p in range(tables["test_score"].shape[-1]):
+      best = paper_protocol(tables["test_score"][..., p:p + 1], higher)
+      folds = np.asarray(best["fold_scores"])
       rows.append({"val_mean": None, "val_std": None,
                    "test_mean": float(folds.mean()),
                    "test_std": float(folds.std()),
@@ -243,37 +259,42 @@ class FairProtocol:
   def check(self, seeds: int, points: int = 1) -> None:
     """Any number of seeds and points."""
 
-  def stopped(self, val_acc: np.ndarray, val_loss: np.ndarray,
-              patience: int) -> bool:
+  def stopped(self, val_score: np.ndarray, val_loss: np.ndarray,
+              patience: int, higher: bool = True) -> bool:
     """Whether every member's early stopping has run out of patience, by
     the same rule the summary selects with.
 
     Args:
-      val_acc, val_loss: [E, M] the epochs seen so far, per member.
+      val_score, val_loss: [E, M] the epochs seen so far, per member.
     """
-    return all(early_stopping(val_acc[:, m], val_loss[:, m], patience)[1]
-               for m in range(val_acc.shape[1]))
+    return all(early_stopping(val_score[:, m], val_loss[:, m], patience,
+                              higher)[1]
+               for m in range(val_score.shape[1]))
 
   ranked_by = "val_mean"
 
   def selected_epochs(self, tables: Mapping[str, np.ndarray],
-                      patience: int) -> np.ndarray:
+                      patience: int, higher: bool = True) -> np.ndarray:
     """[F, S, P] each run's early-stopped epoch (`stopping_epochs`)."""
-    return stopping_epochs(tables["val_acc"], tables["val_loss"], patience)
+    return stopping_epochs(tables["val_score"], tables["val_loss"],
+                           patience, higher)
 
-  def summary(self, tables: Mapping[str, np.ndarray], patience: int) -> dict:
-    """`fair_protocol` of tables "val_acc", "val_loss", "test_acc"."""
-    return fair_protocol(tables["val_acc"], tables["val_loss"],
-                         tables["test_acc"], patience)
+  def summary(self, tables: Mapping[str, np.ndarray], patience: int,
+              higher: bool = True) -> dict:
+    """`fair_protocol` of tables "val_score", "val_loss", "test_score"."""
+    return fair_protocol(tables["val_score"], tables["val_loss"],
+                         tables["test_score"], patience, higher)
 
-  def point_scores(self, tables: Mapping[str, np.ndarray], patience: int
-                   ) -> List[Dict[str, Optional[float]]]:
+  def point_scores(self, tables: Mapping[str, np.ndarray], patience: int,
+                   higher: bool = True) -> List[Dict[str, Optional[float]]]:
     """Per point [P]: mean and std over folds of the validation and test
-    accuracy, each run at its early-stopped epoch, and the mean stopping
-    epoch (1-based). tables: "val_acc", "val_loss", "test_acc" [E,F,S,P]."""
-    stop = stopping_epochs(tables["val_acc"], tables["val_loss"], patience)
-    val = at_epochs(tables["val_acc"], stop).mean(axis=1)         # [F, P]
-    test = at_epochs(tables["test_acc"], stop).mean(axis=1)       # [F, P]
+    score, each run at its early-stopped epoch, and the mean stopping
+    epoch (1-based). tables: "val_score", "val_loss", "test_score"
+    [E, F, S, P]."""
+    stop = stopping_epochs(tables["val_score"], tables["val_loss"],
+                           patience, higher)
+    val = at_epochs(tables["val_score"], stop).mean(axis=1)         # [F, P]
+    test = at_epochs(tables["test_score"], stop).mean(axis=1)       # [F, P]
     epochs = (stop + 1).mean(axis=(0, 1))                         # [P]
     return [{"val_mean": float(val[:, p].mean()),
              "val_std": float(val[:, p].std()),
@@ -297,32 +318,35 @@ class ErricaProtocol(FairProtocol):
                        "even number >= 2 (half select a point, half retrain "
                        "it for the test score), e.g. {seeds}=6", "seeds")
 
-  def summary(self, tables: Mapping[str, np.ndarray], patience: int) -> dict:
-    """`errica_protocol` of tables "val_acc", "val_loss", "test_acc"."""
-    return errica_protocol(tables["val_acc"], tables["val_loss"],
-                           tables["test_acc"], patience)
+  def summary(self, tables: Mapping[str, np.ndarray], patience: int,
+              higher: bool = True) -> dict:
+    """`errica_protocol` of tables "val_score", "val_loss", "test_score"."""
+    return errica_protocol(tables["val_score"], tables["val_loss"],
+                           tables["test_score"], patience, higher)
 
 
-def fixed_split_protocol(val_acc: np.ndarray, val_loss: np.ndarray,
-                         test_acc: np.ndarray, patience: int
-                         ) -> Dict[str, object]:
+def fixed_split_protocol(val_score: np.ndarray, val_loss: np.ndarray,
+                         test_score: np.ndarray, patience: int,
+                         higher: bool = True) -> Dict[str, object]:
   """One fixed split (F = 1): each run (seed, point) stops early on the
   validation part; the point with the best mean validation score over
   seeds is selected; reported: mean and std over seeds of the test score
   at each seed's selected epoch (OGB's leaderboard rule).
 
   Args:
-    val_acc, val_loss, test_acc: [E, 1, S, P].
+    val_score, val_loss, test_score: [E, 1, S, P].
     patience: early-stopping patience in epochs.
+    higher: whether a larger score is better.
   """
-  epochs = stopping_epochs(val_acc, val_loss, patience)[0]       # [S, P]
-  chosen_val = at_epochs(val_acc, epochs[None])[0]
-  point = nan_argmax(chosen_val.mean(axis=0))
-  seeds = at_epochs(test_acc, epochs[None])[0][:, point]         # [S]
+  epochs = stopping_epochs(val_score, val_loss, patience,
+                           higher)[0]                            # [S, P]
+  chosen_val = at_epochs(val_score, epochs[None])[0]
+  point = nan_best(chosen_val.mean(axis=0), higher)
+  seeds = at_epochs(test_score, epochs[None])[0][:, point]         # [S]
   return {"protocol": "fixed", "note": FIXED_NOTE,
-          "accuracy": float(seeds.mean()), "std": float(seeds.std()),
-          "fold_accuracies": [float(seeds.mean())],
-          "seed_accuracies": seeds.tolist(), "selected_points": [point],
+          "score": float(seeds.mean()), "std": float(seeds.std()),
+          "fold_scores": [float(seeds.mean())],
+          "seed_scores": seeds.tolist(), "selected_points": [point],
           "selected_epochs": [epochs[:, point].tolist()]}
 
 
@@ -334,23 +358,26 @@ class FixedSplitProtocol(FairProtocol):
   note = FIXED_NOTE
   default_seeds = 10         # OGB's leaderboard rule
 
-  def summary(self, tables: Mapping[str, np.ndarray], patience: int) -> dict:
-    """`fixed_split_protocol` of tables "val_acc", "val_loss", "test_acc"
+  def summary(self, tables: Mapping[str, np.ndarray], patience: int,
+              higher: bool = True) -> dict:
+    """`fixed_split_protocol` of tables "val_score", "val_loss", "test_score"
     [E, 1, S, P]; InputError naming folds for more than one split."""
-    if tables["val_acc"].shape[1] != 1:
+    if tables["val_score"].shape[1] != 1:
       raise InputError(f"{{protocol}}='fixed' needs one split, not "
-                       f"{tables['val_acc'].shape[1]} folds", "protocol")
-    return fixed_split_protocol(tables["val_acc"], tables["val_loss"],
-                                tables["test_acc"], patience)
+                       f"{tables['val_score'].shape[1]} folds", "protocol")
+    return fixed_split_protocol(tables["val_score"], tables["val_loss"],
+                                tables["test_score"], patience, higher)
 
-  def point_scores(self, tables: Mapping[str, np.ndarray], patience: int
-                   ) -> List[Dict[str, Optional[float]]]:
+  def point_scores(self, tables: Mapping[str, np.ndarray], patience: int,
+                   higher: bool = True) -> List[Dict[str, Optional[float]]]:
     """Per point [P]: mean and std over seeds of the valid and test
     scores, each run at its early-stopped epoch, and the mean stopping
-    epoch (1-based). tables: "val_acc", "val_loss", "test_acc" [E,1,S,P]."""
-    stop = stopping_epochs(tables["val_acc"], tables["val_loss"], patience)
-    val = at_epochs(tables["val_acc"], stop)[0]                   # [S, P]
-    test = at_epochs(tables["test_acc"], stop)[0]                 # [S, P]
+    epoch (1-based). tables: "val_score", "val_loss", "test_score"
+    [E, 1, S, P]."""
+    stop = stopping_epochs(tables["val_score"], tables["val_loss"],
+                           patience, higher)
+    val = at_epochs(tables["val_score"], stop)[0]                   # [S, P]
+    test = at_epochs(tables["test_score"], stop)[0]                 # [S, P]
     return [{"val_mean": float(val[:, p].mean()),
              "val_std": float(val[:, p].std()),
              "test_mean": float(test[:, p].mean()),
@@ -361,8 +388,9 @@ class FixedSplitProtocol(FairProtocol):
 
 # The protocols by name. A protocol is one class with: name, note, holdout
 # (the inner validation fraction), default_seeds, check(seeds, points),
-# stopped(val_acc, val_loss, patience), summary(tables, patience),
-# point_scores(tables, patience), selected_epochs(tables, patience) and
+# stopped(val_score, val_loss, patience, higher), summary(tables,
+# patience, higher), point_scores(tables, patience, higher),
+# selected_epochs(tables, patience, higher) and
 # ranked_by; add an instance here (from
 # any module) and runs, sweeps and the commands accept its name.
 PROTOCOLS = {"paper": PaperProtocol(), "fair": FairProtocol(),

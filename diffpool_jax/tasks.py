@@ -5,14 +5,15 @@ cross-entropy, accuracy), "binary" (one or more yes/no tasks per graph,
 labels possibly missing: masked binary cross-entropy, ROC-AUC or average
 precision over the tasks that have both classes, as OGB's evaluator) or
 "regression" (one or more real targets: masked squared error, RMSE or
-MAE). `task_of(dataset)` reads it from the targets. Losses are jax.numpy
+MAE). `task_of(dataset)` reads it from the targets (or takes the kind and
+metric given), `task_loss` is its training loss. Losses are jax.numpy
 (inside compiled programs); metrics are NumPy and scikit-learn on the
 host, over every graph of a split at once.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, NamedTuple, Optional
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -115,28 +116,114 @@ METRICS: Dict[str, tuple] = {
     "accuracy": (accuracy, True), "rocauc": (roc_auc, True),
     "ap": (average_precision, True), "rmse": (rmse, False),
     "mae": (mae, False)}
-TASKS = ("classification", "binary", "regression")
+# task kind -> the metrics that score it (the first is the default)
+TASKS: Dict[str, Tuple[str, ...]] = {
+    "classification": ("accuracy",), "binary": ("rocauc", "ap"),
+    "regression": ("rmse", "mae")}
 
 
-def task_of(dataset, metric: Optional[str] = None) -> Task:
-  """The task of a GraphDataset: classification where its labels are one
-  class per graph (TU sets, and a single integer target column), binary
-  where every target is 0, 1 or missing, else regression; the metric
-  given, or the kind's default (accuracy, rocauc, rmse)."""
+def score_key(metric: str) -> str:
+  """The name of a metric in a run's history and metrics.jsonl ("val_acc",
+  "val_rocauc", "test_rmse", ...)."""
+  return "acc" if metric == "accuracy" else metric
+
+
+def score(task: Task, targets: np.ndarray, outputs: np.ndarray) -> float:
+  """The task's metric of outputs [G, O] against targets [G, T] (binary
+  and regression tasks; classification is scored inside the programs)."""
+  return METRICS[task.metric][0](targets, outputs)
+
+
+def check_scorable(task: Task, targets: np.ndarray, where: str) -> None:
+  """ValueError naming `where` (e.g. "the valid part of fold 0") when the
+  metric of a binary task is undefined on these targets [G, T]: no task
+  with both a positive and a negative label."""
+  if task.kind == "binary":
+    try:
+      score(task, targets, targets)
+    except ValueError:
+      raise ValueError(f"{where}: no target column has both a positive and "
+                       f"a negative label, so its {task.metric} is "
+                       "undefined; use a larger split") from None
+
+
+def shown(metric: str, value: Optional[float]) -> str:
+  """A score as the tables print it: accuracy, ROC-AUC and AP in percent
+  ("73.94"), errors as they are ("0.874")."""
+  if value is None or not np.isfinite(value):
+    return "nan"
+  return f"{100 * value:.2f}" if METRICS[metric][1] else f"{value:.3f}"
+
+
+def is_binary(targets: np.ndarray) -> bool:
+  """Whether every labelled target [G, T] is 0 or 1."""
+  return bool(np.all(np.isin(targets[~np.isnan(targets)], (0.0, 1.0))))
+
+
+def inferred_kind(dataset) -> str:
+  """The task kind a data set's targets imply: classification where its
+  labels are one class per graph (TU sets, one integer column that is not
+  0/1), binary where every target is 0, 1 or missing, else regression."""
   targets = dataset.targets
-  if dataset.num_classes >= 2 and (targets is None or targets.shape[1] == 1
-                                   and set(np.unique(targets)) != {0, 1}):
-    task = Task("classification", dataset.num_classes, "accuracy")
-  elif targets is None:
-    raise ValueError(f"{dataset.name}: no targets and fewer than two "
-                     "classes: nothing to learn")
-  elif np.all(np.isin(targets[~np.isnan(targets)], (0.0, 1.0))):
-    task = Task("binary", targets.shape[1], "rocauc")
-  else:
-    task = Task("regression", targets.shape[1], "rmse")
-  if metric is not None:
-    if metric not in METRICS:
-      raise ValueError(f"metric={metric!r}; expected one of "
-                       f"{tuple(METRICS)}")
-    task = task._replace(metric=metric)
-  return task
+  if targets is None or (targets.shape[1] == 1 and dataset.num_classes >= 2
+                         and set(np.unique(targets)) != {0, 1}):
+    return "classification"
+  return "binary" if is_binary(targets) else "regression"
+
+
+def task_of(dataset, kind: str = "auto", metric: str = "auto") -> Task:
+  """The task of a GraphDataset: its kind (`inferred_kind`, or `kind`
+  given: "classification" of a set with one class id per graph, "binary"
+  of 0/1 targets, "regression" of any targets) and the kind's default
+  metric (`TASKS`) or `metric`. ValueError naming the field at fault when
+  the data cannot be learnt so."""
+  if kind != "auto" and kind not in TASKS:
+    raise ValueError(f"task={kind!r}; expected 'auto' or one of "
+                     f"{tuple(TASKS)}")
+  kind = inferred_kind(dataset) if kind == "auto" else kind
+  targets = dataset.targets
+  if kind == "classification" and dataset.num_classes < 2:
+    raise ValueError(f"task='classification': {dataset.name} has "
+                     f"{dataset.num_classes} class(es) per graph (its "
+                     "targets are not one class id with at least two "
+                     "values); use task='binary' or 'regression'")
+  if kind != "classification" and targets is None:
+    raise ValueError(f"task={kind!r}: {dataset.name} has class labels, no "
+                     "target columns; use task='classification'")
+  if kind == "binary" and not is_binary(targets):
+    raise ValueError(f"task='binary': {dataset.name} has targets other "
+                     "than 0, 1 and missing; use task='regression'")
+  outputs = dataset.num_classes if kind == "classification" else (
+      targets.shape[1])
+  if metric == "auto":
+    metric = TASKS[kind][0]
+  if metric not in TASKS[kind]:
+    raise ValueError(f"metric={metric!r} does not score a {kind} task; "
+                     f"expected 'auto' or one of {TASKS[kind]}")
+  return Task(kind, outputs, metric)
+
+
+def task_loss(kind: str, outputs: jax.Array, labels: jax.Array,
+              targets: Optional[jax.Array], graph_mask: jax.Array
+              ) -> Tuple[jax.Array, jax.Array]:
+  """The mean loss of a batch and its number of correct predictions (0
+  for tasks other than classification).
+
+  Args:
+    kind: the task kind (a key of TASKS).
+    outputs: [B, O] the model's outputs (logits, or predictions).
+    labels: [B] int class ids (classification).
+    targets: [B, T] float targets, NaN where missing (binary, regression).
+    graph_mask: [B] bool, the real graphs.
+  """
+  if kind == "binary":
+    return (masked_binary_cross_entropy(outputs, targets, graph_mask),
+            jnp.zeros(()))
+  if kind == "regression":
+    return masked_squared_error(outputs, targets, graph_mask), jnp.zeros(())
+  nll = -jnp.take_along_axis(jax.nn.log_softmax(outputs), labels[:, None],
+                             1)[:, 0]
+  count = jnp.maximum(jnp.sum(graph_mask), 1)
+  loss = jnp.sum(jnp.where(graph_mask, nll, 0.0)) / count
+  hits = jnp.argmax(outputs, -1) == labels
+  return loss, jnp.sum(jnp.where(graph_mask, hits, False)).astype(jnp.float32)

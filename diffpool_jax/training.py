@@ -35,6 +35,7 @@ from diffpool_jax.errors import InputError
 from diffpool_jax.graphs import GraphBatch
 from diffpool_jax.hyper import Hyper
 from diffpool_jax.model import DiffPool, auxiliary_loss, level_losses
+from diffpool_jax.tasks import task_loss
 
 
 @flax.struct.dataclass
@@ -59,7 +60,7 @@ class TrainState:
 class StepMetrics(NamedTuple):
   """Sums over the real graphs of a step (or an epoch)."""
   loss: jax.Array          # sum of per-graph total loss
-  correct: jax.Array       # number of correct predictions
+  correct: jax.Array       # correct predictions (classification only)
   graphs: jax.Array        # number of real graphs
   aux: Dict[str, jax.Array]  # per name, sum over graphs of the level sums
 
@@ -102,12 +103,14 @@ def gather_batch(bucket: GraphBatch, positions: jax.Array) -> GraphBatch:
   real = positions >= 0
   safe = jnp.where(real, positions, 0)
   node_mask = bucket.node_mask[safe] & real[:, None]
+  targets = None if bucket.targets is None else jnp.where(
+      real[:, None], bucket.targets[safe], jnp.nan)
   return GraphBatch(
       x=jnp.where(node_mask[..., None], bucket.x[safe], 0.0),
       adj=gather_adjacency(bucket.adj, safe, real, node_mask),
       node_mask=node_mask,
       labels=jnp.where(real, bucket.labels[safe], 0),
-      n_node=jnp.where(real, bucket.n_node[safe], 0))
+      n_node=jnp.where(real, bucket.n_node[safe], 0), targets=targets)
 
 
 def init_state(model: DiffPool, sample: GraphBatch, key: jax.Array,
@@ -205,26 +208,23 @@ def default_hyper(config, count: int, lr: float = 1e-3, clip: float = 2.0,
 def graph_losses(model: DiffPool, params, batch_stats, batch: GraphBatch,
                  aux_weights: Mapping[str, jax.Array], train: bool, key=None,
                  dropout=None):
-  """Mean training loss over real graphs and the step's metric sums
-  (dropout: the rate, None for the model config's)."""
+  """Mean training loss over real graphs (the loss of the model's task,
+  tasks.task_loss, plus the weighted auxiliary losses); auxiliary outputs:
+  the step's metric sums, the new batch statistics and the model's
+  outputs [B, O] (dropout: the rate, None for the model config's)."""
   variables = {"params": params, "batch_stats": batch_stats}
-  (logits, levels), updates = model.apply(
+  (outputs, levels), updates = model.apply(
       variables, batch.x, batch.adj, batch.node_mask, train=train,
       dropout=dropout, mutable=["batch_stats"],
       rngs=None if key is None else {"dropout": key})
-  real = batch.graph_mask.astype(jnp.float32)
-  count = jnp.sum(real)
-  log_probs = jax.nn.log_softmax(logits)
-  nll = -jnp.take_along_axis(log_probs, batch.labels[:, None], 1)[:, 0]
-  cross_entropy = jnp.sum(jnp.where(batch.graph_mask, nll, 0.0)
-                          ) / jnp.maximum(count, 1.0)
-  loss = cross_entropy + auxiliary_loss(levels, aux_weights)
-  hits = (jnp.argmax(logits, -1) == batch.labels).astype(jnp.float32)
-  correct = jnp.sum(jnp.where(batch.graph_mask, hits, 0.0))
+  count = jnp.sum(batch.graph_mask.astype(jnp.float32))
+  task, correct = task_loss(model.task, outputs, batch.labels, batch.targets,
+                            batch.graph_mask)
+  loss = task + auxiliary_loss(levels, aux_weights)
   aux_sums = {name: value * count
               for name, value in level_losses(levels).items()}
   metrics = StepMetrics(loss * count, correct, count, aux_sums)
-  return loss, (metrics, updates.get("batch_stats", batch_stats))
+  return loss, (metrics, updates.get("batch_stats", batch_stats), outputs)
 
 
 def train_step(model: DiffPool, state: TrainState, batch: GraphBatch,
@@ -233,7 +233,7 @@ def train_step(model: DiffPool, state: TrainState, batch: GraphBatch,
   """One optimizer step; a batch without real graphs changes nothing."""
   key = jax.random.fold_in(state.key, step)
   grad_fn = jax.grad(graph_losses, argnums=1, has_aux=True)
-  grads, (metrics, batch_stats) = grad_fn(
+  grads, (metrics, batch_stats, _) = grad_fn(
       model, state.params, state.batch_stats, batch, state.hyper.aux,
       True, key, state.hyper.dropout)
   updates, opt_state = optimizer(state.hyper).update(
@@ -248,11 +248,12 @@ def train_step(model: DiffPool, state: TrainState, batch: GraphBatch,
 
 
 def eval_step(model: DiffPool, state: TrainState, batch: GraphBatch
-              ) -> StepMetrics:
-  """Metric sums of the state's predictions on a batch (running BN stats)."""
-  _, (metrics, _) = graph_losses(model, state.params, state.batch_stats,
-                                 batch, state.hyper.aux, False)
-  return metrics
+              ) -> Tuple[StepMetrics, jax.Array]:
+  """Metric sums of the state's predictions on a batch (running BN stats)
+  and the predictions [B, O]."""
+  _, (metrics, _, outputs) = graph_losses(
+      model, state.params, state.batch_stats, batch, state.hyper.aux, False)
+  return metrics, outputs
 
 
 def zero_metrics(num_members: int, aux_names: Sequence[str]) -> StepMetrics:
@@ -367,8 +368,10 @@ def run_train_epoch(model: DiffPool, mesh: Optional[Mesh], states: TrainState,
 
 def run_eval_epoch(model: DiffPool, mesh: Optional[Mesh], states: TrainState,
                    buckets: Tuple[GraphBatch, ...], bucket_ids: jax.Array,
-                   indices: jax.Array) -> StepMetrics:
-  """Per-member metric sums [M] over the scheduled graphs, no updates."""
+                   indices: jax.Array) -> Tuple[StepMetrics, jax.Array]:
+  """Per-member metric sums [M] over the scheduled graphs, no updates, and
+  the members' outputs [T, M, B, O] of every step (the graph of each slot
+  is where `indices` [M, T, B] says; see `outputs_by_graph`)."""
   num_members = indices.shape[0]
   member_eval = jax.vmap(functools.partial(eval_step, model))
 
@@ -381,13 +384,11 @@ def run_eval_epoch(model: DiffPool, mesh: Optional[Mesh], states: TrainState,
 
   def body(totals, inputs):
     bucket_id, positions = inputs
-    metrics = jax.lax.switch(bucket_id, branches, states, positions)
-    return _add(totals, metrics), None
+    metrics, outputs = jax.lax.switch(bucket_id, branches, states, positions)
+    return _add(totals, metrics), outputs
 
-  totals, _ = jax.lax.scan(body, zero_metrics(num_members,
-                                              model.config.aux_names),
-                           (bucket_ids, jnp.swapaxes(indices, 0, 1)))
-  return totals
+  return jax.lax.scan(body, zero_metrics(num_members, model.config.aux_names),
+                      (bucket_ids, jnp.swapaxes(indices, 0, 1)))
 
 
 DONATED = {"train": (0,), "evaluate": ()}   # the train epoch donates states

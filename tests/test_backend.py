@@ -103,7 +103,7 @@ def test_epochs_make_no_host_transfer(engine):
   with jax.transfer_guard("disallow"):
     states, totals = train_epoch(states, data.buckets, train_ids,
                                  train_indices, step)
-    sums = eval_epoch(states, data.buckets, test_ids, test_indices)
+    sums, _ = eval_epoch(states, data.buckets, test_ids, test_indices)
     jax.block_until_ready((totals, sums))
     with pytest.raises(Exception, match="[Dd]isallowed"):
       # The guard is live: a NumPy argument is an implicit transfer.

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from diffpool_jax.protocols import fair_protocol, nan_argmax, paper_protocol
+from diffpool_jax.protocols import fair_protocol, nan_best, paper_protocol
 from diffpool_jax.run import Run, RunConfig
 from tests.test_scale import TINY_RUN
 from tests.test_train_command import arguments, write_config
@@ -17,17 +17,17 @@ def strict_json(path):
   return json.loads(path.read_text(), parse_constant=refuse)
 
 
-def test_nan_argmax_never_picks_a_diverged_value():
-  assert nan_argmax([np.nan, 0.2, 0.1]) == 1
-  assert nan_argmax([[0.5, np.nan], [0.9, 0.1]]) == 2
-  assert nan_argmax([np.nan, np.nan]) == 0
+def test_nan_best_never_picks_a_diverged_value():
+  assert nan_best([np.nan, 0.2, 0.1]) == 1
+  assert nan_best([[0.5, np.nan], [0.9, 0.1]]) == 2
+  assert nan_best([np.nan, np.nan]) == 0
 
 
 def test_protocols_skip_diverged_epochs_and_points():
   # [E=3, F=2, S=1, P=1]: fold 1 diverged at epoch 2, where fold 0 peaks.
   test = np.array([[0.5, 0.6], [0.7, 0.6], [0.9, np.nan]])[..., None, None]
   paper = paper_protocol(test)
-  assert paper["epoch"] == 1 and np.isclose(paper["accuracy"], 0.65)
+  assert paper["epoch"] == 1 and np.isclose(paper["score"], 0.65)
   # Two points; point 1 diverged at once in fold 0: point 0 is selected.
   val = np.full((2, 2, 1, 2), 0.5)
   val[:, 0, 0, 1] = np.nan
@@ -48,7 +48,7 @@ def test_a_diverging_run_is_marked_and_still_writes_valid_json(tmp_path):
   assert all(row["diverged"] for row in rows)
   assert all("train_loss" not in row for row in rows)
   saved = strict_json(out / "results.json")
-  assert saved["accuracy"] is None and saved["diverged_members"] == {
+  assert saved["score"] is None and saved["diverged_members"] == {
       "0": 0, "1": 0}
 
 

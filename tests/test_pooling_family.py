@@ -288,7 +288,7 @@ def test_a_new_operator_needs_only_a_function_and_a_registry_entry(
   assert run.model_config.weights == {"balance": 0.5}
   balance = run.history["train_balance"]
   assert balance.shape == (2, 2) and np.all((balance > 0) & (balance <= 1))
-  assert 0 <= results["accuracy"] <= 1
+  assert 0 <= results["score"] <= 1
 
 
 def dense_sharpened_pool(x, adj, s_logits, mask=None, cluster_mask=None,

@@ -136,7 +136,7 @@ def test_two_processes_killed_and_resumed_train_as_one_process(
   assert_same_rows(rows(killed / "metrics.jsonl"), rows(whole / "metrics.jsonl"))
   one, two = (json.loads((out / "results.json").read_text())
               for out in (whole, killed))
-  assert two["fold_accuracies"] == one["fold_accuracies"]
+  assert two["fold_scores"] == one["fold_scores"]
   assert json.loads((killed / "config.json").read_text())["processes"] == 2
 
 
@@ -157,8 +157,8 @@ def test_two_processes_sweep_as_one_process(tmp_path,
                    rows(one_process / "shape_00" / "metrics.jsonl"))
   one, two = (json.loads((out / "sweep.json").read_text())
               for out in (one_process, two_processes))
-  assert two["selection"]["accuracy"] == pytest.approx(
-      one["selection"]["accuracy"])
+  assert two["selection"]["score"] == pytest.approx(
+      one["selection"]["score"])
 
 
 def test_a_process_without_its_partners_ends_within_the_join_timeout(

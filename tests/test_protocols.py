@@ -61,11 +61,11 @@ def test_paper_protocol_never_stops_and_has_no_holdout():
   paper = PROTOCOLS["paper"]
   assert paper.holdout == 0.0 and PROTOCOLS["fair"].holdout == 0.1
   assert not paper.stopped(np.zeros((100, 3)), np.zeros((100, 3)), 0)
-  tables = {"test_acc": np.random.default_rng(0).random((4, 2, 1, 1))}
+  tables = {"test_score": np.random.default_rng(0).random((4, 2, 1, 1))}
   summary = paper.summary(tables, 10)
   assert summary["protocol"] == "paper" and "optimistic" in summary["note"]
-  assert summary["accuracy"] == pytest.approx(
-      tables["test_acc"].mean(axis=(1, 2, 3)).max())
+  assert summary["score"] == pytest.approx(
+      tables["test_score"].mean(axis=(1, 2, 3)).max())
 
 
 def known_choice_tables():
@@ -95,8 +95,8 @@ def test_errica_selection_picks_the_known_point_and_assesses_apart():
   result = errica_protocol(*known_choice_tables(), patience=10)
   assert result["selected_points"] == [1, 1]
   assert result["assessment_epochs"] == [[1, 3], [1, 3]]
-  np.testing.assert_allclose(result["fold_accuracies"], [0.7, 0.5])
-  assert result["accuracy"] == pytest.approx(0.6)
+  np.testing.assert_allclose(result["fold_scores"], [0.7, 0.5])
+  assert result["score"] == pytest.approx(0.6)
   assert result["std"] == pytest.approx(0.1)
   np.testing.assert_allclose(result["selection_scores"][0], [0.5, 0.8, 0.6])
   # The fair protocol, selecting and scoring on the same runs, is fooled
@@ -141,7 +141,7 @@ def test_a_run_with_the_errica_protocol(tmp_path):
   assert len(results["selected_points"]) == 2
   assert np.asarray(results["assessment_test"]).shape == (2, 1)
   assert np.asarray(results["selection_scores"]).shape == (2, 2)
-  assert 0 <= results["accuracy"] <= 1
+  assert 0 <= results["score"] <= 1
 
 
 class LastEpochProtocol:
@@ -157,30 +157,30 @@ class LastEpochProtocol:
   def check(self, seeds, points):
     pass
 
-  def stopped(self, val_acc, val_loss, patience):
+  def stopped(self, val_score, val_loss, patience, higher=True):
     return False
 
-  def selected_epochs(self, tables, patience):
-    return np.full(tables["val_acc"].shape[1:], len(tables["val_acc"]) - 1)
+  def selected_epochs(self, tables, patience, higher=True):
+    return np.full(tables["val_score"].shape[1:], len(tables["val_score"]) - 1)
 
-  def point_scores(self, tables, patience):
-    val = tables["val_acc"][-1].mean(axis=1)            # [F, P]
-    test = tables["test_acc"][-1].mean(axis=1)
+  def point_scores(self, tables, patience, higher=True):
+    val = tables["val_score"][-1].mean(axis=1)            # [F, P]
+    test = tables["test_score"][-1].mean(axis=1)
     return [{"val_mean": float(val[:, p].mean()),
              "val_std": float(val[:, p].std()),
              "test_mean": float(test[:, p].mean()),
              "test_std": float(test[:, p].std()),
-             "epochs": float(len(tables["val_acc"]))}
+             "epochs": float(len(tables["val_score"]))}
             for p in range(val.shape[1])]
 
-  def summary(self, tables, patience):
-    val = tables["val_acc"][-1].mean(axis=1)            # [F, P]
-    points = val.argmax(axis=1)
-    folds = tables["test_acc"][-1].mean(axis=1)[np.arange(len(points)),
+  def summary(self, tables, patience, higher=True):
+    val = tables["val_score"][-1].mean(axis=1)            # [F, P]
+    points = (val if higher else -val).argmax(axis=1)
+    folds = tables["test_score"][-1].mean(axis=1)[np.arange(len(points)),
                                                  points]
     return {"protocol": self.name, "note": self.note,
-            "accuracy": float(folds.mean()), "std": float(folds.std()),
-            "fold_accuracies": folds.tolist(),
+            "score": float(folds.mean()), "std": float(folds.std()),
+            "fold_scores": folds.tolist(),
             "selected_points": points.tolist()}
 
 
@@ -238,7 +238,7 @@ def test_the_member_table_gives_every_member_at_its_selected_epoch(tmp_path):
     assert row["diverged_at"] is None
   for fold, point in enumerate(results["selected_points"]):
     row = table[2 * fold + point]
-    assert results["fold_accuracies"][fold] == pytest.approx(row["test_acc"])
+    assert results["fold_scores"][fold] == pytest.approx(row["test_acc"])
   saved = json.loads((tmp_path / "run" / "results.json").read_text())
   assert saved["member_table"] == table
 

@@ -34,8 +34,8 @@ def test_a_row_per_results_file_with_its_figures_commit_and_command(trained):
     row = dict(zip(report.COLUMNS, cells(line)))
     assert row["data set"] == "synthetic" and row["protocol"] == "paper"
     assert row["model"] == results["preset"]
-    assert row["accuracy (%)"] == (f"{100 * results['accuracy']:.2f} ± "
-                                   f"{100 * results['std']:.2f}")
+    assert row["score"] == (f"accuracy {100 * results['score']:.2f} ± "
+                            f"{100 * results['std']:.2f} %")
     assert row["folds x seeds x points"] == "2 x 1 x 1"
     assert row["epochs run"] == "2"
     assert row["commit"] == (source_commit() or "unknown")
@@ -65,5 +65,5 @@ def test_bad_folders_and_files_are_named(trained, tmp_path):
     report.main([str(damaged)])
   (damaged / "results.json").write_text('{"dataset": "x"}')
   with pytest.raises(SystemExit, match="not a run's results .no preset, "
-                     "protocol, accuracy, std"):
+                     "protocol, score, std, metric"):
     report.main([str(damaged)])

@@ -124,10 +124,11 @@ def test_shape_points_run_one_after_another_and_rows_cover_the_grid(swept):
 def test_point_scores_take_each_run_at_its_early_stopped_epoch():
   # [E=3, F=2, S=1, P=2]; point 0 peaks on validation at epoch 1.
   val = np.array([[0.5, 0.6], [0.9, 0.6], [0.7, 0.8]])      # [E, F] point 0
-  tables = {"val_acc": np.zeros((3, 2, 1, 2)), "val_loss": np.ones((3, 2, 1, 2)),
-            "test_acc": np.zeros((3, 2, 1, 2))}
-  tables["val_acc"][:, :, 0, 0] = val
-  tables["test_acc"][:, :, 0, 0] = [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]
+  tables = {"val_score": np.zeros((3, 2, 1, 2)),
+            "val_loss": np.ones((3, 2, 1, 2)),
+            "test_score": np.zeros((3, 2, 1, 2))}
+  tables["val_score"][:, :, 0, 0] = val
+  tables["test_score"][:, :, 0, 0] = [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]
   row = PROTOCOLS["fair"].point_scores(tables, patience=5)[0]
   # fold 0 stops at epoch 1 (0.9; test 0.3), fold 1 at epoch 2 (0.8; 0.6).
   assert row["val_mean"] == pytest.approx(0.85)

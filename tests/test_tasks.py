@@ -86,6 +86,8 @@ def test_the_task_follows_from_the_targets():
   regression = tasks.task_of(with_targets([[0.5], [-2.0]]))
   assert regression == tasks.Task("regression", 1, "rmse")
   assert not regression.higher_is_better and binary.higher_is_better
-  assert tasks.task_of(with_targets([[0.5], [2.0]]), "mae").metric == "mae"
-  with pytest.raises(ValueError, match="metric='auc'; expected one of"):
-    tasks.task_of(data, "auc")
+  assert tasks.task_of(with_targets([[0.5], [2.0]]),
+                       metric="mae").metric == "mae"
+  with pytest.raises(ValueError, match="metric='auc' does not score a "
+                     "classification task"):
+    tasks.task_of(data, metric="auc")

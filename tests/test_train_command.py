@@ -61,12 +61,12 @@ def test_two_folds_two_seeds_three_epochs(tmp_path, train_here):
   assert {"epoch", "member", "fold", "seed", "train_loss", "train_acc",
           "test_acc"} <= set(rows[0])
   results = json.loads((out / "results.json").read_text())
-  for key in ("fold_accuracies", "accuracy", "std", "protocol", "note",
+  for key in ("fold_scores", "score", "std", "protocol", "note",
               "wall_seconds", "graphs_per_second", "compile_seconds",
               "jax_version", "device", "assignment_nmi"):
     assert key in results, key
-  assert len(results["fold_accuracies"]) == 2
-  assert 0 <= results["accuracy"] <= 1
+  assert len(results["fold_scores"]) == 2
+  assert 0 <= results["score"] <= 1
   assert results["protocol"] == "paper" and "optimistic" in results["note"]
   saved = json.loads((out / "config.json").read_text())
   assert saved["run"]["seeds"] == 2 and saved["members"] == 4
@@ -162,7 +162,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path,
   assert read_metrics(killed) == read_metrics(whole)
   final = [json.loads((d / "results.json").read_text()) for d in
            (whole, killed)]
-  for key in ("accuracy", "std", "fold_accuracies", "selected_epochs"):
+  for key in ("score", "std", "fold_scores", "selected_epochs"):
     assert final[0][key] == final[1][key]
 
 

@@ -80,7 +80,7 @@ def test_aux_weights_weigh_each_loss_by_name(setup):
                                  members(model, sample, [0], [1e-2]))
 
   def loss_with(weights):
-    loss, (metrics, _) = training.graph_losses(
+    loss, (metrics, _, _) = training.graph_losses(
         model, state.params, state.batch_stats, batch, weights, False)
     return float(loss), {k: float(v / metrics.graphs)
                          for k, v in metrics.aux.items()}
@@ -141,7 +141,7 @@ def test_empty_steps_change_no_evaluation_sum(setup):
   padded = pipeline.pad_steps(fixed, len(fixed.bucket_ids) + 3)
   assert len(padded.bucket_ids) == len(fixed.bucket_ids) + 3
   _, evaluate = training.compile_epochs(model)
-  sums = [evaluate(states, data.buckets, s.bucket_ids, s.indices)
+  sums = [evaluate(states, data.buckets, s.bucket_ids, s.indices)[0]
           for s in (fixed, padded)]
   for a, b in zip(jax.tree_util.tree_leaves(sums[0]),
                   jax.tree_util.tree_leaves(sums[1])):
@@ -155,9 +155,9 @@ def test_paper_protocol_arithmetic():
   test_acc = np.array([[0.5, 0.7], [0.9, 0.6], [0.6, 0.6]])[..., None, None]
   result = paper_protocol(test_acc)
   assert result["epoch"] == 1                 # mean 0.75 beats 0.6 and 0.6
-  assert result["accuracy"] == pytest.approx(0.75)
+  assert result["score"] == pytest.approx(0.75)
   assert result["std"] == pytest.approx(0.15)
-  assert result["fold_accuracies"] == pytest.approx([0.9, 0.6])
+  assert result["fold_scores"] == pytest.approx([0.9, 0.6])
   assert "optimistic" in result["note"]
 
 
@@ -182,8 +182,8 @@ def test_fair_protocol_arithmetic():
   test[:, 1, 0, 1] = [0.0, 0.5, 1.0, 1.0]
   result = fair_protocol(val, loss, test, patience=10)
   assert result["selected_points"] == [0, 1]
-  assert result["fold_accuracies"] == pytest.approx([0.7, 0.5])
-  assert result["accuracy"] == pytest.approx(0.6)
+  assert result["fold_scores"] == pytest.approx([0.7, 0.5])
+  assert result["score"] == pytest.approx(0.6)
   assert result["std"] == pytest.approx(0.1)
 
 

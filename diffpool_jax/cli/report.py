@@ -6,7 +6,8 @@
 (`python -m diffpool_jax.cli.report`, or `python -m experiments.report` in
 a checkout.) Each folder holding results.json gives one row, and so does
 each of its subfolders that holds one (a baseline trained beside it):
-accuracy mean ± std over folds, the protocol, members and epochs, the
+the score mean ± std over folds (or seeds) with its metric, the protocol,
+members and epochs, the
 command's wall time, the commit and machine it ran on, and its command.
 """
 
@@ -19,8 +20,9 @@ from pathlib import Path
 from typing import List
 
 from diffpool_jax.run.store import write_text_atomic
+from diffpool_jax.tasks import METRICS, shown
 
-COLUMNS = ("data set", "model", "protocol", "accuracy (%)",
+COLUMNS = ("data set", "model", "protocol", "score",
            "folds x seeds x points", "epochs run", "wall time", "commit",
            "machine", "command")
 
@@ -47,7 +49,12 @@ def read_results(path: Path) -> dict:
   except json.JSONDecodeError as error:
     raise ValueError(f"report: {path}: line {error.lineno}: {error.msg}"
                      ) from None
-  missing = [k for k in ("dataset", "preset", "protocol", "accuracy", "std")
+  if isinstance(results, dict) and "score" not in results and (
+      "accuracy" in results):     # written before runs scored other metrics
+    results.update(score=results["accuracy"], metric="accuracy",
+                   fold_scores=results.get("fold_accuracies"))
+  missing = [k for k in ("dataset", "preset", "protocol", "score", "std",
+                         "metric")
              if not isinstance(results, dict) or k not in results]
   if missing:
     raise ValueError(f"report: {path}: not a run's results (no "
@@ -62,7 +69,7 @@ def members_shape(path: Path, results: dict) -> str:
   except (OSError, ValueError, KeyError, TypeError):
     return f"{results.get('members', '?')} members"
   points = len(results.get("points") or [None])
-  folds = len(results.get("fold_accuracies") or []) or run.get("folds")
+  folds = len(results.get("fold_scores") or []) or run.get("folds")
   return f"{folds} x {run.get('seeds')} x {points}"
 
 
@@ -74,13 +81,16 @@ def cell(text) -> str:
 def row(path: Path) -> str:
   """The Markdown row of one results.json."""
   r = read_results(path)
-  accuracy = (f"{100 * r['accuracy']:.2f} ± {100 * r['std']:.2f}"
-              if r["accuracy"] is not None else "nan (diverged)")
+  metric = r["metric"]
+  unit = " %" if METRICS[metric][1] else ""
+  score = (f"{metric} {shown(metric, r['score'])} ± "
+           f"{shown(metric, r['std'])}{unit}"
+           if r["score"] is not None else "nan (diverged)")
   seconds = r.get("command_seconds") or sum(
       r.get(k) or 0 for k in ("setup_seconds", "compile_seconds",
                               "wall_seconds"))
   command = r.get("command") or "from Python (Run.fit)"
-  values = (r["dataset"], r["preset"], r["protocol"], accuracy,
+  values = (r["dataset"], r["preset"], r["protocol"], score,
             members_shape(path, r), r.get("epochs_run", "?"),
             f"{seconds / 60:.1f} min", r.get("commit") or "unknown",
             r.get("machine") or r.get("device", "?"), f"`{command}`")

@@ -41,7 +41,7 @@ from typing import Dict, List, NamedTuple
 
 import numpy as np
 
-from diffpool_jax import compile_cache, hosts, plots
+from diffpool_jax import compile_cache, hosts, plots, tasks
 from diffpool_jax.run import (Run, RunConfig, RunFolderError, load_dataset,
                               make_folds, write_json_atomic)
 from diffpool_jax.run.members import input_fingerprints
@@ -54,7 +54,7 @@ from diffpool_jax.cli.errors import command_message
 SHAPE_FIELDS = ("preset", "batch_size", "features", "max_buckets",
                 "cluster_reference", "first_level")
 SWEEP_OUTPUTS = ("grid.json", "sweep.json", "sweep.csv", "sweep.png")
-TABLE_KEYS = ("val_acc", "val_loss", "test_acc")
+TABLE_KEYS = ("val_score", "val_loss", "test_score")
 
 
 class Grid(NamedTuple):
@@ -158,17 +158,21 @@ def load_grid(path: str | os.PathLike, overrides: Dict[str, object]) -> Grid:
   return grid
 
 
-def tables_from_metrics(path: Path, epochs: int, shape) -> Dict[str,
-                                                              np.ndarray]:
-  """[E, F, S, P] tables of TABLE_KEYS from a run's metrics.jsonl (epochs
-  not run, and values not recorded, are NaN)."""
+def tables_from_metrics(path: Path, epochs: int, shape,
+                        metric: str = "accuracy") -> Dict[str, np.ndarray]:
+  """[E, F, S, P] tables of TABLE_KEYS from a run's metrics.jsonl, the
+  scores being the run's `metric` (epochs not run, and values not
+  recorded, are NaN)."""
+  score = tasks.score_key(metric)
+  columns = {"val_score": f"val_{score}", "val_loss": "val_loss",
+             "test_score": f"test_{score}"}
   tables = {key: np.full((epochs, *shape), np.nan) for key in TABLE_KEYS}
   for line in path.read_text().splitlines():
     row = json.loads(line)
     where = (row["epoch"], row["fold"], row["seed"], row["point"])
-    for key in TABLE_KEYS:
-      if key in row:
-        tables[key][where] = row[key]
+    for key, column in columns.items():
+      if column in row:
+        tables[key][where] = row[column]
   return tables
 
 
@@ -264,24 +268,28 @@ def run_sweep(grid: Grid, out: Path, resume: bool = False,
       saved = json.loads((folder / "config.json").read_text())
       check_inputs(folder, saved.get("inputs") or {},
                    input_fingerprints(config, dataset))
+      results = json.loads((folder / "results.json").read_text())
     else:
-      Run(config, folder, dataset=dataset).fit(resume=resume,
-                                               progress=progress)
+      results = Run(config, folder, dataset=dataset).fit(resume=resume,
+                                                         progress=progress)
+    metric = results["metric"]
+    higher = tasks.METRICS[metric][1]
     points = config.points()
     table = tables_from_metrics(folder / "metrics.jsonl", config.epochs,
-                                (num_folds[i], config.seeds, len(points)))
+                                (num_folds[i], config.seeds, len(points)),
+                                metric)
     tables.append(table)
-    scores = PROTOCOLS[protocol].point_scores(table, patience)
+    scores = PROTOCOLS[protocol].point_scores(table, patience, higher)
     for point, score in zip(points, scores):
       rows.append({"shape_point": i, **shape_point, **point, **score})
   combined = {key: np.concatenate([t[key] for t in tables], axis=-1)
               for key in TABLE_KEYS}
-  selection = PROTOCOLS[protocol].summary(combined, patience)
+  selection = PROTOCOLS[protocol].summary(combined, patience, higher)
   chosen = np.atleast_1d(selection.get("selected_points",
                                        selection.get("point")))
   for index, row in enumerate(rows):
     row["selected_folds"] = int(np.sum(chosen == index))
-  result = {"grid": grid._asdict(), "protocol": protocol,
+  result = {"grid": grid._asdict(), "protocol": protocol, "metric": metric,
             "rows": rows, "selection": selection}
   if hosts.is_writer():
     write_json_atomic(out / "sweep.json", result)
@@ -309,20 +317,23 @@ def describe(row: dict, grid: Grid) -> str:
 
 
 def print_summary(result: dict, grid: Grid) -> None:
-  """Per grid point scores, then the protocol's selected result."""
+  """Per grid point scores, then the protocol's selected result (scores
+  in the sweep's metric: accuracy, ROC-AUC and AP in percent)."""
   shown = PROTOCOLS[result["protocol"]].ranked_by
-  print(f"\n{'point':>5}  {'val %':>12}  {'test %':>12}  epochs  chosen  "
-        "values")
+  metric = result["metric"]
+  value = lambda v: tasks.shown(metric, v)
+  print(f"\n{'point':>5}  {'val ' + metric:>15}  {'test ' + metric:>15}  "
+        "epochs  chosen  values")
   for index, row in enumerate(result["rows"]):
     cell = lambda m, s: ("—" if row[m] is None
-                         else f"{100 * row[m]:.1f} ± {100 * row[s]:.1f}")
-    print(f"{index:5d}  {cell('val_mean', 'val_std'):>12}  "
-          f"{cell('test_mean', 'test_std'):>12}  {row['epochs']:6.1f}  "
+                         else f"{value(row[m])} ± {value(row[s])}")
+    print(f"{index:5d}  {cell('val_mean', 'val_std'):>15}  "
+          f"{cell('test_mean', 'test_std'):>15}  {row['epochs']:6.1f}  "
           f"{row['selected_folds']:6d}  {describe(row, grid)}")
   selection = result["selection"]
   print(f"\nselected by {result['protocol']} ({selection['note']}; ranked by "
-        f"{shown}): test {100 * selection['accuracy']:.2f} ± "
-        f"{100 * selection['std']:.2f} %")
+        f"{shown}): test {metric} {value(selection['score'])} ± "
+        f"{value(selection['std'])}")
 
 
 def command_parser() -> argparse.ArgumentParser:

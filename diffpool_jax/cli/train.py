@@ -30,7 +30,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from diffpool_jax import compile_cache, evaluation, hosts, plots
+from diffpool_jax import compile_cache, evaluation, hosts, plots, tasks
 from diffpool_jax.presets import PRESETS
 from diffpool_jax.pooling import POOLING
 from diffpool_jax.run import Run, RunConfig, write_json_atomic
@@ -227,8 +227,10 @@ def make_plots(run: Run, states) -> dict:
   synthetic set, the NMI of learned clusters; returns the extra results."""
   epochs = int(np.sum(~np.isnan(run.history["train_loss"][:, 0])))
   curves = {name.replace("_", " "): run.history[name][:epochs]
-            for name in ("train_loss", "train_acc", "val_acc", "test_acc")
-            if not np.all(np.isnan(run.history[name][:epochs]))}
+            for name in ("train_loss", "train_acc", f"val_{run.score}",
+                         f"test_{run.score}")
+            if name in run.history
+            and not np.all(np.isnan(run.history[name][:epochs]))}
   plots.plot_learning_curves(curves, run.out / "learning_curves.png")
   if run.model_config.num_levels == 0:
     return {}
@@ -284,26 +286,31 @@ def train_one(config: RunConfig, out: Path, args) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-  """Per-fold and mean ± std accuracy of each trained preset."""
+  """Per-fold (or per-seed) and mean ± std score of each trained preset."""
   for results in rows:
+    metric = results["metric"]
     print(f"\n{results['dataset']} / {results['preset']} / "
           f"protocol {results['protocol']} ({results['note']})")
     # the fixed-split protocol reports over seeds, the others over folds
-    unit = "seed" if "seed_accuracies" in results else "fold"
-    scores = results[f"{unit}_accuracies"]
-    print(f"  {unit:<9}" + " ".join(f"{i:>6d}" for i in range(len(scores))))
-    print("  accuracy " + " ".join(f"{100 * a:6.1f}" for a in scores))
-    line = (f"  mean {100 * results['accuracy']:.2f} ± "
-            f"{100 * results['std']:.2f} %")
+    unit = "seed" if "seed_scores" in results else "fold"
+    scores = results[f"{unit}_scores"]
+    print(f"  {unit:<9}" + " ".join(f"{i:>7d}" for i in range(len(scores))))
+    print(f"  {metric:<9}" + " ".join(f"{tasks.shown(metric, a):>7}"
+                                      for a in scores))
+    unit_shown = " %" if tasks.METRICS[metric][1] else ""
+    line = (f"  mean {metric} {tasks.shown(metric, results['score'])} ± "
+            f"{tasks.shown(metric, results['std'])}{unit_shown}")
     if "assignment_nmi" in results:
       line += f"   level-1 NMI vs true communities {results['assignment_nmi']:.3f}"
     print(line + f"   ({results['wall_seconds']:.0f} s training, "
           f"{results['compile_seconds']:.0f} s compiling, "
           f"{results['graphs_per_second']:.0f} graphs/s)")
   if len(rows) == 2:
-    gap = 100 * (rows[0]["accuracy"] - rows[1]["accuracy"])
-    print(f"\n{rows[0]['preset']} vs {rows[1]['preset']}: "
-          f"{gap:+.2f} points")
+    metric = rows[0]["metric"]
+    gap = rows[0]["score"] - rows[1]["score"]
+    gap = f"{100 * gap:+.2f} points" if tasks.METRICS[metric][1] else (
+        f"{gap:+.3f} {metric}")
+    print(f"\n{rows[0]['preset']} vs {rows[1]['preset']}: {gap}")
 
 
 # Model fields a baseline shares with the main model (its GNN stack and

@@ -192,7 +192,9 @@ def padding_waste(n_node: np.ndarray, buckets: Optional[np.ndarray] = None
 
 def bucketed_batches(dataset, buckets: np.ndarray,
                      sparse: bool | Sequence[bool] = False,
-                     ladder: bool = False) -> List[GraphBatch]:
+                     ladder: bool = False,
+                     targets: Optional[np.ndarray] = None
+                     ) -> List[GraphBatch]:
   """All graphs of the data set, one padded `GraphBatch` per bucket.
 
   Graph g sits in bucket `assign_buckets(...)[g]` at the position given by
@@ -201,7 +203,9 @@ def bucketed_batches(dataset, buckets: np.ndarray,
   per graph. With `ladder`, a bucket's graph slots are its graph count
   rounded up to the ladder (`on_ladder`; the rest are padding graphs), so
   that data sets of similar sizes give the programs the same shapes.
-  Host-side NumPy arrays, ready for `jax.device_put`.
+  With `targets` [G, T] (binary or regression tasks), each batch carries
+  its graphs' rows (NaN on padding graphs). Host-side NumPy arrays, ready
+  for `jax.device_put`.
   """
   which = assign_buckets(dataset.n_node, buckets)
   flags = ([sparse] * len(buckets) if isinstance(sparse, bool)
@@ -210,12 +214,18 @@ def bucketed_batches(dataset, buckets: np.ndarray,
   for b, size in enumerate(buckets):
     members = np.flatnonzero(which == b)
     build = sparse_batch if flags[b] else dense_batch
-    out.append(build(
+    batch = build(
         [dataset.edges[g] for g in members],
         [dataset.features[g] for g in members],
         dataset.labels[members], int(size),
         batch_size=int(on_ladder([max(len(members), 1)])[0]) if ladder
-        else max(len(members), 1)))
+        else max(len(members), 1))
+    if targets is not None:
+      rows = np.full((len(batch.n_node), targets.shape[1]), np.nan,
+                     np.float32)
+      rows[:len(members)] = targets[members]
+      batch = batch.replace(targets=rows)
+    out.append(batch)
   return out
 
 

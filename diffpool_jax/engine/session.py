@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from diffpool_jax import compile_effort, hosts, memory, pipeline, training
+from diffpool_jax import (compile_effort, hosts, memory, pipeline, tasks,
+                          training)
 from diffpool_jax.datasets import (GraphDataset, assign_buckets,
                                    bucket_entry_slots, bucket_options,
                                    buckets_worth_compiling,
@@ -91,13 +92,16 @@ class Session:
     self.shuffle_seeds = list(shuffle_seeds)
     self.num_members = len(seeds)
     self.optimizer = optimizer
-    self.model = DiffPool(self.model_config, dataset.num_classes,
-                          config.model_nodes(dataset.n_node))
+    self.task = tasks.task_of(dataset, config.task, config.metric)
+    self.model = DiffPool(self.model_config, self.task.outputs,
+                          config.model_nodes(dataset.n_node),
+                          task=self.task.kind)
     self.layout = bucket_layout(config, self.model, dataset, graphs)
     self.buckets, self.sparse = self.layout.buckets, self.layout.sparse
     self.effort = self.layout.effort
-    self.data = pipeline.device_data(dataset, self.buckets, self.sparse,
-                                     config.bucket_ladder)
+    self.data = pipeline.device_data(
+        dataset, self.buckets, self.sparse, config.bucket_ladder,
+        None if self.task.kind == "classification" else dataset.targets)
     if self.num_members % max(config.members_per_program, 1):
       raise ValueError(f"members_per_program={config.members_per_program} "
                        f"does not divide the {self.num_members} members "
@@ -315,13 +319,17 @@ class Session:
     return concatenate_members(totals)
 
   def evaluate_members(self, programs: Programs, split: str
-                       ) -> training.StepMetrics:
-    """Per-member metric sums [M] of a split ("val" or "test")."""
+                       ) -> Tuple[training.StepMetrics, jax.Array]:
+    """Per-member metric sums [M] of a split ("val" or "test") and the
+    members' outputs [T, M, B, O] on its fixed schedule
+    (`programs.evaluators[split][1]`; pipeline.graph_ids gives the graph
+    of each slot)."""
     evaluate, fixed = programs.evaluators[split]
-    return concatenate_members([
-        evaluate(self.part_states(programs.mesh, part), programs.buckets,
-                 fixed.bucket_ids, fixed.indices[part])
-        for part in self.member_parts(programs)])
+    parts = [evaluate(self.part_states(programs.mesh, part), programs.buckets,
+                      fixed.bucket_ids, fixed.indices[part])
+             for part in self.member_parts(programs)]
+    return (concatenate_members([sums for sums, _ in parts]),
+            jnp.concatenate([outputs for _, outputs in parts], axis=1))
 
 
 def epoch_runner(session: Session, member_graphs: Sequence[np.ndarray],

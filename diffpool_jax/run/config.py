@@ -16,6 +16,7 @@ from diffpool_jax.hyper import AUX, Hyper
 from diffpool_jax.model import DiffPoolConfig
 from diffpool_jax.presets import preset
 from diffpool_jax.protocols import PROTOCOLS
+from diffpool_jax.tasks import METRICS, TASKS
 from diffpool_jax.training import precision_context
 
 
@@ -43,6 +44,14 @@ class RunConfig:
       (one fixed split, a data set's official one: selection on valid,
       mean and std over seeds) or "paper" (chosen explicitly: the epoch
       of the best mean test-fold accuracy, optimistic; one point only).
+    task: what the model learns (tasks.TASKS): "auto" (the kind the data
+      set's targets imply: one class per graph, 0/1 targets with missing
+      labels, or real targets), "classification" (softmax cross-entropy),
+      "binary" (masked binary cross-entropy per target column) or
+      "regression" (masked squared error).
+    metric: the score runs select and report by: "auto" (the task's
+      default: accuracy, rocauc, rmse) or a name in tasks.METRICS that
+      scores the task ("ap" for binary, "mae" for regression).
     folds: outer folds (members = folds x seeds x points, the points every
       combination of `lr` and the `grid` axes; see `points`).
     seeds: seeds per fold; None: the protocol's `default_seeds` (1;
@@ -114,6 +123,8 @@ class RunConfig:
   preset: str = "paper"
   model: Dict[str, object] = dataclasses.field(default_factory=dict)
   protocol: str = "auto"
+  task: str = "auto"
+  metric: str = "auto"
   folds: int = 10
   seeds: Optional[int] = None
   epochs: int = 100
@@ -224,6 +235,12 @@ def check_run_config(config: "RunConfig") -> None:
                      "numbers")
   config.lr = tuple(float(v) for v in lrs)
   split_kind(config.features)               # raises on a bad feature kind
+  if config.task != "auto" and config.task not in TASKS:
+    raise ValueError(f"task={config.task!r}; expected 'auto' or one of "
+                     f"{tuple(TASKS)}")
+  if config.metric != "auto" and config.metric not in METRICS:
+    raise ValueError(f"metric={config.metric!r}; expected 'auto' or one of "
+                     f"{tuple(METRICS)}")
   if config.format != "auto" and config.format not in READERS:
     raise ValueError(f"format={config.format!r}; expected 'auto' or one of "
                      f"{tuple(READERS)}")

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from diffpool_jax import compile_cache, hosts, training
+from diffpool_jax import compile_cache, hosts, pipeline, tasks, training
 from diffpool_jax.training import Optimizer, adam_with_clip
 from diffpool_jax.datasets import GraphDataset
 from diffpool_jax.engine.session import MemberGraphs, Programs, Session
@@ -26,13 +26,16 @@ from diffpool_jax.run.members import (Members, input_fingerprints,
                                       load_dataset, make_folds)
 
 
-def history_keys(aux_names) -> Tuple[str, ...]:
-  """Per-epoch, per-member values a run records: losses and accuracies of
-  each split, and the training mean of each auxiliary loss
-  ("train_<name>")."""
-  return (("train_loss", "train_acc")
-          + tuple(f"train_{name}" for name in aux_names)
-          + ("val_loss", "val_acc", "test_loss", "test_acc"))
+def history_keys(aux_names, metric: str = "accuracy") -> Tuple[str, ...]:
+  """Per-epoch, per-member values a run records: the loss and the score
+  (the task's `metric`: "val_acc", "val_rocauc", "test_rmse", ...; see
+  tasks.score_key) of each split (the training score for classification
+  only), and the training mean of each auxiliary loss ("train_<name>")."""
+  score = tasks.score_key(metric)
+  train = ("train_loss", "train_acc") if metric == "accuracy" else (
+      "train_loss",)
+  return (train + tuple(f"train_{name}" for name in aux_names)
+          + ("val_loss", f"val_{score}", "test_loss", f"test_{score}"))
 
 
 class Run:
@@ -81,11 +84,25 @@ class Run:
         list(zip(self.members.fold, self.members.seed)),
         MemberGraphs(self.train_graphs, self.val_graphs, self.test_graphs),
         optimizer)
+    self.task = self.session.task
+    self.check_scorable()
+    self.score = tasks.score_key(self.task.metric)
     self.history = {k: np.full((config.epochs, len(self.members)), np.nan)
-                    for k in history_keys(self.model_config.aux_names)}
+                    for k in history_keys(self.model_config.aux_names,
+                                          self.task.metric)}
     self.epoch_seconds = np.full(config.epochs, np.nan)
     # Data, buckets and member initialisation, before any epoch program.
     self.setup_seconds = time.perf_counter() - start
+
+  def check_scorable(self) -> None:
+    """ValueError naming the fold and part whose graphs leave the task's
+    metric undefined (a binary task without both labels there)."""
+    for f, fold in enumerate(self.folds):
+      for part, graphs in (("valid", fold.validation), ("test", fold.test)):
+        if len(graphs) and self.dataset.targets is not None:
+          tasks.check_scorable(self.task, self.dataset.targets[graphs],
+                               f"the {part} part of "
+                               f"fold {f}")
 
   def checkpoint_tree(self, epoch: int):
     return {"states": self.session.states, "epoch": np.asarray(epoch),
@@ -112,9 +129,10 @@ class Run:
     """Whether the protocol lets training stop after this epoch (fair:
     every member's early stopping has run out of patience)."""
     seen = slice(0, epoch + 1)
-    return self.protocol.stopped(self.history["val_acc"][seen],
+    return self.protocol.stopped(self.history[f"val_{self.score}"][seen],
                                  self.history["val_loss"][seen],
-                                 self.config.patience)
+                                 self.config.patience,
+                                 self.task.higher_is_better)
 
   def fit(self, resume: bool = False, progress: bool = True,
           overwrite: bool = False) -> dict:
@@ -122,10 +140,10 @@ class Run:
     and checkpoints into the output folder; returns the results.
 
     The results (results.json's content) hold the protocol's summary
-    ("accuracy", "std", "fold_accuracies", ...), the run's timings and
-    "member_table": one row per member (folds x seeds x points) with its
-    fold, seed, point, hyper-parameters, "selected_epoch" (where its
-    protocol reads it) and its train/val/test figures there (see
+    ("score" in its "metric", "std", "fold_scores", ...), the task, the
+    run's timings and "member_table": one row per member (folds x seeds x
+    points) with its fold, seed, point, hyper-parameters, "selected_epoch"
+    (where its protocol reads it) and its train/val/test figures there (see
     `member_table`). `history` holds every epoch: {key: [epochs, M]}.
 
     The folder must not hold another run (RunFolderError): `resume`
@@ -202,15 +220,16 @@ class Run:
       jax.block_until_ready(self.session.states)
       self.epoch_seconds[epoch] = time.perf_counter() - start
       self.record(epoch, "train", totals)
-      for split in programs.evaluators:
+      for split, (_, fixed) in programs.evaluators.items():
         self.record(epoch, split,
-                    self.session.evaluate_members(programs, split))
+                    *self.session.evaluate_members(programs, split), fixed)
       self.mark_diverged(epoch)
       rows.extend(metric_rows(self.members, self.history, self.points[0],
                               epoch))
       if write:
         store.write_lines_atomic(self.out / "metrics.jsonl", rows)
-      shown = "val_acc" if "val" in programs.evaluators else "test_acc"
+      shown = (f"val_{self.score}" if "val" in programs.evaluators
+               else f"test_{self.score}")
       bar.set_postfix(loss=f"{np.mean(self.history['train_loss'][epoch]):.3f}",
                       **{shown: f"{np.mean(self.history[shown][epoch]):.3f}"},
                       graphs_per_s=f"{train_graphs / self.epoch_seconds[epoch]:.0f}")
@@ -244,28 +263,56 @@ class Run:
     `mark_diverged`), or -1."""
     return first_nan_epoch(self.history["train_loss"][:epochs_run])
 
-  def record(self, epoch: int, split: str, totals) -> None:
+  def record(self, epoch: int, split: str, totals, outputs=None,
+             schedule: Optional[pipeline.Schedule] = None) -> None:
     """Stores an epoch's per-member means of a split (and, for training,
-    of each auxiliary loss)."""
+    of each auxiliary loss) and its score: the accuracy from the metric
+    sums `totals` (classification), else the task's metric of the
+    evaluated members' `outputs` [T, M, B, O] on their `schedule`."""
     values = training.metrics_to_numpy(totals)
     self.history[f"{split}_loss"][epoch] = values["loss"]
-    self.history[f"{split}_acc"][epoch] = values["accuracy"]
+    if self.task.kind == "classification":
+      self.history[f"{split}_acc"][epoch] = values["accuracy"]
+    elif outputs is not None:
+      self.history[f"{split}_{self.score}"][epoch] = self.member_scores(
+          outputs, schedule)
     if split == "train":
       for name in self.model_config.aux_names:
         self.history[f"train_{name}"][epoch] = values[name]
+
+  def member_scores(self, outputs, schedule: pipeline.Schedule
+                    ) -> np.ndarray:
+    """[M] the task's metric of each member's outputs [T, M, B, O] on the
+    graphs its `schedule` evaluated (NaN where they are not finite: a
+    diverged member)."""
+    ids = pipeline.graph_ids(schedule, self.session.data)        # [M, T, B]
+    outputs = np.moveaxis(hosts.fetch(outputs), 1, 0)           # [M,T,B,O]
+    scores = np.full(len(ids), np.nan)
+    for m, member_ids in enumerate(ids):
+      real = member_ids >= 0
+      predicted = outputs[m][real]
+      if np.all(np.isfinite(predicted)):
+        scores[m] = tasks.score(self.task,
+                                self.dataset.targets[member_ids[real]],
+                                predicted)
+    return scores
 
   def results(self, epochs_run: int, compile_seconds: float,
               wall_seconds: float, train_graphs: int,
               programs: Programs) -> dict:
     table = lambda key: self.members.table(
         self.history[key][:epochs_run], self.grid_shape)
-    tables = {key: table(key) for key in ("val_acc", "val_loss", "test_acc")}
-    summary = self.protocol.summary(tables, self.config.patience)
-    selected = self.protocol.selected_epochs(tables, self.config.patience)
+    tables = {"val_score": table(f"val_{self.score}"),
+              "val_loss": table("val_loss"),
+              "test_score": table(f"test_{self.score}")}
+    higher = self.task.higher_is_better
+    summary = self.protocol.summary(tables, self.config.patience, higher)
+    selected = self.protocol.selected_epochs(tables, self.config.patience,
+                                             higher)
     seconds = self.epoch_seconds[:epochs_run]
     median = float(np.nanmedian(seconds)) if epochs_run else float("nan")
     diverged = self.diverged_at(epochs_run)
-    return {**summary,
+    return {**summary, "task": self.task.kind, "metric": self.task.metric,
             "diverged_members": {int(m): int(diverged[m]) for m in
                                  np.flatnonzero(diverged >= 0)},
             "dataset": self.config.dataset, "preset": self.config.preset,

@@ -23,20 +23,11 @@ from diffpool_jax.protocols import PROTOCOLS
 def load_dataset(config) -> GraphDataset:
   """A RunConfig's data set with its node features, read by the reader of
   its format (datasets.readers; the synthetic set takes `config.synthetic`
-  as options). InputError naming the data set when its targets are not
-  one class per graph (regression and multi-task targets are read but not
-  trained yet)."""
+  as options)."""
   form = find_format(config.dataset, config.data_root, config.format)
   options = dict(config.synthetic) if form == "synthetic" else {}
-  dataset = read_dataset(config.dataset, config.data_root, form,
-                         config.features, **options)
-  if dataset.num_classes < 2:
-    columns = 0 if dataset.targets is None else dataset.targets.shape[1]
-    raise InputError(
-        f"{{dataset}} {config.dataset}: its targets ({columns} column(s), "
-        "not one class id per graph: regression or several tasks) cannot "
-        "be trained yet; only graph classification is", "dataset")
-  return dataset
+  return read_dataset(config.dataset, config.data_root, form,
+                      config.features, **options)
 
 
 def make_folds(config, dataset: GraphDataset) -> List[Fold]:

@@ -108,7 +108,7 @@ def timed_command(flags: list, out: Path, cache: Path,
     results = json.loads(path.read_text())
     run = {key: results.get(key, {"effort": "(before)"}) for key in (
         "setup_seconds", "compile_seconds", "compile_stages", "wall_seconds",
-        "epochs_run", "buckets", "compile_effort", "accuracy")}
+        "epochs_run", "buckets", "compile_effort", "score")}
     timing["runs"][results["preset"]] = run
     timing["setup"] += run["setup_seconds"]
     timing["compile"] += run["compile_seconds"]
@@ -129,7 +129,7 @@ def print_timing(name: str, timing: dict) -> None:
         f"training {timing['training']:6.1f}  ("
         + "; ".join(f"{p}: {r['compile_effort']['effort']}, buckets "
                     f"{r['buckets']}, {r['epochs_run']} epochs, "
-                    f"{100 * r['accuracy']:.1f} %"
+                    f"{100 * r['score']:.1f} %"
                     for p, r in timing["runs"].items()) + ")")
   for preset, run in timing["runs"].items():
     if "start" not in next(iter(run["compile_stages"].values()), {}):
