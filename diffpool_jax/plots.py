@@ -14,6 +14,8 @@ from typing import Dict, Sequence
 
 import numpy as np
 
+from diffpool_jax.tasks import METRICS
+
 
 def import_in_background() -> threading.Thread:
   """Imports matplotlib's figure and Agg backend on a thread, so that a
@@ -127,17 +129,22 @@ def plot_hierarchy(edges: np.ndarray, assignment: np.ndarray,
   save_figure(figure, path)
 
 
-def plot_sweep(rows: Sequence[dict], path, score: str = "val_mean") -> None:
+def plot_sweep(rows: Sequence[dict], path, score: str = "val_mean",
+               metric: str = "accuracy") -> None:
   """One bar per grid point: `score` (e.g. "val_mean") with its standard
   deviation over folds; points chosen for at least one fold are dark.
 
   Args:
     rows: per point, {score, score's "_std" twin, "selected_folds", ...}.
     path: PNG file to write.
+    score: the row field shown.
+    metric: the sweep's metric (accuracy, ROC-AUC and AP in percent,
+      errors as they are).
   """
   std = score.replace("_mean", "_std")
-  values = np.array([100 * r[score] for r in rows])
-  errors = np.array([100 * r[std] for r in rows])
+  scale = 100 if METRICS[metric][1] else 1
+  values = np.array([scale * r[score] for r in rows])
+  errors = np.array([scale * r[std] for r in rows])
   chosen = np.array([r.get("selected_folds", 0) > 0 for r in rows])
   figure, axis = new_figure(figsize=(max(4, 0.35 * len(rows) + 2), 3.5))
   axis.bar(np.arange(len(rows)), values, yerr=errors,
@@ -145,8 +152,9 @@ def plot_sweep(rows: Sequence[dict], path, score: str = "val_mean") -> None:
   axis.set_xticks(np.arange(len(rows)))
   axis.set_xlabel("grid point (see sweep.csv)")
   axis.set_ylabel(score.replace("_mean", "").replace("val", "validation")
-                  + " accuracy (%)")
-  low = np.nanmin(values - errors) if len(values) else 0
-  axis.set_ylim(max(0, low - 5), min(100, np.nanmax(values + errors) + 5))
+                  + f" {metric}" + (" (%)" if scale == 100 else ""))
+  if scale == 100:
+    low = np.nanmin(values - errors) if len(values) else 0
+    axis.set_ylim(max(0, low - 5), min(100, np.nanmax(values + errors) + 5))
   axis.set_title("sweep (dark: selected for a fold)")
   save_figure(figure, path)

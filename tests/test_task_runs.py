@@ -180,3 +180,27 @@ def test_selection_follows_the_metric_direction():
   result = fixed_split_protocol(val, np.zeros_like(val), test, 10, False)
   assert result["seed_scores"] == [2.0, 5.0]
   assert result["selected_epochs"] == [[1, 2]]
+
+
+def test_a_sweep_selects_the_point_of_least_validation_rmse(tmp_path,
+                                                            capsys):
+  from diffpool_jax.cli import sweep
+  labels = [f"{0.5 * (2 + g % 3) - 1:.2f}" for g in range(24)]
+  root = write_molecules(tmp_path, labels)
+  grid_file = tmp_path / "grid.json"
+  grid_file.write_text(json.dumps({
+      "run": {"dataset": "ogbg-gen", "data_root": str(root), "seeds": 2,
+              "epochs": 2, "batch_size": 4,
+              "model": {"hidden_dim": 8, "num_layers": 1}},
+      "scalar": {"lr": [1e-3, 3e-2]}}))
+  grid = sweep.load_grid(grid_file, {})
+  result = sweep.run_sweep(grid, tmp_path / "out", progress=False)
+  assert result["metric"] == "rmse"
+  val = [row["val_mean"] for row in result["rows"]]
+  best = int(np.argmin(val))
+  assert result["selection"]["selected_points"] == [best]
+  assert [row["selected_folds"] for row in result["rows"]] == [
+      int(p == best) for p in range(2)]
+  sweep.print_summary(result, grid)
+  assert "test rmse" in capsys.readouterr().out
+  assert (tmp_path / "out" / "sweep.png").stat().st_size > 0

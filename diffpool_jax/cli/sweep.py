@@ -294,7 +294,8 @@ def run_sweep(grid: Grid, out: Path, resume: bool = False,
   if hosts.is_writer():
     write_json_atomic(out / "sweep.json", result)
     write_csv_atomic(out / "sweep.csv", rows)
-    plots.plot_sweep(rows, out / "sweep.png", PROTOCOLS[protocol].ranked_by)
+    plots.plot_sweep(rows, out / "sweep.png", PROTOCOLS[protocol].ranked_by,
+                     metric)
   return result
 
 
