@@ -177,6 +177,41 @@ class DenseSumConv(nn.Module):
     return mask_nodes(out, node_mask, self.mask_output)
 
 
+def embed_codes(tables: Sequence[jax.Array], codes: jax.Array,
+                node_mask: jax.Array) -> jax.Array:
+  """The sum over columns c of tables[c][codes[..., c]] (OGB's AtomEncoder:
+  one embedding per integer feature column), zero on padded nodes.
+
+  Args:
+    tables: per column a [V_c, D] embedding table.
+    codes: [B, N, C] integer codes (any dtype; out-of-range codes are
+      clipped to the table).
+    node_mask: [B, N] bool.
+
+  Returns:
+    [B, N, D] float embeddings.
+  """
+  codes = codes.astype(jnp.int32)
+  total = sum(table[jnp.clip(codes[..., c], 0, table.shape[0] - 1)]
+              for c, table in enumerate(tables))
+  return jnp.where(node_mask[..., None], total, 0.0)
+
+
+class CodeEmbedding(nn.Module):
+  """Integer feature columns [B, N, C] -> [B, N, features]: one table
+  `table{c}` [vocab[c], features] per column, summed (`embed_codes`);
+  Xavier-uniform tables as OGB's AtomEncoder."""
+  vocab: Sequence[int]
+  features: int
+
+  @nn.compact
+  def __call__(self, codes: jax.Array, node_mask: jax.Array) -> jax.Array:
+    tables = [self.param(f"table{c}", nn.initializers.xavier_uniform(),
+                         (int(size), self.features))
+              for c, size in enumerate(self.vocab)]
+    return embed_codes(tables, codes, node_mask)
+
+
 def gin_aggregate(x: jax.Array, adj: Adjacency, eps: jax.Array
                   ) -> jax.Array:
   """GIN's aggregation (1 + eps) x_i + sum_j A_ij x_j: x [B,N,F], adj

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 
 from diffpool_jax.adjacency import mask_adjacency
 from diffpool_jax.checks import check_dim, check_rank, checked_mask
-from diffpool_jax.layers import (DenseWeights, GNNStack, MaskedBatchNorm,
-                                 mask_nodes)
+from diffpool_jax.layers import (CodeEmbedding, DenseWeights, GNNStack,
+                                 MaskedBatchNorm, mask_nodes)
 from diffpool_jax.pooling import check_adjacency
 from diffpool_jax.presets import (PRESETS, DiffPoolConfig,  # noqa: F401
                                   check_cluster_counts, preset)
@@ -240,6 +240,10 @@ class DiffPool(nn.Module):
     c = self.config
     node_mask = checked_node_mask(x, adj, node_mask, "DiffPool")
     x, adj = clear_padding(x, adj, node_mask)
+    if c.input_vocab:
+      check_code_columns(c, x, "DiffPool")
+      x = CodeEmbedding(c.input_vocab, c.hidden_dim, name="input_embed")(
+          x, node_mask)
     if c.input_norm:
       x = MaskedBatchNorm(affine=c.bn_affine, name="input_bn")(
           x, node_mask, train)
@@ -276,6 +280,15 @@ class DiffPool(nn.Module):
       h = nn.relu(nn.Dense(width, name=f"mlp{i}")(h))
     logits = nn.Dense(self.num_classes, name=f"mlp{len(c.mlp_hidden)}")(h)
     return logits, tuple(levels)
+
+
+def check_code_columns(config: DiffPoolConfig, x: jax.Array,
+                       where: str) -> None:
+  """ValueError unless x [B, N, C] has one column per input_vocab entry."""
+  if x.shape[-1] != len(config.input_vocab):
+    raise ValueError(f"{where}: x has {x.shape[-1]} feature columns but "
+                     f"input_vocab has {len(config.input_vocab)} sizes (one "
+                     "per integer column: features 'codes')")
 
 
 def level_losses(levels: Tuple[PoolLevel, ...]) -> Dict[str, jax.Array]:

@@ -23,10 +23,11 @@ from flax import nnx
 
 from diffpool_jax.adjacency import diagonal, matmul, row_sums
 from diffpool_jax.layers import (batch_moments, dropout as drop,
-                                 gin_aggregate, l2_normalize, mask_nodes,
-                                 normalize, sage_mean)
-from diffpool_jax.model import (DiffPoolConfig, PoolLevel, checked_node_mask,
-                                clear_padding, cluster_slots,
+                                 embed_codes, gin_aggregate, l2_normalize,
+                                 mask_nodes, normalize, sage_mean)
+from diffpool_jax.model import (DiffPoolConfig, PoolLevel, check_code_columns,
+                                checked_node_mask, clear_padding,
+                                cluster_slots,
                                 graph_representation, input_readout,
                                 masked_readout, pool_level)
 from diffpool_jax.presets import check_cluster_counts
@@ -118,6 +119,22 @@ class GINConv(nnx.Module):
 CONVS = {"sage": SAGEConv, "gcn": GCNConv, "sum": SumConv, "gin": GINConv}
 
 
+class CodeEmbedding(nnx.Module):
+  """Integer feature columns -> summed embeddings `table{c}` (see
+  layers.CodeEmbedding)."""
+
+  def __init__(self, vocab: Sequence[int], features: int, rngs: nnx.Rngs):
+    self.columns = len(vocab)
+    init = jax.nn.initializers.xavier_uniform()
+    for c, size in enumerate(vocab):
+      setattr(self, f"table{c}", nnx.Param(init(rngs.params(),
+                                                (int(size), features))))
+
+  def __call__(self, codes: jax.Array, node_mask: jax.Array) -> jax.Array:
+    return embed_codes([getattr(self, f"table{c}")[...]
+                        for c in range(self.columns)], codes, node_mask)
+
+
 class MaskedBatchNorm(nnx.Module):
   """Batch norm over real nodes (see layers.MaskedBatchNorm): running
   `mean` and `var` are nnx.BatchStat, updated when called with train."""
@@ -199,6 +216,9 @@ class DiffPool(nnx.Module):
     self.config, self.max_nodes = config, max_nodes
     c = config
     hidden = (c.hidden_dim,) * (c.num_layers - 1)
+    if c.input_vocab:
+      self.input_embed = CodeEmbedding(c.input_vocab, c.hidden_dim, rngs)
+      in_features = c.hidden_dim
     input_width = in_features if c.input_readout != "none" else 0
     if c.input_norm:
       self.input_bn = MaskedBatchNorm(in_features, c.bn_affine)
@@ -242,6 +262,9 @@ class DiffPool(nnx.Module):
     c = self.config
     node_mask = checked_node_mask(x, adj, node_mask, "nnx.DiffPool")
     x, adj = clear_padding(x, adj, node_mask)
+    if c.input_vocab:
+      check_code_columns(c, x, "nnx.DiffPool")
+      x = self.input_embed(x, node_mask)
     if c.input_norm:
       x = self.input_bn(x, node_mask, train)
     input_vector = input_readout(

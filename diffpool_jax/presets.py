@@ -67,6 +67,11 @@ class DiffPoolConfig:
     input_norm: a masked batch norm of the raw node features at the
       entry (raw attributes reach the hundreds; sum aggregation, as in
       "gin", passes their scale on).
+    input_vocab: vocabulary sizes of integer node feature columns: when
+      given, the node features are integer codes [B, N, C] (one column per
+      size; features "codes") and the model embeds them at the entry, one
+      table per column, summed, to hidden_dim wide (OGB's AtomEncoder);
+      the runs fill it from the data. Empty: float features as they are.
     mlp_hidden: hidden widths of the prediction MLP.
     link_loss: "frobenius", "pyg" or "bce" (the "diffpool" operator's form,
       see `dense_diff_pool`).
@@ -98,6 +103,7 @@ class DiffPoolConfig:
   readout_all_levels: bool = True
   input_readout: str = "none"
   input_norm: bool = False
+  input_vocab: Tuple[int, ...] = ()
   mlp_hidden: Tuple[int, ...] = (50,)
   link_loss: str = "frobenius"
   aux_weights: Tuple[Tuple[str, float], ...] = ()
@@ -215,6 +221,10 @@ def check_model_config(config: DiffPoolConfig) -> None:
     if not isinstance(getattr(config, field), int) or getattr(config, field) < 1:
       raise ValueError(f"DiffPoolConfig.{field}={getattr(config, field)!r}; "
                        "must be an integer >= 1")
+  if any(not isinstance(size, int) or size < 1
+         for size in config.input_vocab):
+    raise ValueError(f"DiffPoolConfig.input_vocab={config.input_vocab}; "
+                     "every vocabulary size must be an integer >= 1")
   if any(width < 1 for width in config.mlp_hidden):
     raise ValueError(f"DiffPoolConfig.mlp_hidden={config.mlp_hidden}; every "
                      "width must be >= 1")

@@ -74,7 +74,11 @@ def test_the_reader_gives_graphs_features_targets_and_split(tmp_path):
   assert data.num_classes == 0                 # two tasks: no single class
   assert {k: v.tolist() for k, v in data.official_split.items()} == {
       "train": [0], "valid": [1], "test": [2]}
-  assert data.features[0].shape == (3, 3 + 2)  # one-hot per column
+  # default: the atom features as codes (values 5, 6, 7 and 0, 1 ranked)
+  assert data.feature_kind == "codes"
+  np.testing.assert_array_equal(data.features[0], [[0, 0], [1, 1], [0, 0]])
+  hot = load_ogb("ogbg_toy", root=root, download=False, features="labels")
+  assert hot.features[0].shape == (3, 3 + 2)   # one-hot per column
   again = load_ogb("ogbg_toy", root=root, download=False)
   assert "read from the processed cache" in again.origin
   assert "ogb reader" in again.origin

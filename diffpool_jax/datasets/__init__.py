@@ -13,7 +13,8 @@ from diffpool_jax.datasets.buckets import (assign_buckets,
                                            sparse_by_cost, waste_table)
 from diffpool_jax.datasets.dataset import GraphDataset
 from diffpool_jax.datasets.download import default_cache_dir, download_tu
-from diffpool_jax.datasets.features import FEATURE_KINDS, node_features
+from diffpool_jax.datasets.features import (FEATURE_KINDS, code_vocabulary,
+                                            node_features)
 from diffpool_jax.datasets.loader import batches
 from diffpool_jax.datasets.ogb import load_ogb
 from diffpool_jax.datasets.readers import (READERS, Reader, find_format,
@@ -30,7 +31,8 @@ __all__ = [
     "padded_graph_cost", "padding_waste", "size_ladder",
     "sparse_by_cost", "waste_table",
     "GraphDataset", "default_cache_dir", "download_tu", "FEATURE_KINDS",
-    "node_features", "batches", "Fold", "load_split_file", "stratified_folds",
+    "node_features", "code_vocabulary", "batches", "Fold",
+    "load_split_file", "stratified_folds",
     "PATTERNS", "synthetic_hierarchical", "load_tu", "load_ogb", "READERS",
     "Reader", "find_format", "read_dataset", "register_reader",
 ]

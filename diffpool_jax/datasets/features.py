@@ -6,6 +6,11 @@ Kinds::
                 vocabulary is the set of values seen in the data set).
   "attributes"  the node attributes.
   "both"        labels and attributes concatenated.
+  "codes"       the node labels as integer codes, one column per label
+                column (0..V-1 over the values seen in the data set), for
+                a model that embeds them (DiffPoolConfig.input_vocab,
+                `code_vocabulary`): C floats a node instead of the one-hot
+                width. The OGB reader's default; no "+" extras.
   "degree"      one-hot degree, degrees >= max_degree share the last slot.
   "constant"    a single column of ones.
   "default"     "both" where labels and attributes exist, else whichever
@@ -46,6 +51,23 @@ def one_hot_labels(node_labels: Sequence[np.ndarray]) -> List[np.ndarray]:
   return out
 
 
+def label_codes(node_labels: Sequence[np.ndarray]) -> List[np.ndarray]:
+  """Each label column's values as their rank among the values seen in
+  the data set (0..V_c-1), float32 [n_i, C] per graph."""
+  stacked = np.concatenate(node_labels)
+  blocks = [np.unique(stacked[:, c]) for c in range(stacked.shape[1])]
+  return [np.stack([np.searchsorted(values, labels[:, c])
+                    for c, values in enumerate(blocks)], axis=1
+                   ).astype(np.float32) for labels in node_labels]
+
+
+def code_vocabulary(features: Sequence[np.ndarray]) -> Tuple[int, ...]:
+  """Per column, the vocabulary size (largest code + 1) of "codes"
+  features [n_i, C] per graph."""
+  largest = np.max([f.max(axis=0) for f in features if len(f)], axis=0)
+  return tuple(int(v) + 1 for v in largest)
+
+
 def degree_one_hot(n_node: np.ndarray, edges: Sequence[np.ndarray],
                    max_degree: Optional[int]) -> List[np.ndarray]:
   """One-hot of min(degree, max_degree); width max_degree + 1."""
@@ -73,6 +95,9 @@ def split_kind(kind: str) -> Tuple[str, Tuple[str, ...]]:
                        f"{tuple(STRUCTURE_FEATURES)}")
   if len(set(extras)) < len(extras):
     raise ValueError(f"features={kind!r} names a structural feature twice")
+  if base == "codes" and extras:
+    raise ValueError(f"features={kind!r}: integer codes take no '+' extras "
+                     "(they are embedded, not concatenated)")
   return base, tuple(extras)
 
 
@@ -122,6 +147,11 @@ def label_features(dataset, max_degree: Optional[int]) -> List[np.ndarray]:
   return one_hot_labels(dataset.node_labels)
 
 
+def code_features(dataset, max_degree: Optional[int]) -> List[np.ndarray]:
+  """Node labels as integer codes (see `label_codes`)."""
+  return label_codes(dataset.node_labels)
+
+
 def attribute_features(dataset, max_degree: Optional[int]
                        ) -> List[np.ndarray]:
   """The node attributes as they are (float32)."""
@@ -160,8 +190,10 @@ def per_graph(compute):
 # (with what it needs from the data set in NEEDS).
 BASE_FEATURES = {"labels": label_features, "attributes": attribute_features,
                  "both": label_and_attribute_features,
+                 "codes": code_features,
                  "degree": degree_features, "constant": constant_features}
-NEEDS = {"labels": ("node_labels",), "attributes": ("node_attributes",),
+NEEDS = {"labels": ("node_labels",), "codes": ("node_labels",),
+         "attributes": ("node_attributes",),
          "both": ("node_labels", "node_attributes")}
 # Structural features computed from each graph alone (never from labels),
 # appended with "+".

@@ -80,8 +80,9 @@ def load_ogb(name: str, root: Optional[str | os.PathLike] = None,
       FileNotFoundError.
     split: the split folder under `split/` ("scaffold" for the molecules).
     keep_self_loops: keep `i, i` edges (dropped by default).
-    features: node feature kind (see `node_features`); "default" is the
-      one-hot of the integer node features.
+    features: node feature kind (see `node_features`); "default" is
+      "codes" (the integer node features, embedded by the model, as OGB's
+      AtomEncoder) where the set has node features.
     cache: keep the parsed graphs in the processed cache (see
       datasets.processed).
 
@@ -111,6 +112,8 @@ def load_ogb(name: str, root: Optional[str | os.PathLike] = None,
       {"split": split, "keep_self_loops": keep_self_loops},
       lambda: parse_ogb(folder, folder_name(name).replace("_", "-"), split,
                         keep_self_loops), use_cache=cache)
+  if features == "default" and dataset.node_labels is not None:
+    features = "codes"
   return dataset.with_features(features)
 
 

@@ -13,6 +13,7 @@ benchmarks use a session directly.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import (Any, Callable, Dict, List, NamedTuple, Optional,
                     Sequence, Tuple)
@@ -24,6 +25,7 @@ from jax.sharding import Mesh
 
 from diffpool_jax import (compile_effort, hosts, memory, pipeline, tasks,
                           training)
+from diffpool_jax.datasets.features import code_vocabulary
 from diffpool_jax.datasets import (GraphDataset, assign_buckets,
                                    bucket_entry_slots, bucket_options,
                                    buckets_worth_compiling,
@@ -86,7 +88,7 @@ class Session:
                optimizer: training.Optimizer = training.adam_with_clip):
     self.started = time.perf_counter()
     self.config = config
-    self.model_config = config.model_config()
+    self.model_config = with_input_vocab(config.model_config(), dataset)
     self.dataset = dataset
     self.graphs = graphs
     self.shuffle_seeds = list(shuffle_seeds)
@@ -330,6 +332,20 @@ class Session:
              for part in self.member_parts(programs)]
     return (concatenate_members([sums for sums, _ in parts]),
             jnp.concatenate([outputs for _, outputs in parts], axis=1))
+
+
+def with_input_vocab(model_config, dataset: GraphDataset):
+  """The model config with `input_vocab` read from the data set's integer
+  codes (features "codes"; datasets.code_vocabulary); ValueError when the
+  config asks for codes the features are not."""
+  if dataset.feature_kind == "codes":
+    return dataclasses.replace(model_config,
+                               input_vocab=code_vocabulary(dataset.features))
+  if model_config.input_vocab:
+    raise ValueError(f"model.input_vocab={model_config.input_vocab} embeds "
+                     "integer codes, but the features are "
+                     f"{dataset.feature_kind!r}: use features='codes'")
+  return model_config
 
 
 def epoch_runner(session: Session, member_graphs: Sequence[np.ndarray],

@@ -73,7 +73,6 @@ class Run:
         len(self.folds), config.seeds,
         [config.member_hyper(p) for p in self.points])
     self.grid_shape = (len(self.folds), config.seeds, len(self.points))
-    self.model_config = config.model_config()
     folds = [self.folds[f] for f in self.members.fold]
     self.train_graphs = [fold.train for fold in folds]
     self.val_graphs = [fold.validation for fold in folds]
@@ -85,6 +84,7 @@ class Run:
         MemberGraphs(self.train_graphs, self.val_graphs, self.test_graphs),
         optimizer)
     self.task = self.session.task
+    self.model_config = self.session.model_config    # input_vocab filled
     self.check_scorable()
     self.score = tasks.score_key(self.task.metric)
     self.history = {k: np.full((config.epochs, len(self.members)), np.nan)
