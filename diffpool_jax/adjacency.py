@@ -9,7 +9,7 @@ O(B N^2).
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import flax.struct
 import jax
@@ -29,11 +29,15 @@ class EdgeList:
     senders, receivers: [B, E] int32 local node ids (row, column).
     weights: [B, E] float entry values.
     num_nodes: N (static).
+    features: [B, E, D] features of each entry (a bond's integer codes as
+      read, their embedding inside the model; see `gine_messages`), or
+      None.
   """
   senders: jax.Array
   receivers: jax.Array
   weights: jax.Array
   num_nodes: int = flax.struct.field(pytree_node=False)
+  features: Optional[jax.Array] = None
 
   @property
   def shape(self):
@@ -60,6 +64,22 @@ def matmul(adj: Adjacency, x: jax.Array) -> jax.Array:
   weights = jnp.asarray(adj.weights, x.dtype).reshape(-1, 1)
   messages = flat[cols] * weights
   out = jax.ops.segment_sum(messages, rows, num_segments=batch * nodes)
+  return out.reshape(batch, nodes, features)
+
+
+def gine_messages(adj: EdgeList, x: jax.Array, edge: jax.Array
+                  ) -> jax.Array:
+  """sum over entries (i, j) of A_ij relu(x_j + edge_ij), at each row i:
+  GINE's edge-aware aggregation (Hu et al., "Strategies for Pre-training
+  Graph Neural Networks", ICLR 2020). x [B,N,F], edge [B,E,F] ->
+  [B,N,F]; padding entries (weight 0) add nothing."""
+  batch, nodes, features = x.shape
+  rows, cols = adj.flat_indices()
+  flat = jnp.asarray(x).reshape(batch * nodes, features)
+  messages = jax.nn.relu(flat[cols] + edge.reshape(-1, features))
+  weights = jnp.asarray(adj.weights, x.dtype).reshape(-1, 1)
+  out = jax.ops.segment_sum(messages * weights, rows,
+                            num_segments=batch * nodes)
   return out.reshape(batch, nodes, features)
 
 
@@ -106,9 +126,8 @@ def mask_adjacency(adj: Adjacency, node_mask: jax.Array) -> Adjacency:
   real = (jnp.take_along_axis(node_mask, senders, axis=1, mode="clip")
           & jnp.take_along_axis(node_mask, receivers, axis=1, mode="clip"))
   weights = jnp.asarray(adj.weights)
-  return EdgeList(senders, receivers,
-                  jnp.where(real, weights, jnp.zeros((), weights.dtype)),
-                  adj.num_nodes)
+  return adj.replace(weights=jnp.where(real, weights,
+                                       jnp.zeros((), weights.dtype)))
 
 
 def to_dense(adj: Adjacency) -> jax.Array:

@@ -139,6 +139,7 @@ def sparse_batch(edges: Sequence[np.ndarray],
                  num_edges: Optional[int] = None,
                  batch_size: Optional[int] = None,
                  edge_weights: Optional[Sequence[np.ndarray]] = None,
+                 edge_features: Optional[Sequence[np.ndarray]] = None,
                  ) -> GraphBatch:
   """Like `dense_batch`, with the adjacency as an `EdgeList` (host side).
 
@@ -147,6 +148,8 @@ def sparse_batch(edges: Sequence[np.ndarray],
       `dense_batch`; repeated entries must already be coalesced.
     num_edges: E, the static entry budget per graph (default: the most
       entries of any graph given); padding entries get weight 0.
+    edge_features: per graph [E_i, D] features of its entries (EdgeList
+      features [B, E, D], zero on padding entries), or None.
 
   Returns:
     A `GraphBatch` whose adj is an `EdgeList` with [B, E] NumPy arrays.
@@ -169,7 +172,18 @@ def sparse_batch(edges: Sequence[np.ndarray],
     receivers[i, :count] = edge_array[:, 1]
     weights[i, :count] = (1.0 if edge_weights is None
                           else np.asarray(edge_weights[i], np.float32))
-  adj = EdgeList(senders, receivers, weights, num_nodes=num_nodes)
+  entry_features = None
+  if edge_features is not None:
+    width = max((np.shape(f)[1] for f in edge_features), default=1)
+    entry_features = np.zeros((batch_size, num_edges, width), np.float32)
+    for i, values in enumerate(edge_features):
+      if len(values) != len(edge_arrays[i]):
+        raise ValueError(f"sparse_batch: edge_features[{i}] has "
+                         f"{len(values)} rows for {len(edge_arrays[i])} "
+                         "entries")
+      entry_features[i, :len(values)] = values
+  adj = EdgeList(senders, receivers, weights, num_nodes=num_nodes,
+                 features=entry_features)
   return GraphBatch(x=x, adj=adj, node_mask=node_mask, labels=label_array,
                     n_node=n_node)
 

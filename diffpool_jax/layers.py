@@ -15,9 +15,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from diffpool_jax.adjacency import Adjacency, diagonal, matmul, row_sums
+from diffpool_jax.adjacency import (Adjacency, EdgeList, diagonal,
+                                    gine_messages, matmul, row_sums)
 
-CONV_TYPES = ("sage", "gcn", "sum", "gin")
+CONV_TYPES = ("sage", "gcn", "sum", "gin", "gine")
 
 # Xavier-uniform with the ReLU gain, as the authors' GraphConv initialises.
 xavier_relu_init = nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")
@@ -236,12 +237,43 @@ class DenseGINConv(nn.Module):
     return mask_nodes(out, node_mask, self.mask_output)
 
 
+def gine_aggregate(x: jax.Array, adj: Adjacency, eps: jax.Array,
+                   project) -> jax.Array:
+  """GINE's aggregation (1 + eps) x_i + sum_j A_ij relu(x_j + W e_ij) on an
+  EdgeList with entry features e (projected to x's width by `project`,
+  e.g. a Dense); GIN's (`gin_aggregate`) on any other adjacency (a pooled
+  level has no edge features)."""
+  if isinstance(adj, EdgeList) and adj.features is not None:
+    return (1.0 + eps) * x + gine_messages(adj, x, project(adj.features))
+  return gin_aggregate(x, adj, eps)
+
+
+class DenseGINEConv(nn.Module):
+  """GINE (Hu et al., "Strategies for Pre-training Graph Neural Networks",
+  ICLR 2020; OGB's GIN baseline): GIN whose messages see the bond,
+  out_i = MLP((1 + eps) x_i + sum_j A_ij relu(x_j + W e_ij)), where the
+  adjacency is an EdgeList carrying entry features e (`edge` maps them to
+  x's width); on a pooled (dense) level, GIN."""
+  features: int
+  mask_output: bool = True
+
+  @nn.compact
+  def __call__(self, x, adj, node_mask):
+    eps = self.param("eps", nn.initializers.zeros, (), jnp.float32)
+    h = gine_aggregate(x, adj, eps,
+                       lambda e: nn.Dense(x.shape[-1], name="edge")(e))
+    h = nn.relu(nn.Dense(self.features, name="mlp0")(h))
+    out = nn.Dense(self.features, name="mlp1")(h)
+    return mask_nodes(out, node_mask, self.mask_output)
+
+
 def make_conv(conv: str, features: int, name: str,
               mask_output: bool = True) -> nn.Module:
-  """The dense convolution named `conv` ("sage", "gcn", "sum" or "gin");
-  `mask_output=False` leaves padded nodes unmasked (see `mask_nodes`)."""
+  """The dense convolution named `conv` ("sage", "gcn", "sum", "gin" or
+  "gine"); `mask_output=False` leaves padded nodes unmasked (see
+  `mask_nodes`)."""
   classes = {"sage": DenseSAGEConv, "gcn": DenseGCNConv, "sum": DenseSumConv,
-             "gin": DenseGINConv}
+             "gin": DenseGINConv, "gine": DenseGINEConv}
   if conv not in classes:
     raise ValueError(f"unknown conv {conv!r}; expected one of {CONV_TYPES}")
   return classes[conv](features, mask_output, name=name)
@@ -306,7 +338,7 @@ class GNNStack(nn.Module):
   the last layer's.
 
   Attributes:
-    conv: "sage", "gcn", "sum" or "gin".
+    conv: "sage", "gcn", "sum", "gin" or "gine".
     widths: output width of each layer, e.g. (64, 64, 32).
     l2_normalize: L2-normalise each layer's node embeddings.
     batch_norm: apply `MaskedBatchNorm` after the activation.

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from diffpool_jax.adjacency import mask_adjacency
+from diffpool_jax.adjacency import EdgeList, mask_adjacency
 from diffpool_jax.checks import check_dim, check_rank, checked_mask
 from diffpool_jax.layers import (CodeEmbedding, DenseWeights, GNNStack,
                                  MaskedBatchNorm, mask_nodes)
@@ -244,6 +244,11 @@ class DiffPool(nn.Module):
       check_code_columns(c, x, "DiffPool")
       x = CodeEmbedding(c.input_vocab, c.hidden_dim, name="input_embed")(
           x, node_mask)
+    if c.conv == "gine":
+      codes = checked_edge_codes(c, adj, "DiffPool")
+      adj = adj.replace(features=CodeEmbedding(
+          c.edge_vocab, c.hidden_dim, name="edge_embed")(
+              codes, adj.weights != 0))
     if c.input_norm:
       x = MaskedBatchNorm(affine=c.bn_affine, name="input_bn")(
           x, node_mask, train)
@@ -289,6 +294,23 @@ def check_code_columns(config: DiffPoolConfig, x: jax.Array,
     raise ValueError(f"{where}: x has {x.shape[-1]} feature columns but "
                      f"input_vocab has {len(config.input_vocab)} sizes (one "
                      "per integer column: features 'codes')")
+
+
+def checked_edge_codes(config: DiffPoolConfig, adj, where: str
+                       ) -> jax.Array:
+  """The entry codes [B, E, C] of a "gine" model's first-level EdgeList;
+  ValueError unless adj is one with a code column per edge_vocab entry."""
+  codes = adj.features if isinstance(adj, EdgeList) else None
+  if codes is None or not config.edge_vocab:
+    raise ValueError(f"{where}: conv='gine' needs edge features: an "
+                     "EdgeList adjacency whose `features` hold each "
+                     "entry's integer codes, and edge_vocab (the runs fill "
+                     "both from the data's edge labels)")
+  if codes.shape[-1] != len(config.edge_vocab):
+    raise ValueError(f"{where}: the EdgeList has {codes.shape[-1]} edge "
+                     f"feature columns but edge_vocab has "
+                     f"{len(config.edge_vocab)} sizes")
+  return codes
 
 
 def level_losses(levels: Tuple[PoolLevel, ...]) -> Dict[str, jax.Array]:

@@ -23,11 +23,12 @@ from flax import nnx
 
 from diffpool_jax.adjacency import diagonal, matmul, row_sums
 from diffpool_jax.layers import (batch_moments, dropout as drop,
-                                 embed_codes, gin_aggregate, l2_normalize,
-                                 mask_nodes, normalize, sage_mean)
+                                 embed_codes, gin_aggregate, gine_aggregate,
+                                 l2_normalize, mask_nodes, normalize,
+                                 sage_mean)
 from diffpool_jax.model import (DiffPoolConfig, PoolLevel, check_code_columns,
-                                checked_node_mask, clear_padding,
-                                cluster_slots,
+                                checked_edge_codes, checked_node_mask,
+                                clear_padding, cluster_slots,
                                 graph_representation, input_readout,
                                 masked_readout, pool_level)
 from diffpool_jax.presets import check_cluster_counts
@@ -116,7 +117,32 @@ class GINConv(nnx.Module):
     return mask_nodes(self.mlp1(h), node_mask, self.mask_output)
 
 
-CONVS = {"sage": SAGEConv, "gcn": GCNConv, "sum": SumConv, "gin": GINConv}
+class GINEConv(nnx.Module):
+  """GINE, MLP((1 + eps) x_i + sum_j A_ij relu(x_j + W e_ij)) (see
+  layers.DenseGINEConv); `edge_features` > 0: the width of the entry
+  features its adjacency carries (the first level), 0: GIN (pooled
+  levels)."""
+
+  def __init__(self, in_features: int, features: int, rngs: nnx.Rngs,
+               mask_output: bool = True, edge_features: int = 0):
+    self.mask_output = mask_output
+    self.eps = nnx.Param(jnp.zeros(()))
+    self.edge = (Dense(edge_features, in_features, rngs) if edge_features
+                 else None)
+    self.mlp0 = Dense(in_features, features, rngs)
+    self.mlp1 = Dense(features, features, rngs)
+
+  def __call__(self, x, adj, node_mask):
+    if self.edge is None:
+      h = gin_aggregate(x, adj, self.eps[...])
+    else:
+      h = gine_aggregate(x, adj, self.eps[...], self.edge)
+    h = jax.nn.relu(self.mlp0(h))
+    return mask_nodes(self.mlp1(h), node_mask, self.mask_output)
+
+
+CONVS = {"sage": SAGEConv, "gcn": GCNConv, "sum": SumConv, "gin": GINConv,
+         "gine": GINEConv}
 
 
 class CodeEmbedding(nnx.Module):
@@ -172,15 +198,16 @@ class GNNStack(nnx.Module):
                rngs: nnx.Rngs, l2_normalize: bool = False,
                batch_norm: bool = True, bn_affine: bool = True,
                concat: bool = True, activate_last: bool = False,
-               dropout: float = 0.0):
+               dropout: float = 0.0, edge_features: int = 0):
     self.widths, self.l2, self.concat = tuple(widths), l2_normalize, concat
+    edges = {"edge_features": edge_features} if edge_features else {}
     self.activate_last, self.dropout = activate_last, dropout
     self.batch_norm = batch_norm
     for i, width in enumerate(self.widths):
       activated = i < len(self.widths) - 1 or activate_last
       setattr(self, f"conv{i}", CONVS[conv](
           in_features, width, rngs,
-          mask_output=not (activated and batch_norm)))
+          mask_output=not (activated and batch_norm), **edges))
       if activated and batch_norm:
         setattr(self, f"bn{i}", MaskedBatchNorm(width, bn_affine))
       in_features = width
@@ -225,20 +252,24 @@ class DiffPool(nnx.Module):
     if c.input_readout != "none":
       self.input_readout_bn = MaskedBatchNorm(in_features, c.bn_affine)
     readout_widths = []
+    if c.conv == "gine":
+      self.edge_embed = CodeEmbedding(c.edge_vocab, c.hidden_dim, rngs)
     for level, width in enumerate(c.cluster_counts(max_nodes)):
-      embed = self.gnn(in_features, hidden + (c.embed_dim,), c.concat, rngs)
+      embed = self.gnn(in_features, hidden + (c.embed_dim,), c.concat, rngs,
+                       level)
       setattr(self, f"embed{level}", embed)
       head_input = embed.out_features
       if c.assign_from != "embedding":
         assign = self.gnn(in_features, hidden + (width,),
-                          c.concat and c.assign_head != "none", rngs)
+                          c.concat and c.assign_head != "none", rngs, level)
         setattr(self, f"assign{level}", assign)
         head_input = assign.out_features
       if c.assign_head != "none":
         setattr(self, f"assign_head{level}", Dense(head_input, width, rngs))
       readout_widths.append(embed.out_features)
       in_features = embed.out_features
-    last = self.gnn(in_features, hidden + (c.embed_dim,), c.concat, rngs)
+    last = self.gnn(in_features, hidden + (c.embed_dim,), c.concat, rngs,
+                    c.num_levels)
     setattr(self, f"embed{c.num_levels}", last)
     readout_widths.append(last.out_features)
     width = input_width + (sum(readout_widths) if c.readout_all_levels
@@ -247,11 +278,14 @@ class DiffPool(nnx.Module):
       setattr(self, f"mlp{i}", Dense(width, out, rngs))
       width = out
 
-  def gnn(self, in_features, widths, concat, rngs) -> GNNStack:
+  def gnn(self, in_features, widths, concat, rngs, level) -> GNNStack:
+    """A GNN of pooling level `level` (with "gine", level 0 reads the
+    first level's embedded edge features)."""
     c = self.config
+    edges = c.hidden_dim if c.conv == "gine" and level == 0 else 0
     return GNNStack(c.conv, in_features, widths, rngs, c.l2_normalize,
                     c.batch_norm, c.bn_affine, concat, c.activate_last,
-                    c.dropout)
+                    c.dropout, edges)
 
   def __call__(self, x, adj, node_mask=None, *, train: bool = False,
                dropout=None, key: Optional[jax.Array] = None
@@ -265,6 +299,9 @@ class DiffPool(nnx.Module):
     if c.input_vocab:
       check_code_columns(c, x, "nnx.DiffPool")
       x = self.input_embed(x, node_mask)
+    if c.conv == "gine":
+      codes = checked_edge_codes(c, adj, "nnx.DiffPool")
+      adj = adj.replace(features=self.edge_embed(codes, adj.weights != 0))
     if c.input_norm:
       x = self.input_bn(x, node_mask, train)
     input_vector = input_readout(

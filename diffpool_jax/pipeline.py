@@ -37,13 +37,17 @@ class DeviceData(NamedTuple):
 def device_data(dataset, bucket_sizes: np.ndarray,
                 sparse: bool | Sequence[bool] = False,
                 ladder: bool = False,
-                targets: Optional[np.ndarray] = None) -> DeviceData:
+                targets: Optional[np.ndarray] = None,
+                edge_features: Optional[Sequence[np.ndarray]] = None
+                ) -> DeviceData:
   """Pads the data set per bucket and moves it to the device; `sparse`
   (one flag, or one per bucket) stores a bucket's adjacency as an EdgeList
   (no N x N matrices); `ladder` rounds each bucket's graph slots up to the
   size ladder; `targets` [G, T] go with the graphs of a binary or
-  regression task (see datasets.bucketed_batches)."""
-  batches = bucketed_batches(dataset, bucket_sizes, sparse, ladder, targets)
+  regression task, `edge_features` (per graph [E_i, D]) with the entries
+  of edge-list buckets (see datasets.bucketed_batches)."""
+  batches = bucketed_batches(dataset, bucket_sizes, sparse, ladder, targets,
+                             edge_features)
   return DeviceData(tuple(jax.device_put(b) for b in batches),
                     np.asarray(bucket_sizes),
                     assign_buckets(dataset.n_node, bucket_sizes),

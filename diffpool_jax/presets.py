@@ -26,8 +26,10 @@ class DiffPoolConfig:
 
   Attributes:
     conv: graph convolution, "sage" (GraphSAGE-mean), "gcn", "sum" (the
-      authors' GraphConv) or "gin" (sum aggregation into a 2-layer MLP
-      with a learned epsilon, Xu et al. 2019).
+      authors' GraphConv), "gin" (sum aggregation into a 2-layer MLP
+      with a learned epsilon, Xu et al. 2019) or "gine" (GIN whose
+      messages see the bond features, Hu et al. 2020: needs edge features
+      on an edge-list first level, see edge_vocab; GIN on pooled levels).
     hidden_dim: width of every GNN layer but the last.
     embed_dim: width of the last layer of each embedding GNN.
     num_layers: convolutions per GNN (embedding and assignment alike).
@@ -72,6 +74,11 @@ class DiffPoolConfig:
       size; features "codes") and the model embeds them at the entry, one
       table per column, summed, to hidden_dim wide (OGB's AtomEncoder);
       the runs fill it from the data. Empty: float features as they are.
+    edge_vocab: vocabulary sizes of integer edge feature columns (bond
+      codes): when given, the first level's EdgeList carries each entry's
+      codes, embedded at the entry like input_vocab (one table per
+      column, summed, hidden_dim wide) for "gine"; the runs fill it from
+      the data's edge labels when conv is "gine".
     mlp_hidden: hidden widths of the prediction MLP.
     link_loss: "frobenius", "pyg" or "bce" (the "diffpool" operator's form,
       see `dense_diff_pool`).
@@ -104,6 +111,7 @@ class DiffPoolConfig:
   input_readout: str = "none"
   input_norm: bool = False
   input_vocab: Tuple[int, ...] = ()
+  edge_vocab: Tuple[int, ...] = ()
   mlp_hidden: Tuple[int, ...] = (50,)
   link_loss: str = "frobenius"
   aux_weights: Tuple[Tuple[str, float], ...] = ()
@@ -221,10 +229,14 @@ def check_model_config(config: DiffPoolConfig) -> None:
     if not isinstance(getattr(config, field), int) or getattr(config, field) < 1:
       raise ValueError(f"DiffPoolConfig.{field}={getattr(config, field)!r}; "
                        "must be an integer >= 1")
-  if any(not isinstance(size, int) or size < 1
-         for size in config.input_vocab):
-    raise ValueError(f"DiffPoolConfig.input_vocab={config.input_vocab}; "
-                     "every vocabulary size must be an integer >= 1")
+  for field in ("input_vocab", "edge_vocab"):
+    if any(not isinstance(size, int) or size < 1
+           for size in getattr(config, field)):
+      raise ValueError(f"DiffPoolConfig.{field}={getattr(config, field)}; "
+                       "every vocabulary size must be an integer >= 1")
+  if config.edge_vocab and config.conv != "gine":
+    raise ValueError(f"DiffPoolConfig.edge_vocab={config.edge_vocab}: only "
+                     "conv='gine' reads edge features")
   if any(width < 1 for width in config.mlp_hidden):
     raise ValueError(f"DiffPoolConfig.mlp_hidden={config.mlp_hidden}; every "
                      "width must be >= 1")

@@ -93,7 +93,8 @@ def gather_adjacency(adj: Adjacency, safe: jax.Array, real: jax.Array,
   if isinstance(adj, EdgeList):
     return EdgeList(adj.senders[safe], adj.receivers[safe],
                     jnp.where(real[:, None], adj.weights[safe], 0.0),
-                    adj.num_nodes)
+                    adj.num_nodes,
+                    None if adj.features is None else adj.features[safe])
   return jnp.where(node_mask[:, :, None] & node_mask[:, None, :], adj[safe],
                    0.0)
 

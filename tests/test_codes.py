@@ -1,6 +1,7 @@
 """Integer node features embedded by the model ("codes" features and
 DiffPoolConfig.input_vocab, OGB's AtomEncoder): one table per column,
-summed, equal to the one-hot features times the stacked tables."""
+summed, equal to the one-hot features times the stacked tables; and the
+bond codes read by the edge-aware "gine" convolution."""
 
 import dataclasses
 
@@ -13,7 +14,8 @@ import diffpool_jax as dp
 from diffpool_jax import nnx
 from diffpool_jax.datasets import code_vocabulary, synthetic_hierarchical
 from diffpool_jax.datasets.features import label_codes, one_hot_labels
-from diffpool_jax.graphs import GraphBatch
+from diffpool_jax.adjacency import EdgeList, gine_messages
+from diffpool_jax.graphs import GraphBatch, sparse_batch
 from diffpool_jax.layers import embed_codes
 from diffpool_jax.run import Run, RunConfig
 from tests.helpers import random_batch
@@ -113,3 +115,91 @@ def test_runs_fill_the_vocabulary_from_the_codes_and_name_bad_choices(
         dataset=labelled.with_features("default"))
   with pytest.raises(ValueError, match="integer codes take no '.' extras"):
     RunConfig(features="codes+rwpe")
+
+
+EDGE_VOCAB = (3, 2)
+
+
+def edge_coded_batch(seed=0, sizes=(5, 9, 3, 7), num_nodes=12,
+                     num_edges=None):
+  """coded_batch's graphs on an EdgeList whose entries carry bond codes
+  below EDGE_VOCAB."""
+  rng = np.random.default_rng(seed)
+  dense = coded_batch(seed, sizes, num_nodes)
+  edges = [np.argwhere(a[:n, :n] > 0) for a, n in zip(dense.adj, sizes)]
+  codes = [np.stack([rng.integers(0, v, len(e)) for v in EDGE_VOCAB], 1)
+           for e in edges]
+  features = [x[:n] for x, n in zip(dense.x, sizes)]
+  batch = sparse_batch(edges, features, dense.labels, num_nodes,
+                       num_edges=num_edges, edge_features=codes)
+  return batch, edges, codes
+
+
+def test_gine_messages_match_a_float64_reference():
+  rng = np.random.default_rng(2)
+  batch, edges, _ = edge_coded_batch()
+  x = rng.normal(size=batch.x.shape)
+  edge = rng.normal(size=batch.adj.features.shape[:2] + (x.shape[-1],))
+  got = gine_messages(batch.adj, x.astype(np.float32),
+                      edge.astype(np.float32))
+  want = np.zeros_like(x)
+  for b, graph_edges in enumerate(edges):
+    for e, (i, j) in enumerate(graph_edges):
+      want[b, i] += np.maximum(x[b, j] + edge[b, e], 0)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["paper", "flat"])
+def test_gine_padding_changes_nothing_and_linen_and_nnx_agree(name):
+  config = dp.preset(name, **{**SMALL, "conv": "gine",
+                              "edge_vocab": EDGE_VOCAB})
+  batch, _, _ = edge_coded_batch()
+  linen = dp.DiffPool(config, num_classes=3, max_nodes=12)
+  variables = linen.init(jax.random.key(0), batch.x, batch.adj,
+                         batch.node_mask)
+  variables = jax.tree_util.tree_map(lambda v: v + 0.05, variables)
+  logits, _ = linen.apply(variables, batch.x, batch.adj, batch.node_mask)
+  assert np.all(np.isfinite(logits))
+  assert "edge" in variables["params"]["embed0"]["conv0"]
+  # more entry slots and nodes of padding: the same logits
+  adj = batch.adj
+  pad = lambda a, value=0: np.pad(a, [(0, 0), (0, 7)] + [(0, 0)] * (
+      a.ndim - 2), constant_values=value)
+  wider_adj = EdgeList(pad(adj.senders, 3), pad(adj.receivers, 4),
+                       pad(adj.weights), 15, pad(adj.features, 1))
+  wider_x = np.pad(batch.x, ((0, 0), (0, 3), (0, 0)), constant_values=99.0)
+  wider_mask = np.pad(batch.node_mask, ((0, 0), (0, 3)))
+  again, _ = linen.apply(variables, wider_x, wider_adj, wider_mask)
+  np.testing.assert_allclose(again, logits, rtol=1e-5, atol=1e-5)
+  # the bond codes matter
+  other = batch.adj.replace(features=(batch.adj.features + 1) % 2)
+  changed, _ = linen.apply(variables, batch.x, other, batch.node_mask)
+  assert not np.allclose(changed, logits, atol=1e-4)
+  model = nnx.DiffPool(config, len(VOCAB), 3, 12, rngs=fnnx.Rngs(1))
+  nnx.load_linen_variables(model, variables)
+  got, _ = model(batch.x, batch.adj, batch.node_mask)
+  np.testing.assert_allclose(got, logits, rtol=1e-5, atol=1e-5)
+  dense = coded_batch()
+  with pytest.raises(ValueError, match="conv='gine' needs edge features"):
+    linen.apply(variables, dense.x, dense.adj, dense.node_mask)
+
+
+def test_gine_runs_read_the_bond_codes_and_refuse_what_cannot_work(
+    tmp_path):
+  from tests.test_task_runs import binary_labels, write_molecules
+  root = write_molecules(tmp_path, binary_labels())
+  config = RunConfig(dataset="ogbg-gen", data_root=str(root), seeds=1,
+                     epochs=2, batch_size=4,
+                     model={"hidden_dim": 8, "num_layers": 1, "conv": "gine"})
+  run = Run(config, tmp_path / "a")
+  assert run.model_config.edge_vocab == (2,)
+  assert all(run.session.sparse)
+  assert 0 <= run.fit(progress=False)["score"] <= 1
+  with pytest.raises(ValueError, match="only the edge-list first level "
+                     "carries; it cannot run with first_level='dense'"):
+    Run(dataclasses.replace(config, first_level="dense"), tmp_path / "b")
+  with pytest.raises(ValueError, match="has no edge features .edge labels."):
+    Run(RunConfig(dataset="synthetic", folds=2, epochs=1,
+                  model={"conv": "gine"}), tmp_path / "c")
+  with pytest.raises(ValueError, match="only conv='gine' reads edge"):
+    dp.preset("paper", edge_vocab=(2,))

@@ -30,7 +30,8 @@ def test_first_level_form_follows_the_cost_of_each_bucket():
   def form(**changes):
     config = RunConfig(**changes)
     return edge_list_buckets(config.first_level,
-                             config.model_config().needs_dense, sizes,
+                             config.model_config().needs_dense,
+                             config.model_config().conv == "gine", sizes,
                              entries)
   assert form() == [False, True, True, False]
   assert form(first_level="sparse") == [True] * 4

@@ -193,7 +193,8 @@ def padding_waste(n_node: np.ndarray, buckets: Optional[np.ndarray] = None
 def bucketed_batches(dataset, buckets: np.ndarray,
                      sparse: bool | Sequence[bool] = False,
                      ladder: bool = False,
-                     targets: Optional[np.ndarray] = None
+                     targets: Optional[np.ndarray] = None,
+                     edge_features: Optional[Sequence[np.ndarray]] = None
                      ) -> List[GraphBatch]:
   """All graphs of the data set, one padded `GraphBatch` per bucket.
 
@@ -204,8 +205,10 @@ def bucketed_batches(dataset, buckets: np.ndarray,
   rounded up to the ladder (`on_ladder`; the rest are padding graphs), so
   that data sets of similar sizes give the programs the same shapes.
   With `targets` [G, T] (binary or regression tasks), each batch carries
-  its graphs' rows (NaN on padding graphs). Host-side NumPy arrays, ready
-  for `jax.device_put`.
+  its graphs' rows (NaN on padding graphs). With `edge_features` (per
+  graph [E_i, D], aligned with `dataset.edges`) every bucket must be an
+  edge list, whose entries carry them. Host-side NumPy arrays, ready for
+  `jax.device_put`.
   """
   which = assign_buckets(dataset.n_node, buckets)
   flags = ([sparse] * len(buckets) if isinstance(sparse, bool)
@@ -214,12 +217,18 @@ def bucketed_batches(dataset, buckets: np.ndarray,
   for b, size in enumerate(buckets):
     members = np.flatnonzero(which == b)
     build = sparse_batch if flags[b] else dense_batch
+    extra = {}
+    if edge_features is not None:
+      if not flags[b]:
+        raise ValueError(f"bucket {b} ({size} nodes) is dense: edge "
+                         "features need the edge-list form")
+      extra["edge_features"] = [edge_features[g] for g in members]
     batch = build(
         [dataset.edges[g] for g in members],
         [dataset.features[g] for g in members],
         dataset.labels[members], int(size),
         batch_size=int(on_ladder([max(len(members), 1)])[0]) if ladder
-        else max(len(members), 1))
+        else max(len(members), 1), **extra)
     if targets is not None:
       rows = np.full((len(batch.n_node), targets.shape[1]), np.nan,
                      np.float32)

@@ -25,7 +25,7 @@ from jax.sharding import Mesh
 
 from diffpool_jax import (compile_effort, hosts, memory, pipeline, tasks,
                           training)
-from diffpool_jax.datasets.features import code_vocabulary
+from diffpool_jax.datasets.features import code_vocabulary, label_codes
 from diffpool_jax.datasets import (GraphDataset, assign_buckets,
                                    bucket_entry_slots, bucket_options,
                                    buckets_worth_compiling,
@@ -88,7 +88,8 @@ class Session:
                optimizer: training.Optimizer = training.adam_with_clip):
     self.started = time.perf_counter()
     self.config = config
-    self.model_config = with_input_vocab(config.model_config(), dataset)
+    self.model_config, edge_codes = with_vocabularies(config.model_config(),
+                                                      dataset)
     self.dataset = dataset
     self.graphs = graphs
     self.shuffle_seeds = list(shuffle_seeds)
@@ -103,7 +104,8 @@ class Session:
     self.effort = self.layout.effort
     self.data = pipeline.device_data(
         dataset, self.buckets, self.sparse, config.bucket_ladder,
-        None if self.task.kind == "classification" else dataset.targets)
+        None if self.task.kind == "classification" else dataset.targets,
+        edge_codes)
     if self.num_members % max(config.members_per_program, 1):
       raise ValueError(f"members_per_program={config.members_per_program} "
                        f"does not divide the {self.num_members} members "
@@ -334,18 +336,29 @@ class Session:
             jnp.concatenate([outputs for _, outputs in parts], axis=1))
 
 
-def with_input_vocab(model_config, dataset: GraphDataset):
+def with_vocabularies(model_config, dataset: GraphDataset
+                      ) -> Tuple[Any, Optional[List[np.ndarray]]]:
   """The model config with `input_vocab` read from the data set's integer
-  codes (features "codes"; datasets.code_vocabulary); ValueError when the
-  config asks for codes the features are not."""
+  node codes (features "codes"; datasets.code_vocabulary) and, for conv
+  "gine", `edge_vocab` from its edge labels, and those edge codes (per
+  graph [E_i, C], aligned with its edges; else None). ValueError when
+  the config asks for codes the data set does not give."""
   if dataset.feature_kind == "codes":
-    return dataclasses.replace(model_config,
-                               input_vocab=code_vocabulary(dataset.features))
-  if model_config.input_vocab:
+    model_config = dataclasses.replace(
+        model_config, input_vocab=code_vocabulary(dataset.features))
+  elif model_config.input_vocab:
     raise ValueError(f"model.input_vocab={model_config.input_vocab} embeds "
                      "integer codes, but the features are "
                      f"{dataset.feature_kind!r}: use features='codes'")
-  return model_config
+  if model_config.conv != "gine":
+    return model_config, None
+  if dataset.edge_labels is None:
+    raise ValueError(f"model.conv='gine': {dataset.name} has no edge "
+                     "features (edge labels) for its messages; use "
+                     "model.conv='gin'")
+  edge_codes = label_codes(dataset.edge_labels)
+  vocab = code_vocabulary(edge_codes)
+  return dataclasses.replace(model_config, edge_vocab=vocab), edge_codes
 
 
 def epoch_runner(session: Session, member_graphs: Sequence[np.ndarray],
@@ -404,6 +417,7 @@ def bucket_layout(config, model: DiffPool, dataset: GraphDataset,
   buckets = candidates[choice.candidate].buckets
   entry_slots = bucket_entry_slots(dataset.edges, n_node, buckets)
   return Layout(buckets, edge_list_buckets(config.first_level, c.needs_dense,
+                                           c.conv == "gine",
                                            buckets, entry_slots),
                 choice.effort, choice.reason)
 
@@ -445,8 +459,9 @@ def convolutions(config) -> int:
   return config.num_layers * (config.num_levels + 1 + assignment)
 
 
-def edge_list_buckets(first_level: str, needs_dense: bool, bucket_sizes,
-                      entry_slots) -> List[bool]:
+def edge_list_buckets(first_level: str, needs_dense: bool,
+                      needs_edge_list: bool, bucket_sizes, entry_slots
+                      ) -> List[bool]:
   """Per bucket, whether its first level runs on an EdgeList.
 
   Args:
@@ -454,9 +469,19 @@ def edge_list_buckets(first_level: str, needs_dense: bool, bucket_sizes,
       (`datasets.sparse_by_cost`), dense for an operator that needs it.
     needs_dense: whether the pooling operator with its options needs the
       dense form (DiffPoolConfig.needs_dense; e.g. the "bce" link loss).
+    needs_edge_list: whether the convolution reads edge features, which
+      only the edge list carries (conv "gine"): every bucket so.
     bucket_sizes: [K] padded node counts.
     entry_slots: [K] adjacency entries per graph of each bucket.
   """
+  if needs_edge_list:
+    if first_level == "dense" or needs_dense:
+      raise ValueError("model.conv='gine' reads edge features, which only "
+                       "the edge-list first level carries; it cannot run "
+                       + ("with first_level='dense'" if first_level ==
+                          "dense" else "with this pooling operator's "
+                          "dense-only options"))
+    return [True] * len(bucket_sizes)
   if first_level == "sparse" and needs_dense:
     raise ValueError("first_level='sparse': the pooling operator, with "
                      "these options, needs the dense first level")
