@@ -55,16 +55,31 @@ def label_codes(node_labels: Sequence[np.ndarray]) -> List[np.ndarray]:
   """Each label column's values as their rank among the values seen in
   the data set (0..V_c-1), float32 [n_i, C] per graph."""
   stacked = np.concatenate(node_labels)
-  blocks = [np.unique(stacked[:, c]) for c in range(stacked.shape[1])]
-  return [np.stack([np.searchsorted(values, labels[:, c])
-                    for c, values in enumerate(blocks)], axis=1
-                   ).astype(np.float32) for labels in node_labels]
+  codes = np.empty(stacked.shape, np.float32)
+  for c in range(stacked.shape[1]):
+    codes[:, c] = value_ranks(stacked[:, c])
+  ends = np.cumsum([len(labels) for labels in node_labels])[:-1]
+  return np.split(codes, ends)
+
+
+def value_ranks(values: np.ndarray) -> np.ndarray:
+  """[n] the rank of each value among the distinct values: a table lookup
+  for integers of a modest range (linear time; atom and bond features),
+  else np.unique's sort."""
+  if len(values) and np.issubdtype(values.dtype, np.integer):
+    low = int(values.min())
+    span = int(values.max()) - low + 1
+    if span <= 4 * len(values) + 1024:
+      present = np.zeros(span, bool)
+      present[values - low] = True
+      return (np.cumsum(present) - 1)[values - low]
+  return np.unique(values, return_inverse=True)[1].reshape(-1)
 
 
 def code_vocabulary(features: Sequence[np.ndarray]) -> Tuple[int, ...]:
   """Per column, the vocabulary size (largest code + 1) of "codes"
   features [n_i, C] per graph."""
-  largest = np.max([f.max(axis=0) for f in features if len(f)], axis=0)
+  largest = np.concatenate(features).max(axis=0)
   return tuple(int(v) + 1 for v in largest)
 
 
