@@ -101,8 +101,7 @@ class Run:
       for part, graphs in (("valid", fold.validation), ("test", fold.test)):
         if len(graphs) and self.dataset.targets is not None:
           tasks.check_scorable(self.task, self.dataset.targets[graphs],
-                               f"the {part} part of "
-                               f"fold {f}")
+                               f"the {part} part of fold {f}")
 
   def checkpoint_tree(self, epoch: int):
     return {"states": self.session.states, "epoch": np.asarray(epoch),
