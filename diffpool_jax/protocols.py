@@ -193,6 +193,18 @@ def errica_protocol(val_score: np.ndarray, val_loss: np.ndarray,
           "assessment_epochs": stop[folds, half:, points].tolist()}
 
 
+def point_rows(val: np.ndarray, test: np.ndarray, epochs: np.ndarray
+               ) -> List[Dict[str, Optional[float]]]:
+  """Per point [P]: mean and std of the validation and test scores [U, P]
+  over the units (folds, or the seeds of one split) and the mean stopping
+  epoch `epochs` [P] (1-based)."""
+  return [{"val_mean": float(val[:, p].mean()),
+           "val_std": float(val[:, p].std()),
+           "test_mean": float(test[:, p].mean()),
+           "test_std": float(test[:, p].std()),
+           "epochs": float(epochs[p])} for p in range(val.shape[1])]
+
+
 class PaperProtocol:
   """The authors' protocol: no validation split, no early stopping; the
   epoch is chosen on the test folds (optimistic, labelled as such)."""
@@ -295,12 +307,7 @@ class FairProtocol:
                            patience, higher)
     val = at_epochs(tables["val_score"], stop).mean(axis=1)         # [F, P]
     test = at_epochs(tables["test_score"], stop).mean(axis=1)       # [F, P]
-    epochs = (stop + 1).mean(axis=(0, 1))                         # [P]
-    return [{"val_mean": float(val[:, p].mean()),
-             "val_std": float(val[:, p].std()),
-             "test_mean": float(test[:, p].mean()),
-             "test_std": float(test[:, p].std()),
-             "epochs": float(epochs[p])} for p in range(val.shape[1])]
+    return point_rows(val, test, (stop + 1).mean(axis=(0, 1)))
 
 
 class ErricaProtocol(FairProtocol):
@@ -378,12 +385,7 @@ class FixedSplitProtocol(FairProtocol):
                            patience, higher)
     val = at_epochs(tables["val_score"], stop)[0]                   # [S, P]
     test = at_epochs(tables["test_score"], stop)[0]                 # [S, P]
-    return [{"val_mean": float(val[:, p].mean()),
-             "val_std": float(val[:, p].std()),
-             "test_mean": float(test[:, p].mean()),
-             "test_std": float(test[:, p].std()),
-             "epochs": float((stop[0, :, p] + 1).mean())}
-            for p in range(val.shape[1])]
+    return point_rows(val, test, (stop[0] + 1).mean(axis=0))
 
 
 # The protocols by name. A protocol is one class with: name, note, holdout
