@@ -39,16 +39,13 @@ MAX_DEGREE_CAP = 64
 
 
 def one_hot_labels(node_labels: Sequence[np.ndarray]) -> List[np.ndarray]:
-  """One-hot of each label column over the values seen in the data set."""
-  stacked = np.concatenate(node_labels)
-  blocks = [np.unique(stacked[:, c]) for c in range(stacked.shape[1])]
-  out = []
-  for labels in node_labels:
-    parts = [np.searchsorted(values, labels[:, c])[:, None] ==
-             np.arange(len(values))[None, :]
-             for c, values in enumerate(blocks)]
-    out.append(np.concatenate(parts, axis=1).astype(np.float32))
-  return out
+  """One-hot of each label column over the values seen in the data set
+  (one block per column, of its `label_codes`)."""
+  codes = label_codes(node_labels)
+  eyes = [np.eye(size, dtype=np.float32) for size in code_vocabulary(codes)]
+  return [np.concatenate([eye[graph[:, c].astype(np.int64)]
+                          for c, eye in enumerate(eyes)], axis=1)
+          for graph in codes]
 
 
 def label_codes(node_labels: Sequence[np.ndarray]) -> List[np.ndarray]:
