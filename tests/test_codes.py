@@ -13,7 +13,8 @@ from flax import nnx as fnnx
 import diffpool_jax as dp
 from diffpool_jax import nnx
 from diffpool_jax.datasets import code_vocabulary, synthetic_hierarchical
-from diffpool_jax.datasets.features import label_codes, one_hot_labels
+from diffpool_jax.datasets.features import (label_codes, one_hot_labels,
+                                            value_ranks)
 from diffpool_jax.adjacency import EdgeList, gine_messages
 from diffpool_jax.graphs import GraphBatch, sparse_batch
 from diffpool_jax.layers import embed_codes
@@ -203,3 +204,14 @@ def test_gine_runs_read_the_bond_codes_and_refuse_what_cannot_work(
                   model={"conv": "gine"}), tmp_path / "c")
   with pytest.raises(ValueError, match="only conv='gine' reads edge"):
     dp.preset("paper", edge_vocab=(2,))
+
+
+@pytest.mark.parametrize("values", [
+    np.array([5, 3, 3, 255, 0], np.uint8),
+    np.array([-128, 127, 0, -128], np.int8),       # a shift past int8's range
+    np.array([10**6 + 5, 10**6, 10**6 + 5]),       # offset table
+    np.array([2**40, 3, 3]),                       # too wide: np.unique
+    np.array([1.5, -0.5, 1.5])])
+def test_value_ranks_equal_np_unique_inverse(values):
+  np.testing.assert_array_equal(
+      value_ranks(values), np.unique(values, return_inverse=True)[1])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from diffpool_jax.datasets import processed
-from diffpool_jax.datasets.ogb import load_ogb
+from diffpool_jax.datasets.ogb import fill_empty_fields, load_ogb
 from diffpool_jax.datasets.readers import (READERS, Reader, find_format,
                                            read_dataset, register_reader)
 from diffpool_jax.protocols import PROTOCOLS, fixed_split_protocol
@@ -268,3 +268,13 @@ def test_the_shared_molecule_sets_read_with_their_official_splits():
     assert data.edge_labels[0].shape[1] == 3
     assert all(np.array_equal(np.sort(e[:, ::-1], axis=0),
                               np.sort(e, axis=0)) for e in data.edges[:50])
+
+
+@pytest.mark.parametrize("data, filled", [
+    (b"1,0\n0,\nnan,1\n", b"1,0\n0,nan\nnan,1"),
+    (b",,,\r\n1,,2\r\n", b"nan,nan,nan,nan\n1,nan,2"),
+    (b"\n\n3\n\n", b"nan\nnan\n3"),          # empty lines of one column
+    (b",1\n1,\n", b"nan,1\n1,nan"),
+    (b"0.5\n", b"0.5")])
+def test_every_empty_target_field_is_filled(data, filled):
+  assert fill_empty_fields(data) == filled

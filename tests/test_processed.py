@@ -4,8 +4,10 @@ processed cache: used while nothing changed, never stale, never fatal."""
 import numpy as np
 import pytest
 
-from diffpool_jax.datasets import load_tu, processed
-from diffpool_jax.datasets.tables import parse_table, read_table_by_line
+from diffpool_jax.datasets import GraphDataset, load_tu, processed
+from diffpool_jax.datasets.dataset import RowBlocks, block_counts, stacked
+from diffpool_jax.datasets.tables import (parse_table, read_table_by_line,
+                                          smallest_integers)
 from tests.test_tu import GOOD, write_set
 
 
@@ -138,3 +140,62 @@ def test_data_benchmark_reads_three_ways(tmp_path):
   assert all(r["graphs"] == 2 and r["entries"] == reads[0]["entries"]
              for r in reads)
   assert "one pass vs line by line" in done.stdout
+
+
+def test_row_blocks_read_as_the_list_of_per_graph_arrays():
+  rows = np.arange(14).reshape(7, 2)
+  counts = np.array([3, 0, 4])
+  blocks = RowBlocks(rows, counts)
+  expected = np.split(rows, np.cumsum(counts)[:-1])
+  assert len(blocks) == 3
+  for got, want in zip(blocks, expected, strict=True):
+    np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(blocks[-1], expected[2])
+  np.testing.assert_array_equal(blocks[np.int64(1)], expected[1])
+  assert [b.tolist() for b in blocks[1:]] == [e.tolist() for e in expected[1:]]
+  with pytest.raises(IndexError, match="graph 3 outside 0..2"):
+    blocks[3]
+  assert stacked(blocks) is rows
+  np.testing.assert_array_equal(stacked(expected), rows)
+  np.testing.assert_array_equal(block_counts(expected), counts)
+  with pytest.raises(ValueError, match="7 rows, but the per-graph counts "
+                     "sum to 6"):
+    RowBlocks(rows, [3, 3])
+
+
+@pytest.mark.parametrize("values, dtype", [
+    ([0, 5, 255], np.uint8), ([-1, 127], np.int8), ([0, 256], np.uint16),
+    ([-129, 3], np.int16), ([0, 2**31 - 1], np.int32),
+    ([-1, 2**31], np.int64)])
+def test_labels_are_kept_in_the_smallest_integer_type(values, dtype):
+  narrow = smallest_integers(np.array(values, np.int64))
+  assert narrow.dtype == dtype
+  assert narrow.tolist() == values
+
+
+def test_first_and_cached_reads_give_the_same_compact_arrays(tmp_path):
+  root = write_set(tmp_path, GOOD)
+  first = load_tu("TOY", root=root, download=False)
+  second = load_tu("TOY", root=root, download=False)
+  for dataset in (first, second):
+    assert isinstance(dataset.edges, RowBlocks)
+    assert dataset.edges.rows.dtype == np.int32
+    assert dataset.node_labels.rows.dtype == np.uint8
+  assert_same_graphs(first, second)
+
+
+@pytest.mark.parametrize("targets", [
+    np.array([[1, 0], [np.nan, 1]], np.float32),            # float16 on disk
+    np.array([[0.1], [-1234.567], [np.nan]], np.float32)])  # float32 on disk
+def test_cached_targets_are_exactly_the_parsed_ones(tmp_path, targets):
+  dataset = GraphDataset(
+      name="T", n_node=np.ones(len(targets), np.int64),
+      edges=[np.zeros((0, 2), np.int64)] * len(targets),
+      labels=np.zeros(len(targets), np.int64),
+      label_values=np.zeros(0), features=[], feature_kind="",
+      targets=targets)
+  path = tmp_path / "T.npz"
+  assert processed.save(path, processed.compact(dataset), "key")
+  back = processed.load(path, "key")
+  assert back.targets.dtype == np.float32
+  np.testing.assert_array_equal(back.targets, targets)

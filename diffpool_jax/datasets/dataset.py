@@ -2,15 +2,74 @@
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 
+class RowBlocks(collections.abc.Sequence):
+  """Per-graph arrays kept as one: item i is the view
+  rows[offsets[i]:offsets[i + 1]]. Reads as a list of arrays (len,
+  indexing, iteration) without one array object per graph, which for
+  hundreds of thousands of graphs costs seconds to build and a few
+  hundred bytes a graph.
+
+  Args:
+    rows: [R, ...] every graph's rows, graph after graph.
+    counts: [G] rows per graph (summing to R).
+  """
+
+  def __init__(self, rows: np.ndarray, counts: np.ndarray):
+    counts = np.asarray(counts, np.int64)
+    if counts.sum() != len(rows) or np.any(counts < 0):
+      raise ValueError(f"RowBlocks: {len(rows)} rows, but the per-graph "
+                       f"counts sum to {int(counts.sum())}")
+    self.rows = rows
+    self.counts = counts
+    self._offsets = [0] + np.cumsum(counts).tolist()
+
+  def __len__(self) -> int:
+    return len(self.counts)
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return [self[i] for i in range(*index.indices(len(self)))]
+    index = int(index)
+    if index < 0:
+      index += len(self)
+    if not 0 <= index < len(self):
+      raise IndexError(f"graph {index} outside 0..{len(self) - 1}")
+    return self.rows[self._offsets[index]:self._offsets[index + 1]]
+
+  def __iter__(self):
+    offsets = self._offsets
+    for start, end in zip(offsets[:-1], offsets[1:]):
+      yield self.rows[start:end]
+
+
+def stacked(blocks: Sequence[np.ndarray]) -> np.ndarray:
+  """[R, ...] all rows of per-graph arrays, graph after graph (no copy
+  for `RowBlocks`)."""
+  if isinstance(blocks, RowBlocks):
+    return blocks.rows
+  return np.concatenate(blocks)
+
+
+def block_counts(blocks: Sequence[np.ndarray]) -> np.ndarray:
+  """[G] rows per graph of per-graph arrays."""
+  if isinstance(blocks, RowBlocks):
+    return blocks.counts
+  return np.array([len(block) for block in blocks], np.int64)
+
+
 @dataclasses.dataclass(frozen=True)
 class GraphDataset:
   """Graphs as per-graph NumPy arrays (host side), with their features.
+
+  Each per-graph field is a sequence of arrays: a list, or a `RowBlocks`
+  (one array cut into per-graph views; what the readers give).
 
   Attributes:
     name: data set name.
@@ -22,9 +81,11 @@ class GraphDataset:
     label_values: [C] the original label value of each class id.
     features: per graph an [n_i, F] float32 node feature array.
     feature_kind: how `features` was built (see `node_features`).
-    node_labels: per graph [n_i, L] int node labels, or None.
+    node_labels: per graph [n_i, L] int node labels (the readers give the
+      smallest integer type that holds the set's values), or None.
     node_attributes: per graph [n_i, D] float node attributes, or None.
-    edge_labels: per graph [E_i, L] int labels aligned with `edges`, or None.
+    edge_labels: per graph [E_i, L] int labels aligned with `edges` (as
+      node_labels), or None.
     edge_attributes: per graph [E_i, D] float attributes, or None.
     graph_attributes: [G, D] float graph attributes, or None.
     targets: [G, T] float32 graph-property targets as the data set gives
@@ -98,8 +159,9 @@ class GraphDataset:
   def stats(self) -> Dict[str, object]:
     """Summary: graphs, classes with counts, node counts, edges."""
     counts = np.bincount(self.labels, minlength=self.num_classes)
-    num_entries = sum(len(e) for e in self.edges)
-    self_loops = sum(int(np.sum(e[:, 0] == e[:, 1])) for e in self.edges)
+    entries = stacked(self.edges)          # local ids: equal only in a graph
+    num_entries = len(entries)
+    self_loops = int(np.sum(entries[:, 0] == entries[:, 1]))
     return {
         "name": self.name,
         "graphs": self.num_graphs,

@@ -32,31 +32,33 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import scipy.sparse
 
+from diffpool_jax.datasets.dataset import RowBlocks, block_counts, stacked
+
 RWPE_STEPS = 8
 # Cap of the degree one-hot when none is given: the data set's largest
 # degree, but no more than this many slots.
 MAX_DEGREE_CAP = 64
 
 
-def one_hot_labels(node_labels: Sequence[np.ndarray]) -> List[np.ndarray]:
+def one_hot_labels(node_labels: Sequence[np.ndarray]) -> RowBlocks:
   """One-hot of each label column over the values seen in the data set
   (one block per column, of its `label_codes`)."""
   codes = label_codes(node_labels)
   eyes = [np.eye(size, dtype=np.float32) for size in code_vocabulary(codes)]
-  return [np.concatenate([eye[graph[:, c].astype(np.int64)]
-                          for c, eye in enumerate(eyes)], axis=1)
-          for graph in codes]
+  rows = codes.rows.astype(np.int64)
+  return RowBlocks(np.concatenate([eye[rows[:, c]]
+                                   for c, eye in enumerate(eyes)], axis=1),
+                   codes.counts)
 
 
-def label_codes(node_labels: Sequence[np.ndarray]) -> List[np.ndarray]:
+def label_codes(node_labels: Sequence[np.ndarray]) -> RowBlocks:
   """Each label column's values as their rank among the values seen in
   the data set (0..V_c-1), float32 [n_i, C] per graph."""
-  stacked = np.concatenate(node_labels)
-  codes = np.empty(stacked.shape, np.float32)
-  for c in range(stacked.shape[1]):
-    codes[:, c] = value_ranks(stacked[:, c])
-  ends = np.cumsum([len(labels) for labels in node_labels])[:-1]
-  return np.split(codes, ends)
+  labels = stacked(node_labels)
+  codes = np.empty(labels.shape, np.float32)
+  for c in range(labels.shape[1]):
+    codes[:, c] = value_ranks(np.ascontiguousarray(labels[:, c]))
+  return RowBlocks(codes, block_counts(node_labels))
 
 
 def value_ranks(values: np.ndarray) -> np.ndarray:
@@ -64,19 +66,21 @@ def value_ranks(values: np.ndarray) -> np.ndarray:
   for integers of a modest range (linear time; atom and bond features),
   else np.unique's sort."""
   if len(values) and np.issubdtype(values.dtype, np.integer):
-    low = int(values.min())
-    span = int(values.max()) - low + 1
-    if span <= 4 * len(values) + 1024:
-      present = np.zeros(span, bool)
-      present[values - low] = True
-      return (np.cumsum(present) - 1)[values - low]
+    low, high = int(values.min()), int(values.max())
+    limit = 4 * len(values) + 1024
+    if high - low < limit:
+      if low < 0 or high >= limit:       # else index with the values as they are
+        values, high = values.astype(np.int64) - low, high - low
+      present = np.zeros(high + 1, bool)
+      present[values] = True
+      return (np.cumsum(present, dtype=np.int32) - 1)[values]
   return np.unique(values, return_inverse=True)[1].reshape(-1)
 
 
 def code_vocabulary(features: Sequence[np.ndarray]) -> Tuple[int, ...]:
   """Per column, the vocabulary size (largest code + 1) of "codes"
   features [n_i, C] per graph."""
-  largest = np.concatenate(features).max(axis=0)
+  largest = stacked(features).max(axis=0)
   return tuple(int(v) + 1 for v in largest)
 
 

@@ -25,7 +25,6 @@ edge features follow each entry); the integer node and edge features become
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -36,7 +35,7 @@ from diffpool_jax.datasets.dataset import GraphDataset
 from diffpool_jax.datasets.download import default_cache_dir, download_archive
 from diffpool_jax.datasets.tables import (coalesce, entries_by_graph,
                                           parse_table, read_bytes, read_table,
-                                          split_by_graph)
+                                          smallest_integers, split_by_graph)
 
 # Change whenever this reader's output for the same files changes.
 OGB_READER_VERSION = 1
@@ -141,9 +140,7 @@ def read_counts(path: Path, rows: Optional[int] = None) -> np.ndarray:
 
 def read_targets(path: Path, num_graphs: int) -> np.ndarray:
   """[G, T] float32 targets; "nan" or an empty field is a missing label."""
-  data = read_bytes(path).replace(b"\r", b"")
-  filled = re.sub(rb"(?m)(?<![^,\n])(?=,|$)", b"nan", data.rstrip())
-  values = parse_table(filled, np.float64)
+  values = parse_table(fill_empty_fields(read_bytes(path)), np.float64)
   if values is None:                   # names the line
     values = read_table(path, np.float64)
   if len(values) != num_graphs:
@@ -153,6 +150,20 @@ def read_targets(path: Path, num_graphs: int) -> np.ndarray:
     line = int(np.argmax(np.isinf(values).any(axis=1))) + 1
     raise ValueError(f"{path}: line {line}: a target is infinite")
   return values.astype(np.float32)
+
+
+def fill_empty_fields(data: bytes, filler: bytes = b"nan") -> bytes:
+  """Comma-separated lines (trailing blank lines and carriage returns
+  dropped) with `filler` in every empty field: a line's first or last,
+  one between two commas, an empty line. Byte replacements, each a pass
+  over the data (a regular expression takes several times longer)."""
+  data = b"\n" + data.replace(b"\r", b"").rstrip() + b"\n"
+  for empty, full in ((b",,", b"," + filler + b","),
+                      (b"\n\n", b"\n" + filler + b"\n")):
+    for _ in range(2):        # matches do not overlap: ",,," needs two passes
+      data = data.replace(empty, full)
+  data = data.replace(b"\n,", b"\n" + filler + b",")
+  return data.replace(b",\n", b"," + filler + b"\n")[1:-1]
 
 
 def read_split(folder: Path, num_graphs: int) -> Dict[str, np.ndarray]:
@@ -232,7 +243,8 @@ def parse_ogb(folder: Path, name: str, split: str = "scaffold",
 
   def integer_table(stem: str, rows: int, what: str):
     path = find_file(raw, stem)
-    return None if path is None else read_table(path, np.int64, rows, what)
+    return (None if path is None else
+            smallest_integers(read_table(path, np.int64, rows, what)))
 
   node_feat = integer_table("node-feat", num_nodes,
                             "one per node of num-node-list")

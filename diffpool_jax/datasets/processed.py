@@ -23,11 +23,13 @@ from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
-from diffpool_jax.datasets.dataset import GraphDataset
+from diffpool_jax.datasets.dataset import (GraphDataset, RowBlocks,
+                                           block_counts, stacked)
 from diffpool_jax.datasets.download import default_cache_dir
+from diffpool_jax.datasets.tables import smallest_integers
 
 # Change whenever what is stored changes (every reader's caches go).
-READER_VERSION = 3
+READER_VERSION = 4
 # Per-graph fields stored concatenated, with the count of rows per graph.
 NODE_FIELDS = ("node_labels", "node_attributes")
 ENTRY_FIELDS = ("edges", "edge_labels", "edge_attributes")
@@ -62,7 +64,9 @@ def cached(reader: str, version: int, name: str, files: Sequence[Path],
   """The data set `parse()` gives, read back from the processed cache while
   the raw `files`, the reader (`reader` at `version`) and its `options`
   are unchanged; `origin` says which path was taken, and how long it took
-  (the data set has no features yet)."""
+  (the data set has no features yet). Either way the per-graph fields are
+  `RowBlocks`, edges int32 and the integer labels in their smallest type
+  (`compact`)."""
   start = time.perf_counter()
   key = raw_key(files, reader, version, options) if use_cache else ""
   path = cache_path(name, reader)
@@ -70,7 +74,7 @@ def cached(reader: str, version: int, name: str, files: Sequence[Path],
   if dataset is not None:
     origin = f"read from the processed cache {path}"
   else:
-    dataset = parse()
+    dataset = compact(parse())
     folders = sorted({str(f.parent) for f in files})
     origin = f"parsed the raw files in {', '.join(folders)}"
     if use_cache:
@@ -82,22 +86,44 @@ def cached(reader: str, version: int, name: str, files: Sequence[Path],
   return dataclasses.replace(dataset, origin=origin)
 
 
-def save(path: Path, dataset: GraphDataset, key: str) -> bool:
-  """Writes the parsed data set (features are not kept: they are rebuilt
-  on reading) atomically; False when the folder cannot be written."""
-  arrays = {"key": np.array(key), "name": np.array(dataset.name),
-            "n_node": dataset.n_node, "labels": dataset.labels,
-            "label_values": dataset.label_values,
-            "n_entry": np.array([len(e) for e in dataset.edges], np.int64)}
+def compact(dataset: GraphDataset) -> GraphDataset:
+  """The parsed data set with its per-graph fields as `RowBlocks`, local
+  edge ids as int32 and integer labels in their smallest type: what the
+  cache stores, so a first and a cached read give the same arrays."""
+  blocks = {}
   for field in NODE_FIELDS + ENTRY_FIELDS:
     parts = getattr(dataset, field)
     if parts is not None:
-      arrays[field] = np.concatenate(parts)
-  if dataset.n_node.max() < 2**31:      # local ids: half the bytes on disk
-    arrays["edges"] = arrays["edges"].astype(np.int32)
+      rows = stacked(parts)
+      if field.endswith("_labels"):
+        rows = smallest_integers(rows)
+      elif field == "edges":
+        rows = rows.astype(np.int32)   # local ids (< 2**31 nodes a graph)
+      blocks[field] = RowBlocks(rows, block_counts(parts))
+  return dataclasses.replace(dataset, **blocks)
+
+
+def save(path: Path, dataset: GraphDataset, key: str) -> bool:
+  """Writes the parsed, `compact` data set (features are not kept: they
+  are rebuilt on reading) atomically; False when the folder cannot be
+  written. Targets that float16 holds exactly (0/1 labels, NaN) are
+  stored as float16."""
+  arrays = {"key": np.array(key), "name": np.array(dataset.name),
+            "n_node": dataset.n_node, "labels": dataset.labels,
+            "label_values": dataset.label_values,
+            "n_entry": block_counts(dataset.edges)}
+  for field in NODE_FIELDS + ENTRY_FIELDS:
+    parts = getattr(dataset, field)
+    if parts is not None:
+      arrays[field] = stacked(parts)
   for field in ("graph_attributes", "targets"):
     if getattr(dataset, field) is not None:
       arrays[field] = getattr(dataset, field)
+  targets = arrays.get("targets")
+  if targets is not None and np.array_equal(
+      targets.astype(np.float16).astype(targets.dtype), targets,
+      equal_nan=True):
+    arrays["targets"] = targets.astype(np.float16)
   for part, ids in (dataset.official_split or {}).items():
     arrays[SPLIT_PREFIX + part] = ids
   temporary = None
@@ -123,21 +149,19 @@ def load(path: Path, key: str) -> Optional[GraphDataset]:
         return None
       arrays = {name: stored[name] for name in stored.files}
     n_node, n_entry = arrays["n_node"], arrays["n_entry"]
-    node_starts = np.cumsum(n_node)[:-1]
-    entry_starts = np.cumsum(n_entry)[:-1]
-    split = lambda field, starts: (np.split(arrays[field], starts)
+    split = lambda field, counts: (RowBlocks(arrays[field], counts)
                                    if field in arrays else None)
-    arrays["edges"] = arrays["edges"].astype(np.int64)
+    targets = arrays.get("targets")
     return GraphDataset(
         name=str(arrays["name"]), n_node=n_node,
-        edges=split("edges", entry_starts), labels=arrays["labels"],
+        edges=split("edges", n_entry), labels=arrays["labels"],
         label_values=arrays["label_values"], features=[], feature_kind="",
-        node_labels=split("node_labels", node_starts),
-        node_attributes=split("node_attributes", node_starts),
-        edge_labels=split("edge_labels", entry_starts),
-        edge_attributes=split("edge_attributes", entry_starts),
+        node_labels=split("node_labels", n_node),
+        node_attributes=split("node_attributes", n_node),
+        edge_labels=split("edge_labels", n_entry),
+        edge_attributes=split("edge_attributes", n_entry),
         graph_attributes=arrays.get("graph_attributes"),
-        targets=arrays.get("targets"),
+        targets=None if targets is None else targets.astype(np.float32),
         official_split={name[len(SPLIT_PREFIX):]: ids
                         for name, ids in arrays.items()
                         if name.startswith(SPLIT_PREFIX)} or None)

@@ -11,6 +11,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from diffpool_jax.datasets.dataset import RowBlocks
+
 
 def read_lines(path: Path) -> List[str]:
   """The file's lines (gzip or plain), without a final empty line.
@@ -127,9 +129,22 @@ def read_table_by_line(path: Path, dtype) -> np.ndarray:
   return values.reshape(len(lines), columns)
 
 
-def split_by_graph(values: np.ndarray, starts: np.ndarray) -> List[np.ndarray]:
-  """Cuts rows into per-graph pieces at the given start offsets."""
-  return np.split(values, starts[1:])
+def split_by_graph(values: np.ndarray, starts: np.ndarray) -> RowBlocks:
+  """Per-graph pieces of rows, graph i's from its start offset `starts[i]`
+  (starts[0] == 0, non-decreasing) to the next graph's."""
+  return RowBlocks(values, np.diff(starts, append=len(values)))
+
+
+def smallest_integers(values: np.ndarray) -> np.ndarray:
+  """Integer `values` in the smallest integer type that holds them all
+  (atom and bond features fit a byte: a ninth of int64's memory)."""
+  if not len(values):
+    return values
+  low, high = int(values.min()), int(values.max())
+  for dtype in (np.uint8, np.int8, np.uint16, np.int16, np.int32):
+    if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max:
+      return values.astype(dtype, copy=False)
+  return values
 
 
 def coalesce(pairs: np.ndarray, num_nodes: int, keep_self_loops: bool,
@@ -166,7 +181,7 @@ def coalesce(pairs: np.ndarray, num_nodes: int, keep_self_loops: bool,
 
 def entries_by_graph(entries: np.ndarray, node_graph: np.ndarray,
                      node_starts: np.ndarray
-                     ) -> Tuple[List[np.ndarray], np.ndarray]:
+                     ) -> Tuple[RowBlocks, np.ndarray]:
   """Per graph [E_i, 2] entries with local node ids, from `entries` [E, 2]
   of global ids sorted by row (as `coalesce` gives them; modified in
   place), `node_graph` [N] each node's 0-based graph and `node_starts` [G]

@@ -13,6 +13,7 @@ import numpy as np
 
 from diffpool_jax.datasets import (GraphDataset, load_split_file,
                                    stratified_folds)
+from diffpool_jax.datasets.dataset import stacked
 from diffpool_jax.datasets.readers import find_format, read_dataset
 from diffpool_jax.datasets.splits import Fold
 from diffpool_jax.errors import InputError
@@ -96,8 +97,9 @@ def input_fingerprints(config, dataset: GraphDataset) -> Dict[str, str]:
   ("splits"); a resumed run refuses to go on when either changed."""
   from diffpool_jax.run.store import fingerprint
   inputs = {"data": fingerprint(
-      dataset.n_node, dataset.labels, np.concatenate(dataset.edges),
-      np.concatenate(dataset.features))}
+      dataset.n_node, dataset.labels,
+      stacked(dataset.edges).astype(np.int64),  # as int64 before RowBlocks
+      stacked(dataset.features))}
   if config.splits is not None:
     raw = np.frombuffer(Path(config.splits).read_bytes(), np.uint8)
     inputs["splits"] = fingerprint(raw)
