@@ -11,7 +11,7 @@ from diffpool_jax.datasets.buckets import (assign_buckets,
                                            on_ladder, padded_graph_cost,
                                            padding_waste, size_ladder,
                                            sparse_by_cost, waste_table)
-from diffpool_jax.datasets.dataset import GraphDataset
+from diffpool_jax.datasets.dataset import GraphDataset, RowBlocks, stacked
 from diffpool_jax.datasets.download import default_cache_dir, download_tu
 from diffpool_jax.datasets.features import (FEATURE_KINDS, code_vocabulary,
                                             node_features)
@@ -30,7 +30,7 @@ __all__ = [
     "bucket_positions", "bucketed_batches", "choose_buckets", "on_ladder",
     "padded_graph_cost", "padding_waste", "size_ladder",
     "sparse_by_cost", "waste_table",
-    "GraphDataset", "default_cache_dir", "download_tu", "FEATURE_KINDS",
+    "GraphDataset", "RowBlocks", "stacked", "default_cache_dir", "download_tu", "FEATURE_KINDS",
     "node_features", "code_vocabulary", "batches", "Fold",
     "load_split_file", "stratified_folds",
     "PATTERNS", "synthetic_hierarchical", "load_tu", "load_ogb", "READERS",
