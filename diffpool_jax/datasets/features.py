@@ -69,7 +69,7 @@ def value_ranks(values: np.ndarray) -> np.ndarray:
     low, high = int(values.min()), int(values.max())
     limit = 4 * len(values) + 1024
     if high - low < limit:
-      if low < 0 or high >= limit:       # else index with the values as they are
+      if low < 0 or high >= limit:   # else index with the values as is
         values, high = values.astype(np.int64) - low, high - low
       present = np.zeros(high + 1, bool)
       present[values] = True
