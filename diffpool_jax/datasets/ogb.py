@@ -242,6 +242,8 @@ def parse_ogb(folder: Path, name: str, split: str = "scaffold",
   edges, entry_starts = entries_by_graph(entries, node_graph, node_starts)
 
   def integer_table(stem: str, rows: int, what: str):
+    # Narrowed here (not only by processed.compact): the bond table is
+    # gathered by `source` below, a ninth of the bytes as uint8.
     path = find_file(raw, stem)
     return (None if path is None else
             smallest_integers(read_table(path, np.int64, rows, what)))

@@ -98,7 +98,7 @@ def compact(dataset: GraphDataset) -> GraphDataset:
       if field.endswith("_labels"):
         rows = smallest_integers(rows)
       elif field == "edges":
-        rows = rows.astype(np.int32)   # local ids (< 2**31 nodes a graph)
+        rows = rows.astype(np.int32, copy=False)  # local ids, < 2**31
       blocks[field] = RowBlocks(rows, block_counts(parts))
   return dataclasses.replace(dataset, **blocks)
 

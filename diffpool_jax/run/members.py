@@ -98,7 +98,7 @@ def input_fingerprints(config, dataset: GraphDataset) -> Dict[str, str]:
   from diffpool_jax.run.store import fingerprint
   inputs = {"data": fingerprint(
       dataset.n_node, dataset.labels,
-      stacked(dataset.edges).astype(np.int64),  # as int64 before RowBlocks
+      stacked(dataset.edges).astype(np.int64),  # as runs before int32 ids
       stacked(dataset.features))}
   if config.splits is not None:
     raw = np.frombuffer(Path(config.splits).read_bytes(), np.uint8)
