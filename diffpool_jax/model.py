@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from diffpool_jax.adjacency import EdgeList, mask_adjacency
 from diffpool_jax.checks import check_dim, check_rank, checked_mask
 from diffpool_jax.layers import (CodeEmbedding, DenseWeights, GNNStack,
-                                 MaskedBatchNorm, mask_nodes)
+                                 MaskedBatchNorm, dropout, mask_nodes)
 from diffpool_jax.pooling import check_adjacency
 from diffpool_jax.presets import (PRESETS, DiffPoolConfig,  # noqa: F401
                                   check_cluster_counts, preset)
@@ -282,9 +282,16 @@ class DiffPool(nn.Module):
 
     h = graph_representation(c, readouts, input_vector)
     for i, width in enumerate(c.mlp_hidden):
-      h = nn.relu(nn.Dense(width, name=f"mlp{i}")(h))
-    logits = nn.Dense(self.num_classes, name=f"mlp{len(c.mlp_hidden)}")(h)
+      h = nn.relu(nn.Dense(width, name=f"mlp{i}")(self.mlp_input(h, train)))
+    logits = nn.Dense(self.num_classes, name=f"mlp{len(c.mlp_hidden)}")(
+        self.mlp_input(h, train))
     return logits, tuple(levels)
+
+  def mlp_input(self, h: jax.Array, train: bool) -> jax.Array:
+    """h [B, D] with config.mlp_dropout applied when training."""
+    if not (train and self.config.mlp_dropout > 0):
+      return h
+    return dropout(h, self.config.mlp_dropout, self.make_rng("dropout"))
 
 
 def check_code_columns(config: DiffPoolConfig, x: jax.Array,

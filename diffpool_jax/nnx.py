@@ -292,8 +292,12 @@ class DiffPool(nnx.Module):
                ) -> Tuple[jax.Array, Tuple[PoolLevel, ...]]:
     """logits [B, C] and one PoolLevel per level for x [B,N,F], adj
     [B,N,N] or EdgeList, node_mask [B,N] (see model.DiffPool.__call__);
-    `key` feeds dropout when training with config.dropout > 0."""
+    `key` feeds dropout when training with config.dropout or
+    config.mlp_dropout > 0."""
     c = self.config
+    if train and key is None and max(c.dropout, c.mlp_dropout) > 0:
+      raise ValueError("nnx.DiffPool: training with dropout (config.dropout "
+                       "or mlp_dropout > 0) needs a PRNG `key`")
     node_mask = checked_node_mask(x, adj, node_mask, "nnx.DiffPool")
     x, adj = clear_padding(x, adj, node_mask)
     if c.input_vocab:
@@ -336,9 +340,16 @@ class DiffPool(nnx.Module):
                                               dropout, next(keys))
     readouts.append(masked_readout(z, node_mask, c.readout))
     h = graph_representation(c, readouts, input_vector)
-    for i in range(len(c.mlp_hidden)):
-      h = jax.nn.relu(getattr(self, f"mlp{i}")(h))
-    return getattr(self, f"mlp{len(c.mlp_hidden)}")(h), tuple(levels)
+    mlp_keys = (iter(jax.random.split(jax.random.fold_in(key, 1),
+                                      len(c.mlp_hidden) + 1))
+                if train and c.mlp_dropout > 0 else None)
+    for i in range(len(c.mlp_hidden) + 1):
+      if mlp_keys is not None:
+        h = drop(h, c.mlp_dropout, next(mlp_keys))
+      h = getattr(self, f"mlp{i}")(h)
+      if i < len(c.mlp_hidden):
+        h = jax.nn.relu(h)
+    return h, tuple(levels)
 
 
 def load_linen_variables(model: nnx.Module,

@@ -80,6 +80,9 @@ class DiffPoolConfig:
       column, summed, hidden_dim wide) for "gine"; the runs fill it from
       the data's edge labels when conv is "gine".
     mlp_hidden: hidden widths of the prediction MLP.
+    mlp_dropout: dropout rate on the input of every layer of the
+      prediction MLP (training only), where GIN puts it (Xu et al. 2019;
+      Errica et al. 2020 search 0 and 0.5 for GIN and their baseline).
     link_loss: "frobenius", "pyg" or "bce" (the "diffpool" operator's form,
       see `dense_diff_pool`).
     aux_weights: (name, weight) pairs: the training weight of each of the
@@ -113,6 +116,7 @@ class DiffPoolConfig:
   input_vocab: Tuple[int, ...] = ()
   edge_vocab: Tuple[int, ...] = ()
   mlp_hidden: Tuple[int, ...] = (50,)
+  mlp_dropout: float = 0.0
   link_loss: str = "frobenius"
   aux_weights: Tuple[Tuple[str, float], ...] = ()
   pool_options: Tuple[Tuple[str, object], ...] = ()
@@ -240,9 +244,10 @@ def check_model_config(config: DiffPoolConfig) -> None:
   if any(width < 1 for width in config.mlp_hidden):
     raise ValueError(f"DiffPoolConfig.mlp_hidden={config.mlp_hidden}; every "
                      "width must be >= 1")
-  if not 0 <= config.dropout < 1:
-    raise ValueError(f"DiffPoolConfig.dropout={config.dropout}; must be in "
-                     "[0, 1)")
+  for field in ("dropout", "mlp_dropout"):
+    if not 0 <= getattr(config, field) < 1:
+      raise ValueError(f"DiffPoolConfig.{field}={getattr(config, field)}; "
+                       "must be in [0, 1)")
   if config.num_layers < 1:
     raise ValueError(f"DiffPoolConfig.num_layers={config.num_layers}; "
                      "need at least 1")

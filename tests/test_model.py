@@ -1,6 +1,7 @@
 """The DiffPool classifier: presets, invariances, gradients, shape errors."""
 
 import chex
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -346,3 +347,62 @@ def test_input_readout_puts_the_normalised_raw_features_first(kind,
   want += readouts if all_levels else readouts[-1:]
   np.testing.assert_allclose(got, np.concatenate(want, -1), rtol=1e-4,
                              atol=1e-4)
+
+
+def mlp_inputs(model, variables, batch, train, rngs=None):
+  """The input [B, D] each layer `mlp{i}` of the prediction MLP received."""
+  seen = {}
+
+  def record(next_fun, args, kwargs, context):
+    name = context.module.name or ""
+    if context.method_name == "__call__" and name.startswith("mlp"):
+      seen[name] = np.asarray(args[0], np.float64)
+    return next_fun(*args, **kwargs)
+
+  with flax.linen.intercept_methods(record):
+    model.apply(variables, batch.x, batch.adj, batch.node_mask, train=train,
+                mutable=["batch_stats"], rngs=rngs)
+  return seen
+
+
+def test_mlp_dropout_drops_the_prediction_mlp_inputs_only_when_training():
+  """Training: every input of an MLP layer is 0 or 1 / (1 - rate) times
+  what it is without mlp_dropout, about `rate` of them 0, a fresh mask per
+  key; the pooled levels are untouched. Evaluation: no change at all."""
+  batch = make_batch(4)
+  rate = 0.5
+  model, variables = build("paper", batch, mlp_hidden=(50,))
+  dropped = dp.DiffPool(dp.preset("paper", mlp_hidden=(50,),
+                                  mlp_dropout=rate),
+                        num_classes=3, max_nodes=32)
+  for train in (False, True):
+    want_logits, want_levels = run(model, variables, batch, train)
+    if not train:
+      got_logits, _ = run(dropped, variables, batch, train)
+      np.testing.assert_array_equal(got_logits, want_logits)
+      continue
+    (_, levels), _ = dropped.apply(
+        variables, batch.x, batch.adj, batch.node_mask, train=True,
+        mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})
+    np.testing.assert_array_equal(levels[0].mask, want_levels[0].mask)
+  clean = mlp_inputs(model, variables, batch, True)
+  masks = []
+  for seed in (0, 1):
+    got = mlp_inputs(dropped, variables, batch, True,
+                     {"dropout": jax.random.key(seed)})
+    kept = got["mlp0"] != 0
+    np.testing.assert_allclose(got["mlp0"][kept],
+                               clean["mlp0"][kept] / (1 - rate),
+                               rtol=1e-5, atol=1e-6)
+    nonzero = clean["mlp0"] != 0
+    assert 0.35 < 1 - kept[nonzero].mean() < 0.65
+    # the last layer's input: ReLU zeros, then about half of the rest
+    relu_zeros = np.mean(clean["mlp1"] == 0)
+    assert np.mean(got["mlp1"] == 0) > relu_zeros + 0.3 * (1 - relu_zeros)
+    masks.append(kept)
+  assert np.mean(masks[0] != masks[1]) > 0.2
+
+
+def test_mlp_dropout_outside_zero_to_one_is_refused():
+  with pytest.raises(ValueError, match=r"DiffPoolConfig.mlp_dropout=1.0"):
+    dp.preset("paper", mlp_dropout=1.0)

@@ -123,3 +123,21 @@ def test_bad_input_is_named_as_for_the_linen_model():
   np.testing.assert_allclose(model(big.x, big.adj, big.node_mask)[0],
                              model(batch.x, batch.adj, batch.node_mask)[0],
                              rtol=1e-5, atol=1e-6)
+
+
+def test_mlp_dropout_matches_linen_in_evaluation_and_needs_a_key_to_train():
+  batch = random_batch(np.random.default_rng(5), SIZES, 16)
+  linen, variables, _ = linen_and_nnx("paper", batch)
+  model = nnx.DiffPool(dp.preset("paper", **SMALL, mlp_dropout=0.5),
+                       batch.x.shape[-1], 3, 16, rngs=fnnx.Rngs(1))
+  nnx.load_linen_variables(model, variables)
+  (want, _), _ = linen.apply(variables, batch.x, batch.adj, batch.node_mask,
+                             train=False, mutable=["batch_stats"])
+  got, _ = model(batch.x, batch.adj, batch.node_mask, train=False)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="mlp_dropout > 0.*needs a PRNG"):
+    model(batch.x, batch.adj, batch.node_mask, train=True)
+  trained = [model(batch.x, batch.adj, batch.node_mask, train=True,
+                   key=jax.random.key(seed))[0] for seed in (0, 0, 1)]
+  np.testing.assert_array_equal(trained[0], trained[1])
+  assert not np.allclose(trained[0], trained[2])
