@@ -14,7 +14,7 @@ import flax.struct
 import numpy as np
 
 from diffpool_jax.adjacency import EdgeList
-from diffpool_jax.checks import check_dim, check_rank
+from diffpool_jax.errors import check_dim, check_rank
 
 if TYPE_CHECKING:                 # jraph is optional: only the conversions
   import jraph                    # below need it, imported when called

@@ -1,12 +1,15 @@
-"""The GNN layers and the hierarchical classifier as Flax NNX modules.
+"""The models as Flax NNX modules, derived from their one (linen)
+definition through `flax.nnx.bridge.ToNNX`.
 
-The same computation as the linen modules (layers.py, model.py), on the
-same pure pooling functions (diffpool_jax.pooling), with parameters and
-batch statistics named as the linen ones: `load_linen_variables` copies a
-linen model's variables into an NNX model and both give the same logits.
-NNX modules know their input widths at construction (no shape inference),
-hold their state, and are called with `train` and, for dropout, a PRNG
-`key` given explicitly::
+Each NNX module here wraps the linen module of the same computation
+(diffpool_jax.models) and creates its variables at construction from a
+small sample input, so the parameters and batch statistics have the linen
+names and paths (`embed0/conv0/lin_rel/kernel`, ...): `nnx.state(model)`
+is the linen variables' tree, and `load_linen_variables` copies a linen
+model's variables in. A new convolution registered with `register_conv`
+is an NNX module too (`Conv(name, ...)`). NNX modules know their input
+widths at construction, hold their state (a call with `train=True`
+updates the batch statistics in place) and take a PRNG `key` for dropout::
 
   model = nnx.DiffPool(preset("paper"), in_features=F, num_classes=C,
                        max_nodes=N, rngs=flax.nnx.Rngs(0))
@@ -15,353 +18,180 @@ hold their state, and are called with `train` and, for dropout, a PRNG
 
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import Mapping, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.nnx import bridge
 
-from diffpool_jax.adjacency import diagonal, matmul, row_sums
-from diffpool_jax.layers import (batch_moments, dropout as drop,
-                                 embed_codes, gin_aggregate, gine_aggregate,
-                                 l2_normalize, mask_nodes, normalize,
-                                 sage_mean)
-from diffpool_jax.model import (DiffPoolConfig, PoolLevel, check_code_columns,
-                                checked_edge_codes, checked_node_mask,
-                                clear_padding, cluster_slots,
-                                graph_representation, input_readout,
-                                masked_readout, pool_level)
-from diffpool_jax.presets import check_cluster_counts
-
-LECUN = jax.nn.initializers.lecun_normal()
-XAVIER_RELU = jax.nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")
+from diffpool_jax.adjacency import EdgeList
+from diffpool_jax.models import classifier, layers
+from diffpool_jax.models.classifier import DiffPoolConfig, PoolLevel
+from diffpool_jax.models.presets import check_cluster_counts
 
 
-class Dense(nnx.Module):
-  """kernel [F, H] and bias [H] (as linen's nn.Dense); `weights()` returns
-  them unapplied, so a layer can fuse several maps into one matmul."""
-
-  def __init__(self, in_features: int, features: int, rngs: nnx.Rngs,
-               use_bias: bool = True, kernel_init=LECUN):
-    self.kernel = nnx.Param(kernel_init(rngs.params(),
-                                        (in_features, features)))
-    self.bias = nnx.Param(jnp.zeros((features,))) if use_bias else None
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    out = x @ self.kernel[...]
-    return out if self.bias is None else out + self.bias[...]
-
-
-class SAGEConv(nnx.Module):
-  """GraphSAGE-mean (see layers.DenseSAGEConv): x [B,N,F] -> [B,N,H]."""
-
-  def __init__(self, in_features: int, features: int, rngs: nnx.Rngs,
-               mask_output: bool = True):
-    self.features, self.mask_output = features, mask_output
-    self.lin_rel = Dense(in_features, features, rngs, use_bias=False)
-    self.lin_root = Dense(in_features, features, rngs)
-
-  def __call__(self, x, adj, node_mask):
-    out = sage_mean(x, adj, self.lin_rel.kernel[...], self.lin_root.kernel[...])
-    return mask_nodes(out + self.lin_root.bias[...], node_mask,
-                      self.mask_output)
+def sample_batch(in_features: int, nodes: int, edge_columns: int = 0):
+  """A one-graph batch of zeros to create variables with: x [1, nodes,
+  in_features], a dense adjacency (or, with `edge_columns`, an EdgeList
+  whose entries carry that many feature columns) and node_mask [1, nodes]."""
+  x = jnp.zeros((1, nodes, in_features))
+  node_mask = jnp.ones((1, nodes), bool)
+  if not edge_columns:
+    return x, jnp.zeros((1, nodes, nodes)), node_mask
+  index = jnp.zeros((1, 1), jnp.int32)
+  adj = EdgeList(index, index, jnp.zeros((1, 1)), nodes,
+                 jnp.zeros((1, 1, edge_columns), jnp.int32))
+  return x, adj, node_mask
 
 
-class GCNConv(nnx.Module):
-  """GCN with self-loops of weight 1 (see layers.DenseGCNConv)."""
+class LinenModule(bridge.ToNNX):
+  """An NNX module whose computation is a linen module's: its variables
+  are created at construction by running `module` on `sample` (positional
+  inputs) with `sample_options` (keywords), and are the NNX attributes
+  named as the linen variables."""
 
-  def __init__(self, in_features: int, features: int, rngs: nnx.Rngs,
-               mask_output: bool = True):
-    self.mask_output = mask_output
-    self.linear = Dense(in_features, features, rngs, use_bias=False)
-    self.bias = nnx.Param(jnp.zeros((features,)))
+  def __init__(self, module, rngs: Optional[nnx.Rngs], *sample,
+               **sample_options):
+    super().__init__(module)
+    bridge.lazy_init(super().__call__, *sample,
+                     rngs=rngs if rngs is not None else nnx.Rngs(0),
+                     **sample_options)
 
-  def __call__(self, x, adj, node_mask):
-    loops = diagonal(adj)
-    inv_sqrt = jax.lax.rsqrt(row_sums(adj) - loops + 1.0)
-    h = self.linear(x) * inv_sqrt
-    out = (matmul(adj, h) + (1.0 - loops) * h) * inv_sqrt + self.bias[...]
-    return mask_nodes(out, node_mask, self.mask_output)
+  def run(self, *args, update_stats: bool = False, key=None, **options):
+    """The linen module applied to `args` and `options`; `update_stats`
+    makes the batch statistics mutable (updated in place), `key` feeds
+    dropout."""
+    return super().__call__(
+        *args, rngs=nnx.Rngs(dropout=key) if key is not None else None,
+        mutable=["batch_stats"] if update_stats else False, **options)
 
 
-class SumConv(nnx.Module):
-  """The authors' GraphConv A X W + b (see layers.DenseSumConv)."""
+class Conv(LinenModule):
+  """The registered convolution `conv` (`layers.CONVOLUTIONS`: "sage",
+  "gcn", "sum", "gin", "gine", "gatv2" or one of yours) as an NNX module:
+  x [B,N,in_features], adj, node_mask -> [B,N,features]. `edge_features`:
+  the width of the entry features a first-level EdgeList carries, for a
+  convolution that reads them."""
 
-  def __init__(self, in_features: int, features: int, rngs: nnx.Rngs,
-               mask_output: bool = True):
-    self.features, self.mask_output = features, mask_output
-    self.linear = Dense(in_features, features, rngs, use_bias=False,
-                        kernel_init=XAVIER_RELU)
-    self.bias = nnx.Param(jnp.zeros((features,)))
+  def __init__(self, conv: str, in_features: int, features: int,
+               rngs: nnx.Rngs, mask_output: bool = True,
+               edge_features: int = 0):
+    super().__init__(layers.make_conv(conv, features, None, mask_output),
+                     rngs, *sample_batch(in_features, 2, edge_features))
 
   def __call__(self, x, adj, node_mask):
-    if x.shape[-1] > self.features:
-      out = matmul(adj, self.linear(x))
-    else:
-      out = self.linear(matmul(adj, x))
-    return mask_nodes(out + self.bias[...], node_mask, self.mask_output)
+    return self.run(x, adj, node_mask)
 
 
-class GINConv(nnx.Module):
-  """GIN, MLP((1 + eps) x_i + sum_j A_ij x_j) (see layers.DenseGINConv)."""
-
-  def __init__(self, in_features: int, features: int, rngs: nnx.Rngs,
-               mask_output: bool = True):
-    self.mask_output = mask_output
-    self.eps = nnx.Param(jnp.zeros(()))
-    self.mlp0 = Dense(in_features, features, rngs)
-    self.mlp1 = Dense(features, features, rngs)
-
-  def __call__(self, x, adj, node_mask):
-    h = jax.nn.relu(self.mlp0(gin_aggregate(x, adj, self.eps[...])))
-    return mask_nodes(self.mlp1(h), node_mask, self.mask_output)
-
-
-class GINEConv(nnx.Module):
-  """GINE, MLP((1 + eps) x_i + sum_j A_ij relu(x_j + W e_ij)) (see
-  layers.DenseGINEConv); `edge_features` > 0: the width of the entry
-  features its adjacency carries (the first level), 0: GIN (pooled
-  levels)."""
-
-  def __init__(self, in_features: int, features: int, rngs: nnx.Rngs,
-               mask_output: bool = True, edge_features: int = 0):
-    self.mask_output = mask_output
-    self.eps = nnx.Param(jnp.zeros(()))
-    self.edge = (Dense(edge_features, in_features, rngs) if edge_features
-                 else None)
-    self.mlp0 = Dense(in_features, features, rngs)
-    self.mlp1 = Dense(features, features, rngs)
-
-  def __call__(self, x, adj, node_mask):
-    if self.edge is None:
-      h = gin_aggregate(x, adj, self.eps[...])
-    else:
-      h = gine_aggregate(x, adj, self.eps[...], self.edge)
-    h = jax.nn.relu(self.mlp0(h))
-    return mask_nodes(self.mlp1(h), node_mask, self.mask_output)
-
-
-CONVS = {"sage": SAGEConv, "gcn": GCNConv, "sum": SumConv, "gin": GINConv,
-         "gine": GINEConv}
-
-
-class CodeEmbedding(nnx.Module):
-  """Integer feature columns -> summed embeddings `table{c}` (see
-  layers.CodeEmbedding)."""
-
-  def __init__(self, vocab: Sequence[int], features: int, rngs: nnx.Rngs):
-    self.columns = len(vocab)
-    init = jax.nn.initializers.xavier_uniform()
-    for c, size in enumerate(vocab):
-      setattr(self, f"table{c}", nnx.Param(init(rngs.params(),
-                                                (int(size), features))))
-
-  def __call__(self, codes: jax.Array, node_mask: jax.Array) -> jax.Array:
-    return embed_codes([getattr(self, f"table{c}")[...]
-                        for c in range(self.columns)], codes, node_mask)
-
-
-class MaskedBatchNorm(nnx.Module):
-  """Batch norm over real nodes (see layers.MaskedBatchNorm): running
-  `mean` and `var` are nnx.BatchStat, updated when called with train."""
+class MaskedBatchNorm(LinenModule):
+  """Batch norm over real nodes (`layers.MaskedBatchNorm`): running `mean`
+  and `var` are batch statistics, updated when called with train."""
 
   def __init__(self, features: int, affine: bool = True,
-               momentum: float = 0.9, epsilon: float = 1e-5):
-    self.momentum, self.epsilon = momentum, epsilon
-    self.mean = nnx.BatchStat(jnp.zeros((features,)))
-    self.var = nnx.BatchStat(jnp.ones((features,)))
-    self.scale = nnx.Param(jnp.ones((features,))) if affine else None
-    self.bias = nnx.Param(jnp.zeros((features,))) if affine else None
+               momentum: float = 0.9, epsilon: float = 1e-5,
+               rngs: Optional[nnx.Rngs] = None):
+    super().__init__(layers.MaskedBatchNorm(momentum, epsilon, affine),
+                     rngs, jnp.zeros((1, 1, features)),
+                     jnp.ones((1, 1), bool), False)
 
   def __call__(self, x, node_mask, train: bool):
-    real = node_mask[..., None]
-    if train:
-      mean, var, count, unbiased = batch_moments(x, real)
-      keep, has_nodes = self.momentum, count > 0
-      self.mean[...] = jnp.where(has_nodes, keep * self.mean[...]
-                                 + (1 - keep) * mean, self.mean[...])
-      self.var[...] = jnp.where(has_nodes, keep * self.var[...]
-                                + (1 - keep) * unbiased, self.var[...])
-    else:
-      mean, var = self.mean[...], self.var[...]
-    if self.scale is None:
-      return normalize(x, real, mean, var, self.epsilon)
-    return normalize(x, real, mean, var, self.epsilon, self.scale[...],
-                     self.bias[...])
+    return self.run(x, node_mask, train, update_stats=train)
 
 
-class GNNStack(nnx.Module):
-  """Dense convolutions with dropout, L2 normalisation, ReLU and masked
-  batch norm (see layers.GNNStack); layers are attributes conv0, bn0, ..."""
+class GNNStack(LinenModule):
+  """Convolutions with dropout, L2 normalisation, ReLU and masked batch
+  norm (`layers.GNNStack`); `edge_features` as for `Conv`."""
 
   def __init__(self, conv: str, in_features: int, widths: Sequence[int],
                rngs: nnx.Rngs, l2_normalize: bool = False,
                batch_norm: bool = True, bn_affine: bool = True,
                concat: bool = True, activate_last: bool = False,
                dropout: float = 0.0, edge_features: int = 0):
-    self.widths, self.l2, self.concat = tuple(widths), l2_normalize, concat
-    edges = {"edge_features": edge_features} if edge_features else {}
-    self.activate_last, self.dropout = activate_last, dropout
-    self.batch_norm = batch_norm
-    for i, width in enumerate(self.widths):
-      activated = i < len(self.widths) - 1 or activate_last
-      setattr(self, f"conv{i}", CONVS[conv](
-          in_features, width, rngs,
-          mask_output=not (activated and batch_norm), **edges))
-      if activated and batch_norm:
-        setattr(self, f"bn{i}", MaskedBatchNorm(width, bn_affine))
-      in_features = width
-    self.out_features = sum(self.widths) if concat else self.widths[-1]
+    super().__init__(layers.GNNStack(conv, tuple(widths), l2_normalize,
+                                     batch_norm, bn_affine, concat,
+                                     activate_last, dropout),
+                     rngs, *sample_batch(in_features, 2, edge_features),
+                     False)
 
   def __call__(self, x, adj, node_mask, train: bool, rate=None,
                key: Optional[jax.Array] = None):
-    outputs = []
-    for i in range(len(self.widths)):
-      if self.dropout > 0 and train:
-        key, layer_key = jax.random.split(key)
-        x = drop(x, self.dropout if rate is None else rate, layer_key)
-      x = getattr(self, f"conv{i}")(x, adj, node_mask)
-      if self.l2:
-        x = l2_normalize(x)
-      if i < len(self.widths) - 1 or self.activate_last:
-        x = jax.nn.relu(x)
-        if self.batch_norm:
-          x = getattr(self, f"bn{i}")(x, node_mask, train)
-      outputs.append(x)
-    return jnp.concatenate(outputs, axis=-1) if self.concat else x
+    return self.run(x, adj, node_mask, train, rate, update_stats=train,
+                    key=key)
 
 
-class DiffPool(nnx.Module):
-  """The hierarchical classifier (see model.DiffPool) as an NNX module:
-  per level an embedding GNN `embed{l}`, an assignment GNN `assign{l}`
-  and/or head `assign_head{l}`, then the pooling operator; a last
-  embedding GNN and the MLP `mlp{i}`."""
+class DiffPool(LinenModule):
+  """The hierarchical classifier (`diffpool_jax.DiffPool`) as an NNX
+  module: the same variables (`embed{l}`, `assign{l}`, `assign_head{l}`,
+  `mlp{i}`, ...), built for inputs of `in_features` columns (integer code
+  columns with `config.input_vocab`)."""
 
   def __init__(self, config: DiffPoolConfig, in_features: int,
                num_classes: int, max_nodes: int, rngs: nnx.Rngs):
     check_cluster_counts(config, max_nodes, "nnx.DiffPool")
-    self.config, self.max_nodes = config, max_nodes
-    c = config
-    hidden = (c.hidden_dim,) * (c.num_layers - 1)
-    if c.input_vocab:
-      self.input_embed = CodeEmbedding(c.input_vocab, c.hidden_dim, rngs)
-      in_features = c.hidden_dim
-    input_width = in_features if c.input_readout != "none" else 0
-    if c.input_norm:
-      self.input_bn = MaskedBatchNorm(in_features, c.bn_affine)
-    if c.input_readout != "none":
-      self.input_readout_bn = MaskedBatchNorm(in_features, c.bn_affine)
-    readout_widths = []
-    if c.conv == "gine":
-      self.edge_embed = CodeEmbedding(c.edge_vocab, c.hidden_dim, rngs)
-    for level, width in enumerate(c.cluster_counts(max_nodes)):
-      embed = self.gnn(in_features, hidden + (c.embed_dim,), c.concat, rngs,
-                       level)
-      setattr(self, f"embed{level}", embed)
-      head_input = embed.out_features
-      if c.assign_from != "embedding":
-        assign = self.gnn(in_features, hidden + (width,),
-                          c.concat and c.assign_head != "none", rngs, level)
-        setattr(self, f"assign{level}", assign)
-        head_input = assign.out_features
-      if c.assign_head != "none":
-        setattr(self, f"assign_head{level}", Dense(head_input, width, rngs))
-      readout_widths.append(embed.out_features)
-      in_features = embed.out_features
-    last = self.gnn(in_features, hidden + (c.embed_dim,), c.concat, rngs,
-                    c.num_levels)
-    setattr(self, f"embed{c.num_levels}", last)
-    readout_widths.append(last.out_features)
-    width = input_width + (sum(readout_widths) if c.readout_all_levels
-                           else readout_widths[-1])
-    for i, out in enumerate(c.mlp_hidden + (num_classes,)):
-      setattr(self, f"mlp{i}", Dense(width, out, rngs))
-      width = out
+    edge_columns = len(config.edge_vocab) if config.reads_edge_features else 0
+    if config.reads_edge_features and not edge_columns:
+      raise ValueError(f"nnx.DiffPool: conv={config.conv!r} reads edge "
+                       "features; give config.edge_vocab (one vocabulary "
+                       "size per edge code column)")
+    super().__init__(
+        classifier.DiffPool(config, num_classes, max_nodes), rngs,
+        *sample_batch(in_features, max(1, min(max_nodes, 8)), edge_columns))
 
-  def gnn(self, in_features, widths, concat, rngs, level) -> GNNStack:
-    """A GNN of pooling level `level` (with "gine", level 0 reads the
-    first level's embedded edge features)."""
-    c = self.config
-    edges = c.hidden_dim if c.conv == "gine" and level == 0 else 0
-    return GNNStack(c.conv, in_features, widths, rngs, c.l2_normalize,
-                    c.batch_norm, c.bn_affine, concat, c.activate_last,
-                    c.dropout, edges)
+  @property
+  def config(self) -> DiffPoolConfig:
+    return self.to_nnx__module.config
+
+  @property
+  def max_nodes(self) -> int:
+    return self.to_nnx__module.max_nodes
 
   def __call__(self, x, adj, node_mask=None, *, train: bool = False,
                dropout=None, key: Optional[jax.Array] = None
                ) -> Tuple[jax.Array, Tuple[PoolLevel, ...]]:
     """logits [B, C] and one PoolLevel per level for x [B,N,F], adj
-    [B,N,N] or EdgeList, node_mask [B,N] (see model.DiffPool.__call__);
+    [B,N,N] or EdgeList, node_mask [B,N] (see `diffpool_jax.DiffPool`);
     `key` feeds dropout when training with config.dropout or
     config.mlp_dropout > 0."""
     c = self.config
     if train and key is None and max(c.dropout, c.mlp_dropout) > 0:
       raise ValueError("nnx.DiffPool: training with dropout (config.dropout "
                        "or mlp_dropout > 0) needs a PRNG `key`")
-    node_mask = checked_node_mask(x, adj, node_mask, "nnx.DiffPool")
-    x, adj = clear_padding(x, adj, node_mask)
-    if c.input_vocab:
-      check_code_columns(c, x, "nnx.DiffPool")
-      x = self.input_embed(x, node_mask)
-    if c.conv == "gine":
-      codes = checked_edge_codes(c, adj, "nnx.DiffPool")
-      adj = adj.replace(features=self.edge_embed(codes, adj.weights != 0))
-    if c.input_norm:
-      x = self.input_bn(x, node_mask, train)
-    input_vector = input_readout(
-        c.input_readout, x, node_mask,
-        lambda h, mask: self.input_readout_bn(h, mask, train))
-    graph_mask = jnp.any(node_mask, axis=1)
-    keys = (iter(jax.random.split(key, 2 * c.num_levels + 1))
-            if key is not None else iter(lambda: None, 0))
-    slots, real = cluster_slots(c, self.max_nodes, x.shape[1], node_mask)
-    readouts, levels = [], []
-    for level in range(c.num_levels):
-      z = getattr(self, f"embed{level}")(x, adj, node_mask, train, dropout,
-                                         next(keys))
-      readouts.append(masked_readout(z, node_mask, c.readout))
-      h = z
-      if c.assign_from != "embedding":
-        h = getattr(self, f"assign{level}")(x, adj, node_mask, train,
-                                            dropout, next(keys))
-      if c.assign_head == "none":
-        s_logits = h[..., :slots[level]]
-      else:
-        head = getattr(self, f"assign_head{level}")
-        s_logits = (h @ head.kernel[...][:, :slots[level]]
-                    + head.bias[...][:slots[level]])
-        if c.assign_head == "linear_relu":
-          s_logits = jax.nn.relu(s_logits)
-      x, pooled = pool_level(c, z, adj, s_logits, node_mask, graph_mask,
-                             slots[level], real, level)
-      adj, node_mask = pooled.adj, pooled.mask
-      levels.append(pooled)
-    z = getattr(self, f"embed{c.num_levels}")(x, adj, node_mask, train,
-                                              dropout, next(keys))
-    readouts.append(masked_readout(z, node_mask, c.readout))
-    h = graph_representation(c, readouts, input_vector)
-    mlp_keys = (iter(jax.random.split(jax.random.fold_in(key, 1),
-                                      len(c.mlp_hidden) + 1))
-                if train and c.mlp_dropout > 0 else None)
-    for i in range(len(c.mlp_hidden) + 1):
-      if mlp_keys is not None:
-        h = drop(h, c.mlp_dropout, next(mlp_keys))
-      h = getattr(self, f"mlp{i}")(h)
-      if i < len(c.mlp_hidden):
-        h = jax.nn.relu(h)
-    return h, tuple(levels)
+    return self.run(x, adj, node_mask, train=train, dropout=dropout,
+                    update_stats=train, key=key)
 
 
 def load_linen_variables(model: nnx.Module,
                          variables: Mapping[str, Mapping]) -> None:
   """Copies a linen model's {"params": ..., "batch_stats": ...} into the
-  NNX model of the same configuration (same names), in place."""
-  def copy(module, tree):
+  NNX module of the same configuration (same names), in place."""
+  def copy(node, tree, path):
     for name, value in tree.items():
-      target = getattr(module, name)
+      target = node[name] if isinstance(node, Mapping) else getattr(node, name)
       if isinstance(value, Mapping):
-        copy(target, value)
+        copy(target, value, path + (name,))
+      elif target.shape != jnp.shape(value):
+        raise ValueError(f"load_linen_variables: {'/'.join(path + (name,))} "
+                         f"has shape {jnp.shape(value)}, the model "
+                         f"{target.shape}")
       else:
         target[...] = jnp.asarray(value)
   for collection in ("params", "batch_stats"):
-    copy(model, variables.get(collection, {}))
+    copy(model, variables.get(collection, {}), ())
+
+
+# The NNX classes of 0.1, one per convolution (now `Conv(name, ...)`).
+CONV_CLASSES = {"SAGEConv": "sage", "GCNConv": "gcn", "SumConv": "sum",
+                "GINConv": "gin", "GINEConv": "gine"}
+
+
+def __getattr__(name: str):
+  """`nnx.SAGEConv` etc. of 0.1: `Conv` of that name, with a warning."""
+  if name in CONV_CLASSES:
+    warnings.warn(f"diffpool_jax.nnx.{name} is now "
+                  f"nnx.Conv({CONV_CLASSES[name]!r}, ...); the old name goes "
+                  "in the next release", DeprecationWarning, stacklevel=2)
+    return functools.partial(Conv, CONV_CLASSES[name])
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

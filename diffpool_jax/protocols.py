@@ -2,20 +2,20 @@
 its training may stop, and how per-epoch scores become the reported
 number.
 
-A protocol is an object with a `name`, a `note`, a `holdout` (fraction of
-each outer training fold kept for validation when folds are drawn without a
-split file), `stopped(val_score, val_loss, patience, higher)` and
-`summary(tables, patience, higher)`. `PROTOCOLS` finds one by name; a new
-protocol is one class here and one entry there. Tables are indexed
-[epoch, fold, seed, point] (point: hyper-parameter point) and named
-"val_score", "val_loss", "test_score": the score is the task's metric
-(accuracy, ROC-AUC, RMSE, ...; see tasks.py), better when larger unless
-`higher` (higher_is_better) is False. Everything is pure NumPy so it can
-be checked by hand.
+A protocol is an object with the members of `Protocol` (name, note,
+holdout, default_seeds, ranked_by, check, stopped, selected_epochs,
+summary, point_scores); `register_protocol` checks one and adds it to
+`PROTOCOLS`, where runs, sweeps and the commands find it by name. Tables
+are indexed [epoch, fold, seed, point] (point: hyper-parameter point) and
+named "val_score", "val_loss", "test_score": the score is the task's
+metric (accuracy, ROC-AUC, RMSE, ...; see tasks.py), better when larger
+unless `higher` (higher_is_better) is False. Everything is pure NumPy so
+it can be checked by hand.
 """
 
 from __future__ import annotations
 
+import typing
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -388,12 +388,109 @@ class FixedSplitProtocol(FairProtocol):
     return point_rows(val, test, (stop[0] + 1).mean(axis=0))
 
 
-# The protocols by name. A protocol is one class with: name, note, holdout
-# (the inner validation fraction), default_seeds, check(seeds, points),
-# stopped(val_score, val_loss, patience, higher), summary(tables,
-# patience, higher), point_scores(tables, patience, higher),
-# selected_epochs(tables, patience, higher) and
-# ranked_by; add an instance here (from
-# any module) and runs, sweeps and the commands accept its name.
-PROTOCOLS = {"paper": PaperProtocol(), "fair": FairProtocol(),
-             "errica": ErricaProtocol(), "fixed": FixedSplitProtocol()}
+class Protocol(typing.Protocol):
+  """What a protocol provides (`register_protocol` checks each member).
+
+  Attributes:
+    name: its name (the `protocol` field, --protocol).
+    note: one line on what its score means, written into results.
+    holdout: fraction of each outer training fold kept for validation
+      when folds are drawn without a split file, in [0, 1).
+    default_seeds: seeds per fold when the run gives none.
+    ranked_by: the per-point column a sweep ranks by ("val_mean" or
+      "test_mean").
+  """
+  name: str
+  note: str
+  holdout: float
+  default_seeds: int
+  ranked_by: str
+
+  def check(self, seeds: int, points: int = 1) -> None:
+    """InputError unless the protocol can run with these seeds and points."""
+
+  def stopped(self, val_score: np.ndarray, val_loss: np.ndarray,
+              patience: int, higher: bool = True) -> bool:
+    """Whether training may stop, given [E, M] tables so far."""
+
+  def selected_epochs(self, tables: Mapping[str, np.ndarray],
+                      patience: int, higher: bool = True) -> np.ndarray:
+    """[F, S, P] the epoch each run is reported at."""
+
+  def summary(self, tables: Mapping[str, np.ndarray], patience: int,
+              higher: bool = True) -> dict:
+    """The reported result: at least "score" and "std"."""
+
+  def point_scores(self, tables: Mapping[str, np.ndarray], patience: int,
+                   higher: bool = True) -> List[Dict[str, Optional[float]]]:
+    """Per point: val_mean, val_std, test_mean, test_std, epochs."""
+
+
+PROTOCOLS: Dict[str, Protocol] = {}
+
+POINT_COLUMNS = ("val_mean", "val_std", "test_mean", "test_std", "epochs")
+
+
+def check_protocol(protocol) -> None:
+  """ValueError naming the protocol and the member at fault unless it has
+  every member of `Protocol` and its methods answer a small table
+  [E=4, F=1, S=2, P=1] in the documented shapes (one split, so that a
+  fixed-split protocol answers too)."""
+  name = getattr(protocol, "name", None)
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"protocol {protocol!r}: `name` must be a non-empty "
+                     "string")
+  def fault(member, what):
+    return ValueError(f"protocol {name!r}: {member} {what}")
+  if not isinstance(getattr(protocol, "note", None), str):
+    raise fault("note", "must be a string")
+  holdout = getattr(protocol, "holdout", None)
+  if not isinstance(holdout, (int, float)) or not 0 <= holdout < 1:
+    raise fault("holdout", f"must be a number in [0, 1), not {holdout!r}")
+  seeds = getattr(protocol, "default_seeds", None)
+  if not isinstance(seeds, int) or seeds < 1:
+    raise fault("default_seeds", f"must be an integer >= 1, not {seeds!r}")
+  if getattr(protocol, "ranked_by", None) not in ("val_mean", "test_mean"):
+    raise fault("ranked_by", "must be 'val_mean' or 'test_mean'")
+  for method in ("check", "stopped", "selected_epochs", "summary",
+                 "point_scores"):
+    if not callable(getattr(protocol, method, None)):
+      raise fault(method, "is missing (a method)")
+  rng = np.random.default_rng(0)
+  tables = {key: rng.random((4, 1, 2, 1)) for key in
+            ("val_score", "val_loss", "test_score")}
+  try:
+    protocol.check(seeds, 1)
+    stopped = protocol.stopped(tables["val_score"].reshape(4, -1),
+                               tables["val_loss"].reshape(4, -1), 2)
+    epochs = np.asarray(protocol.selected_epochs(tables, 2))
+    summary = protocol.summary(tables, 2)
+    points = protocol.point_scores(tables, 2)
+  except Exception as error:
+    raise fault("fails on a [4, 1, 2, 1] table:",
+                f"{type(error).__name__}: {error}") from error
+  if not isinstance(stopped, (bool, np.bool_)):
+    raise fault("stopped", f"returned {stopped!r}, not a bool")
+  if epochs.shape != (1, 2, 1):
+    raise fault("selected_epochs", f"returned shape {epochs.shape}, not "
+                "[F, S, P] = (1, 2, 1)")
+  if not isinstance(summary, Mapping) or not {"score", "std"} <= set(summary):
+    raise fault("summary", "must return a dict with 'score' and 'std'")
+  if (len(points) != 1 or any(set(row) != set(POINT_COLUMNS)
+                              for row in points)):
+    raise fault("point_scores", f"must return one row per point with the "
+                f"keys {POINT_COLUMNS}")
+
+
+def register_protocol(protocol: Protocol) -> Protocol:
+  """Checks `protocol` (`check_protocol`) and adds it to `PROTOCOLS` under
+  its name, where runs, sweeps and the commands find it; returns it."""
+  check_protocol(protocol)
+  PROTOCOLS[protocol.name] = protocol
+  return protocol
+
+
+register_protocol(PaperProtocol())
+register_protocol(FairProtocol())
+register_protocol(ErricaProtocol())
+register_protocol(FixedSplitProtocol())

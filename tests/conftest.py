@@ -63,7 +63,7 @@ SHARED_DATA = Path(os.environ.get(
 # programs are reused in process through jit_epoch_program, which the
 # traced-program path would bypass); test_compile_effort.py checks a
 # Run's own default in a fresh process.
-from diffpool_jax import compile_cache  # noqa: E402
+from diffpool_jax.engine import compile_cache  # noqa: E402
 compile_cache.leave_as_configured()
 
 # Seconds of test time of the files that take longest (2 workers, measured
@@ -126,7 +126,7 @@ def splits_root() -> Path:
 def session_compile_cache(monkeypatch):
   """Commands called in this process (train.main, sweep.main) keep the test
   session's compilation cache: their `compile_cache.enable` does nothing."""
-  from diffpool_jax import compile_cache
+  from diffpool_jax.engine import compile_cache
   monkeypatch.setattr(compile_cache, "enable", lambda folder=None: None)
 
 

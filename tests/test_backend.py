@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import diffpool_jax as dp
-from diffpool_jax import compile_cache, memory, pipeline, training
+from diffpool_jax.engine import compile_cache, memory, pipeline, trainer
 from diffpool_jax.datasets import choose_buckets, synthetic_hierarchical
 from diffpool_jax.run import Run, RunConfig
 
@@ -60,11 +60,11 @@ def test_unknown_precision_is_refused_naming_the_field():
                                           ("default", "DEFAULT")])
 def test_precision_setting_reaches_the_traced_matmuls(setting, hlo):
   dot = jax.jit(jnp.matmul)
-  with training.precision_context(setting):
+  with trainer.precision_context(setting):
     text = dot.lower(jnp.ones((4, 4)), jnp.ones((4, 4))).as_text()
     key = compile_cache.program_key("dot", "static", (jnp.ones(3),))
   assert f"precision = [{hlo}, {hlo}]" in text
-  with training.precision_context("tensorfloat32"):
+  with trainer.precision_context("tensorfloat32"):
     other = compile_cache.program_key("dot", "static", (jnp.ones(3),))
   assert key != other               # a kept program is per precision
 
@@ -78,9 +78,9 @@ def engine():
   data = pipeline.device_data(dataset, buckets, sparse=[False, True])
   model = dp.DiffPool(dp.preset("paper", **TINY_MODEL), dataset.num_classes,
                       dataset.max_nodes)
-  sample = training.gather_batch(data.buckets[0], jnp.arange(4))
-  states = training.init_members(
-      model, sample, [0, 1], training.default_hyper(model.config, 2, lr=1e-2,
+  sample = trainer.gather_batch(data.buckets[0], jnp.arange(4))
+  states = trainer.init_members(
+      model, sample, [0, 1], trainer.default_hyper(model.config, 2, lr=1e-2,
                                                    aux_weight=1.0))
   graphs = [np.arange(0, 16), np.arange(8, 24)]
   train = pipeline.make_schedule(graphs, data, 4, np.random.default_rng(0))
@@ -92,7 +92,7 @@ def test_epochs_make_no_host_transfer(engine):
   """With every argument on the device, a train and an evaluation epoch
   run under a transfer guard that refuses any implicit transfer."""
   model, data, states, train, test = engine
-  train_epoch, eval_epoch = training.compile_epochs(model)
+  train_epoch, eval_epoch = trainer.compile_epochs(model)
   on_device = jax.device_put((train.bucket_ids, train.indices,
                               test.bucket_ids, test.indices, np.int32(0)))
   train_ids, train_indices, test_ids, test_indices, step = on_device
@@ -115,7 +115,7 @@ def test_epoch_programs_call_no_host_code(engine):
   """No host callback (jax.debug.print, pure_callback, io_callback) inside
   the scanned epochs: they would return to Python at every step."""
   model, data, states, train, test = engine
-  train_epoch, eval_epoch = training.compile_epochs(model)
+  train_epoch, eval_epoch = trainer.compile_epochs(model)
   texts = [train_epoch.lower(states, data.buckets, train.bucket_ids,
                              train.indices, np.int32(0)).as_text(),
            eval_epoch.lower(states, data.buckets, test.bucket_ids,

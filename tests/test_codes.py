@@ -17,7 +17,7 @@ from diffpool_jax.datasets.features import (label_codes, one_hot_labels,
                                             value_ranks)
 from diffpool_jax.adjacency import EdgeList, gine_messages
 from diffpool_jax.graphs import GraphBatch, sparse_batch
-from diffpool_jax.layers import embed_codes
+from diffpool_jax.models.layers import embed_codes
 from diffpool_jax.run import Run, RunConfig
 from tests.helpers import random_batch
 

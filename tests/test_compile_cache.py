@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffpool_jax import compile_cache
+from diffpool_jax.engine import compile_cache
 from tests.test_train_command import REPO, command, write_config
 
 
@@ -199,18 +199,18 @@ def test_a_second_run_in_this_process_reuses_the_first_runs_programs(
   (its epoch programs are kept per model, mesh, kind and optimizer) and
   gives the same metrics (no traced programs kept on disk here, which
   would serve the second run as well)."""
-  from diffpool_jax import compile_cache, training
+  from diffpool_jax.engine import compile_cache, trainer
   monkeypatch.setattr(compile_cache, "traced_folder", lambda: None)
   from diffpool_jax.run import Run, RunConfig
   from tests.test_scale import TINY_RUN
-  training.jit_epoch_program.cache_clear()
+  trainer.jit_epoch_program.cache_clear()
   traced = []
-  trace_train_epoch = training.run_train_epoch
+  trace_train_epoch = trainer.run_train_epoch
 
   def counting(*args, **kwargs):      # runs once per trace
     traced.append(1)
     return trace_train_epoch(*args, **kwargs)
-  monkeypatch.setattr(training, "run_train_epoch", counting)
+  monkeypatch.setattr(trainer, "run_train_epoch", counting)
   runs = [Run(RunConfig(**TINY_RUN), tmp_path / name) for name in "ab"]
   for run in runs:
     run.fit(progress=False)

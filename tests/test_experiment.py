@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from diffpool_jax.experiment import RunConfig
+from diffpool_jax.run import RunConfig
 
 SIZES = np.array([10, 20, 30, 40, 200])
 
@@ -62,7 +62,22 @@ def test_learning_rates_become_a_tuple():
   assert RunConfig(lr=[0.01, 0.001]).lr == (0.01, 0.001)
 
 
-def test_the_earlier_module_keeps_the_run_names():
-  from diffpool_jax import experiment, run
-  for name in run.__all__:
-    assert getattr(experiment, name) is getattr(run, name), name
+def test_moved_modules_import_from_their_old_paths_with_a_warning():
+  """0.1's module paths (diffpool_jax.experiment, .training, .pooling.mincut,
+  ...) give the moved module itself and a DeprecationWarning naming the new
+  path."""
+  import importlib
+  import sys
+  from diffpool_jax import run
+  from diffpool_jax.engine import trainer
+  from diffpool_jax.models.pooling import mincut
+  for old, new in (("diffpool_jax.experiment", run),
+                   ("diffpool_jax.training", trainer),
+                   ("diffpool_jax.pooling.mincut", mincut)):
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=f"moved to {new.__name__}"):
+      assert importlib.import_module(old) is new
+  from diffpool_jax.experiment import RunConfig as old_name
+  assert old_name is RunConfig
+  with pytest.raises(ModuleNotFoundError):
+    importlib.import_module("diffpool_jax.no_such_module")

@@ -5,9 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-from diffpool_jax.layers import (DenseGCNConv, DenseGINConv, DenseSAGEConv,
-                                 DenseSumConv, GNNStack, MaskedBatchNorm,
-                                 l2_normalize)
+from diffpool_jax.models.layers import (DenseGCNConv, DenseGINConv,
+                                        DenseSAGEConv, DenseSumConv, GNNStack,
+                                        MaskedBatchNorm, l2_normalize)
 from tests.helpers import random_batch, repad
 
 

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = r"""
 import json, jax, jax.numpy as jnp, numpy as np
 import diffpool_jax as dp
-from diffpool_jax import pipeline, training
+from diffpool_jax.engine import pipeline, trainer
 from diffpool_jax.datasets import choose_buckets, synthetic_hierarchical
 assert jax.device_count() == 4
 dataset = synthetic_hierarchical(num_graphs=32, communities=(2, 3),
@@ -23,23 +23,23 @@ data = pipeline.device_data(dataset, choose_buckets(dataset.n_node, 2))
 model = dp.DiffPool(dp.preset("paper", hidden_dim=8, embed_dim=8,
                               num_layers=2, pool_ratios=(0.5,)),
                     dataset.num_classes, dataset.max_nodes)
-sample = training.gather_batch(data.buckets[0], jnp.arange(4))
+sample = trainer.gather_batch(data.buckets[0], jnp.arange(4))
 graphs = [np.arange(0, 24), np.arange(8, 32)]
 out = {}
-for name, mesh in (("one", None), ("mesh", training.make_mesh(2, 4))):
-  states = training.init_members(
-      model, sample, [1, 2], training.default_hyper(model.config, 2, lr=1e-2,
+for name, mesh in (("one", None), ("mesh", trainer.make_mesh(2, 4))):
+  states = trainer.init_members(
+      model, sample, [1, 2], trainer.default_hyper(model.config, 2, lr=1e-2,
                                                    aux_weight=1.0))
-  states = training.shard_members(mesh, states)
-  buckets = training.replicate(mesh, data.buckets)
-  train, evaluate = training.compile_epochs(model, mesh)
+  states = trainer.shard_members(mesh, states)
+  buckets = trainer.replicate(mesh, data.buckets)
+  train, evaluate = trainer.compile_epochs(model, mesh)
   losses = []
   for epoch in range(2):
     schedule = pipeline.make_schedule(graphs, data, 4,
                                       np.random.default_rng(epoch))
     states, totals = train(states, buckets, schedule.bucket_ids,
                            schedule.indices, jnp.int32(0))
-    losses.append(training.metrics_to_numpy(totals)["loss"].tolist())
+    losses.append(trainer.metrics_to_numpy(totals)["loss"].tolist())
   out[name] = losses
   if mesh is not None:
     out["mesh_shape"] = dict(mesh.shape)

@@ -141,3 +141,27 @@ def test_mlp_dropout_matches_linen_in_evaluation_and_needs_a_key_to_train():
                    key=jax.random.key(seed))[0] for seed in (0, 0, 1)]
   np.testing.assert_array_equal(trained[0], trained[1])
   assert not np.allclose(trained[0], trained[2])
+
+
+def test_a_state_saved_by_the_0_1_nnx_model_restores(tmp_path):
+  """tests/data/nnx_diffpool_0.1: orbax's save of `nnx.state` of 0.1's
+  hand-written NNX classifier (paper preset, widths 4, after one training
+  call) and its evaluation logits. The derived NNX model has the same
+  variable paths, so it restores that state and gives those logits."""
+  import shutil
+  import orbax.checkpoint as ocp
+  from pathlib import Path
+  data = Path(__file__).parent / "data"
+  saved = np.load(data / "nnx_diffpool_0.1.npz")
+  folder = tmp_path / "state"
+  shutil.copytree(data / "nnx_diffpool_0.1", folder)
+  config = dp.preset("paper", hidden_dim=4, embed_dim=4, num_layers=2,
+                     mlp_hidden=(4,))
+  abstract = fnnx.eval_shape(lambda: nnx.DiffPool(
+      config, saved["x"].shape[-1], 2, 8, rngs=fnnx.Rngs(0)))
+  graphdef, state = fnnx.split(abstract)
+  model = fnnx.merge(graphdef,
+                     ocp.StandardCheckpointer().restore(folder, state))
+  logits, _ = model(saved["x"], saved["adj"], saved["node_mask"])
+  np.testing.assert_allclose(logits, saved["logits"], rtol=1e-6, atol=1e-7)
+  assert np.abs(saved["logits"]).max() > 1e-3

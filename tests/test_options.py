@@ -9,8 +9,8 @@ import textwrap
 import pytest
 
 from diffpool_jax.cli import options, sweep, train
-from diffpool_jax.model import DiffPoolConfig
-from diffpool_jax.pooling import POOLING
+from diffpool_jax.models.classifier import DiffPoolConfig
+from diffpool_jax.models.pooling import POOLING
 from diffpool_jax.run import RunConfig
 from tests.test_train_command import read_metrics, write_config
 
@@ -135,7 +135,7 @@ def test_misspelled_preset_and_config_field_name_the_valid_ones(tmp_path):
 OPERATOR_MODULE = textwrap.dedent('''
     """A user's pooling operator: MinCutPool on halved assignment logits."""
     from diffpool_jax import dense_mincut_pool
-    from diffpool_jax.pooling import PoolingOperator, register_pooling
+    from diffpool_jax.models.pooling import PoolingOperator, register_pooling
 
 
     def halved_mincut_pool(x, adj, s_logits, mask=None, cluster_mask=None):

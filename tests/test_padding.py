@@ -15,8 +15,8 @@ import diffpool_jax as dp
 from diffpool_jax import nnx
 from diffpool_jax.adjacency import EdgeList
 from diffpool_jax.graphs import dense_batch, sparse_batch
-from diffpool_jax.pooling import POOLING
-from diffpool_jax.presets import PRESETS
+from diffpool_jax.models.pooling import POOLING
+from diffpool_jax.models.presets import PRESETS
 from tests.helpers import random_graph
 
 FILLS = (np.nan, np.inf, -np.inf, 1e30)

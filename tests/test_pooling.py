@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from diffpool_jax import dense_diff_pool
-from diffpool_jax.pooling import LINK_LOSS_FORMS
+from diffpool_jax.models.pooling import LINK_LOSS_FORMS
 from tests.helpers import random_batch
 
 

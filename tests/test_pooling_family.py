@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import diffpool_jax as dp
-from diffpool_jax.pooling import POOLING, check_operator
+from diffpool_jax.models.pooling import POOLING, check_operator
 from tests.helpers import random_graph
 
 SIZES, NUM_NODES, CLUSTERS = (9, 14, 4, 1, 0), 16, 5
@@ -188,7 +188,7 @@ def test_known_values_of_a_perfect_partition():
 def test_nearly_empty_clusters_keep_finite_gradients():
   """A cluster with a vanishing degree (1e-30): the normalised pooled
   adjacency and its gradient stay finite (an unclamped d^-1/2 overflows)."""
-  from diffpool_jax.pooling.common import normalized_pooled_adjacency
+  from diffpool_jax.models.pooling.common import normalized_pooled_adjacency
   tiny = 1e-30
   pooled = jnp.array([[[0.0, tiny, 1.0], [tiny, 0.0, tiny],
                        [1.0, tiny, 0.0]]])
@@ -259,7 +259,7 @@ def test_registry_names_every_returned_loss(name):
 
 def dense_balance_pool(x, adj, s_logits, mask=None, cluster_mask=None):
   """The docs' example operator: DiffPool's coarsening with one loss."""
-  from diffpool_jax.pooling.common import assign, per_graph_mean
+  from diffpool_jax.models.pooling.common import assign, per_graph_mean
   a = assign(x, adj, s_logits, mask, cluster_mask, "dense_balance_pool")
   sizes = jnp.sum(a.s, axis=1)
   balance = (jnp.sum(sizes ** 2, axis=1)
@@ -273,7 +273,7 @@ def test_a_new_operator_needs_only_a_function_and_a_registry_entry(
   """Registered by name, the operator trains through Run with its loss
   weighted and recorded by name; no other code knows about it."""
   from diffpool_jax.run import Run, RunConfig
-  from diffpool_jax.pooling import PoolingOperator
+  from diffpool_jax.models.pooling import PoolingOperator
   monkeypatch.setitem(POOLING, "balance",
                       PoolingOperator(dense_balance_pool, ("balance",)))
   config = RunConfig(
@@ -302,7 +302,7 @@ def dense_sharpened_pool(x, adj, s_logits, mask=None, cluster_mask=None,
 
 
 def test_registration_checks_the_declared_losses():
-  from diffpool_jax.pooling import PoolingOperator, register_pooling
+  from diffpool_jax.models.pooling import PoolingOperator, register_pooling
   for name, operator in POOLING.items():
     check_operator(name, operator)                  # the built-ins agree
   with pytest.raises(ValueError, match=r"'wrong': declares the losses "
@@ -318,7 +318,7 @@ def test_an_operator_with_an_option_and_a_dense_only_rule_trains_from_the_cli(
   dense-only rule keeps every bucket dense (even where the cost rule,
   forced here, would choose edge lists)."""
   from diffpool_jax.engine import session
-  from diffpool_jax.pooling import PoolingOperator, register_pooling
+  from diffpool_jax.models.pooling import PoolingOperator, register_pooling
   from diffpool_jax.cli import train
   from tests.test_train_command import read_metrics, write_config
   calls = []

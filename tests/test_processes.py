@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffpool_jax import hosts
+from diffpool_jax.engine import hosts
 from diffpool_jax.run import RunConfig, RunFolderError, claim_folder
 from tests.test_train_command import TINY
 
@@ -279,14 +279,14 @@ def test_members_and_batch_that_cannot_fill_every_process_are_refused(
   fill 2 devices and the batch cannot split, so 2 would idle; one process
   may leave devices idle, several may not."""
   import jax
-  from diffpool_jax import hosts, training
+  from diffpool_jax.engine import hosts, trainer
   from diffpool_jax.errors import InputError
   devices = jax.devices()[:1] * 4
   with pytest.raises(InputError, match="cannot use all 4 devices"):
     monkeypatch.setattr(hosts, "count", lambda: 2)
-    training.make_mesh(2, 7, devices)
+    trainer.make_mesh(2, 7, devices)
   monkeypatch.setattr(hosts, "count", lambda: 1)
-  assert training.make_mesh(2, 7, devices[:2]).shape == {"members": 2,
+  assert trainer.make_mesh(2, 7, devices[:2]).shape == {"members": 2,
                                                           "batch": 1}
 
 

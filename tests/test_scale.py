@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from diffpool_jax import memory, training
+from diffpool_jax.engine import memory, trainer
 from diffpool_jax.datasets import (choose_buckets, padded_graph_cost,
                                    sparse_by_cost)
 from diffpool_jax.datasets.buckets import SPARSE_ENTRY_COST
@@ -105,13 +105,13 @@ def test_members_are_split_into_programs_that_fit_the_budget(tmp_path,
   both, one = program_bytes(tmp_path, 2), program_bytes(tmp_path, 1)
   assert one < both
   compiled = []       # (kind, members) of every epoch program compiled
-  compile_program = training.compile_epoch_program
+  compile_program = trainer.compile_epoch_program
 
   def recording(model, mesh, kind, states, *args, **kwargs):
     members = jax.tree_util.tree_leaves(states.params)[0].shape[0]
     compiled.append((kind, members))
     return compile_program(model, mesh, kind, states, *args, **kwargs)
-  monkeypatch.setattr(training, "compile_epoch_program", recording)
+  monkeypatch.setattr(trainer, "compile_epoch_program", recording)
   run, results = run_tiny(tmp_path, "split", memory_gib=one / memory.GIB)
   # The first try compiles training and evaluation side by side; two
   # members do not fit, one does; only then is evaluation compiled again.

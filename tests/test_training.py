@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import diffpool_jax as dp
-from diffpool_jax import pipeline, training
+from diffpool_jax.engine import pipeline, trainer
 from diffpool_jax.datasets import choose_buckets, synthetic_hierarchical
-from diffpool_jax.hyper import Hyper
+from diffpool_jax.engine.hyper import Hyper
 from diffpool_jax.protocols import (early_stopping_epoch, fair_protocol,
                                     paper_protocol)
 
@@ -27,7 +27,7 @@ def setup():
   data = pipeline.device_data(dataset, choose_buckets(dataset.n_node, 2))
   model = dp.DiffPool(dp.preset("paper", dropout=0.1, **TINY_MODEL),
                       dataset.num_classes, dataset.max_nodes)
-  sample = training.gather_batch(data.buckets[0], jnp.arange(4))
+  sample = trainer.gather_batch(data.buckets[0], jnp.arange(4))
   return dataset, data, model, sample
 
 
@@ -39,14 +39,14 @@ def one_hyper(model, lr, clip=2.0, weight_decay=0.0):
 def members(model, sample, seeds, lrs):
   hyper = jax.tree_util.tree_map(lambda *v: np.array(v),
                                  *(one_hyper(model, lr) for lr in lrs))
-  return training.init_members(model, sample, seeds, hyper)
+  return trainer.init_members(model, sample, seeds, hyper)
 
 
 def step_gradient(model, state, batch, step=0):
   """The training loss's gradient at step `step`, computed apart from
   train_step (jitted: op-by-op it takes seconds)."""
   def loss(params):
-    return training.graph_losses(
+    return trainer.graph_losses(
         model, params, state.batch_stats, batch, state.hyper.aux, True,
         jax.random.fold_in(state.key, step), state.hyper.dropout)[0]
   return jax.jit(jax.grad(loss))(state.params)
@@ -56,16 +56,16 @@ def test_masked_step_leaves_state_bit_identical(setup):
   _, data, model, sample = setup
   state = jax.tree_util.tree_map(lambda x: x[0],
                                  members(model, sample, [0], [1e-2]))
-  empty = training.gather_batch(data.buckets[0], jnp.full((4,), -1))
-  new_state, metrics = jax.jit(functools.partial(training.train_step, model))(
+  empty = trainer.gather_batch(data.buckets[0], jnp.full((4,), -1))
+  new_state, metrics = jax.jit(functools.partial(trainer.train_step, model))(
       state, empty, jnp.int32(3))
   assert float(metrics.graphs) == 0
   for old, new in zip(jax.tree_util.tree_leaves(state),
                       jax.tree_util.tree_leaves(new_state)):
     np.testing.assert_array_equal(np.asarray(old), np.asarray(new))
   # A real batch does change the parameters.
-  real = training.gather_batch(data.buckets[0], jnp.arange(4))
-  changed, _ = jax.jit(functools.partial(training.train_step, model))(
+  real = trainer.gather_batch(data.buckets[0], jnp.arange(4))
+  changed, _ = jax.jit(functools.partial(trainer.train_step, model))(
       state, real, jnp.int32(3))
   assert not np.allclose(np.asarray(changed.params["mlp1"]["kernel"]),
                          np.asarray(state.params["mlp1"]["kernel"]))
@@ -75,12 +75,12 @@ def test_aux_weights_weigh_each_loss_by_name(setup):
   """The training loss is cross-entropy + sum of weight x auxiliary loss,
   with the state's per-member weights."""
   _, data, model, sample = setup
-  batch = training.gather_batch(data.buckets[0], jnp.arange(4))
+  batch = trainer.gather_batch(data.buckets[0], jnp.arange(4))
   state = jax.tree_util.tree_map(lambda x: x[0],
                                  members(model, sample, [0], [1e-2]))
 
   def loss_with(weights):
-    loss, (metrics, _, _) = training.graph_losses(
+    loss, (metrics, _, _) = trainer.graph_losses(
         model, state.params, state.batch_stats, batch, weights, False)
     return float(loss), {k: float(v / metrics.graphs)
                          for k, v in metrics.aux.items()}
@@ -98,7 +98,7 @@ def test_vmapped_member_equals_solo_run(setup):
   seeds, lrs = [3, 4], [1e-2, 3e-3]
   schedule = pipeline.make_schedule(graphs, data, batch_size=4,
                                     rng=np.random.default_rng(0))
-  train, _ = training.compile_epochs(model)
+  train, _ = trainer.compile_epochs(model)
   states, totals = train(members(model, sample, seeds, lrs), data.buckets,
                          schedule.bucket_ids, schedule.indices, jnp.int32(0))
   for m in range(2):
@@ -140,7 +140,7 @@ def test_empty_steps_change_no_evaluation_sum(setup):
   fixed = pipeline.make_schedule(graphs, data, batch_size=4)
   padded = pipeline.pad_steps(fixed, len(fixed.bucket_ids) + 3)
   assert len(padded.bucket_ids) == len(fixed.bucket_ids) + 3
-  _, evaluate = training.compile_epochs(model)
+  _, evaluate = trainer.compile_epochs(model)
   sums = [evaluate(states, data.buckets, s.bucket_ids, s.indices)[0]
           for s in (fixed, padded)]
   for a, b in zip(jax.tree_util.tree_leaves(sums[0]),
@@ -194,7 +194,7 @@ def test_sparse_and_dense_epochs_agree(setup):
   graphs = [np.arange(0, 20)]
   schedule = pipeline.make_schedule(graphs, dense_data, batch_size=4,
                                     rng=np.random.default_rng(0))
-  train, _ = training.compile_epochs(model)
+  train, _ = trainer.compile_epochs(model)
   results = [train(members(model, sample, [3], [1e-2]), data.buckets,
                    schedule.bucket_ids, schedule.indices, jnp.int32(0))
              for data in (dense_data, sparse_data)]
@@ -210,7 +210,7 @@ def test_members_are_initialised_as_one_member_alone(setup):
   _, _, model, sample = setup
   states = members(model, sample, [3, 4], [1e-2, 3e-3])
   for m, (seed, lr) in enumerate(((3, 1e-2), (4, 3e-3))):
-    alone = training.init_state(model, sample, jax.random.PRNGKey(seed),
+    alone = trainer.init_state(model, sample, jax.random.PRNGKey(seed),
                                 one_hyper(model, lr))
     for got, want in zip(jax.tree_util.tree_leaves(states),
                          jax.tree_util.tree_leaves(alone)):
@@ -223,13 +223,13 @@ def test_weight_decay_is_l2_on_the_clipped_gradient(setup):
   the default (0) is Adam on clip(g)."""
   import optax
   _, data, model, sample = setup
-  batch = training.gather_batch(data.buckets[0], jnp.arange(4))
+  batch = trainer.gather_batch(data.buckets[0], jnp.arange(4))
   key = jax.random.PRNGKey(0)
-  plain = training.init_state(model, sample, key,
+  plain = trainer.init_state(model, sample, key,
                               one_hyper(model, 1e-2, clip=0.5))
-  decayed = training.init_state(model, sample, key,
+  decayed = trainer.init_state(model, sample, key,
                                 one_hyper(model, 1e-2, 0.5, 0.3))
-  step = jax.jit(functools.partial(training.train_step, model))
+  step = jax.jit(functools.partial(trainer.train_step, model))
   after_plain, _ = step(plain, batch, jnp.int32(0))
   after_decayed, _ = step(decayed, batch, jnp.int32(0))
   # The same steps by hand with optax's pieces.
@@ -258,14 +258,14 @@ def test_the_optimizer_factory_can_be_replaced(setup):
   lrs = [0.5, 0.05]
   hyper = jax.tree_util.tree_map(lambda *v: np.array(v),
                                  *(one_hyper(model, lr) for lr in lrs))
-  states = training.init_members(model, sample, [1, 1], hyper, sgd)
+  states = trainer.init_members(model, sample, [1, 1], hyper, sgd)
   assert not jax.tree_util.tree_leaves(states.opt_state)   # SGD: no state
   before = jax.tree_util.tree_map(np.asarray, states)
   schedule = pipeline.make_schedule([np.arange(4)] * 2, data, 4)
-  train, _ = training.compile_epochs(model, optimizer=sgd)
+  train, _ = trainer.compile_epochs(model, optimizer=sgd)
   after, _ = train(states, data.buckets, schedule.bucket_ids,
                    schedule.indices, jnp.int32(0))
-  batch = training.gather_batch(data.buckets[int(schedule.bucket_ids[0])],
+  batch = trainer.gather_batch(data.buckets[int(schedule.bucket_ids[0])],
                                 schedule.indices[0, 0])
   one = jax.tree_util.tree_map(lambda v: v[0], before)
   grads = step_gradient(model, one, batch)

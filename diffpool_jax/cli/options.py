@@ -31,7 +31,7 @@ from typing import Annotated, Dict, Optional, Sequence, Union
 import docstring_parser
 import tyro
 
-from diffpool_jax.presets import DiffPoolConfig, preset
+from diffpool_jax.models.presets import DiffPoolConfig, preset
 from diffpool_jax.run import RunConfig
 
 # Fields given through a command syntax of their own, not generated.

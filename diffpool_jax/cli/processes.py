@@ -1,5 +1,5 @@
 """The commands' flags for one job across several processes
-(diffpool_jax.hosts): the arguments of jax.distributed.initialize."""
+(diffpool_jax.engine.hosts): the arguments of jax.distributed.initialize."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Callable
 
 import jax
 
-from diffpool_jax import hosts
+from diffpool_jax.engine import hosts
 from diffpool_jax.errors import InputError
 from diffpool_jax.cli.errors import command_message
 

@@ -30,9 +30,13 @@ from typing import Optional
 import jax
 import numpy as np
 
-from diffpool_jax import compile_cache, evaluation, hosts, plots, tasks
-from diffpool_jax.presets import PRESETS
-from diffpool_jax.pooling import POOLING
+from diffpool_jax.engine import compile_cache, hosts
+
+from diffpool_jax.run import assignments
+
+from diffpool_jax import plots, tasks
+from diffpool_jax.models.presets import PRESETS
+from diffpool_jax.models.pooling import POOLING
 from diffpool_jax.run import Run, RunConfig, write_json_atomic
 from diffpool_jax.errors import InputError
 from diffpool_jax.cli import options, processes, shipped_config
@@ -237,7 +241,7 @@ def make_plots(run: Run, states) -> dict:
   variables = member_variables(states, 0)
   test = run.test_graphs[0]
   shown = test[:4]
-  levels = evaluation.level_one_assignments(run.session.model, variables,
+  levels = assignments.level_one_assignments(run.session.model, variables,
                                             run.dataset, shown)
   plots.plot_assignments([s for s, _ in levels], run.out / "assignments.png",
                          [f"graph {g}" for g in shown])
@@ -250,9 +254,9 @@ def make_plots(run: Run, states) -> dict:
   for fold in range(len(run.folds)):
     member = int(np.flatnonzero(run.members.fold == fold)[0])
     graphs = run.test_graphs[member]
-    assigned = evaluation.level_one_assignments(
+    assigned = assignments.level_one_assignments(
         run.session.model, member_variables(states, member), run.dataset, graphs)
-    scores.append(evaluation.assignment_nmi(
+    scores.append(assignments.assignment_nmi(
         [s for s, _ in assigned],
         [run.dataset.communities[g] for g in graphs]))
   return {"assignment_nmi": float(np.mean(scores))}

@@ -15,23 +15,24 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import (Any, Callable, Dict, List, NamedTuple, Optional,
-                    Sequence, Tuple)
+from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from diffpool_jax import (compile_effort, hosts, memory, pipeline, tasks,
-                          training)
+from diffpool_jax import tasks
+from diffpool_jax.engine import (compile_effort, hosts, memory, pipeline,
+                                 trainer)
 from diffpool_jax.datasets.features import code_vocabulary, label_codes
 from diffpool_jax.datasets import (GraphDataset, assign_buckets,
                                    bucket_entry_slots, bucket_options,
-                                   buckets_worth_compiling,
-                                   padded_graph_cost, sparse_by_cost)
-from diffpool_jax.hyper import Hyper
-from diffpool_jax.model import DiffPool
+                                   buckets_worth_compiling, padded_graph_cost,
+                                   sparse_by_cost)
+from diffpool_jax.engine.hyper import Hyper
+from diffpool_jax.models.classifier import DiffPool
 
 
 class Programs(NamedTuple):
@@ -41,7 +42,7 @@ class Programs(NamedTuple):
     size: members per program (the members go program by program).
     mesh: device mesh of the programs (None: one device).
     buckets: the padded data set placed for the mesh.
-    train: compiled training epoch (see training.compile_epochs).
+    train: compiled training epoch (see trainer.compile_epochs).
     evaluators: split ("val", "test") -> (compiled evaluation epoch, its
       fixed schedule).
     steps_per_epoch: optimizer steps in one training epoch.
@@ -78,14 +79,14 @@ class Session:
     shuffle_seeds: [M] (fold, seed) pairs that shuffle each member's
       batches, so that a member trains alike whatever trains beside it.
     graphs: the graphs of each member.
-    optimizer: the optimizer factory (see training.Optimizer).
+    optimizer: the optimizer factory (see trainer.Optimizer).
   """
 
   def __init__(self, config, dataset: GraphDataset,
                hyper: Hyper, seeds: Sequence[int],
                shuffle_seeds: Sequence[Tuple[int, int]],
                graphs: MemberGraphs,
-               optimizer: training.Optimizer = training.adam_with_clip):
+               optimizer: trainer.Optimizer = trainer.adam_with_clip):
     self.started = time.perf_counter()
     self.config = config
     self.model_config, edge_codes = with_vocabularies(config.model_config(),
@@ -110,17 +111,17 @@ class Session:
       raise ValueError(f"members_per_program={config.members_per_program} "
                        f"does not divide the {self.num_members} members "
                        "(folds x seeds x points)")
-    sample = jax.jit(training.gather_batch)(self.data.buckets[0],
+    sample = jax.jit(trainer.gather_batch)(self.data.buckets[0],
                                             jnp.arange(config.batch_size))
     # The states compile and initialise on a thread while the epoch
     # programs compile from their shapes (see `compile`).
-    self.state_shapes, self._pending = training.init_members_in_background(
+    self.state_shapes, self._pending = trainer.init_members_in_background(
         self.model, sample, seeds, hyper, optimizer, self.effort)
     self._states = None
     self.init_stages: Dict[str, float] = {}
 
   @property
-  def states(self) -> training.TrainState:
+  def states(self) -> trainer.TrainState:
     """The members' training states [M, ...] (waits for the
     initialisation on first use)."""
     if self._pending is not None:
@@ -129,7 +130,7 @@ class Session:
     return self._states
 
   @states.setter
-  def states(self, states: training.TrainState) -> None:
+  def states(self, states: trainer.TrainState) -> None:
     if self._pending is not None:
       self._pending.result()            # the initialisation is done first
       self._pending = None
@@ -162,7 +163,7 @@ class Session:
     return {split: pipeline.pad_steps(f, steps) for split, f in fixed.items()}
 
   def part_states(self, mesh: Optional[Mesh], part: slice,
-                  shapes_will_do: bool = False) -> training.TrainState:
+                  shapes_will_do: bool = False) -> trainer.TrainState:
     """The states of a program's members, placed for its mesh; with
     `shapes_will_do` (compiling), their shapes while the initialisation
     still runs on one device."""
@@ -174,15 +175,15 @@ class Session:
     states = self.states
     if part != slice(0, self.num_members):
       states = jax.tree_util.tree_map(lambda leaf: leaf[part], states)
-    return training.shard_members(mesh, states)
+    return trainer.shard_members(mesh, states)
 
   def compile_train(self, schedule: pipeline.Schedule, part: slice,
                     mesh: Optional[Mesh] = None, buckets=None):
     """The training epoch compiled for the members `part` on `schedule`'s
     shapes, and the seconds of its stages (see
-    training.compile_epoch_program)."""
+    trainer.compile_epoch_program)."""
     buckets = self.data.buckets if buckets is None else buckets
-    return training.compile_epoch_program(
+    return trainer.compile_epoch_program(
         self.model, mesh, "train", self.part_states(mesh, part, True),
         buckets,
         schedule.bucket_ids, schedule.indices[part], jnp.int32(0),
@@ -193,10 +194,10 @@ class Session:
                             ) -> Programs:
     """The train program compiled for `size` members per program (no
     evaluators yet: see `with_evaluators`), on `mesh` with the buckets
-    placed for it (default: `training.make_mesh`'s)."""
+    placed for it (default: `trainer.make_mesh`'s)."""
     if buckets is None:
-      mesh = training.make_mesh(size, self.config.batch_size)
-      buckets = training.replicate(mesh, self.data.buckets)
+      mesh = trainer.make_mesh(size, self.config.batch_size)
+      buckets = trainer.replicate(mesh, self.data.buckets)
     schedule = self.schedule(0)
     train, seconds = self.compile_train(schedule, slice(0, size), mesh,
                                         buckets)
@@ -214,7 +215,7 @@ class Session:
       return {}, None
     first = next(iter(fixed.values()))
     part = slice(0, size)
-    evaluate, seconds = training.compile_epoch_program(
+    evaluate, seconds = trainer.compile_epoch_program(
         self.model, mesh, "evaluate", self.part_states(mesh, part, True),
         buckets, first.bucket_ids, first.indices[part],
         matmul_precision=self.config.matmul_precision, effort=self.effort)
@@ -282,12 +283,12 @@ class Session:
     members, compiled on two threads at once (one after the other with
     several processes, whose placements must happen in the same order on
     each)."""
-    mesh = training.make_mesh(size, self.config.batch_size)
-    buckets = training.replicate(mesh, self.data.buckets)
+    mesh = trainer.make_mesh(size, self.config.batch_size)
+    buckets = trainer.replicate(mesh, self.data.buckets)
     if hosts.count() > 1:
       return (self.compile_train_program(size, mesh, buckets),
               self.compile_evaluators(size, mesh, buckets))
-    evaluators = training.BACKGROUND.submit(self.compile_evaluators, size,
+    evaluators = trainer.BACKGROUND.submit(self.compile_evaluators, size,
                                             mesh, buckets)
     programs = self.compile_train_program(size, mesh, buckets)
     return programs, evaluators.result()
@@ -309,7 +310,7 @@ class Session:
     return [slice(lo, lo + size) for lo in range(0, self.num_members, size)]
 
   def train_members(self, programs: Programs, schedule: pipeline.Schedule,
-                    first_step: int) -> training.StepMetrics:
+                    first_step: int) -> trainer.StepMetrics:
     """One training epoch of every member, program by program; returns
     per-member metric sums [M]."""
     states, totals = [], []
@@ -323,7 +324,7 @@ class Session:
     return concatenate_members(totals)
 
   def evaluate_members(self, programs: Programs, split: str
-                       ) -> Tuple[training.StepMetrics, jax.Array]:
+                       ) -> Tuple[trainer.StepMetrics, jax.Array]:
     """Per-member metric sums [M] of a split ("val" or "test") and the
     members' outputs [T, M, B, O] on its fixed schedule
     (`programs.evaluators[split][1]`; pipeline.graph_ids gives the graph
@@ -350,12 +351,12 @@ def with_vocabularies(model_config, dataset: GraphDataset
     raise ValueError(f"model.input_vocab={model_config.input_vocab} embeds "
                      "integer codes, but the features are "
                      f"{dataset.feature_kind!r}: use features='codes'")
-  if model_config.conv != "gine":
+  if not model_config.reads_edge_features:
     return model_config, None
   if dataset.edge_labels is None:
-    raise ValueError(f"model.conv='gine': {dataset.name} has no edge "
-                     "features (edge labels) for its messages; use "
-                     "model.conv='gin'")
+    raise ValueError(f"model.conv={model_config.conv!r}: {dataset.name} "
+                     "has no edge features (edge labels) for its messages; "
+                     "use a convolution that reads none (model.conv='gin')")
   edge_codes = label_codes(dataset.edge_labels)
   vocab = code_vocabulary(edge_codes)
   return dataclasses.replace(model_config, edge_vocab=vocab), edge_codes
@@ -417,7 +418,7 @@ def bucket_layout(config, model: DiffPool, dataset: GraphDataset,
   buckets = candidates[choice.candidate].buckets
   entry_slots = bucket_entry_slots(dataset.edges, n_node, buckets)
   return Layout(buckets, edge_list_buckets(config.first_level, c.needs_dense,
-                                           c.conv == "gine",
+                                           c.reads_edge_features,
                                            buckets, entry_slots),
                 choice.effort, choice.reason)
 
@@ -476,7 +477,7 @@ def edge_list_buckets(first_level: str, needs_dense: bool,
   """
   if needs_edge_list:
     if first_level == "dense" or needs_dense:
-      raise ValueError("model.conv='gine' reads edge features, which only "
+      raise ValueError("model.conv reads edge features, which only "
                        "the edge-list first level carries; it cannot run "
                        + ("with first_level='dense'" if first_level ==
                           "dense" else "with this pooling operator's "

@@ -9,15 +9,15 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from diffpool_jax.compile_effort import EFFORTS
+from diffpool_jax.engine.compile_effort import EFFORTS
 from diffpool_jax.datasets.features import split_kind
 from diffpool_jax.datasets.readers import READERS, find_format
-from diffpool_jax.hyper import AUX, Hyper
-from diffpool_jax.model import DiffPoolConfig
-from diffpool_jax.presets import preset
+from diffpool_jax.engine.hyper import AUX, Hyper
+from diffpool_jax.models.classifier import DiffPoolConfig
+from diffpool_jax.models.presets import preset
 from diffpool_jax.protocols import PROTOCOLS
 from diffpool_jax.tasks import METRICS, TASKS
-from diffpool_jax.training import precision_context
+from diffpool_jax.engine.trainer import precision_context
 
 
 @dataclasses.dataclass

@@ -15,8 +15,10 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from diffpool_jax import compile_cache, hosts, pipeline, tasks, training
-from diffpool_jax.training import Optimizer, adam_with_clip
+from diffpool_jax.engine import compile_cache, hosts, pipeline, trainer
+
+from diffpool_jax import tasks
+from diffpool_jax.engine.trainer import Optimizer, adam_with_clip
 from diffpool_jax.datasets import GraphDataset
 from diffpool_jax.engine.session import MemberGraphs, Programs, Session
 from diffpool_jax.protocols import PROTOCOLS
@@ -42,7 +44,7 @@ class Run:
   """A cross-validated run in `out_dir`; `fit()` trains it (resuming from
   the last checkpoint when asked) and returns the results. Its engine
   (model, device data, member states, programs) is `session`; `optimizer`
-  (see training.Optimizer) replaces the default Adam with clipping. The
+  (see trainer.Optimizer) replaces the default Adam with clipping. The
   persistent compilation cache is on as for the commands
   (compile_cache.enable_by_default; $DIFFPOOL_JAX_COMPILE_CACHE=off, or
   `compile_cache.enable("off")` before, turns it off)."""
@@ -251,7 +253,7 @@ class Run:
     epoch have diverged: from their first such epoch on, every history
     value is NaN, so no protocol can select those epochs."""
     params_finite = hosts.fetch(
-        training.members_finite(self.session.states.params))
+        trainer.members_finite(self.session.states.params))
     finite = params_finite & np.isfinite(self.history["train_loss"][epoch])
     for member in np.flatnonzero(~finite):
       for values in self.history.values():
@@ -268,7 +270,7 @@ class Run:
     of each auxiliary loss) and its score: the accuracy from the metric
     sums `totals` (classification), else the task's metric of the
     evaluated members' `outputs` [T, M, B, O] on their `schedule`."""
-    values = training.metrics_to_numpy(totals)
+    values = trainer.metrics_to_numpy(totals)
     self.history[f"{split}_loss"][epoch] = values["loss"]
     if self.task.kind == "classification":
       self.history[f"{split}_acc"][epoch] = values["accuracy"]

@@ -17,7 +17,7 @@ from diffpool_jax.datasets.dataset import stacked
 from diffpool_jax.datasets.readers import find_format, read_dataset
 from diffpool_jax.datasets.splits import Fold
 from diffpool_jax.errors import InputError
-from diffpool_jax.hyper import Hyper
+from diffpool_jax.engine.hyper import Hyper
 from diffpool_jax.protocols import PROTOCOLS
 
 

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from diffpool_jax import hosts
+from diffpool_jax.engine import hosts
 from diffpool_jax.errors import InputError
 
 # What a run writes into its folder; `overwrite` removes these and only these.

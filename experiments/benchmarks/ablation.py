@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import diffpool_jax as dp
-from diffpool_jax import pipeline, training
-from diffpool_jax.datasets import (bucket_entry_slots, choose_buckets,
-                                   load_tu, sparse_by_cost, stratified_folds)
+from diffpool_jax.engine import pipeline, trainer
+from diffpool_jax.datasets import (bucket_entry_slots, choose_buckets, load_tu,
+                                   sparse_by_cost, stratified_folds)
 from experiments.benchmarks.harness import median_seconds, write_report
 from experiments.benchmarks.pyg import BATCH
 
@@ -36,11 +36,11 @@ def epoch_seconds(dataset, buckets, sparse, repeats: int) -> float:
   model = dp.DiffPool(dp.preset("pyg"), dataset.num_classes,
                       dataset.max_nodes)
   data = pipeline.device_data(dataset, buckets, sparse)
-  sample = training.gather_batch(data.buckets[0], jnp.arange(BATCH))
-  states = training.init_members(
-      model, sample, [0], training.default_hyper(model.config, 1,
+  sample = trainer.gather_batch(data.buckets[0], jnp.arange(BATCH))
+  states = trainer.init_members(
+      model, sample, [0], trainer.default_hyper(model.config, 1,
                                                 aux_weight=0.0))
-  train, _ = training.compile_epochs(model)
+  train, _ = trainer.compile_epochs(model)
   fold = stratified_folds(dataset.labels, 10, seed=0,
                           validation_fraction=0.0)[0]
   schedule = pipeline.make_schedule([fold.train], data, BATCH,

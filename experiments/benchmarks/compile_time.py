@@ -21,7 +21,7 @@ scenario in another checkout too, right after, and prints the ratios.
 Without --suite, the command for
 --dataset (or --main-job) is timed cold and warm. `--calibrate` measures,
 per data set, bucket count and effort, the compile and epoch seconds that
-the cost model of diffpool_jax.compile_effort predicts, beside its
+the cost model of diffpool_jax.engine.compile_effort predicts, beside its
 predictions. `--tests` times the default test suite.
 """
 
@@ -199,7 +199,7 @@ def calibrate() -> dict:
   initialisation programs, added) and epoch seconds (10 members, fair
   protocol)."""
   import jax
-  from diffpool_jax import compile_cache, compile_effort
+  from diffpool_jax.engine import compile_cache, compile_effort
   from diffpool_jax.engine.session import (convolutions, layout_candidate,
                                            modelled_graph_cost)
   from diffpool_jax.run import Run, RunConfig

@@ -135,7 +135,7 @@ def environment(options) -> dict:
   import jax
   import jax.numpy as jnp
   import optax
-  from diffpool_jax import memory, training
+  from diffpool_jax.engine import memory, trainer
   from diffpool_jax.run import RunConfig
   device = jax.devices()[0]
   import jaxlib
@@ -153,8 +153,8 @@ def environment(options) -> dict:
   size = 256 if options.quick else 8192
   a = jnp.ones((size, size), jnp.float32)
   rates = {}
-  for precision in training.MATMUL_PRECISIONS:
-    with training.precision_context(precision):
+  for precision in trainer.MATMUL_PRECISIONS:
+    with trainer.precision_context(precision):
       dot = jax.jit(jnp.matmul)
       seconds = median_seconds(lambda: dot(a, a).block_until_ready(), 5)
     rates[precision] = 2 * size**3 / seconds / 1e12
@@ -226,8 +226,8 @@ def pyg_train_epoch(options, data, train_ids, max_nodes):
   """PyG's side: examples/proteins_diff_pool.py's model, loader and loop
   (each batch moved to the device in the loop, as the example does)."""
   import torch
-  from experiments.benchmarks.pyg_reference import (PygDiffPool,
-                                                    dense_graphs, train_epoch)
+  from experiments.benchmarks.pyg_reference import (PygDiffPool, dense_graphs,
+                                                    train_epoch)
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
   torch.manual_seed(0)
   graphs = dense_graphs(data, train_ids, max_nodes)

@@ -1,5 +1,5 @@
 """Times the `pyg` preset's train step with two git revisions of
-diffpool_jax/layers.py, alternating them in one process (this VM's speed
+diffpool_jax/models/layers.py, alternating them in one process (this VM's speed
 drifts between runs, so separate runs cannot resolve a few per cent).
 
   python -m experiments.benchmarks.layer_ab --data-root ../shared/data/tu \
@@ -27,19 +27,24 @@ import jax.numpy as jnp
 import numpy as np
 
 import diffpool_jax as dp
-import diffpool_jax.model as model_module
-from diffpool_jax import pipeline, training
-from diffpool_jax.datasets import (choose_buckets, load_tu,
-                                   stratified_folds)
+import diffpool_jax.models.classifier as model_module
+from diffpool_jax.engine import pipeline, trainer
+from diffpool_jax.datasets import choose_buckets, load_tu, stratified_folds
 
 BATCH = 20
 
 
 def layers_at(revision: str, folder: Path):
-  """The layers module as it is at a git revision."""
-  source = subprocess.run(
-      ["git", "show", f"{revision}:diffpool_jax/layers.py"], check=True,
-      capture_output=True, text=True).stdout
+  """The layers module as it is at a git revision (diffpool_jax/layers.py
+before the models/ room, 0.1)."""
+  for where in ("diffpool_jax/models/layers.py", "diffpool_jax/layers.py"):
+    shown = subprocess.run(["git", "show", f"{revision}:{where}"],
+                           capture_output=True, text=True)
+    if shown.returncode == 0:
+      break
+  else:
+    raise FileNotFoundError(f"no layers module at revision {revision}")
+  source = shown.stdout
   path = folder / f"layers_{len(list(folder.iterdir()))}.py"
   path.write_text(source)
   spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -51,7 +56,7 @@ def layers_at(revision: str, folder: Path):
 
 def compiled_steps(stack_class, dataset, data, max_nodes: int):
   """Per bucket: (compiled train step, state, batch) with that GNN stack
-  (swapped into diffpool_jax.model while tracing, then put back)."""
+  (swapped into diffpool_jax.models.classifier while tracing, then put back)."""
   original = model_module.GNNStack
   model_module.GNNStack = stack_class
   try:
@@ -62,13 +67,13 @@ def compiled_steps(stack_class, dataset, data, max_nodes: int):
 
 def _compiled_steps(dataset, data, max_nodes: int):
   model = dp.DiffPool(dp.preset("pyg"), dataset.num_classes, max_nodes)
-  step = jax.jit(functools.partial(training.train_step, model))
+  step = jax.jit(functools.partial(trainer.train_step, model))
   steps = []
   for bucket in data.buckets:
-    batch = training.gather_batch(bucket,
+    batch = trainer.gather_batch(bucket,
                                   jnp.arange(BATCH) % bucket.x.shape[0])
-    states = training.init_members(
-        model, batch, [0], training.default_hyper(model.config, 1,
+    states = trainer.init_members(
+        model, batch, [0], trainer.default_hyper(model.config, 1,
                                                  aux_weight=0.0))
     state = jax.tree_util.tree_map(lambda v: v[0], states)
     compiled = step.lower(state, batch, jnp.int32(0)).compile()

@@ -26,7 +26,7 @@ def child(args) -> dict:
   import jax.numpy as jnp
   import numpy as np
   import diffpool_jax as dp
-  from diffpool_jax import training
+  from diffpool_jax.engine import trainer
   from diffpool_jax.datasets import load_tu
   from diffpool_jax.run import RunConfig
 
@@ -43,10 +43,10 @@ def child(args) -> dict:
   model = dp.DiffPool(config.model_config(), dataset.num_classes,
                       config.model_nodes(dataset.n_node))
   batch = jax.device_put(batch)
-  state = training.init_members(
+  state = trainer.init_members(
       model, jax.tree_util.tree_map(lambda v: v[:2], batch), [0],
-      training.default_hyper(model.config, 1, aux_weight=1.0))
-  step = jax.jit(jax.vmap(functools.partial(training.train_step, model),
+      trainer.default_hyper(model.config, 1, aux_weight=1.0))
+  step = jax.jit(jax.vmap(functools.partial(trainer.train_step, model),
                           in_axes=(0, 0, None)))
   members_batch = jax.tree_util.tree_map(lambda v: v[None], batch)
   start = time.perf_counter()

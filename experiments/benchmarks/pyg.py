@@ -24,9 +24,8 @@ import time
 
 import numpy as np
 
-from experiments.benchmarks.harness import (emit, median_seconds,
-                                            peak_rss_gib, run_child,
-                                            write_report)
+from experiments.benchmarks.harness import (emit, median_seconds, peak_rss_gib,
+                                            run_child, write_report)
 
 BATCH = 20
 USUAL_MAX_NODES = 150        # PyG's example pads (and filters) to this
@@ -84,8 +83,7 @@ def pyg_side(args) -> dict:
   from experiments.benchmarks.pyg_reference import (PygDiffPool,
                                                     correct_predictions,
                                                     dense_graphs)
-  from experiments.benchmarks.pyg_reference import (
-      train_epoch as train_epoch_of)
+  from experiments.benchmarks.pyg_reference import (train_epoch as train_epoch_of)
 
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
@@ -146,7 +144,7 @@ def our_side(args) -> dict:
   import jax
   import jax.numpy as jnp
   import diffpool_jax as dp
-  from diffpool_jax import pipeline, training
+  from diffpool_jax.engine import pipeline, trainer
   from diffpool_jax.datasets import choose_buckets
 
   full, all_folds = load(args)
@@ -156,14 +154,14 @@ def our_side(args) -> dict:
     dataset, folds = graphs_up_to(full, all_folds, max_nodes)
     buckets = choose_buckets(dataset.n_node, args.buckets)
     data = pipeline.device_data(dataset, buckets)
-    sample = training.gather_batch(data.buckets[0], jnp.arange(BATCH))
+    sample = trainer.gather_batch(data.buckets[0], jnp.arange(BATCH))
     model = dp.DiffPool(dp.preset("pyg"), dataset.num_classes, max_nodes)
-    train, evaluate = training.compile_epochs(model)
+    train, evaluate = trainer.compile_epochs(model)
 
     def members(count):
-      return training.init_members(
+      return trainer.init_members(
           model, sample, list(range(count)),
-          training.default_hyper(model.config, count, aux_weight=0.0))
+          trainer.default_hyper(model.config, count, aux_weight=0.0))
 
     train_graphs = [folds[0].train]
     rng = np.random.default_rng(0)
@@ -193,7 +191,7 @@ def our_side(args) -> dict:
     epoch = median_seconds(train_epoch, args.repeats)
     evaluation = median_seconds(run_eval, args.repeats)
     padded, real = epoch_flops(model, data, schedule, dataset, folds[0],
-                               sample, jax, jnp, functools, training)
+                               sample, jax, jnp, functools, trainer)
 
     results[str(max_nodes)] = {
         "max_nodes": max_nodes, "buckets": buckets.tolist(),
@@ -247,7 +245,7 @@ def our_cross_validation(args, train, evaluate, members, data, folds
   compilation; "steady" sums the epochs after the first.
   """
   import jax
-  from diffpool_jax import pipeline
+  from diffpool_jax.engine import pipeline
   rng = np.random.default_rng(0)
   graphs = [f.train for f in folds]
   schedules = [pipeline.make_schedule(graphs, data, BATCH, rng)
@@ -308,7 +306,7 @@ def level2_matmul_gflops(jax, jnp, config, clusters: int) -> dict:
 
 
 def epoch_flops(model, data, schedule, dataset, fold, sample, jax, jnp,
-                functools, training):
+                functools, trainer):
   """(padded, real) FLOPs of one training epoch, from XLA's cost analysis.
 
   Padded: per bucket, the compiled step's FLOPs times its steps. Real: the
@@ -316,15 +314,15 @@ def epoch_flops(model, data, schedule, dataset, fold, sample, jax, jnp,
   layers ~n, aggregation and pooling ~n^2), so three single-graph sizes fix
   the quadratic, summed over the fold's training graphs at their own size.
   """
-  state = training.init_members(
-      model, sample, [0], training.default_hyper(model.config, 1,
+  state = trainer.init_members(
+      model, sample, [0], trainer.default_hyper(model.config, 1,
                                                 aux_weight=0.0))
-  step = jax.jit(jax.vmap(functools.partial(training.train_step, model),
+  step = jax.jit(jax.vmap(functools.partial(trainer.train_step, model),
                           in_axes=(0, 0, None)))
 
   def step_flops(bucket, batch_size):
     positions = jnp.arange(batch_size)[None] % bucket.x.shape[0]
-    batch = jax.vmap(training.gather_batch, in_axes=(None, 0))(bucket,
+    batch = jax.vmap(trainer.gather_batch, in_axes=(None, 0))(bucket,
                                                              positions)
     return flops_of(step.lower(state, batch, jnp.int32(0)).compile())
 

@@ -8,7 +8,7 @@ from typing import List, Sequence, Tuple
 import jax
 import numpy as np
 
-from diffpool_jax import compile_effort
+from diffpool_jax.engine import compile_effort
 from diffpool_jax.graphs import dense_batch
 
 

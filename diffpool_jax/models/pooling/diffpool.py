@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from diffpool_jax.adjacency import Adjacency, EdgeList, squared_norms
-from diffpool_jax.pooling.common import (assign, gram, per_graph_mean,
-                                         safe_sqrt)
+from diffpool_jax.models.pooling.common import (assign, gram, per_graph_mean,
+                                                safe_sqrt)
 
 LINK_LOSS_FORMS = ("frobenius", "pyg", "bce")
 AUX_NAMES = ("link", "entropy")

@@ -11,8 +11,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from diffpool_jax.layers import CONV_TYPES
-from diffpool_jax.pooling import LINK_LOSS_FORMS, POOLING
+from diffpool_jax.models.layers import CONVOLUTIONS
+from diffpool_jax.models.pooling import LINK_LOSS_FORMS, POOLING
 
 READOUTS = ("max", "mean", "sum")
 ASSIGN_HEADS = ("none", "linear", "linear_relu")
@@ -164,6 +164,12 @@ class DiffPoolConfig:
     return bool(self.operator.needs_dense(self.pooling_options))
 
   @property
+  def reads_edge_features(self) -> bool:
+    """Whether the convolution reads the first level's edge features (as
+    "gine"; `layers.Convolution`)."""
+    return CONVOLUTIONS[self.conv].reads_edge_features
+
+  @property
   def per_graph(self) -> bool:
     """Whether cluster counts follow each graph's size (else fixed)."""
     return (self.cluster_mode == "per_graph" and self.num_clusters is None
@@ -219,7 +225,7 @@ def check_cluster_counts(config: DiffPoolConfig, max_nodes: int,
 def check_model_config(config: DiffPoolConfig) -> None:
   """ValueError naming the DiffPoolConfig field unless every field is
   valid (choices, widths, ratios, counts, aux weights, pool options)."""
-  choices = (("conv", CONV_TYPES), ("readout", READOUTS),
+  choices = (("conv", tuple(CONVOLUTIONS)), ("readout", READOUTS),
              ("input_readout", ("none",) + READOUTS),
              ("pooling", tuple(POOLING)), ("assign_from", ASSIGN_INPUTS),
              ("assign_head", ASSIGN_HEADS), ("link_loss", LINK_LOSS_FORMS),
@@ -238,7 +244,7 @@ def check_model_config(config: DiffPoolConfig) -> None:
            for size in getattr(config, field)):
       raise ValueError(f"DiffPoolConfig.{field}={getattr(config, field)}; "
                        "every vocabulary size must be an integer >= 1")
-  if config.edge_vocab and config.conv != "gine":
+  if config.edge_vocab and not config.reads_edge_features:
     raise ValueError(f"DiffPoolConfig.edge_vocab={config.edge_vocab}: only "
                      "conv='gine' reads edge features")
   if any(width < 1 for width in config.mlp_hidden):
@@ -385,6 +391,25 @@ PRESETS = {
         assign_head="linear", readout="mean", readout_all_levels=False,
         mlp_hidden=(32,), aux_weights=(("ortho", 0.0),)),
 }
+
+
+def register_preset(name: str, config: DiffPoolConfig) -> DiffPoolConfig:
+  """Adds `config` to `PRESETS` as `name` (what `preset(name)`, a run's
+  `preset` field and --preset find), after checking that it is a
+  DiffPoolConfig whose fields pass `check_model_config`; returns it. A
+  name already taken is replaced (say why in your module)."""
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"a preset's name must be a non-empty string, not "
+                     f"{name!r}")
+  if not isinstance(config, DiffPoolConfig):
+    raise ValueError(f"preset {name!r}: expected a DiffPoolConfig, got "
+                     f"{type(config).__name__}")
+  try:
+    check_model_config(config)
+  except ValueError as error:
+    raise ValueError(f"preset {name!r}: {error}") from None
+  PRESETS[name] = config
+  return config
 
 
 def preset(name: str, **overrides) -> DiffPoolConfig:

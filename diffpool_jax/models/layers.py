@@ -9,7 +9,7 @@ norm after it).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Dict, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -17,8 +17,6 @@ import jax.numpy as jnp
 
 from diffpool_jax.adjacency import (Adjacency, EdgeList, diagonal,
                                     gine_messages, matmul, row_sums)
-
-CONV_TYPES = ("sage", "gcn", "sum", "gin", "gine")
 
 # Xavier-uniform with the ReLU gain, as the authors' GraphConv initialises.
 xavier_relu_init = nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")
@@ -267,16 +265,80 @@ class DenseGINEConv(nn.Module):
     return mask_nodes(out, node_mask, self.mask_output)
 
 
+class Convolution(NamedTuple):
+  """A graph convolution's description, as `CONVOLUTIONS` holds it.
+
+  Attributes:
+    module: a linen Module class, built as `module(features, mask_output,
+      name=...)` and called `(x [B,N,F], adj, node_mask [B,N]) -> [B,N,
+      features]`, adj a dense [B,N,N] array or an `EdgeList`; padded nodes
+      of the output exactly zero unless `mask_output=False`.
+    reads_edge_features: whether it reads per-entry features from a
+      first-level EdgeList (`EdgeList.features`, the embedded bond codes;
+      as "gine"): the runs then give it the edge list and the data's edge
+      labels. Pooled (dense) levels carry none.
+  """
+  module: type
+  reads_edge_features: bool = False
+
+
+CONVOLUTIONS: Dict[str, Convolution] = {}
+
+
+def check_convolution(name: str, conv: Convolution) -> None:
+  """ValueError naming the convolution unless `conv.module` builds and maps
+  a dense and an edge-list batch [2, 5, 3] to [2, 5, 4] (checked by
+  `jax.eval_shape`: nothing is computed)."""
+  batch, nodes, entries = 2, 5, 6
+  x = jax.ShapeDtypeStruct((batch, nodes, 3), jnp.float32)
+  mask = jax.ShapeDtypeStruct((batch, nodes), jnp.bool_)
+  index = jax.ShapeDtypeStruct((batch, entries), jnp.int32)
+  edge_list = EdgeList(index, index, jax.ShapeDtypeStruct(
+      (batch, entries), jnp.float32), nodes,
+      jax.ShapeDtypeStruct((batch, entries, 4), jnp.float32)
+      if conv.reads_edge_features else None)
+  for form, adj in (("dense", jax.ShapeDtypeStruct((batch, nodes, nodes),
+                                                   jnp.float32)),
+                    ("edge-list", edge_list)):
+    try:
+      module = conv.module(4, True, name="conv")
+      out = jax.eval_shape(
+          lambda x, adj, mask: module.init_with_output(
+              jax.random.key(0), x, adj, mask)[0], x, adj, mask)
+    except Exception as error:  # noqa: BLE001 (reported with the name)
+      raise ValueError(f"convolution {name!r} fails on a {form} batch: "
+                       f"{type(error).__name__}: {error}") from error
+    if getattr(out, "shape", None) != (batch, nodes, 4):
+      raise ValueError(f"convolution {name!r} maps a {form} batch "
+                       f"[2, 5, 3] to {getattr(out, 'shape', out)}; "
+                       "expected [2, 5, features=4]")
+
+
+def register_conv(name: str, module: type,
+                  reads_edge_features: bool = False) -> Convolution:
+  """Adds a convolution to `CONVOLUTIONS` (so that `DiffPoolConfig.conv`,
+  `--model.conv` and the NNX models find it by name) after checking it
+  (`check_convolution`); returns its description. See `Convolution`."""
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"a convolution's name must be a non-empty string, "
+                     f"not {name!r}")
+  if not (isinstance(module, type) and issubclass(module, nn.Module)):
+    raise ValueError(f"convolution {name!r}: expected a flax.linen Module "
+                     f"class, got {module!r}")
+  conv = Convolution(module, bool(reads_edge_features))
+  check_convolution(name, conv)
+  CONVOLUTIONS[name] = conv
+  return conv
+
+
 def make_conv(conv: str, features: int, name: str,
               mask_output: bool = True) -> nn.Module:
-  """The dense convolution named `conv` ("sage", "gcn", "sum", "gin" or
-  "gine"); `mask_output=False` leaves padded nodes unmasked (see
-  `mask_nodes`)."""
-  classes = {"sage": DenseSAGEConv, "gcn": DenseGCNConv, "sum": DenseSumConv,
-             "gin": DenseGINConv, "gine": DenseGINEConv}
-  if conv not in classes:
-    raise ValueError(f"unknown conv {conv!r}; expected one of {CONV_TYPES}")
-  return classes[conv](features, mask_output, name=name)
+  """The registered convolution named `conv` (see `CONVOLUTIONS`);
+  `mask_output=False` leaves padded nodes unmasked (see `mask_nodes`)."""
+  if conv not in CONVOLUTIONS:
+    raise ValueError(f"unknown conv {conv!r}; expected one of "
+                     f"{tuple(CONVOLUTIONS)}")
+  return CONVOLUTIONS[conv].module(features, mask_output, name=name)
 
 
 class MaskedBatchNorm(nn.Module):
@@ -338,7 +400,7 @@ class GNNStack(nn.Module):
   the last layer's.
 
   Attributes:
-    conv: "sage", "gcn", "sum", "gin" or "gine".
+    conv: a registered convolution's name (`CONVOLUTIONS`).
     widths: output width of each layer, e.g. (64, 64, 32).
     l2_normalize: L2-normalise each layer's node embeddings.
     batch_norm: apply `MaskedBatchNorm` after the activation.
@@ -382,3 +444,10 @@ class GNNStack(nn.Module):
               x, node_mask, train)
       outputs.append(x)
     return jnp.concatenate(outputs, axis=-1) if self.concat else x
+
+
+register_conv("sage", DenseSAGEConv)
+register_conv("gcn", DenseGCNConv)
+register_conv("sum", DenseSumConv)
+register_conv("gin", DenseGINConv)
+register_conv("gine", DenseGINEConv, reads_edge_features=True)

@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 
 from diffpool_jax.adjacency import Adjacency, row_sums
-from diffpool_jax.pooling.common import (PoolOutput, assign,
-                                         normalized_pooled_adjacency,
-                                         orthogonality_loss, per_graph_mean,
-                                         safe_divide)
+from diffpool_jax.models.pooling.common import (PoolOutput, assign,
+                                                normalized_pooled_adjacency,
+                                                orthogonality_loss,
+                                                per_graph_mean, safe_divide)
 
 AUX_NAMES = ("mincut", "ortho")
 

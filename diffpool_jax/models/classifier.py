@@ -10,12 +10,12 @@ import jax
 import jax.numpy as jnp
 
 from diffpool_jax.adjacency import EdgeList, mask_adjacency
-from diffpool_jax.checks import check_dim, check_rank, checked_mask
-from diffpool_jax.layers import (CodeEmbedding, DenseWeights, GNNStack,
-                                 MaskedBatchNorm, dropout, mask_nodes)
-from diffpool_jax.pooling import check_adjacency
-from diffpool_jax.presets import (PRESETS, DiffPoolConfig,  # noqa: F401
-                                  check_cluster_counts, preset)
+from diffpool_jax.errors import check_dim, check_rank, checked_mask
+from diffpool_jax.models.layers import (CodeEmbedding, DenseWeights, GNNStack,
+                                        MaskedBatchNorm, dropout, mask_nodes)
+from diffpool_jax.models.pooling import check_adjacency
+from diffpool_jax.models.presets import (  # noqa: F401 (re-exported)
+    PRESETS, DiffPoolConfig, check_cluster_counts, preset)
 
 
 class PoolLevel(NamedTuple):
@@ -244,7 +244,7 @@ class DiffPool(nn.Module):
       check_code_columns(c, x, "DiffPool")
       x = CodeEmbedding(c.input_vocab, c.hidden_dim, name="input_embed")(
           x, node_mask)
-    if c.conv == "gine":
+    if c.reads_edge_features:
       codes = checked_edge_codes(c, adj, "DiffPool")
       adj = adj.replace(features=CodeEmbedding(
           c.edge_vocab, c.hidden_dim, name="edge_embed")(

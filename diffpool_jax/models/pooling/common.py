@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from diffpool_jax.adjacency import Adjacency, EdgeList, mask_adjacency, matmul
-from diffpool_jax.checks import check_dim, check_rank, checked_mask
+from diffpool_jax.errors import check_dim, check_rank, checked_mask
 
 # Logit of a masked-out cluster column: exp() of it is exactly 0 and, unlike
 # -inf, p log p and its gradient stay finite (0).

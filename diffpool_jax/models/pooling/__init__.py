@@ -20,14 +20,15 @@ from typing import Callable, Mapping, NamedTuple, Tuple
 import jax
 import jax.numpy as jnp
 
-from diffpool_jax.pooling import diffpool, dmon, mincut
-from diffpool_jax.pooling.common import (MASKED_LOGIT, PoolOutput,
-                                         check_adjacency, mask_clusters,
-                                         masked_softmax)
-from diffpool_jax.pooling.diffpool import (LINK_LOSS_FORMS, DiffPoolResult,
-                                           dense_diff_pool)
-from diffpool_jax.pooling.dmon import dense_dmon_pool
-from diffpool_jax.pooling.mincut import dense_mincut_pool
+from diffpool_jax.models.pooling import diffpool, dmon, mincut
+from diffpool_jax.models.pooling.common import (MASKED_LOGIT, PoolOutput,
+                                                check_adjacency, mask_clusters,
+                                                masked_softmax)
+from diffpool_jax.models.pooling.diffpool import (LINK_LOSS_FORMS,
+                                                  DiffPoolResult,
+                                                  dense_diff_pool)
+from diffpool_jax.models.pooling.dmon import dense_dmon_pool
+from diffpool_jax.models.pooling.mincut import dense_mincut_pool
 
 
 def never_dense(options: Mapping[str, object]) -> bool:
