@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import diffpool_jax as dp
-from diffpool_jax.engine import compile_cache, memory, pipeline, trainer
 from diffpool_jax.datasets import choose_buckets, synthetic_hierarchical
+from diffpool_jax.engine import compile_cache, memory, pipeline, trainer
 from diffpool_jax.run import Run, RunConfig
 
 TINY_MODEL = dict(hidden_dim=8, embed_dim=8, num_layers=2, mlp_hidden=(8,),

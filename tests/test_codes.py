@@ -12,10 +12,10 @@ from flax import nnx as fnnx
 
 import diffpool_jax as dp
 from diffpool_jax import nnx
+from diffpool_jax.adjacency import EdgeList, gine_messages
 from diffpool_jax.datasets import code_vocabulary, synthetic_hierarchical
 from diffpool_jax.datasets.features import (label_codes, one_hot_labels,
                                             value_ranks)
-from diffpool_jax.adjacency import EdgeList, gine_messages
 from diffpool_jax.graphs import GraphBatch, sparse_batch
 from diffpool_jax.models.layers import embed_codes
 from diffpool_jax.run import Run, RunConfig

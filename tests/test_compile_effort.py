@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from diffpool_jax.engine import compile_effort
-from diffpool_jax.engine.compile_effort import Candidate, choose
 from diffpool_jax.datasets import (bucketed_batches, choose_buckets, on_ladder,
                                    size_ladder, synthetic_hierarchical)
+from diffpool_jax.engine import compile_effort
+from diffpool_jax.engine.compile_effort import Candidate, choose
 from tests.test_compile_cache import clean_env
 from tests.test_scale import TINY_RUN
 from tests.test_train_command import REPO, TINY, command, write_config

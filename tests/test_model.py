@@ -9,8 +9,8 @@ import pytest
 
 import diffpool_jax as dp
 from diffpool_jax.graphs import GraphBatch
-from diffpool_jax.models.layers import MaskedBatchNorm
 from diffpool_jax.models.classifier import graph_representation, input_readout
+from diffpool_jax.models.layers import MaskedBatchNorm
 from tests.helpers import random_batch, repad
 
 PRESET_NAMES = tuple(dp.PRESETS)

@@ -14,8 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = r"""
 import json, jax, jax.numpy as jnp, numpy as np
 import diffpool_jax as dp
-from diffpool_jax.engine import pipeline, trainer
 from diffpool_jax.datasets import choose_buckets, synthetic_hierarchical
+from diffpool_jax.engine import pipeline, trainer
 assert jax.device_count() == 4
 dataset = synthetic_hierarchical(num_graphs=32, communities=(2, 3),
                                  community_size=(3, 5), seed=0)

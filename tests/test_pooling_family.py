@@ -272,8 +272,8 @@ def test_a_new_operator_needs_only_a_function_and_a_registry_entry(
     monkeypatch, tmp_path):
   """Registered by name, the operator trains through Run with its loss
   weighted and recorded by name; no other code knows about it."""
-  from diffpool_jax.run import Run, RunConfig
   from diffpool_jax.models.pooling import PoolingOperator
+  from diffpool_jax.run import Run, RunConfig
   monkeypatch.setitem(POOLING, "balance",
                       PoolingOperator(dense_balance_pool, ("balance",)))
   config = RunConfig(
@@ -317,9 +317,9 @@ def test_an_operator_with_an_option_and_a_dense_only_rule_trains_from_the_cli(
   sets its options, --aux-weight weighs its loss by name, and its
   dense-only rule keeps every bucket dense (even where the cost rule,
   forced here, would choose edge lists)."""
+  from diffpool_jax.cli import train
   from diffpool_jax.engine import session
   from diffpool_jax.models.pooling import PoolingOperator, register_pooling
-  from diffpool_jax.cli import train
   from tests.test_train_command import read_metrics, write_config
   calls = []
   register_pooling("sharpened", PoolingOperator(

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from diffpool_jax.datasets import GraphDataset, load_tu, processed
-from diffpool_jax.datasets.dataset import RowBlocks, block_counts, stacked
+from diffpool_jax.datasets.blocks import RowBlocks, block_counts, stacked
 from diffpool_jax.datasets.tables import (parse_table, read_table_by_line,
                                           smallest_integers)
 from tests.test_tu import GOOD, write_set

@@ -7,10 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from diffpool_jax.engine import memory, trainer
 from diffpool_jax.datasets import (choose_buckets, padded_graph_cost,
                                    sparse_by_cost)
 from diffpool_jax.datasets.buckets import SPARSE_ENTRY_COST
+from diffpool_jax.engine import memory, trainer
 from diffpool_jax.engine.session import edge_list_buckets
 from diffpool_jax.run import Run, RunConfig
 from tests.test_train_command import TINY, arguments, write_config

@@ -7,11 +7,11 @@ import jax
 import numpy as np
 import pytest
 
+from diffpool_jax.cli import CONFIG_DIR, sweep
 from diffpool_jax.engine.hyper import Hyper
-from diffpool_jax.run import SCALAR_AXES, Run, RunConfig, RunFolderError
 from diffpool_jax.models.layers import GNNStack
 from diffpool_jax.protocols import PROTOCOLS
-from diffpool_jax.cli import CONFIG_DIR, sweep
+from diffpool_jax.run import SCALAR_AXES, Run, RunConfig, RunFolderError
 from tests.helpers import random_batch
 from tests.test_scale import TINY_RUN
 

@@ -9,10 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from diffpool_jax.engine import pipeline
-
 from diffpool_jax import tasks
 from diffpool_jax.datasets.buckets import bucketed_batches
+from diffpool_jax.engine import pipeline
 from diffpool_jax.protocols import early_stopping, fixed_split_protocol
 from diffpool_jax.run import Run, RunConfig
 

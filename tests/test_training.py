@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import diffpool_jax as dp
-from diffpool_jax.engine import pipeline, trainer
 from diffpool_jax.datasets import choose_buckets, synthetic_hierarchical
+from diffpool_jax.engine import pipeline, trainer
 from diffpool_jax.engine.hyper import Hyper
 from diffpool_jax.protocols import (early_stopping_epoch, fair_protocol,
                                     paper_protocol)

@@ -10,9 +10,9 @@ from typing import Callable
 
 import jax
 
+from diffpool_jax.cli.errors import command_message
 from diffpool_jax.engine import hosts
 from diffpool_jax.errors import InputError
-from diffpool_jax.cli.errors import command_message
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:

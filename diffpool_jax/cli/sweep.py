@@ -41,16 +41,15 @@ from typing import Dict, List, NamedTuple
 
 import numpy as np
 
-from diffpool_jax.engine import compile_cache, hosts
-
 from diffpool_jax import plots, tasks
+from diffpool_jax.cli import options, processes, shipped_config, shipped_names
+from diffpool_jax.cli.errors import command_message
+from diffpool_jax.engine import compile_cache, hosts
+from diffpool_jax.protocols import PROTOCOLS
 from diffpool_jax.run import (Run, RunConfig, RunFolderError, load_dataset,
                               make_folds, write_json_atomic)
 from diffpool_jax.run.members import input_fingerprints
 from diffpool_jax.run.store import check_inputs, delete_outputs
-from diffpool_jax.protocols import PROTOCOLS
-from diffpool_jax.cli import options, processes, shipped_config, shipped_names
-from diffpool_jax.cli.errors import command_message
 
 SHAPE_FIELDS = ("preset", "batch_size", "features", "max_buckets",
                 "cluster_reference", "first_level")

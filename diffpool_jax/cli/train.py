@@ -30,17 +30,14 @@ from typing import Optional
 import jax
 import numpy as np
 
-from diffpool_jax.engine import compile_cache, hosts
-
-from diffpool_jax.run import assignments
-
 from diffpool_jax import plots, tasks
-from diffpool_jax.models.presets import PRESETS
-from diffpool_jax.models.pooling import POOLING
-from diffpool_jax.run import Run, RunConfig, write_json_atomic
-from diffpool_jax.errors import InputError
 from diffpool_jax.cli import options, processes, shipped_config
 from diffpool_jax.cli.errors import command_message
+from diffpool_jax.engine import compile_cache, hosts
+from diffpool_jax.errors import InputError
+from diffpool_jax.models.pooling import POOLING
+from diffpool_jax.models.presets import PRESETS
+from diffpool_jax.run import assignments, Run, RunConfig, write_json_atomic
 
 
 
@@ -325,11 +322,31 @@ SHARED_MODEL_FIELDS = ("conv", "hidden_dim", "embed_dim", "num_layers",
 
 
 def main(argv=None) -> int:
+  """The train command: parses `argv`, trains the run (and its baseline)
+  and reports; returns the exit code (3 when a member diverged)."""
   argv = sys.argv[1:] if argv is None else argv
   args = parse_args(argv)
   args.command = shlex.join(["diffpool-train", *argv])
   processes.start(args)
   config, baseline = build_config(args)
+  prepare(args, baseline)
+  out = Path(args.out or f"runs/{config.dataset}_{config.preset}_"
+             f"{config.protocol}")
+  rows = [train_one(config, out, args)]
+  if baseline:
+    rows.append(train_one(baseline_config(config, baseline),
+                          out / f"baseline_{baseline}", args))
+  diverged = [(r["preset"], r["diverged_members"]) for r in rows
+              if r.get("diverged_members")]
+  if hosts.is_writer():                # process 0 reports
+    report(rows, out, diverged)
+  return 3 if diverged else 0
+
+
+def prepare(args, baseline: Optional[str]) -> None:
+  """Before training: the compilation cache on, the baseline preset
+  checked, plotting imported in the background (SystemExit naming the
+  flag at fault)."""
   try:
     compile_cache.enable(args.compile_cache)
   except ValueError as error:
@@ -339,23 +356,24 @@ def main(argv=None) -> int:
                      f"{tuple(PRESETS)}")
   if not args.no_plots:
     plots.import_in_background()
-  out = Path(args.out or f"runs/{config.dataset}_{config.preset}_"
-             f"{config.protocol}")
-  rows = [train_one(config, out, args)]
-  if baseline:
-    shared = {k: v for k, v in config.model.items()
-              if k in SHARED_MODEL_FIELDS}
-    # The baseline's own auxiliary losses (if any) keep their weights.
-    grid = {axis: values for axis, values in config.grid.items()
-            if not axis.startswith("aux.")}
-    baseline_config = dataclasses.replace(config, preset=baseline,
-                                          model=shared, grid=grid)
-    rows.append(train_one(baseline_config, out / f"baseline_{baseline}",
-                          args))
-  diverged = [(r["preset"], r["diverged_members"]) for r in rows
-              if r.get("diverged_members")]
-  if not hosts.is_writer():            # process 0 reports
-    return 3 if diverged else 0
+
+
+def baseline_config(config: RunConfig, baseline: str) -> RunConfig:
+  """The baseline's run: preset `baseline` with the model fields every
+  preset shares (SHARED_MODEL_FIELDS) and the grid without the main
+  model's auxiliary-loss axes (the baseline's own losses keep their
+  weights)."""
+  shared = {k: v for k, v in config.model.items()
+            if k in SHARED_MODEL_FIELDS}
+  grid = {axis: values for axis, values in config.grid.items()
+          if not axis.startswith("aux.")}
+  return dataclasses.replace(config, preset=baseline, model=shared,
+                             grid=grid)
+
+
+def report(rows, out: Path, diverged) -> None:
+  """The per-fold table of every run, where results are, and a warning
+  per preset whose members diverged."""
   print_table(rows)
   print(f"\nresults in {out}/results.json")
   for name, members in diverged:
@@ -364,7 +382,6 @@ def main(argv=None) -> int:
           f"{members}); their epochs from then on were excluded from "
           "selection and a fold without any other run reports nan. Try a "
           "lower --lr or --clip.", file=sys.stderr)
-  return 3 if diverged else 0
 
 
 def console_main() -> None:

@@ -2,16 +2,15 @@
 benchmarks, OGB graph-property sets, synthetic sets), node features, size
 buckets and cross-validation splits."""
 
-from diffpool_jax.datasets.buckets import (assign_buckets,
-                                           bucket_entry_slots,
-                                           bucket_positions,
-                                           bucket_options,
+from diffpool_jax.datasets.blocks import RowBlocks, stacked
+from diffpool_jax.datasets.buckets import (assign_buckets, bucket_entry_slots,
+                                           bucket_positions, bucket_options,
                                            buckets_worth_compiling,
                                            bucketed_batches, choose_buckets,
                                            on_ladder, padded_graph_cost,
                                            padding_waste, size_ladder,
                                            sparse_by_cost, waste_table)
-from diffpool_jax.datasets.dataset import GraphDataset, RowBlocks, stacked
+from diffpool_jax.datasets.dataset import GraphDataset
 from diffpool_jax.datasets.download import default_cache_dir, download_tu
 from diffpool_jax.datasets.features import (FEATURE_KINDS, code_vocabulary,
                                             node_features)

@@ -32,7 +32,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import scipy.sparse
 
-from diffpool_jax.datasets.dataset import RowBlocks, block_counts, stacked
+from diffpool_jax.datasets.blocks import RowBlocks, block_counts, stacked
 
 RWPE_STEPS = 8
 # Cap of the degree one-hot when none is given: the data set's largest

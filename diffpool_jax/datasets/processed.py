@@ -23,8 +23,8 @@ from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
-from diffpool_jax.datasets.dataset import (GraphDataset, RowBlocks,
-                                           block_counts, stacked)
+from diffpool_jax.datasets.blocks import RowBlocks, block_counts, stacked
+from diffpool_jax.datasets.dataset import GraphDataset
 from diffpool_jax.datasets.download import default_cache_dir
 from diffpool_jax.datasets.tables import smallest_integers
 

@@ -20,6 +20,7 @@ from diffpool_jax.datasets.download import default_cache_dir
 from diffpool_jax.datasets.ogb import is_ogb_folder, load_ogb
 from diffpool_jax.datasets.synthetic import synthetic_hierarchical
 from diffpool_jax.datasets.tu import find_table, load_tu
+from diffpool_jax.protocols import PROTOCOLS
 
 
 class Reader(NamedTuple):
@@ -45,11 +46,25 @@ class Reader(NamedTuple):
 READERS: Dict[str, Reader] = {}
 
 
-def register_reader(name: str, reader: Reader) -> None:
-  """Adds `reader` to READERS under `name` (replacing one of that name)."""
-  if not callable(reader.load) or not callable(reader.holds):
-    raise ValueError(f"reader {name!r}: load and holds must be functions")
+def register_reader(name: str, reader: Reader) -> Reader:
+  """Adds `reader` to READERS under `name` (replacing one of that name)
+  after checking it: a `Reader` whose load, holds and claims are
+  functions and whose protocol is a registered one (protocols.PROTOCOLS).
+  Returns it."""
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"a reader's name must be a non-empty string, not "
+                     f"{name!r}")
+  if not isinstance(reader, Reader):
+    raise ValueError(f"reader {name!r}: expected a datasets.Reader, got "
+                     f"{type(reader).__name__}")
+  for field in ("load", "holds", "claims"):
+    if not callable(getattr(reader, field)):
+      raise ValueError(f"reader {name!r}: {field} must be a function")
+  if reader.protocol not in PROTOCOLS:
+    raise ValueError(f"reader {name!r}: protocol={reader.protocol!r}; "
+                     f"expected one of {tuple(PROTOCOLS)}")
   READERS[name] = reader
+  return reader
 
 
 def find_format(name: str, root: Optional[str | os.PathLike],

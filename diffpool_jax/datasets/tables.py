@@ -11,7 +11,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from diffpool_jax.datasets.dataset import RowBlocks
+from diffpool_jax.datasets.blocks import RowBlocks
 
 
 def read_lines(path: Path) -> List[str]:

@@ -24,13 +24,13 @@ import numpy as np
 from jax.sharding import Mesh
 
 from diffpool_jax import tasks
-from diffpool_jax.engine import (compile_effort, hosts, memory, pipeline,
-                                 trainer)
-from diffpool_jax.datasets.features import code_vocabulary, label_codes
 from diffpool_jax.datasets import (GraphDataset, assign_buckets,
                                    bucket_entry_slots, bucket_options,
                                    buckets_worth_compiling, padded_graph_cost,
                                    sparse_by_cost)
+from diffpool_jax.datasets.features import code_vocabulary, label_codes
+from diffpool_jax.engine import (compile_effort, hosts, memory, pipeline,
+                                 trainer)
 from diffpool_jax.engine.hyper import Hyper
 from diffpool_jax.models.classifier import DiffPool
 

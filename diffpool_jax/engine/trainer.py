@@ -29,12 +29,13 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from diffpool_jax.engine import compile_cache, compile_effort, hosts
 from diffpool_jax.adjacency import Adjacency, EdgeList
+from diffpool_jax.engine import compile_cache, compile_effort, hosts
+from diffpool_jax.engine.hyper import Hyper
 from diffpool_jax.errors import InputError
 from diffpool_jax.graphs import GraphBatch
-from diffpool_jax.engine.hyper import Hyper
-from diffpool_jax.models.classifier import DiffPool, auxiliary_loss, level_losses
+from diffpool_jax.models.classifier import (DiffPool, auxiliary_loss,
+                                            level_losses)
 from diffpool_jax.tasks import task_loss
 
 

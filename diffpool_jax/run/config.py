@@ -9,15 +9,15 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from diffpool_jax.engine.compile_effort import EFFORTS
 from diffpool_jax.datasets.features import split_kind
 from diffpool_jax.datasets.readers import READERS, find_format
+from diffpool_jax.engine.compile_effort import EFFORTS
 from diffpool_jax.engine.hyper import AUX, Hyper
+from diffpool_jax.engine.trainer import precision_context
 from diffpool_jax.models.classifier import DiffPoolConfig
 from diffpool_jax.models.presets import preset
 from diffpool_jax.protocols import PROTOCOLS
 from diffpool_jax.tasks import METRICS, TASKS
-from diffpool_jax.engine.trainer import precision_context
 
 
 @dataclasses.dataclass
@@ -220,8 +220,18 @@ NUMBER_FIELDS = ("clip", "weight_decay", "min_bucket_gain")
 
 
 def check_run_config(config: "RunConfig") -> None:
-  """ValueError naming the field unless every field of `config` is valid;
-  normalises `lr` (a tuple of floats) and `grid` (sorted, float tuples)."""
+  """ValueError naming the field unless every field of `config` is valid:
+  the types, then each field's own check (`FIELD_CHECKS`, found by the
+  field's name), then the checks of fields together (`check_combined`).
+  Normalises `lr` (a tuple of floats) and `grid` (sorted, float tuples)."""
+  check_types(config)
+  for check in FIELD_CHECKS.values():
+    check(config)
+  check_combined(config)
+
+
+def check_types(config: "RunConfig") -> None:
+  """ValueError unless INTEGER_FIELDS hold integers, NUMBER_FIELDS numbers."""
   for name in INTEGER_FIELDS:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -229,61 +239,116 @@ def check_run_config(config: "RunConfig") -> None:
   for name in NUMBER_FIELDS:
     if not is_number(getattr(config, name)):
       raise ValueError(f"{name}={getattr(config, name)!r}; must be a number")
+
+
+def check_lr(config: "RunConfig") -> None:
+  """lr: one finite number > 0 or a list of them; made a tuple of floats."""
   lrs = np.atleast_1d(np.asarray(config.lr, dtype=object))
   if lrs.ndim != 1 or not all(map(is_number, lrs)):
     raise ValueError(f"lr={config.lr!r}; expected a number or a list of "
                      "numbers")
   config.lr = tuple(float(v) for v in lrs)
-  split_kind(config.features)               # raises on a bad feature kind
-  if config.task != "auto" and config.task not in TASKS:
-    raise ValueError(f"task={config.task!r}; expected 'auto' or one of "
-                     f"{tuple(TASKS)}")
-  if config.metric != "auto" and config.metric not in METRICS:
-    raise ValueError(f"metric={config.metric!r}; expected 'auto' or one of "
-                     f"{tuple(METRICS)}")
-  if config.format != "auto" and config.format not in READERS:
-    raise ValueError(f"format={config.format!r}; expected 'auto' or one of "
-                     f"{tuple(READERS)}")
-  for name in ("folds", "seeds", "epochs", "batch_size"):
-    if getattr(config, name) < 1:
-      raise ValueError(f"{name}={getattr(config, name)}; must be >= 1")
-  if config.folds < 2 and config.splits is None:
-    raise ValueError(f"folds={config.folds}; stratified folds need at least "
-                     "2 (or a split file)")
   for value in config.lr:
     if not (np.isfinite(value) and value > 0):
       raise ValueError(f"lr={value}; every learning rate must be "
                        "finite and > 0")
-  if not (np.isfinite(config.clip) and config.clip > 0):
-    raise ValueError(f"clip={config.clip}; must be finite and > 0")
-  if not (np.isfinite(config.weight_decay) and config.weight_decay >= 0):
-    raise ValueError(f"weight_decay={config.weight_decay}; must be finite "
-                     "and >= 0")
+
+
+def one_of(name: str, allowed, auto: bool = False):
+  """A check that field `name` is in `allowed` (a tuple or a registry,
+  read when checking) or, with `auto`, "auto"."""
+  def check(config: "RunConfig") -> None:
+    value = getattr(config, name)
+    if not (auto and value == "auto") and value not in allowed:
+      expected = (f"'auto' or one of {tuple(allowed)}" if auto
+                  else f"one of {tuple(allowed)}")
+      raise ValueError(f"{name}={value!r}; expected {expected}")
+  return check
+
+
+def in_range(name: str, low: float, high: Optional[float] = None,
+             note: str = ""):
+  """A check that field `name` is >= low (and < high when given); the
+  message adds `note`."""
+  def check(config: "RunConfig") -> None:
+    value = getattr(config, name)
+    if value < low or (high is not None and value >= high):
+      bound = f"in [{low}, {high})" if high is not None else f">= {low}"
+      raise ValueError(f"{name}={value}; must be {bound}{note}")
+  return check
+
+
+def finite(name: str, positive: bool):
+  """A check that field `name` is finite and > 0 (`positive`) or >= 0."""
+  def check(config: "RunConfig") -> None:
+    value = getattr(config, name)
+    if not (np.isfinite(value) and (value > 0 if positive else value >= 0)):
+      raise ValueError(f"{name}={value}; must be finite and "
+                       f"{'> 0' if positive else '>= 0'}")
+  return check
+
+
+def check_bucket_ladder(config: "RunConfig") -> None:
   if not isinstance(config.bucket_ladder, bool):
     raise ValueError(f"bucket_ladder={config.bucket_ladder!r}; must be "
                      "true or false")
-  if config.compile_effort not in EFFORTS:
-    raise ValueError(f"compile_effort={config.compile_effort!r}; expected "
-                     f"one of {EFFORTS}")
-  if not 0 <= config.min_bucket_gain < 1:
-    raise ValueError(f"min_bucket_gain={config.min_bucket_gain}; must be in "
-                     "[0, 1) (0: always max_buckets)")
-  if config.patience < 0:
-    raise ValueError(f"patience={config.patience}; must be >= 0")
-  if config.first_level not in ("auto", "dense", "sparse"):
-    raise ValueError(f"first_level={config.first_level!r}; expected 'auto', "
-                     "'dense' or 'sparse'")
-  if config.members_per_program < 0:
-    raise ValueError(f"members_per_program={config.members_per_program}; "
-                     "must be >= 0 (0: as many as fit in memory)")
+
+
+def check_memory_gib(config: "RunConfig") -> None:
   if config.memory_gib is not None and not (is_number(config.memory_gib)
                                             and config.memory_gib > 0):
     raise ValueError(f"memory_gib={config.memory_gib!r}; must be a number > 0")
-  precision_context(config.matmul_precision)  # raises if unknown
+
+
+def check_cluster_reference(config: "RunConfig") -> None:
   if config.cluster_reference is not None:
     reference_size(config.cluster_reference, np.array([1]))  # raises if bad
+
+
+def check_grid(config: "RunConfig") -> None:
+  """grid: every axis one of SCALAR_AXES with values in its range (see
+  `check_axis`); made sorted by axis, each a tuple of floats."""
   config.grid = {axis: check_axis(axis, values)
                  for axis, values in sorted(dict(config.grid).items())}
+
+
+# Each field's own check, by the field's name (run in this order).
+FIELD_CHECKS = {
+    "lr": check_lr,
+    "features": lambda config: split_kind(config.features),
+    "task": one_of("task", TASKS, auto=True),
+    "metric": one_of("metric", METRICS, auto=True),
+    "format": one_of("format", READERS, auto=True),
+    "folds": in_range("folds", 1),
+    "seeds": in_range("seeds", 1),
+    "epochs": in_range("epochs", 1),
+    "batch_size": in_range("batch_size", 1),
+    "clip": finite("clip", positive=True),
+    "weight_decay": finite("weight_decay", positive=False),
+    "bucket_ladder": check_bucket_ladder,
+    "compile_effort": one_of("compile_effort", EFFORTS),
+    "min_bucket_gain": in_range("min_bucket_gain", 0, 1,
+                                " (0: always max_buckets)"),
+    "patience": in_range("patience", 0),
+    "first_level": one_of("first_level", ("auto", "dense", "sparse")),
+    "members_per_program": in_range(
+        "members_per_program", 0, note=" (0: as many as fit in memory)"),
+    "memory_gib": check_memory_gib,
+    "matmul_precision": lambda config: precision_context(
+        config.matmul_precision),
+    "cluster_reference": check_cluster_reference,
+    "grid": check_grid,
+}
+
+
+def check_combined(config: "RunConfig") -> None:
+  """The checks of fields together: stratified folds need 2 or more
+  without a split file; the protocol accepts the seeds and points; grid
+  axes aux.NAME name the model's auxiliary losses (and the model fields
+  are valid)."""
+  if config.folds < 2 and config.splits is None:
+    raise ValueError(f"folds={config.folds}; stratified folds need at least "
+                     "2 (or a split file)")
   PROTOCOLS[config.protocol].check(config.seeds, len(config.points()))
   aux_names = config.model_config().aux_names  # raises on a bad model field
   for axis in config.grid:

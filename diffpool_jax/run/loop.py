@@ -15,12 +15,11 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from diffpool_jax.engine import compile_cache, hosts, pipeline, trainer
-
 from diffpool_jax import tasks
-from diffpool_jax.engine.trainer import Optimizer, adam_with_clip
 from diffpool_jax.datasets import GraphDataset
+from diffpool_jax.engine import compile_cache, hosts, pipeline, trainer
 from diffpool_jax.engine.session import MemberGraphs, Programs, Session
+from diffpool_jax.engine.trainer import Optimizer, adam_with_clip
 from diffpool_jax.protocols import PROTOCOLS
 from diffpool_jax.run import store
 from diffpool_jax.run.config import RunConfig
@@ -180,73 +179,112 @@ class Run:
                       progress: bool) -> dict:
     """`fit` once the folder is locked: claims it, restores the last
     checkpoint, compiles, and only then writes config.json and trains."""
-    inputs = self.inputs
+    manager, start_epoch = self.claim(resume, overwrite)
+    programs, compile_seconds = self.compile_programs(progress)
+    self.write_config()
+    manager = manager or store.checkpoint_manager(self.out)
+    wall_start = time.perf_counter()
+    epochs_run = self.train_epochs(programs, manager, start_epoch, progress)
+    results = self.results(epochs_run, compile_seconds,
+                           time.perf_counter() - wall_start,
+                           self.train_graph_count, programs)
+    if hosts.is_writer():
+      store.write_json_atomic(self.out / "results.json", results)
+    hosts.barrier("run written")      # every process may read the files
+    return results
+
+  @property
+  def train_graph_count(self) -> int:
+    """Training graphs of one epoch, over every member."""
+    return sum(len(g) for g in self.train_graphs)
+
+  def claim(self, resume: bool, overwrite: bool):
+    """Claims the run folder (`store.claim_folder`) and restores its last
+    checkpoint: (its checkpoint manager or None, the epoch to start at)."""
     # Every process checks the folder (the same verdict on a shared
     # folder); only process 0 removes and writes.
     saved = store.claim_folder(self.out, self.config, resume, overwrite,
-                               inputs, remove=hosts.is_writer(),
+                               self.inputs, remove=hosts.is_writer(),
                                processes=hosts.count())
     hosts.barrier("run folder claimed")
-    manager = store.checkpoint_manager(self.out) if saved else None
-    start_epoch = self.restore(manager, saved["epochs"]) if saved else 0
+    if not saved:
+      return None, 0
+    manager = store.checkpoint_manager(self.out)
+    return manager, self.restore(manager, saved["epochs"])
+
+  def compile_programs(self, progress: bool):
+    """The session's compiled epoch programs and the seconds they took,
+    saying the layout and the compute plan when `progress`."""
     compile_start = time.perf_counter()
     if progress:
       print(self.session.layout.reason, flush=True)
     programs = self.session.compile(progress)
     if progress:
       print(compute_message(self, programs), flush=True)
-    compile_seconds = time.perf_counter() - compile_start
-    write = hosts.is_writer()
-    if write:
+    return programs, time.perf_counter() - compile_start
+
+  def write_config(self) -> None:
+    """config.json (the run's description and input fingerprints, with a
+    digest), by process 0; every process waits for it."""
+    if hosts.is_writer():
       store.write_json_atomic(
           self.out / "config.json",
-          store.with_digest({**run_description(self), "inputs": inputs}),
+          store.with_digest({**run_description(self),
+                             "inputs": self.inputs}),
           "the run's configuration")
     hosts.barrier("run folder written")
-    manager = manager or store.checkpoint_manager(self.out)
+
+  def train_epochs(self, programs: Programs, manager, start_epoch: int,
+                   progress: bool) -> int:
+    """Trains from `start_epoch` until the last epoch, every member
+    stopped or diverged; writes metrics.jsonl after every epoch and
+    checkpoints every `checkpoint_every`. Returns the epochs run."""
     rows = [row for e in range(start_epoch)
             for row in metric_rows(self.members, self.history,
                                    self.points[0], e)]
-    train_graphs = sum(len(g) for g in self.train_graphs)
-    wall_start = time.perf_counter()
     bar = tqdm(range(start_epoch, self.config.epochs), disable=not progress,
                desc=f"{self.config.dataset} {self.config.preset}",
                initial=start_epoch, total=self.config.epochs)
     epoch = start_epoch - 1
     for epoch in bar:
-      schedule = self.session.schedule(epoch)
-      start = time.perf_counter()
-      totals = self.session.train_members(programs, schedule,
-                                          epoch * programs.steps_per_epoch)
-      jax.block_until_ready(self.session.states)
-      self.epoch_seconds[epoch] = time.perf_counter() - start
-      self.record(epoch, "train", totals)
-      for split, (_, fixed) in programs.evaluators.items():
-        self.record(epoch, split,
-                    *self.session.evaluate_members(programs, split), fixed)
-      self.mark_diverged(epoch)
+      self.train_epoch(programs, epoch)
       rows.extend(metric_rows(self.members, self.history, self.points[0],
                               epoch))
-      if write:
+      if hosts.is_writer():
         store.write_lines_atomic(self.out / "metrics.jsonl", rows)
-      shown = (f"val_{self.score}" if "val" in programs.evaluators
-               else f"test_{self.score}")
-      bar.set_postfix(loss=f"{np.mean(self.history['train_loss'][epoch]):.3f}",
-                      **{shown: f"{np.mean(self.history[shown][epoch]):.3f}"},
-                      graphs_per_s=f"{train_graphs / self.epoch_seconds[epoch]:.0f}")
+      self.show_progress(bar, programs, epoch)
       every = self.config.checkpoint_every
       if every and (epoch + 1) % every == 0:
         store.save_checkpoint(manager, epoch, self.checkpoint_tree(epoch))
       if self.all_stopped(epoch) or np.all(self.diverged_at(epoch + 1) >= 0):
         break
     bar.close()
-    results = self.results(epoch + 1, compile_seconds,
-                           time.perf_counter() - wall_start, train_graphs,
-                           programs)
-    if write:
-      store.write_json_atomic(self.out / "results.json", results)
-    hosts.barrier("run written")      # every process may read the files
-    return results
+    return epoch + 1
+
+  def train_epoch(self, programs: Programs, epoch: int) -> None:
+    """One epoch of every member: trains (timed), evaluates each split and
+    records both in the history; marks members that diverged."""
+    schedule = self.session.schedule(epoch)
+    start = time.perf_counter()
+    totals = self.session.train_members(programs, schedule,
+                                        epoch * programs.steps_per_epoch)
+    jax.block_until_ready(self.session.states)
+    self.epoch_seconds[epoch] = time.perf_counter() - start
+    self.record(epoch, "train", totals)
+    for split, (_, fixed) in programs.evaluators.items():
+      self.record(epoch, split,
+                  *self.session.evaluate_members(programs, split), fixed)
+    self.mark_diverged(epoch)
+
+  def show_progress(self, bar, programs: Programs, epoch: int) -> None:
+    """The progress bar's figures after `epoch`: mean training loss, mean
+    validation (or test) score and training graphs per second."""
+    shown = (f"val_{self.score}" if "val" in programs.evaluators
+             else f"test_{self.score}")
+    bar.set_postfix(
+        loss=f"{np.mean(self.history['train_loss'][epoch]):.3f}",
+        **{shown: f"{np.mean(self.history[shown][epoch]):.3f}"},
+        graphs_per_s=f"{self.train_graph_count / self.epoch_seconds[epoch]:.0f}")
 
   def mark_diverged(self, epoch: int) -> None:
     """Members whose training loss or parameters are not finite after this
@@ -313,7 +351,9 @@ class Run:
     seconds = self.epoch_seconds[:epochs_run]
     median = float(np.nanmedian(seconds)) if epochs_run else float("nan")
     diverged = self.diverged_at(epochs_run)
-    return {**summary, "task": self.task.kind, "metric": self.task.metric,
+    return {**summary, "protocol": self.protocol.name,
+            "note": self.protocol.note,
+            "task": self.task.kind, "metric": self.task.metric,
             "diverged_members": {int(m): int(diverged[m]) for m in
                                  np.flatnonzero(diverged >= 0)},
             "dataset": self.config.dataset, "preset": self.config.preset,

@@ -13,11 +13,11 @@ import numpy as np
 
 from diffpool_jax.datasets import (GraphDataset, load_split_file,
                                    stratified_folds)
-from diffpool_jax.datasets.dataset import stacked
+from diffpool_jax.datasets.blocks import stacked
 from diffpool_jax.datasets.readers import find_format, read_dataset
 from diffpool_jax.datasets.splits import Fold
-from diffpool_jax.errors import InputError
 from diffpool_jax.engine.hyper import Hyper
+from diffpool_jax.errors import InputError
 from diffpool_jax.protocols import PROTOCOLS
 
 

@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import diffpool_jax as dp
-from diffpool_jax.engine import pipeline, trainer
 from diffpool_jax.datasets import (bucket_entry_slots, choose_buckets, load_tu,
                                    sparse_by_cost, stratified_folds)
+from diffpool_jax.engine import pipeline, trainer
 from experiments.benchmarks.harness import median_seconds, write_report
 from experiments.benchmarks.pyg import BATCH
 

@@ -28,8 +28,8 @@ import numpy as np
 
 import diffpool_jax as dp
 import diffpool_jax.models.classifier as model_module
-from diffpool_jax.engine import pipeline, trainer
 from diffpool_jax.datasets import choose_buckets, load_tu, stratified_folds
+from diffpool_jax.engine import pipeline, trainer
 
 BATCH = 20
 

@@ -26,8 +26,8 @@ def child(args) -> dict:
   import jax.numpy as jnp
   import numpy as np
   import diffpool_jax as dp
-  from diffpool_jax.engine import trainer
   from diffpool_jax.datasets import load_tu
+  from diffpool_jax.engine import trainer
   from diffpool_jax.run import RunConfig
 
   dataset = load_tu(args.dataset, root=args.data_root)

@@ -144,8 +144,8 @@ def our_side(args) -> dict:
   import jax
   import jax.numpy as jnp
   import diffpool_jax as dp
-  from diffpool_jax.engine import pipeline, trainer
   from diffpool_jax.datasets import choose_buckets
+  from diffpool_jax.engine import pipeline, trainer
 
   full, all_folds = load(args)
   peak = peak_matmul_flops(jax, jnp)
