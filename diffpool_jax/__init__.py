@@ -32,7 +32,7 @@ from diffpool_jax.models.pooling import (POOLING, DiffPoolResult, PoolOutput,
                                          dense_mincut_pool, register_pooling)
 from diffpool_jax.models.presets import PRESETS, preset, register_preset
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "EdgeList", "batches", "GraphBatch", "dense_batch", "from_graphs_tuple",

@@ -1,4 +1,5 @@
-"""The commands, installed with the package:
+"""The installed commands (train, sweep, report): options generated from the
+configuration dataclasses, errors spelled with their flags.
 
   diffpool-train   (python -m diffpool_jax.cli.train)   cross-validated training
   diffpool-sweep   (python -m diffpool_jax.cli.sweep)   hyper-parameter sweeps

@@ -1,6 +1,5 @@
-"""Graph data sets (host side, NumPy): readers found by format name (TU
-benchmarks, OGB graph-property sets, synthetic sets), node features, size
-buckets and cross-validation splits."""
+"""Graph data sets (host side, NumPy): readers found by format name (TU, OGB
+graph property, synthetic), node features, size buckets and splits."""
 
 from diffpool_jax.datasets.blocks import RowBlocks, stacked
 from diffpool_jax.datasets.buckets import (assign_buckets, bucket_entry_slots,

@@ -1,6 +1,8 @@
-"""Runs: configuration (config), what trains (members), the run folder
-(store) and the epoch loop (loop). The engine below them is
-diffpool_jax.engine."""
+"""Runs: the configuration (config), what trains (members), the run folder
+(store), the epoch loop (loop) and what a trained model learned (assignments).
+
+The engine below them is diffpool_jax.engine.
+"""
 
 from diffpool_jax.run.config import (SCALAR_AXES, RunConfig, check_axis,
                                      is_number, weight_pairs)

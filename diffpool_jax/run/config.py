@@ -71,10 +71,10 @@ class RunConfig:
       added only while it cuts the modelled epoch cost by at least this
       fraction (0: always max_buckets); the rule of compile_effort "full".
     bucket_ladder: bucket sizes (and each bucket's graph slots) from the
-      fixed size ladder (datasets.size_ladder: multiples of 8 up to 64,
-      then steps of about 1.25x), so that runs over different data sets
-      meet in the persistent compilation cache; False: the data set's own
-      node counts (least padding).
+      fixed size ladder (datasets.size_ladder: multiples of 8 up to 128,
+      then steps of about 1.125x rounded up to a multiple of 8), so that
+      runs over different data sets meet in the persistent compilation
+      cache; False: the data set's own node counts (least padding).
     compile_effort: "auto" (the XLA effort and the number of buckets of
       least predicted compile + training seconds over the planned epochs,
       see compile_effort.choose), "fast" (XLA's cheapest settings, one
