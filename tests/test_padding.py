@@ -71,9 +71,13 @@ OPERATOR_CASES = [(name, options, form)
                   for name, options in [("diffpool", {"link_loss": "frobenius"}),
                                         ("diffpool", {"link_loss": "pyg"}),
                                         ("diffpool", {"link_loss": "bce"}),
-                                        ("mincut", {}), ("dmon", {})]
+                                        ("mincut", {}), ("dmon", {}),
+                                        ("justbalance", {}),
+                                        ("asymcheegercut", {}),
+                                        ("hosc", {"alpha": 0.5})]
                   for form in ("dense", "edges")
-                  if not (form == "edges" and options.get("link_loss") == "bce")]
+                  if not (form == "edges"
+                          and POOLING[name].needs_dense(options))]
 
 
 @pytest.mark.parametrize("name,options,form", OPERATOR_CASES)

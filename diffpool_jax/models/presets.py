@@ -87,7 +87,8 @@ class DiffPoolConfig:
       see `dense_diff_pool`).
     aux_weights: (name, weight) pairs: the training weight of each of the
       operator's auxiliary losses (summed over levels); a loss not named
-      has weight 1. `weights` gives them as a mapping.
+      has the operator's default weight (1 unless its paper gives one).
+      `weights` gives them as a mapping.
     pool_options: (name, value) pairs: the pooling operator's own options
       (its PoolingOperator.options; for "diffpool" also `link_loss`).
   """
@@ -138,8 +139,9 @@ class DiffPoolConfig:
 
   @property
   def weights(self) -> Dict[str, float]:
-    """Training weight of each auxiliary loss (1 unless aux_weights says)."""
-    given = dict(self.aux_weights)
+    """Training weight of each auxiliary loss: aux_weights', else the
+    operator's default (PoolingOperator.default_weights), else 1."""
+    given = {**self.operator.default_weights, **dict(self.aux_weights)}
     return {name: float(given.get(name, 1.0)) for name in self.aux_names}
 
   @property
@@ -390,6 +392,50 @@ PRESETS = {
         activate_last=True, pool_ratios=(0.5, 0.5), assign_from="embedding",
         assign_head="linear", readout="mean", readout_all_levels=False,
         mlp_hidden=(32,), aux_weights=(("ortho", 0.0),)),
+    # JustBalance's graph-classification network (Bianchi 2023, the
+    # authors' example_classification.py): a 64-wide GIN layer, the
+    # assignment from its output, one pooling level, a dense GIN layer,
+    # mean readout, one Linear to the classes; balance loss at weight 1.
+    # Deviations: one level at 50 % of each graph (tgp's example; the
+    # authors fix K to the data set's mean node count, which pools small
+    # graphs up), a Linear assignment head (theirs: an MLP with a 16-wide
+    # hidden layer), the plain adjacency (theirs: I - 0.85 L_sym).
+    "justbalance": DiffPoolConfig(
+        pooling="justbalance", conv="gin", hidden_dim=64, embed_dim=64,
+        num_layers=1, l2_normalize=False, batch_norm=False,
+        activate_last=True, pool_ratios=(0.5,), assign_from="embedding",
+        assign_head="linear", readout="mean", readout_all_levels=False,
+        mlp_hidden=()),
+    # AsymCheegerCut's graph-classification network (Hansen and Bianchi
+    # 2023, the authors' pytorch/classification.py): three 32-wide
+    # convolutions with two pooling levels between them at 1/2 and 1/4 of
+    # the nodes, assignments from a Linear on each level's output, mean
+    # readout, one Linear to the classes; total variation and balance at
+    # weight 0.5 each, as their classification runs. Deviations: GCN
+    # convolutions (theirs: GTVConv, a total-variation convolution this
+    # library does not have), counts per graph (theirs: from the largest
+    # graph), a Linear assignment head (theirs: an MLP with a 32-wide
+    # hidden layer).
+    "asymcheegercut": DiffPoolConfig(
+        pooling="asymcheegercut", conv="gcn", hidden_dim=32, embed_dim=32,
+        num_layers=1, l2_normalize=False, batch_norm=False,
+        activate_last=True, pool_ratios=(0.5, 0.5), assign_from="embedding",
+        assign_head="linear", readout="mean", readout_all_levels=False,
+        mlp_hidden=(), aux_weights=(("totvar", 0.5), ("balance", 0.5))),
+    # HOSC's graph-classification network (Duval and Malliaros 2022, the
+    # authors' models.py and example.py): a 32-wide convolution with ReLU,
+    # the assignment a Linear on it, one pooling level at 25 % of the
+    # nodes, a dense convolution, mean readout, MLP 32; alpha 0.5 and the
+    # orthogonality loss at 0.1 (the operator's defaults). Deviations: GCN
+    # convolutions (theirs: GraphConv, as MinCutPool's PyG example, which
+    # the mincut preset also replaces), counts per graph (theirs: from the
+    # largest graph). Dense first level only (the triangle motif needs A A).
+    "hosc": DiffPoolConfig(
+        pooling="hosc", conv="gcn", hidden_dim=32, embed_dim=32,
+        num_layers=1, l2_normalize=False, batch_norm=False,
+        activate_last=True, pool_ratios=(0.25,), assign_from="embedding",
+        assign_head="linear", readout="mean", readout_all_levels=False,
+        mlp_hidden=(32,)),
 }
 
 

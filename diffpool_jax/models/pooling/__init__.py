@@ -20,7 +20,10 @@ from typing import Callable, Mapping, NamedTuple, Tuple
 import jax
 import jax.numpy as jnp
 
-from diffpool_jax.models.pooling import diffpool, dmon, mincut
+from diffpool_jax.models.pooling import (asymcheegercut, diffpool, dmon,
+                                         hosc, justbalance, mincut)
+from diffpool_jax.models.pooling.asymcheegercut import (
+    dense_asymcheegercut_pool)
 from diffpool_jax.models.pooling.common import (MASKED_LOGIT, PoolOutput,
                                                 check_adjacency, mask_clusters,
                                                 masked_softmax)
@@ -28,6 +31,8 @@ from diffpool_jax.models.pooling.diffpool import (LINK_LOSS_FORMS,
                                                   DiffPoolResult,
                                                   dense_diff_pool)
 from diffpool_jax.models.pooling.dmon import dense_dmon_pool
+from diffpool_jax.models.pooling.hosc import dense_hosc_pool
+from diffpool_jax.models.pooling.justbalance import dense_justbalance_pool
 from diffpool_jax.models.pooling.mincut import dense_mincut_pool
 
 
@@ -46,11 +51,20 @@ class PoolingOperator(NamedTuple):
       default values (DiffPoolConfig.pool_options sets them).
     needs_dense: options -> whether they need the dense first level (an
       N x N adjacency, not an EdgeList).
+    default_weights: the training weight of a loss whose paper gives it
+      one (a loss not named here weighs 1); DiffPoolConfig.aux_weights
+      overrides.
   """
   function: Callable
   aux_names: Tuple[str, ...]
   options: Mapping[str, object] = MappingProxyType({})
   needs_dense: Callable[[Mapping[str, object]], bool] = never_dense
+  default_weights: Mapping[str, float] = MappingProxyType({})
+
+
+def always_dense(options: Mapping[str, object]) -> bool:
+  """An operator that needs the dense first level whatever its options."""
+  return True
 
 
 def check_operator(name: str, operator: PoolingOperator) -> None:
@@ -72,6 +86,11 @@ def check_operator(name: str, operator: PoolingOperator) -> None:
     if not hasattr(result, field):
       raise ValueError(f"pooling operator {name!r}: its result has no "
                        f"{field!r} field")
+  unknown = set(operator.default_weights) - set(operator.aux_names)
+  if unknown:
+    raise ValueError(f"pooling operator {name!r}: default_weights name "
+                     f"{sorted(unknown)}, which are not among its losses "
+                     f"{sorted(operator.aux_names)}")
   if set(result.aux) != set(operator.aux_names):
     raise ValueError(f"pooling operator {name!r}: declares the losses "
                      f"{sorted(operator.aux_names)} but returns "
@@ -94,12 +113,20 @@ POOLING = {
         lambda options: options["link_loss"] == "bce"),
     "mincut": PoolingOperator(dense_mincut_pool, mincut.AUX_NAMES),
     "dmon": PoolingOperator(dense_dmon_pool, dmon.AUX_NAMES),
+    "justbalance": PoolingOperator(dense_justbalance_pool,
+                                   justbalance.AUX_NAMES),
+    "asymcheegercut": PoolingOperator(dense_asymcheegercut_pool,
+                                      asymcheegercut.AUX_NAMES),
+    "hosc": PoolingOperator(dense_hosc_pool, hosc.AUX_NAMES,
+                            MappingProxyType({"alpha": 0.5}), always_dense,
+                            MappingProxyType(hosc.DEFAULT_WEIGHTS)),
 }
 
 __all__ = [
     "POOLING", "PoolingOperator", "register_pooling", "check_operator",
     "PoolOutput", "DiffPoolResult",
     "dense_diff_pool", "dense_mincut_pool", "dense_dmon_pool",
+    "dense_justbalance_pool", "dense_asymcheegercut_pool", "dense_hosc_pool",
     "LINK_LOSS_FORMS", "MASKED_LOGIT", "check_adjacency", "mask_clusters",
     "masked_softmax",
 ]
