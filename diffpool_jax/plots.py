@@ -158,3 +158,44 @@ def plot_sweep(rows: Sequence[dict], path, score: str = "val_mean",
     axis.set_ylim(max(0, low - 5), min(100, np.nanmax(values + errors) + 5))
   axis.set_title("sweep (dark: selected for a fold)")
   save_figure(figure, path)
+
+
+def plot_table(rows: Sequence[dict], path) -> None:
+  """A comparison table (diffpool-table's rows) as two panels: per data
+  set, each pooler's score with its standard deviation as the error bar
+  (one panel row of bars per data set, in its metric); and each pooler's
+  median epoch seconds, one bar per data set. Failed cells are left out.
+
+  Args:
+    rows: {"dataset", "pooler", "status", "metric", "score", "std",
+      "epoch_s"} per cell.
+    path: PNG file to write.
+  """
+  done = [r for r in rows if not str(r["status"]).startswith("failed")]
+  datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+  poolers = list(dict.fromkeys(r["pooler"] for r in rows))
+  width = 0.8 / max(len(poolers), 1)
+  figure, (scores, times) = new_figure(
+      2, figsize=(max(8, 1.6 * len(datasets) * 2 + 3), 4))
+  for p, pooler in enumerate(poolers):
+    cells = {r["dataset"]: r for r in done if r["pooler"] == pooler}
+    where = np.arange(len(datasets)) + (p - (len(poolers) - 1) / 2) * width
+    value = lambda d, key: (np.nan if d not in cells or cells[d][key] is None
+                            else cells[d][key] * (100 if METRICS[
+                                cells[d]["metric"]][1] else 1))
+    scores.bar(where, [value(d, "score") for d in datasets], width,
+               yerr=[value(d, "std") for d in datasets], label=pooler)
+    times.bar(where, [cells[d]["epoch_s"] if d in cells and
+                      cells[d]["epoch_s"] is not None else np.nan
+                      for d in datasets], width, label=pooler)
+  metrics = {d: next((r["metric"] for r in done if r["dataset"] == d), "")
+             for d in datasets}
+  for axis in (scores, times):
+    axis.set_xticks(np.arange(len(datasets)))
+    axis.set_xticklabels([f"{d}\n{metrics[d]}" for d in datasets])
+  scores.set_ylabel("score (mean ± std over folds or seeds)")
+  scores.set_title("score per data set (% for accuracy, ROC-AUC, AP)")
+  times.set_ylabel("median training epoch (s)")
+  times.set_title("epoch time per pooler")
+  times.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
+  save_figure(figure, path)

@@ -69,7 +69,8 @@ compile_cache.leave_as_configured()
 # Seconds of test time of the files that take longest (2 workers, measured
 # at 4b7cac7 with `--durations=0`). They start longest first, so that the
 # two workers end together; the other files follow in name order.
-SLOW_FILES = {"test_benchmark_children.py": 60,  # each benchmark's path
+SLOW_FILES = {"test_table.py": 70,            # tables of child processes
+              "test_benchmark_children.py": 60,  # each benchmark's path
               "test_processes.py": 39,      # two-process runs
               "test_device_check.py": 37,   # the device check's parts
               "test_model.py": 35,          # every preset, eagerly

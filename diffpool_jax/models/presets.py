@@ -25,11 +25,13 @@ class DiffPoolConfig:
   """Architecture and auxiliary-loss settings of a `DiffPool` classifier.
 
   Attributes:
-    conv: graph convolution, "sage" (GraphSAGE-mean), "gcn", "sum" (the
-      authors' GraphConv), "gin" (sum aggregation into a 2-layer MLP
-      with a learned epsilon, Xu et al. 2019) or "gine" (GIN whose
-      messages see the bond features, Hu et al. 2020: needs edge features
-      on an edge-list first level, see edge_vocab; GIN on pooled levels).
+    conv: graph convolution, a name in `layers.CONVOLUTIONS`: "sage"
+      (GraphSAGE-mean), "gcn", "sum" (the authors' GraphConv), "gin" (sum
+      aggregation into a 2-layer MLP with a learned epsilon, Xu et al.
+      2019), "gine" (GIN whose messages see the bond features, Hu et al.
+      2020: needs edge features on an edge-list first level, see
+      edge_vocab; GIN on pooled levels), "gatv2" (Brody et al. 2022) or
+      one registered with `register_conv`.
     hidden_dim: width of every GNN layer but the last.
     embed_dim: width of the last layer of each embedding GNN.
     num_layers: convolutions per GNN (embedding and assignment alike).
@@ -40,7 +42,8 @@ class DiffPoolConfig:
     activate_last: ReLU + batch norm after a GNN's last layer too.
     dropout: dropout rate on every convolution's input.
     pooling: the pooling operator, a name in `pooling.POOLING`
-      ("diffpool", "mincut" or "dmon").
+      ("diffpool", "mincut", "dmon", "justbalance", "asymcheegercut",
+      "hosc" or one registered with `register_pooling`).
     pool_ratios: per pooling level, clusters as a fraction of the previous
       level's size. An empty tuple gives the flat (no pooling) model.
     cluster_mode: "per_graph" (graph i with n_i real nodes gets

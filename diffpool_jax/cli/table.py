@@ -1,0 +1,298 @@
+"""diffpool-table: poolers x data sets -> one fair comparison.
+
+  diffpool-table --datasets ENZYMES ogbg-molbace \
+      --data-root ../shared/data/tu ../shared/data/ogb \
+      --splits ../shared/data/splits --poolers all --out runs/table
+
+Each cell (one pooler on one data set) is an ordinary run folder,
+OUT/DATASET/POOLER, trained by the train command in a child process, so a
+stopped table continues where it stopped (a finished cell is read, a
+started one resumed with --resume) and a cell that fails is reported in
+the table, not fatal to the others. Cells follow the data set's own
+protocol (fair on TU sets, with NAME_splits.json from --splits where it
+is there; fixed over 10 seeds on OGB sets). The flat baseline (no
+pooling) is always a row. Two modes, fixed before any result is seen:
+
+  --backbone shared   every pooler in one network (--preset, default
+                      `paper`): only the pooling operator differs, each
+                      with its own losses at its paper's weights; the
+                      flat row is that network without pooling levels.
+  --backbone own      each pooler's own preset (the one of its name;
+                      DiffPool's is `paper`); the flat row is `flat`.
+
+Writes OUT/table.md, OUT/table.csv (per cell: the score as mean ± std in
+the data set's metric, compile seconds, median epoch seconds, peak memory
+of its process, the commit and the command) and OUT/table.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import ctypes
+import io
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from diffpool_jax import plots
+from diffpool_jax.cli import options
+from diffpool_jax.cli.report import read_results
+from diffpool_jax.datasets.readers import READERS
+from diffpool_jax.run.store import RUN_OUTPUTS, write_text_atomic
+from diffpool_jax.tasks import METRICS, shown
+
+FLAT = "flat"
+# A pooler's own preset where its name is not one (DiffPool's network is
+# the paper's).
+OWN_PRESET = {"diffpool": "paper"}
+COLUMNS = ("dataset", "pooler", "status", "metric", "score", "std",
+           "compile_s", "epoch_s", "peak_gib", "epochs_run", "commit",
+           "command")
+CELL_FILE = "table_cell.json"
+GIB = 2**30
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog="diffpool-table", description=__doc__.splitlines()[0],
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument("--datasets", nargs="+", required=True,
+                      help="data set names (TU, OGB, synthetic, yours)")
+  parser.add_argument("--poolers", nargs="+", default=["all"],
+                      help="pooling operators (names in pooling.POOLING) or "
+                      "'all'; the flat baseline is always a row")
+  parser.add_argument("--data-root", nargs="+", default=[],
+                      help="folders holding the data sets; each set is read "
+                      "from the first that holds it (none: the download "
+                      "cache)")
+  parser.add_argument("--splits", default=None,
+                      help="a folder of split files NAME_splits.json "
+                      "(Errica et al.'s), used where one is there")
+  parser.add_argument("--backbone", choices=("shared", "own"),
+                      default="shared", help="one network for every pooler, "
+                      "or each pooler's own preset")
+  parser.add_argument("--preset", default="paper",
+                      help="the shared backbone's network")
+  parser.add_argument("--out", default="runs/table", help="the table folder")
+  parser.add_argument("--epochs", type=int, default=None,
+                      help="training epochs of every cell (None: the run "
+                      "default)")
+  parser.add_argument("--patience", type=int, default=None,
+                      help="early-stopping patience of every cell")
+  parser.add_argument("--config", default=None,
+                      help="a JSON file of RunConfig fields every cell "
+                      "starts from")
+  parser.add_argument("--import", dest="imports", action="append",
+                      default=[], metavar="MODULE",
+                      help="a module (or .py file) to import first in the "
+                      "table and in every cell, e.g. one registering a "
+                      "pooling operator")
+  parser.add_argument("--quiet", action="store_true",
+                      help="no line per cell")
+  args = parser.parse_args(list(argv))
+  options.import_extensions(args.imports)
+  return args
+
+
+def pooler_names(requested: Sequence[str]) -> List[str]:
+  """The poolers of the table's rows: every registered one for "all",
+  else the names given (checked), then the flat baseline."""
+  from diffpool_jax.models.pooling import POOLING
+  names = list(POOLING) if list(requested) == ["all"] else list(requested)
+  unknown = [n for n in names if n not in POOLING and n != FLAT]
+  if unknown:
+    raise SystemExit(f"--poolers: unknown {unknown}; expected 'all' or "
+                     f"names in {tuple(POOLING)}")
+  return [n for n in names if n != FLAT] + [FLAT]
+
+
+def data_root(name: str, roots: Sequence[str]) -> Optional[str]:
+  """The first of `roots` holding set `name` in some registered format
+  (None when no root holds it: the reader's download cache)."""
+  for root in roots:
+    if any(reader.holds(root, name) for reader in READERS.values()):
+      return root
+  return None
+
+
+def split_file(name: str, folder: Optional[str]) -> Optional[Path]:
+  """folder/NAME_splits.json when it is there."""
+  if folder is None:
+    return None
+  path = Path(folder) / f"{name}_splits.json"
+  return path if path.is_file() else None
+
+
+def cell_arguments(args: argparse.Namespace, dataset: str, pooler: str,
+                   folder: Path) -> List[str]:
+  """The train command's arguments of one cell (see the module docstring
+  for what each mode trains)."""
+  if args.backbone == "shared":
+    model = (["--model.pool-ratios"] if pooler == FLAT
+             else ["--pooling", pooler])
+    argv = ["--preset", args.preset, *model]
+  else:
+    argv = ["--preset", FLAT if pooler == FLAT else OWN_PRESET.get(pooler,
+                                                                   pooler)]
+  argv = ["--dataset", dataset, *argv, "--out", str(folder), "--quiet",
+          "--no-plots"]
+  for module in args.imports:
+    argv = ["--import", module, *argv]
+  if args.config:
+    argv += ["--config", args.config]
+  root = data_root(dataset, args.data_root)
+  if root is not None:
+    argv += ["--data-root", root]
+  splits = split_file(dataset, args.splits)
+  if splits is not None:
+    argv += ["--splits", str(splits)]
+  for flag in ("epochs", "patience"):
+    if getattr(args, flag) is not None:
+      argv += [f"--{flag}", str(getattr(args, flag))]
+  return argv
+
+
+def die_with_parent() -> None:
+  """In the child: end with the table's process (Linux), so that a killed
+  table leaves no cell training on into its folder."""
+  try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+  except (OSError, AttributeError):
+    pass
+
+
+def run_cell(argv: List[str]) -> Dict[str, object]:
+  """Runs the train command with `argv` in a child process: its exit code,
+  the last line it wrote to stderr and its peak resident memory (GiB, of
+  that process alone)."""
+  command = [sys.executable, "-m", "diffpool_jax.cli.train", *argv]
+  child = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True,
+                           preexec_fn=die_with_parent)
+  errors = child.stderr.read()
+  child.stderr.close()
+  _, status, usage = os.wait4(child.pid, 0)
+  child.returncode = os.waitstatus_to_exitcode(status)
+  lines = [line for line in errors.splitlines() if line.strip()]
+  return {"code": child.returncode, "error": lines[-1] if lines else "",
+          "peak_gib": usage.ru_maxrss * 1024 / GIB}
+
+
+def cell_row(dataset: str, pooler: str, folder: Path, argv: List[str],
+             outcome: Optional[dict]) -> Dict[str, object]:
+  """One row of the table: the cell's results.json figures, or its
+  failure."""
+  command = shlex.join(["diffpool-train", *argv])
+  row = {"dataset": dataset, "pooler": pooler, "command": command}
+  results_file = folder / "results.json"
+  if outcome is not None and outcome["code"] not in (0, 3):
+    return {**row, "status": f"failed: {outcome['error']}"}
+  try:
+    results = read_results(results_file)
+  except ValueError as error:
+    return {**row, "status": f"failed: {error}"}
+  saved = json.loads((folder / CELL_FILE).read_text())
+  return {**row, "status": "diverged" if results.get("diverged_members")
+          else "ok", "metric": results["metric"], "score": results["score"],
+          "std": results["std"], "compile_s": results.get("compile_seconds"),
+          "epoch_s": results.get("median_epoch_seconds"),
+          "peak_gib": saved.get("peak_gib"),
+          "epochs_run": results.get("epochs_run"),
+          "commit": results.get("commit")}
+
+
+def train_cell(args, dataset: str, pooler: str, folder: Path
+               ) -> Dict[str, object]:
+  """Trains one cell unless it is done (results.json of this command):
+  fresh, or with --resume where the folder holds a run; then its row."""
+  argv = cell_arguments(args, dataset, pooler, folder)
+  record = folder / CELL_FILE
+  done = (folder / "results.json").is_file() and record.is_file() and (
+      json.loads(record.read_text()).get("argv") == argv)
+  if done:
+    return cell_row(dataset, pooler, folder, argv, None)
+  started = any((folder / name).exists() for name in RUN_OUTPUTS)
+  outcome = run_cell(argv + (["--resume"] if started else []))
+  if outcome["code"] in (0, 3):
+    write_text_atomic(record, json.dumps(
+        {"argv": argv, "peak_gib": outcome["peak_gib"]}, indent=2),
+                      "the table's record of this cell")
+  return cell_row(dataset, pooler, folder, argv, outcome)
+
+
+def markdown(rows: List[dict]) -> str:
+  """The table as Markdown: one row per cell."""
+  header = ("| data set | pooler | score (mean ± std) | compile s | "
+            "epoch s | peak GiB | epochs | commit | command |")
+  lines = [header, "|" + "---|" * 9]
+  for r in rows:
+    if r["status"].startswith("failed"):
+      score = r["status"]
+    else:
+      unit = " %" if METRICS[r["metric"]][1] else ""
+      score = (f"{r['metric']} {shown(r['metric'], r['score'])} ± "
+               f"{shown(r['metric'], r['std'])}{unit}"
+               + (" (diverged members)" if r["status"] == "diverged"
+                  else ""))
+    figures = [f"{r[k]:.1f}" if isinstance(r.get(k), (int, float)) else "—"
+               for k in ("compile_s", "epoch_s")]
+    peak = (f"{r['peak_gib']:.2f}" if isinstance(r.get("peak_gib"), float)
+            else "—")
+    values = (r["dataset"], r["pooler"], score, *figures, peak,
+              r.get("epochs_run", "—"), r.get("commit") or "—",
+              f"`{r['command']}`")
+    lines.append("| " + " | ".join(str(v).replace("|", "\\|")
+                                     for v in values) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: List[dict]) -> str:
+  """The table as CSV, one row per cell, COLUMNS."""
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, COLUMNS, extrasaction="ignore",
+                          lineterminator="\n")
+  writer.writeheader()
+  writer.writerows(rows)
+  return buffer.getvalue()
+
+
+def main(argv=None) -> int:
+  """The table command; returns 0, or 1 when a cell failed."""
+  argv = sys.argv[1:] if argv is None else argv
+  args = parse_args(argv)
+  poolers = pooler_names(args.poolers)
+  out = Path(args.out)
+  cells = [(d, p) for d in args.datasets for p in poolers]
+  rows = []
+  for index, (dataset, pooler) in enumerate(cells, start=1):
+    if not args.quiet:
+      print(f"[{index}/{len(cells)}] {dataset} x {pooler} ...", end=" ",
+            flush=True)
+    started = time.perf_counter()
+    row = train_cell(args, dataset, pooler, out / dataset / pooler)
+    rows.append(row)
+    if not args.quiet:
+      print(f"{row['status']} ({time.perf_counter() - started:.0f} s)",
+            flush=True)
+    write_text_atomic(out / "table.md", markdown(rows), "the table")
+    write_text_atomic(out / "table.csv", csv_text(rows), "the table")
+  plots.plot_table(rows, out / "table.png")
+  print(markdown(rows), end="")
+  print(f"\ntable in {out}/table.md, table.csv and table.png")
+  return 1 if any(r["status"].startswith("failed") for r in rows) else 0
+
+
+def console_main() -> None:
+  """The installed command `diffpool-table`."""
+  sys.exit(main())
+
+
+if __name__ == "__main__":
+  console_main()

@@ -1,0 +1,145 @@
+"""diffpool-table on a tiny synthetic set: its cells are ordinary run
+folders whose results.json the table reports, a failing cell is reported
+and not fatal, and a table killed mid-cell continues to the table an
+uninterrupted run writes."""
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from diffpool_jax.cli import table
+from tests.test_options import OPERATOR_MODULE
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "synthetic": {"num_graphs": 80, "communities": [2, 3],
+                  "community_size": [3, 5]},
+    "model": {"hidden_dim": 8, "embed_dim": 8, "num_layers": 2,
+              "mlp_hidden": [8]},
+    "max_buckets": 1, "folds": 2, "checkpoint_every": 1,
+    "compile_effort": "fast",
+}
+
+
+def write_config(folder: Path, **changes) -> Path:
+  path = folder / "tiny.json"
+  path.write_text(json.dumps({**TINY, **changes}))
+  return path
+
+
+def read_csv(path: Path):
+  with open(path, newline="") as handle:
+    return list(csv.DictReader(handle))
+
+
+def command(out: Path, config: Path, *more):
+  return [sys.executable, "-m", "experiments.table", "--datasets",
+          "synthetic", "--config", str(config), "--out", str(out), *more]
+
+
+def test_cells_are_run_folders_whose_results_the_table_reports(tmp_path):
+  config = write_config(tmp_path)
+  out = tmp_path / "table"
+  done = subprocess.run(command(out, config, "--poolers", "mincut",
+                                "--epochs", "2"),
+                        cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  rows = read_csv(out / "table.csv")
+  assert [(r["dataset"], r["pooler"], r["status"]) for r in rows] == [
+      ("synthetic", "mincut", "ok"), ("synthetic", "flat", "ok")]
+  for row in rows:
+    results = json.loads((out / "synthetic" / row["pooler"] /
+                          "results.json").read_text())
+    assert float(row["score"]) == results["score"]
+    assert float(row["std"]) == results["std"]
+    assert float(row["compile_s"]) == results["compile_seconds"]
+    assert float(row["epoch_s"]) == results["median_epoch_seconds"]
+    assert int(row["epochs_run"]) == results["epochs_run"] == 2
+    assert row["command"] == results["command"]
+    assert 0.1 < float(row["peak_gib"]) < 24
+  run = json.loads((out / "synthetic" / "mincut" / "config.json").read_text())
+  assert run["model"]["pooling"] == "mincut"
+  flat = json.loads((out / "synthetic" / "flat" / "config.json").read_text())
+  assert flat["model"]["pool_ratios"] == [] and \
+      flat["run"]["preset"] == run["run"]["preset"] == "paper"
+  text = (out / "table.md").read_text()
+  assert "| synthetic | mincut | accuracy" in text and \
+      (out / "table.png").stat().st_size > 0
+  # Run again: every cell is read, none trains (the folders are unchanged).
+  before = (out / "synthetic" / "mincut" / "metrics.jsonl").stat().st_mtime
+  again = subprocess.run(command(out, config, "--poolers", "mincut",
+                                 "--epochs", "2"),
+                         cwd=REPO, capture_output=True, text=True,
+                         timeout=600)
+  assert again.returncode == 0
+  assert (out / "synthetic" / "mincut" / "metrics.jsonl").stat(
+      ).st_mtime == before
+  assert read_csv(out / "table.csv") == rows
+
+
+def test_a_failing_cell_is_reported_and_the_others_still_run(tmp_path):
+  """Own presets: "halved" (registered by --import) has no preset of its
+  name, so its cell fails with the train command's message."""
+  module = tmp_path / "my_operators.py"
+  module.write_text(OPERATOR_MODULE)
+  config = write_config(tmp_path)
+  out = tmp_path / "table"
+  done = subprocess.run(command(out, config, "--poolers", "halved", "mincut",
+                                "--backbone", "own", "--epochs", "1",
+                                "--import", str(module)),
+                        cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 1
+  rows = {r["pooler"]: r for r in read_csv(out / "table.csv")}
+  assert rows["halved"]["status"].startswith("failed: ")
+  assert "unknown preset 'halved'" in rows["halved"]["status"]
+  assert rows["mincut"]["status"] == rows["flat"]["status"] == "ok"
+  assert json.loads((out / "synthetic" / "flat" / "config.json").read_text()
+                    )["run"]["preset"] == "flat"
+  assert "failed: " in (out / "table.md").read_text()
+
+
+def test_a_killed_table_continues_to_the_uninterrupted_table(tmp_path):
+  config = write_config(tmp_path)
+  whole = tmp_path / "whole"
+  flags = ("--poolers", "justbalance", "--epochs", "4", "--quiet")
+  done = subprocess.run(command(whole, config, *flags), cwd=REPO,
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+
+  killed = tmp_path / "killed"
+  started = subprocess.Popen(command(killed, config, *flags), cwd=REPO,
+                             stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+  checkpoint = killed / "synthetic" / "justbalance" / "checkpoints" / "1"
+  deadline = time.time() + 300
+  while not checkpoint.is_dir():
+    assert started.poll() is None, started.stderr.read()
+    assert time.time() < deadline
+    time.sleep(0.05)
+  started.send_signal(signal.SIGKILL)
+  started.wait()
+  assert not (killed / "synthetic" / "justbalance" / "results.json").exists()
+  time.sleep(1.0)                   # the cell's process ended with it
+  resumed = subprocess.run(command(killed, config, *flags), cwd=REPO,
+                           capture_output=True, text=True, timeout=600)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  same = ("dataset", "pooler", "status", "metric", "score", "std",
+          "epochs_run")
+  assert ([{k: r[k] for k in same} for r in read_csv(killed / "table.csv")]
+          == [{k: r[k] for k in same} for r in read_csv(whole / "table.csv")])
+  for cell in ("justbalance", "flat"):
+    assert ((killed / "synthetic" / cell / "metrics.jsonl").read_text()
+            == (whole / "synthetic" / cell / "metrics.jsonl").read_text())
+
+
+def test_unknown_poolers_and_data_roots():
+  with pytest.raises(SystemExit, match=r"--poolers: unknown \['nope'\]"):
+    table.pooler_names(["nope"])
+  assert table.pooler_names(["mincut", "flat"]) == ["mincut", "flat"]
+  assert table.data_root("ENZYMES", ["/no/such/folder"]) is None
