@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from diffpool_jax.cli import report, sweep, train
+from diffpool_jax.cli import report, sweep, table, train
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -67,17 +67,20 @@ PLACEHOLDERS = {"SET": "ENZYMES", "PRESET": "paper", "NAME": "mincut",
 def inline_commands(path: Path):
   """Each command of ours written in inline code (in text and in tables,
   outside the code blocks) as its words, placeholders given a value and
-  `...` dropped; a command's bare name (`diffpool-sweep`) names it."""
+  `...` dropped; a command's bare name (`diffpool-sweep`, `python -m
+  experiments.table`) names it."""
   text = re.sub(r"^ *```.*?^ *```", "", path.read_text(), flags=re.S | re.M)
   for span in re.findall(r"`([^`]+)`", text.replace("\n", " ")):
-    if span.startswith(COMMAND_STARTS) and len(span.split()) > 1:
+    name_only = len(span.split()) == (3 if span.startswith("python") else 1)
+    if span.startswith(COMMAND_STARTS) and not name_only:
       yield [PLACEHOLDERS.get(word, word) for word in shlex.split(span)
              if word != "..."]
 
 
 COMMANDS = {"diffpool-train": train, "experiments.train": train,
             "diffpool-sweep": sweep, "experiments.sweep": sweep,
-            "diffpool-report": report, "experiments.report": report}
+            "diffpool-report": report, "experiments.report": report,
+            "diffpool-table": table, "experiments.table": table}
 
 
 def our_command(words):
