@@ -81,3 +81,11 @@ def checked_mask(value, name: str, where: str):
                      f"{values[position].item()!r} at {position}; a mask must be "
                      "bool or exactly 0/1")
   return jnp.asarray(values.astype(bool))
+
+
+def check_name(kind: str, name) -> None:
+  """ValueError unless `name` (of a registered `kind`: "a preset", ...) is
+  a non-empty string."""
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"{kind}'s name must be a non-empty string, not "
+                     f"{name!r}")

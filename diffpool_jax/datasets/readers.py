@@ -20,6 +20,7 @@ from diffpool_jax.datasets.download import default_cache_dir
 from diffpool_jax.datasets.ogb import is_ogb_folder, load_ogb
 from diffpool_jax.datasets.synthetic import synthetic_hierarchical
 from diffpool_jax.datasets.tu import find_table, load_tu
+from diffpool_jax.errors import check_name
 from diffpool_jax.protocols import PROTOCOLS
 
 
@@ -51,9 +52,7 @@ def register_reader(name: str, reader: Reader) -> Reader:
   after checking it: a `Reader` whose load, holds and claims are
   functions and whose protocol is a registered one (protocols.PROTOCOLS).
   Returns it."""
-  if not isinstance(name, str) or not name:
-    raise ValueError(f"a reader's name must be a non-empty string, not "
-                     f"{name!r}")
+  check_name("a reader", name)
   if not isinstance(reader, Reader):
     raise ValueError(f"reader {name!r}: expected a datasets.Reader, got "
                      f"{type(reader).__name__}")

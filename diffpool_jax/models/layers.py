@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from diffpool_jax.adjacency import (Adjacency, EdgeList, diagonal,
                                     gine_messages, matmul, row_sums)
+from diffpool_jax.errors import check_name
 
 # Xavier-uniform with the ReLU gain, as the authors' GraphConv initialises.
 xavier_relu_init = nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")
@@ -319,9 +320,7 @@ def register_conv(name: str, module: type,
   """Adds a convolution to `CONVOLUTIONS` (so that `DiffPoolConfig.conv`,
   `--model.conv` and the NNX models find it by name) after checking it
   (`check_convolution`); returns its description. See `Convolution`."""
-  if not isinstance(name, str) or not name:
-    raise ValueError(f"a convolution's name must be a non-empty string, "
-                     f"not {name!r}")
+  check_name("a convolution", name)
   if not (isinstance(module, type) and issubclass(module, nn.Module)):
     raise ValueError(f"convolution {name!r}: expected a flax.linen Module "
                      f"class, got {module!r}")

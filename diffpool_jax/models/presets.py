@@ -11,6 +11,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from diffpool_jax.errors import check_name
 from diffpool_jax.models.layers import CONVOLUTIONS
 from diffpool_jax.models.pooling import LINK_LOSS_FORMS, POOLING
 
@@ -447,9 +448,7 @@ def register_preset(name: str, config: DiffPoolConfig) -> DiffPoolConfig:
   `preset` field and --preset find), after checking that it is a
   DiffPoolConfig whose fields pass `check_model_config`; returns it. A
   name already taken is replaced (say why in your module)."""
-  if not isinstance(name, str) or not name:
-    raise ValueError(f"a preset's name must be a non-empty string, not "
-                     f"{name!r}")
+  check_name("a preset", name)
   if not isinstance(config, DiffPoolConfig):
     raise ValueError(f"preset {name!r}: expected a DiffPoolConfig, got "
                      f"{type(config).__name__}")
