@@ -84,20 +84,35 @@ class MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
   def create_module(self, spec):
     new = moved_to(spec.name)
-    warnings.warn(f"{spec.name} has moved to {new}; import it from there "
-                  "(the old path goes in the next release)",
-                  DeprecationWarning, stacklevel=2)
-    return importlib.import_module(new)
+    warn_moved(spec.name, new, stacklevel=2)
+    module = importlib.import_module(new)
+    spec.loader_state = module.__spec__   # the import system replaces it
+    return module
 
   def exec_module(self, module):
-    """Nothing to run: the new module is imported already."""
+    """Nothing to run (the new module is imported already); gives the
+    module back its own spec."""
+    module.__spec__ = module.__spec__.loader_state
+
+
+def warn_moved(old: str, new: str, stacklevel: int) -> None:
+  """The DeprecationWarning of an old module path."""
+  warnings.warn(f"{old} has moved to {new}; import it from there (the old "
+                "path goes in the next release)", DeprecationWarning,
+                stacklevel=stacklevel + 1)
 
 
 def __getattr__(name: str):
-  """`diffpool_jax.OLD` for a moved module: imports it (with the warning)."""
-  if name in MOVED:
-    return importlib.import_module(f"{__name__}.{name}")
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  """`diffpool_jax.OLD` (and `from diffpool_jax import OLD`) for a moved
+  module: the new module, with the warning at the caller's line."""
+  if name not in MOVED:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  old, new = f"{__name__}.{name}", f"{__name__}.{MOVED[name]}"
+  warn_moved(old, new, stacklevel=2)
+  module = importlib.import_module(new)
+  sys.modules.setdefault(old, module)
+  globals()[name] = module              # warned once
+  return module
 
 
 # First, so that a submodule of a moved package (diffpool_jax.pooling.mincut)

@@ -51,6 +51,10 @@ def test_bad_cluster_reference(reference):
     (dict(model={"hidden_dim": 0}), "hidden_dim=0; must be an integer >= 1"),
     (dict(model={"widht": 3}), r"model: unknown fields \['widht'\]"),
     (dict(model={"dropout": 1.0}), "dropout=1.0; must be in"),
+    (dict(min_bucket_gain=float("nan")), r"min_bucket_gain=nan; must be in "
+     r"\[0, 1\)"),
+    (dict(min_bucket_gain=1.0), "min_bucket_gain=1.0; must be in"),
+    (dict(first_level="edges"), "first_level='edges'; expected one of"),
 ])
 def test_bad_run_config(change, message):
   with pytest.raises(ValueError, match=message):
@@ -79,5 +83,15 @@ def test_moved_modules_import_from_their_old_paths_with_a_warning():
       assert importlib.import_module(old) is new
   from diffpool_jax.experiment import RunConfig as old_name
   assert old_name is RunConfig
+  # The new module keeps its own spec; the warning of `from diffpool_jax
+  # import OLD` names the caller's line.
+  assert trainer.__spec__.name == "diffpool_jax.engine.trainer"
+  import diffpool_jax
+  diffpool_jax.__dict__.pop("hosts", None)
+  sys.modules.pop("diffpool_jax.hosts", None)
+  with pytest.warns(DeprecationWarning, match="moved to diffpool_jax.engine"
+                    ".hosts") as caught:
+    from diffpool_jax import hosts  # noqa: F401
+  assert [w.filename for w in caught] == [__file__]
   with pytest.raises(ModuleNotFoundError):
     importlib.import_module("diffpool_jax.no_such_module")

@@ -157,3 +157,20 @@ def test_hosc_weighs_orthogonality_as_its_paper():
   assert dp.preset("paper", pooling="hosc",
                    aux_weights=(("ortho", 1.0),)).weights["ortho"] == 1.0
   assert config.needs_dense
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_nearly_empty_clusters_keep_finite_gradients(name):
+  """A cluster whose logits sit 60 below the others (volume ~1e-26): the
+  losses' gradients stay finite (an unclamped division by the volume
+  gives 0 * inf)."""
+  dense, _, logits, _ = inputs(3)
+  logits = logits.copy()
+  logits[..., 1] -= 60.0
+
+  def losses(s_logits):
+    out = POOLING[name].function(dense.x, dense.adj, s_logits,
+                                 dense.node_mask)
+    return sum(out.aux.values())
+
+  assert np.all(np.isfinite(np.asarray(jax.grad(losses)(logits))))

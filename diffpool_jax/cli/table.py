@@ -15,7 +15,8 @@ pooling) is always a row. Two modes, fixed before any result is seen:
 
   --backbone shared   every pooler in one network (--preset, default
                       `paper`): only the pooling operator differs, each
-                      with its own losses at its paper's weights; the
+                      with its own losses at its operator's default
+                      weights (1 unless its paper sets another); the
                       flat row is that network without pooling levels.
   --backbone own      each pooler's own preset (the one of its name;
                       DiffPool's is `paper`); the flat row is `flat`.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import ctypes
+import hashlib
 import io
 import json
 import os
@@ -159,13 +161,21 @@ def cell_arguments(args: argparse.Namespace, dataset: str, pooler: str,
   return argv
 
 
-def die_with_parent() -> None:
-  """In the child: end with the table's process (Linux), so that a killed
-  table leaves no cell training on into its folder."""
+def child_setup():
+  """What a cell's child runs before the train command: end with the
+  table's process (Linux: PR_SET_PDEATHSIG), so that a killed table
+  leaves no cell training on into its folder; elsewhere nothing."""
   try:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-  except (OSError, AttributeError):
-    pass
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)      # in the parent
+  except OSError:
+    return None
+  table_pid = os.getpid()
+
+  def setup():
+    libc.prctl(1, signal.SIGKILL)
+    if os.getppid() != table_pid:       # the table ended before prctl
+      os._exit(1)
+  return setup
 
 
 def run_cell(argv: List[str]) -> Dict[str, object]:
@@ -175,13 +185,17 @@ def run_cell(argv: List[str]) -> Dict[str, object]:
   command = [sys.executable, "-m", "diffpool_jax.cli.train", *argv]
   child = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True,
-                           preexec_fn=die_with_parent)
-  errors = child.stderr.read()
-  child.stderr.close()
-  _, status, usage = os.wait4(child.pid, 0)
-  child.returncode = os.waitstatus_to_exitcode(status)
+                           errors="replace", preexec_fn=child_setup())
+  try:
+    errors = child.stderr.read()
+  finally:
+    child.stderr.close()
+    _, status, usage = os.wait4(child.pid, 0)
+  child.returncode = code = os.waitstatus_to_exitcode(status)
   lines = [line for line in errors.splitlines() if line.strip()]
-  return {"code": child.returncode, "error": lines[-1] if lines else "",
+  error = (f"killed by signal {-code}" if code < 0
+           else lines[-1] if lines else f"exit code {code}")
+  return {"code": code, "error": error,
           "peak_gib": usage.ru_maxrss * 1024 / GIB}
 
 
@@ -208,22 +222,36 @@ def cell_row(dataset: str, pooler: str, folder: Path, argv: List[str],
           "commit": results.get("commit")}
 
 
+def input_digests(argv: List[str]) -> Dict[str, str]:
+  """The sha256 of each file a cell's command reads by name (--config,
+  --splits, --import FILE.py): a cell whose files changed is not done
+  (its --resume then checks the data itself, see run.store)."""
+  digests = {}
+  for flag, value in zip(argv, argv[1:]):
+    if flag in ("--config", "--splits", "--import") and Path(value).is_file():
+      digests[f"{flag} {value}"] = hashlib.sha256(
+          Path(value).read_bytes()).hexdigest()
+  return digests
+
+
 def train_cell(args, dataset: str, pooler: str, folder: Path
                ) -> Dict[str, object]:
   """Trains one cell unless it is done (results.json of this command):
   fresh, or with --resume where the folder holds a run; then its row."""
   argv = cell_arguments(args, dataset, pooler, folder)
+  inputs = input_digests(argv)
   record = folder / CELL_FILE
   done = (folder / "results.json").is_file() and record.is_file() and (
-      json.loads(record.read_text()).get("argv") == argv)
+      json.loads(record.read_text()).get("argv") == argv) and (
+          json.loads(record.read_text()).get("inputs") == inputs)
   if done:
     return cell_row(dataset, pooler, folder, argv, None)
   started = any((folder / name).exists() for name in RUN_OUTPUTS)
   outcome = run_cell(argv + (["--resume"] if started else []))
   if outcome["code"] in (0, 3):
     write_text_atomic(record, json.dumps(
-        {"argv": argv, "peak_gib": outcome["peak_gib"]}, indent=2),
-                      "the table's record of this cell")
+        {"argv": argv, "inputs": inputs, "peak_gib": outcome["peak_gib"]},
+        indent=2), "the table's record of this cell")
   return cell_row(dataset, pooler, folder, argv, outcome)
 
 

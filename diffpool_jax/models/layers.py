@@ -450,3 +450,15 @@ register_conv("gcn", DenseGCNConv)
 register_conv("sum", DenseSumConv)
 register_conv("gin", DenseGINConv)
 register_conv("gine", DenseGINEConv, reads_edge_features=True)
+
+
+def __getattr__(name: str):
+  """`CONV_TYPES` of 0.1: the registered convolutions' names, with a
+  warning (the registry is `CONVOLUTIONS`)."""
+  if name == "CONV_TYPES":
+    import warnings
+    warnings.warn("layers.CONV_TYPES is now tuple(layers.CONVOLUTIONS); the "
+                  "old name goes in the next release", DeprecationWarning,
+                  stacklevel=2)
+    return tuple(CONVOLUTIONS)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -272,7 +272,7 @@ def in_range(name: str, low: float, high: Optional[float] = None,
   message adds `note`."""
   def check(config: "RunConfig") -> None:
     value = getattr(config, name)
-    if value < low or (high is not None and value >= high):
+    if not (low <= value and (high is None or value < high)):  # NaN too
       bound = f"in [{low}, {high})" if high is not None else f">= {low}"
       raise ValueError(f"{name}={value}; must be {bound}{note}")
   return check
