@@ -86,10 +86,15 @@ def test_nnx_gatv2_is_the_same_layer():
       np.testing.assert_allclose(out[i, :n], want, rtol=1e-5, atol=1e-5)
 
 
+def gatv2_config():
+  """The paper preset with GATv2 convolutions, small widths."""
+  return dp.preset("paper", conv="gatv2", hidden_dim=8, embed_dim=8,
+                   num_layers=2, mlp_hidden=(8,))
+
+
 def test_gatv2_classifiers_in_both_apis_give_the_same_logits():
   dense, _ = batches(np.random.default_rng(2))
-  config = dp.preset("paper", conv="gatv2", hidden_dim=8, embed_dim=8,
-                     num_layers=2, mlp_hidden=(8,))
+  config = gatv2_config()
   linen = dp.DiffPool(config, num_classes=3, max_nodes=NODES)
   variables = linen.init(jax.random.key(0), dense.x, dense.adj,
                          dense.node_mask)
@@ -103,9 +108,7 @@ def test_gatv2_classifiers_in_both_apis_give_the_same_logits():
 
 def test_padded_nodes_holding_nan_change_nothing():
   dense, sparse = batches(np.random.default_rng(3))
-  config = dp.preset("paper", conv="gatv2", hidden_dim=8, embed_dim=8,
-                     num_layers=2, mlp_hidden=(8,))
-  model = dp.DiffPool(config, num_classes=3, max_nodes=NODES)
+  model = dp.DiffPool(gatv2_config(), num_classes=3, max_nodes=NODES)
   variables = model.init(jax.random.key(0), dense.x, dense.adj,
                          dense.node_mask)
 

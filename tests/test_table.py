@@ -138,8 +138,9 @@ def test_a_killed_table_continues_to_the_uninterrupted_table(tmp_path):
             == (whole / "synthetic" / cell / "metrics.jsonl").read_text())
 
 
-def test_unknown_poolers_and_data_roots():
+def test_unknown_poolers_and_data_roots(tmp_path):
   with pytest.raises(SystemExit, match=r"--poolers: unknown \['nope'\]"):
     table.pooler_names(["nope"])
   assert table.pooler_names(["mincut", "flat"]) == ["mincut", "flat"]
-  assert table.data_root("ENZYMES", ["/no/such/folder"]) is None
+  assert table.data_root("ENZYMES", [str(tmp_path / "no_such_folder")]) \
+      is None
