@@ -241,9 +241,9 @@ def train_cell(args, dataset: str, pooler: str, folder: Path
   argv = cell_arguments(args, dataset, pooler, folder)
   inputs = input_digests(argv)
   record = folder / CELL_FILE
-  done = (folder / "results.json").is_file() and record.is_file() and (
-      json.loads(record.read_text()).get("argv") == argv) and (
-          json.loads(record.read_text()).get("inputs") == inputs)
+  saved = json.loads(record.read_text()) if record.is_file() else {}
+  done = (folder / "results.json").is_file() and (
+      (saved.get("argv"), saved.get("inputs")) == (argv, inputs))
   if done:
     return cell_row(dataset, pooler, folder, argv, None)
   started = any((folder / name).exists() for name in RUN_OUTPUTS)
