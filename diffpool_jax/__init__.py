@@ -21,7 +21,7 @@ from diffpool_jax.graphs import (GraphBatch, dense_batch, from_graphs_tuple,
 from diffpool_jax.models.classifier import (DiffPool, DiffPoolConfig,
                                             PoolLevel, auxiliary_loss,
                                             count_params, level_losses,
-                                            masked_readout)
+                                            masked_readout, rng_streams)
 from diffpool_jax.models.gatv2 import DenseGATv2Conv
 from diffpool_jax.models.layers import (CONVOLUTIONS, DenseGCNConv,
                                         DenseGINConv, DenseGINEConv,
@@ -41,7 +41,7 @@ __all__ = [
     "DenseSumConv",
     "register_conv", "GNNStack", "MaskedBatchNorm", "PRESETS", "DiffPool",
     "DiffPoolConfig", "PoolLevel", "auxiliary_loss", "count_params",
-    "level_losses", "masked_readout", "preset", "register_preset", "POOLING",
+    "level_losses", "masked_readout", "rng_streams", "preset", "register_preset", "POOLING",
     "DiffPoolResult", "PoolOutput", "dense_diff_pool", "dense_mincut_pool",
     "dense_dmon_pool", "register_pooling",
 ]

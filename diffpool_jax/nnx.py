@@ -63,9 +63,11 @@ class LinenModule(bridge.ToNNX):
   def run(self, *args, update_stats: bool = False, key=None, **options):
     """The linen module applied to `args` and `options`; `update_stats`
     makes the batch statistics mutable (updated in place), `key` feeds
-    dropout."""
+    dropout and a stochastic pooling operator (`rng_streams`)."""
     return super().__call__(
-        *args, rngs=nnx.Rngs(dropout=key) if key is not None else None,
+        *args,
+        rngs=nnx.Rngs(**classifier.rng_streams(key)) if key is not None
+        else None,
         mutable=["batch_stats"] if update_stats else False, **options)
 
 
@@ -154,11 +156,15 @@ class DiffPool(LinenModule):
     """logits [B, C] and one PoolLevel per level for x [B,N,F], adj
     [B,N,N] or EdgeList, node_mask [B,N] (see `diffpool_jax.DiffPool`);
     `key` feeds dropout when training with config.dropout or
-    config.mlp_dropout > 0."""
+    config.mlp_dropout > 0, and a stochastic pooling operator's draws."""
     c = self.config
     if train and key is None and max(c.dropout, c.mlp_dropout) > 0:
       raise ValueError("nnx.DiffPool: training with dropout (config.dropout "
                        "or mlp_dropout > 0) needs a PRNG `key`")
+    if train and key is None and c.operator.stochastic:
+      raise ValueError(f"nnx.DiffPool: training with pooling="
+                       f"{c.pooling!r}, which samples its assignment, needs "
+                       "a PRNG `key`")
     return self.run(x, adj, node_mask, train=train, dropout=dropout,
                     update_stats=train, key=key)
 

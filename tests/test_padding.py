@@ -15,6 +15,7 @@ import diffpool_jax as dp
 from diffpool_jax import nnx
 from diffpool_jax.adjacency import EdgeList
 from diffpool_jax.graphs import dense_batch, sparse_batch
+from diffpool_jax.models.classifier import rng_streams
 from diffpool_jax.models.pooling import POOLING
 from diffpool_jax.models.presets import PRESETS
 from tests.helpers import random_graph
@@ -74,7 +75,8 @@ OPERATOR_CASES = [(name, options, form)
                                         ("mincut", {}), ("dmon", {}),
                                         ("justbalance", {}),
                                         ("asymcheegercut", {}),
-                                        ("hosc", {"alpha": 0.5})]
+                                        ("hosc", {"alpha": 0.5}),
+                                        ("bnpool", {"alpha_dp": 2.0})]
                   for form in ("dense", "edges")
                   if not (form == "edges"
                           and POOLING[name].needs_dense(options))]
@@ -83,27 +85,35 @@ OPERATOR_CASES = [(name, options, form)
 @pytest.mark.parametrize("name,options,form", OPERATOR_CASES)
 def test_operator_outputs_and_gradients_ignore_padding(name, options, form):
   assert {case[0] for case in OPERATOR_CASES} == set(POOLING)
-  function = POOLING[name].function
+  operator = POOLING[name]
   batch = clean_batch(form)
   rng = np.random.default_rng(1)
   clusters = 4
-  s_logits = rng.normal(size=(4, NODES, clusters)).astype(np.float32)
+  columns = operator.logit_columns
+  s_logits = rng.normal(size=(4, NODES, columns(clusters))).astype(
+      np.float32)
   # graph 1 may use 2 clusters only; the padding graph none
   cluster_mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 1],
                            [0, 0, 0, 0]], bool)
   weights = [rng.normal(size=shape).astype(np.float32)
              for shape in [(4, clusters, 4), (4, clusters, clusters)]]
+  # Parameters (BN-Pool's block matrix) and a fixed key for the draws.
+  extra = operator.extra_arguments(clusters, jax.random.key(5))
 
   def objective(x, adj, logits):
-    out = function(x, adj, logits, batch.node_mask,
-                   cluster_mask=cluster_mask, **options)
+    out = operator.function(x, adj, logits, batch.node_mask,
+                            cluster_mask=cluster_mask, **options, **extra)
     value = (jnp.sum(out.x * weights[0]) + jnp.sum(out.adj * weights[1])
              + sum(out.aux.values()))
     return value, out
 
   run = jax.jit(jax.grad(objective, argnums=(0, 2), has_aux=True))
   want = run(batch.x, batch.adj, s_logits)
-  masked = ~batch.node_mask[..., None] | ~cluster_mask[:, None, :]
+  # A graph of K_i clusters reads the first logit_columns(K_i) columns.
+  used = (np.arange(columns(clusters))[None]
+          < np.array([columns(max(k, 1)) if k else 0
+                      for k in cluster_mask.sum(1)])[:, None])
+  masked = ~batch.node_mask[..., None] | ~used[:, None, :]
   for fill in FILLS:
     unclean = dirty(batch, fill)
     logits = np.where(masked, np.float32(fill), s_logits)
@@ -130,7 +140,8 @@ def test_linen_classifier_ignores_padding(name, form):
   def loss(params, x, adj):
     (logits, levels), updates = model.apply(
         {**variables, "params": params}, x, adj, batch.node_mask,
-        train=True, mutable=["batch_stats"])
+        train=True, mutable=["batch_stats"],
+        rngs=rng_streams(jax.random.key(2)))
     real = batch.n_node > 0
     nll = -jnp.take_along_axis(jax.nn.log_softmax(logits),
                                batch.labels[:, None], 1)[:, 0]
@@ -152,7 +163,8 @@ def test_nnx_classifier_ignores_padding(name):
 
   @fnnx.jit
   def run(model, x, adj):
-    logits, levels = model(x, adj, batch.node_mask, train=True)
+    logits, levels = model(x, adj, batch.node_mask, train=True,
+                           key=jax.random.key(2))
     return logits, [(l.s, l.adj, l.aux) for l in levels]
 
   graph, state = fnnx.split(model)

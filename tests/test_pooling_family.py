@@ -237,22 +237,28 @@ def test_graph_without_edges_gives_finite_zero_losses():
     (dict(cluster_mask=np.ones((2, 4), bool)), "argument 'cluster_mask'"),
 ])
 def test_bad_arguments_are_named(name, bad, message):
+  operator = POOLING[name]
   args = dict(x=np.ones((2, 5, 3), np.float32),
               adj=np.ones((2, 5, 5), np.float32),
-              s_logits=np.ones((2, 5, 3), np.float32),
+              s_logits=np.ones((2, 5, operator.logit_columns(3)),
+                               np.float32),
               mask=np.ones((2, 5), bool), cluster_mask=None)
   args.update(bad)
-  function = POOLING[name].function
   with pytest.raises(ValueError, match=message):
-    function(args["x"], args["adj"], args["s_logits"], args["mask"],
-             cluster_mask=args["cluster_mask"])
+    operator.function(args["x"], args["adj"], args["s_logits"],
+                      args["mask"], cluster_mask=args["cluster_mask"],
+                      **operator.extra_arguments(3))
 
 
 @pytest.mark.parametrize("name", sorted(POOLING))
 def test_registry_names_every_returned_loss(name):
-  dense, _, logits, _ = inputs(2)
-  out = POOLING[name].function(dense.x, dense.adj, logits, dense.node_mask)
-  assert tuple(out.aux) == POOLING[name].aux_names
+  operator = POOLING[name]
+  dense, _, _, _ = inputs(2)
+  logits = np.random.default_rng(2).normal(
+      size=dense.x.shape[:2] + (operator.logit_columns(CLUSTERS),))
+  out = operator.function(dense.x, dense.adj, logits, dense.node_mask,
+                          **operator.extra_arguments(CLUSTERS))
+  assert tuple(out.aux) == operator.aux_names
   assert out.x.shape == (len(SIZES), CLUSTERS, 6)
   assert out.adj.shape == (len(SIZES), CLUSTERS, CLUSTERS)
 

@@ -35,7 +35,7 @@ from diffpool_jax.engine.hyper import Hyper
 from diffpool_jax.errors import InputError
 from diffpool_jax.graphs import GraphBatch
 from diffpool_jax.models.classifier import (DiffPool, auxiliary_loss,
-                                            level_losses)
+                                            level_losses, rng_streams)
 from diffpool_jax.tasks import task_loss
 
 
@@ -218,7 +218,7 @@ def graph_losses(model: DiffPool, params, batch_stats, batch: GraphBatch,
   (outputs, levels), updates = model.apply(
       variables, batch.x, batch.adj, batch.node_mask, train=train,
       dropout=dropout, mutable=["batch_stats"],
-      rngs=None if key is None else {"dropout": key})
+      rngs=None if key is None else rng_streams(key))
   count = jnp.sum(batch.graph_mask.astype(jnp.float32))
   task, correct = task_loss(model.task, outputs, batch.labels, batch.targets,
                             batch.graph_mask)

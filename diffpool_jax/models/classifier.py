@@ -84,21 +84,28 @@ def assignment_mask(slots: int, real_clusters, level: int
 
 
 def pool_level(config: "DiffPoolConfig", z, adj, s_logits, node_mask,
-               graph_mask, slots: int, real_clusters, level: int
-               ) -> Tuple[jax.Array, PoolLevel]:
+               graph_mask, slots: int, real_clusters, level: int,
+               extra: Mapping[str, object]) -> Tuple[jax.Array, PoolLevel]:
   """One coarsening step of the classifier: the config's pooling operator
-  on embedding z [B,N,F], adj and s_logits [B,N,slots], each graph limited
-  to its real clusters (see `assignment_mask`). Returns the pooled
+  on embedding z [B,N,F], adj and s_logits [B,N,logit_columns(slots)],
+  each graph limited to its real clusters (see `assignment_mask`), with
+  the operator's `extra` keywords (params=, rng=). Returns the pooled
   features [B,slots,F] and the level (its mask is the pooled graph's node
   mask: real graphs' real clusters)."""
   cluster_mask = assignment_mask(slots, real_clusters, level)
   pooled = config.operator.function(z, adj, s_logits, node_mask,
                                     cluster_mask=cluster_mask,
-                                    **config.pooling_options)
+                                    **config.pooling_options, **extra)
   mask = jnp.broadcast_to(graph_mask[:, None], (z.shape[0], slots))
   if cluster_mask is not None:
     mask = mask & cluster_mask
   return pooled.x, PoolLevel(pooled.s, pooled.adj, pooled.aux, mask)
+
+
+def rng_streams(key: jax.Array) -> Dict[str, jax.Array]:
+  """The RNG streams of a training call from one key: "dropout" (the key
+  itself) and "pooling" (a stochastic operator's draws, as BN-Pool's)."""
+  return {"dropout": key, "pooling": jax.random.fold_in(key, 1)}
 
 
 def masked_readout(z: jax.Array, node_mask: jax.Array, kind: str) -> jax.Array:
@@ -229,7 +236,9 @@ class DiffPool(nn.Module):
         finite, ignorable logits. Padded entries of x and adj may hold
         anything (NaN, inf): they change no output and no gradient.
       train: batch statistics and dropout on (needs the "batch_stats"
-        collection mutable and, with dropout, a "dropout" RNG).
+        collection mutable and, with dropout, a "dropout" RNG; with a
+        stochastic pooling operator, as "bnpool", a "pooling" RNG: see
+        `rng_streams`).
       dropout: the dropout rate, a float or a traced [] array (so that
         vmapped members may differ); None: config.dropout. Dropout is part
         of the model only when config.dropout > 0.
@@ -270,10 +279,13 @@ class DiffPool(nn.Module):
       z = self.gnn(hidden + (c.embed_dim,), f"embed{level}", c.concat)(
           x, adj, node_mask, train, dropout)
       readouts.append(masked_readout(z, node_mask, c.readout))
+      columns = c.operator.logit_columns
       s_logits = self.assignment_logits(x, z, adj, node_mask, train, level,
-                                        width, slots[level], dropout)
+                                        columns(width),
+                                        columns(slots[level]), dropout)
       x, pooled = pool_level(c, z, adj, s_logits, node_mask, graph_mask,
-                             slots[level], real_clusters, level)
+                             slots[level], real_clusters, level,
+                             self.operator_arguments(level, width, train))
       adj, node_mask = pooled.adj, pooled.mask
       levels.append(pooled)
     z = self.gnn(hidden + (c.embed_dim,), f"embed{c.num_levels}", c.concat)(
@@ -286,6 +298,26 @@ class DiffPool(nn.Module):
     logits = nn.Dense(self.num_classes, name=f"mlp{len(c.mlp_hidden)}")(
         self.mlp_input(h, train))
     return logits, tuple(levels)
+
+  def operator_arguments(self, level: int, width: int, train: bool
+                         ) -> Dict[str, object]:
+    """The pooling operator's `params=` (trainable, `pool{level}_{name}`,
+    created for `width` clusters) and `rng=` (the "pooling" RNG stream
+    while training, else None), where it takes them."""
+    operator = self.config.operator
+    extra = operator.extra_arguments(width)
+    if "params" in extra:
+      extra["params"] = {
+          name: self.param(f"pool{level}_{name}", lambda _, v=value: v)
+          for name, value in extra["params"].items()}
+    if operator.stochastic and train:
+      if not self.has_rng("pooling"):
+        raise ValueError(f"DiffPool: training with pooling="
+                         f"{self.config.pooling!r}, which samples its "
+                         "assignment, needs a 'pooling' RNG: apply(..., "
+                         "rngs=rng_streams(key))")
+      extra["rng"] = self.make_rng("pooling")
+    return extra
 
   def mlp_input(self, h: jax.Array, train: bool) -> jax.Array:
     """h [B, D] with config.mlp_dropout applied when training."""

@@ -44,7 +44,7 @@ class DiffPoolConfig:
     dropout: dropout rate on every convolution's input.
     pooling: the pooling operator, a name in `pooling.POOLING`
       ("diffpool", "mincut", "dmon", "justbalance", "asymcheegercut",
-      "hosc" or one registered with `register_pooling`).
+      "hosc", "bnpool" or one registered with `register_pooling`).
     pool_ratios: per pooling level, clusters as a fraction of the previous
       level's size. An empty tuple gives the flat (no pooling) model.
     cluster_mode: "per_graph" (graph i with n_i real nodes gets
@@ -217,9 +217,16 @@ def check_cluster_counts(config: DiffPoolConfig, max_nodes: int,
   only explicit num_clusters can ask for that). A graph smaller than its
   level's count is allowed, not an error: with fixed counts (as in the
   paper and PyTorch Geometric) its surplus clusters hold only soft
-  assignment mass; per-graph counts give it at most its own size."""
+  assignment mass; per-graph counts give it at most its own size. Also
+  when the operator needs more clusters than a level has to make any
+  assignment logit (BN-Pool: 2, one stick)."""
   sizes = (max_nodes,) + config.cluster_counts(max_nodes)
   for level, (before, count) in enumerate(zip(sizes, sizes[1:]), start=1):
+    if config.operator.logit_columns(count) < 1:
+      raise ValueError(f"{where}: level {level} has {count} cluster(s) for "
+                       f"max_nodes={max_nodes}, too few for pooling="
+                       f"{config.pooling!r} to have an assignment logit; "
+                       "raise the level's pool ratio or num_clusters")
     if count > before:
       what = ("max_nodes, the largest graph" if level == 1
               else f"level {level - 1}'s {before} clusters")
@@ -440,6 +447,22 @@ PRESETS = {
         activate_last=True, pool_ratios=(0.25,), assign_from="embedding",
         assign_head="linear", readout="mean", readout_all_levels=False,
         mlp_hidden=(32,)),
+    # BN-Pool's graph-classification network (Castellana and Bianchi, the
+    # authors' classification_models.py and config/architecture): two
+    # 64-wide GIN layers, one pooling level with at most 50 clusters
+    # (their K_max), the stick logits a Linear on the embedding, sum
+    # readout of the last level, MLP 64, 32 with dropout 0.5; alpha_DP 10
+    # and the priors on K of their pooler configuration. Deviations: ReLU
+    # (theirs: ELU), two GIN layers after pooling (theirs: one), K_max per
+    # graph, min(n_i, 50), so that no graph gets more sticks than nodes.
+    # Dense first level only (the reconstruction covers all node pairs).
+    "bnpool": DiffPoolConfig(
+        pooling="bnpool", conv="gin", hidden_dim=64, embed_dim=64,
+        num_layers=2, l2_normalize=False, batch_norm=False,
+        activate_last=True, pool_ratios=(1.0,), max_clusters=50,
+        assign_from="embedding", assign_head="linear", readout="sum",
+        readout_all_levels=False, mlp_hidden=(64, 32), mlp_dropout=0.5,
+        pool_options=(("alpha_dp", 10.0),)),
 }
 
 

@@ -6,7 +6,9 @@ cluster_mask [B,K] = None) -> result` whose result has fields `x`, `adj`,
 `s` and `aux` (auxiliary losses by name), plus keyword options of its own.
 An operator describes itself (`PoolingOperator`: the function, the names of
 its losses, its options with their defaults, and whether some option
-values need the dense first level); `register_pooling` checks the
+values need the dense first level; and, where it has them, how many logit
+columns K clusters need, its own parameters and its sampling, as BN-Pool's
+sticks, its block matrix and its Beta draws); `register_pooling` checks the
 description against the function and adds it to `POOLING`, where the
 configuration finds it by name. A new operator is one function and one
 `register_pooling` call, from any module.
@@ -15,15 +17,16 @@ configuration finds it by name. A new operator is one function and one
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Callable, Mapping, NamedTuple, Tuple
+from typing import Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 
-from diffpool_jax.models.pooling import (asymcheegercut, diffpool, dmon,
-                                         hosc, justbalance, mincut)
+from diffpool_jax.models.pooling import (asymcheegercut, bnpool, diffpool,
+                                         dmon, hosc, justbalance, mincut)
 from diffpool_jax.models.pooling.asymcheegercut import (
     dense_asymcheegercut_pool)
+from diffpool_jax.models.pooling.bnpool import dense_bn_pool
 from diffpool_jax.models.pooling.common import (MASKED_LOGIT, PoolOutput,
                                                 check_adjacency, mask_clusters,
                                                 masked_softmax)
@@ -41,6 +44,11 @@ def never_dense(options: Mapping[str, object]) -> bool:
   return False
 
 
+def one_column_per_cluster(clusters: int) -> int:
+  """s_logits [B,N,K] for K clusters: one logit per cluster."""
+  return clusters
+
+
 class PoolingOperator(NamedTuple):
   """A pooling operator's description.
 
@@ -54,12 +62,33 @@ class PoolingOperator(NamedTuple):
     default_weights: the training weight of a loss whose paper gives it
       one (a loss not named here weighs 1); DiffPoolConfig.aux_weights
       overrides.
+    logit_columns: K -> the s_logits columns of a level of K clusters (the
+      classifier's assignment width); the first columns of K + 1 clusters
+      must be those of K.
+    parameters: None, or K -> the initial values of the operator's own
+      parameters for up to K clusters, by name; the classifier makes them
+      trainable (`pool{level}_{name}`) and passes them as `params=`.
+    stochastic: the function takes `rng=`, a PRNG key while training and
+      None at evaluation (then it must be deterministic).
   """
   function: Callable
   aux_names: Tuple[str, ...]
   options: Mapping[str, object] = MappingProxyType({})
   needs_dense: Callable[[Mapping[str, object]], bool] = never_dense
   default_weights: Mapping[str, float] = MappingProxyType({})
+  logit_columns: Callable[[int], int] = one_column_per_cluster
+  parameters: Optional[Callable[[int], Mapping[str, jax.Array]]] = None
+  stochastic: bool = False
+
+  def extra_arguments(self, clusters: int, rng=None) -> Dict[str, object]:
+    """The keywords beyond its options a call needs: `params=` (initial
+    values for `clusters`) and `rng=` where the operator takes them."""
+    extra = {}
+    if self.parameters is not None:
+      extra["params"] = self.parameters(clusters)
+    if self.stochastic:
+      extra["rng"] = rng
+    return extra
 
 
 def always_dense(options: Mapping[str, object]) -> bool:
@@ -70,13 +99,16 @@ def always_dense(options: Mapping[str, object]) -> bool:
 def check_operator(name: str, operator: PoolingOperator) -> None:
   """ValueError naming the operator unless its function, run abstractly
   (jax.eval_shape: nothing is computed) on a tiny dense batch with its
-  default options, returns x, adj, s and exactly the declared losses."""
+  default options (and, where it takes them, its initial parameters and a
+  key), returns x, adj, s and exactly the declared losses."""
   x = jax.ShapeDtypeStruct((2, 4, 3), jnp.float32)
   adj = jax.ShapeDtypeStruct((2, 4, 4), jnp.float32)
-  s_logits = jax.ShapeDtypeStruct((2, 4, 2), jnp.float32)
   try:
+    s_logits = jax.ShapeDtypeStruct((2, 4, operator.logit_columns(3)),
+                                    jnp.float32)
+    extra = operator.extra_arguments(3, jax.random.key(0))
     result = jax.eval_shape(
-        lambda *args: operator.function(*args, **operator.options),
+        lambda *args: operator.function(*args, **operator.options, **extra),
         x, adj, s_logits)
   except Exception as error:
     raise ValueError(f"pooling operator {name!r}: its function fails on a "
@@ -120,6 +152,13 @@ POOLING = {
     "hosc": PoolingOperator(dense_hosc_pool, hosc.AUX_NAMES,
                             MappingProxyType({"alpha": 0.5}), always_dense,
                             MappingProxyType(hosc.DEFAULT_WEIGHTS)),
+    "bnpool": PoolingOperator(dense_bn_pool, bnpool.AUX_NAMES,
+                              MappingProxyType({"alpha_dp": 1.0, "k_mu": 10.0,
+                                                "k_var": 1.0}),
+                              always_dense,
+                              logit_columns=bnpool.logit_columns,
+                              parameters=bnpool.initial_parameters,
+                              stochastic=True),
 }
 
 __all__ = [
@@ -127,6 +166,7 @@ __all__ = [
     "PoolOutput", "DiffPoolResult",
     "dense_diff_pool", "dense_mincut_pool", "dense_dmon_pool",
     "dense_justbalance_pool", "dense_asymcheegercut_pool", "dense_hosc_pool",
+    "dense_bn_pool",
     "LINK_LOSS_FORMS", "MASKED_LOGIT", "check_adjacency", "mask_clusters",
     "masked_softmax",
 ]

@@ -108,6 +108,46 @@ def check_adjacency(adj: Adjacency, batch: int, num_nodes: int,
   check_dim(adj, 2, num_nodes, "adj", "N, the node count of x", where)
 
 
+def prepare_graph(x, adj, mask, cluster_mask, clusters: int, where: str):
+  """Checks an operator's x, adj and masks for `clusters` clusters
+  (ValueError naming the argument) and clears padded entries by selection.
+
+  Returns:
+    (x with padded nodes 0, adj with padded rows and columns 0, mask [B,N]
+    bool, cluster_mask [B,K] bool; masks all True where None was given).
+  """
+  check_rank(x, 3, "x", "[B,N,F]", where)
+  batch, num_nodes = x.shape[:2]
+  check_adjacency(adj, batch, num_nodes, where)
+  if mask is None:
+    mask = jnp.ones((batch, num_nodes), bool)
+  else:
+    check_rank(mask, 2, "mask", "[B,N]", where)
+    check_dim(mask, 0, batch, "mask", "B, the batch size of x", where)
+    check_dim(mask, 1, num_nodes, "mask", "N, the node count of x", where)
+    mask = checked_mask(mask, "mask", where)
+  if cluster_mask is None:
+    cluster_mask = jnp.ones((batch, clusters), bool)
+  else:
+    check_rank(cluster_mask, 2, "cluster_mask", "[B,K]", where)
+    check_dim(cluster_mask, 0, batch, "cluster_mask",
+              "B, the batch size of x", where)
+    check_dim(cluster_mask, 1, clusters, "cluster_mask",
+              "K, the cluster count of s_logits", where)
+    cluster_mask = checked_mask(cluster_mask, "cluster_mask", where)
+  x = jnp.where(mask[..., None], x, jnp.zeros((), x.dtype))
+  return x, mask_adjacency(adj, mask), mask, cluster_mask
+
+
+def check_logits(s_logits, x, where: str) -> None:
+  """ValueError unless s_logits is [B, N, columns] for x [B, N, F]."""
+  check_rank(s_logits, 3, "s_logits", "[B,N,K]", where)
+  check_dim(s_logits, 0, x.shape[0], "s_logits", "B, the batch size of x",
+            where)
+  check_dim(s_logits, 1, x.shape[1], "s_logits", "N, the node count of x",
+            where)
+
+
 def prepare(x, adj, s_logits, mask, cluster_mask, where: str):
   """Checks an operator's arguments (ValueError naming the argument) and
   clears its padded entries by selection.
@@ -118,34 +158,12 @@ def prepare(x, adj, s_logits, mask, cluster_mask, where: str):
     bool, cluster_mask [B,K] bool; masks all True where None was given).
   """
   check_rank(x, 3, "x", "[B,N,F]", where)
-  check_rank(s_logits, 3, "s_logits", "[B,N,K]", where)
-  batch, num_nodes = x.shape[:2]
-  check_adjacency(adj, batch, num_nodes, where)
-  check_dim(s_logits, 0, batch, "s_logits", "B, the batch size of x", where)
-  check_dim(s_logits, 1, num_nodes, "s_logits", "N, the node count of x",
-            where)
-  if mask is None:
-    mask = jnp.ones((batch, num_nodes), bool)
-  else:
-    check_rank(mask, 2, "mask", "[B,N]", where)
-    check_dim(mask, 0, batch, "mask", "B, the batch size of x", where)
-    check_dim(mask, 1, num_nodes, "mask", "N, the node count of x", where)
-    mask = checked_mask(mask, "mask", where)
-  clusters = s_logits.shape[2]
-  if cluster_mask is None:
-    cluster_mask = jnp.ones((batch, clusters), bool)
-  else:
-    check_rank(cluster_mask, 2, "cluster_mask", "[B,K]", where)
-    check_dim(cluster_mask, 0, batch, "cluster_mask",
-              "B, the batch size of x", where)
-    check_dim(cluster_mask, 1, clusters, "cluster_mask",
-              "K, the cluster count of s_logits", where)
-    cluster_mask = checked_mask(cluster_mask, "cluster_mask", where)
-  real = mask[..., None]
-  x = jnp.where(real, x, jnp.zeros((), x.dtype))
-  s_logits = jnp.where(real, s_logits, jnp.zeros((), s_logits.dtype))
-  return (x, mask_adjacency(adj, mask), mask_clusters(s_logits, cluster_mask),
-          mask, cluster_mask)
+  check_logits(s_logits, x, where)
+  x, adj, mask, cluster_mask = prepare_graph(x, adj, mask, cluster_mask,
+                                             s_logits.shape[2], where)
+  s_logits = jnp.where(mask[..., None], s_logits,
+                       jnp.zeros((), s_logits.dtype))
+  return x, adj, mask_clusters(s_logits, cluster_mask), mask, cluster_mask
 
 
 class Assignment(NamedTuple):
