@@ -160,39 +160,107 @@ def is_binary(targets: np.ndarray) -> bool:
   return bool(np.all(np.isin(targets[~np.isnan(targets)], (0.0, 1.0))))
 
 
-def inferred_kind(dataset) -> str:
-  """The task kind a data set's targets imply: classification where its
-  labels are one class per graph (TU sets, one integer column that is not
-  0/1), binary where every target is 0, 1 or missing, else regression."""
+def target_place(dataset, graph: int) -> str:
+  """Where graph `graph`'s targets are written: "line L of FILE" (the
+  reader's `targets_file`), else "graph G"."""
+  if getattr(dataset, "targets_file", ""):
+    return f"line {graph + 1} of {dataset.targets_file}"
+  return f"graph {graph}"
+
+
+def column_kind(column: np.ndarray) -> str:
+  """A target column [G] by its labelled values: "empty" (none), "binary"
+  (all 0 or 1), "integer" or "real"."""
+  labelled = column[~np.isnan(column)]
+  if labelled.size == 0:
+    return "empty"
+  if np.all(np.isin(labelled, (0.0, 1.0))):
+    return "binary"
+  return "integer" if np.all(labelled == np.round(labelled)) else "real"
+
+
+def check_labelled_columns(dataset) -> None:
+  """ValueError naming the column when a target column has no label in
+  any graph (whatever the task: nothing could be learnt or scored)."""
+  if dataset.targets is None:
+    return
+  for j in range(dataset.targets.shape[1]):
+    if column_kind(dataset.targets[:, j]) == "empty":
+      raise ValueError(f"{dataset.name}: target column {j} has no label in "
+                       f"any of its {len(dataset.targets)} graphs (every "
+                       "field missing); remove the column")
+
+
+def inferred_kind(dataset) -> Tuple[str, str]:
+  """(kind, why): the task the data set declares (its reader's
+  `declared_task`), else the one its targets fit cleanly:
+  classification for class labels (TU sets) or one column of integer
+  class ids, binary where every labelled target is 0 or 1, regression
+  for columns of numbers. ValueError with the reason where they fit none
+  cleanly (class ids with missing fields; a class of a single graph, as a
+  stray value in a 0/1 column; 0/1 columns beside columns of numbers);
+  give the task then."""
+  declared = getattr(dataset, "declared_task", None)
+  if declared is not None:
+    return declared
   targets = dataset.targets
-  if targets is None or (targets.shape[1] == 1 and dataset.num_classes >= 2
-                         and set(np.unique(targets)) != {0, 1}):
-    return "classification"
-  return "binary" if is_binary(targets) else "regression"
+  if targets is None:
+    return "classification", "inferred: one class label per graph"
+  kinds = [column_kind(targets[:, j]) for j in range(targets.shape[1])]
+  columns = f"{len(kinds)} target column{'s' * (len(kinds) > 1)}"
+  if all(k == "binary" for k in kinds):
+    return "binary", f"inferred: {columns}, every label 0, 1 or missing"
+  if kinds == ["integer"]:
+    column = targets[:, 0]
+    missing = np.flatnonzero(np.isnan(column))
+    if missing.size:
+      raise ValueError(
+          f"{dataset.name}: the target column holds integer class ids and "
+          f"{missing.size} missing label(s) (first at "
+          f"{target_place(dataset, int(missing[0]))}); a class task needs "
+          "every label: fill them, or give the task (--task regression "
+          "treats the ids as numbers)")
+    values, counts = np.unique(column, return_counts=True)
+    if np.any(counts == 1):
+      lone = values[np.argmax(counts == 1)]
+      graph = int(np.argmax(column == lone))
+      raise ValueError(
+          f"{dataset.name}: the target column reads as class ids "
+          f"{values.tolist()[:8]}{'...' if len(values) > 8 else ''}, but "
+          f"class {lone:g} has a single graph "
+          f"({target_place(dataset, graph)}); a class needs graphs to "
+          "train and test on: correct the value, or give the task "
+          "(--task classification, binary or regression)")
+    return "classification", (f"inferred: one column of {len(values)} "
+                              "integer class ids")
+  if "binary" in kinds:
+    binary = [j for j, k in enumerate(kinds) if k == "binary"]
+    other = [j for j, k in enumerate(kinds) if k != "binary"]
+    raise ValueError(
+        f"{dataset.name}: target columns {binary} hold only 0 and 1 but "
+        f"columns {other} other numbers, so no one task fits them; give "
+        "the task (--task binary or regression)")
+  return "regression", f"inferred: {columns} of numbers"
 
 
-def task_of(dataset, kind: str = "auto", metric: str = "auto") -> Task:
-  """The task of a GraphDataset: its kind (`inferred_kind`, or `kind`
-  given: "classification" of a set with one class id per graph, "binary"
-  of 0/1 targets, "regression" of any targets) and the kind's default
-  metric (`TASKS`) or `metric`. ValueError naming the field at fault when
-  the data cannot be learnt so."""
+def resolve_task(dataset, kind: str = "auto", metric: str = "auto"
+                 ) -> Tuple[Task, str]:
+  """The task of a GraphDataset and where it came from: its kind
+  (`inferred_kind`, or `kind` given: "classification" of a set with one
+  class id per graph, "binary" of 0/1 targets, "regression" of any
+  targets) and the kind's default metric (`TASKS`) or `metric`.
+  ValueError naming the field at fault when the data cannot be learnt
+  so."""
   if kind != "auto" and kind not in TASKS:
     raise ValueError(f"task={kind!r}; expected 'auto' or one of "
                      f"{tuple(TASKS)}")
-  kind = inferred_kind(dataset) if kind == "auto" else kind
+  check_labelled_columns(dataset)
+  if kind == "auto":
+    kind, source = inferred_kind(dataset)
+  else:
+    source = f"given: task={kind!r}"
+  check_fits(dataset, kind)
   targets = dataset.targets
-  if kind == "classification" and dataset.num_classes < 2:
-    raise ValueError(f"task='classification': {dataset.name} has "
-                     f"{dataset.num_classes} class(es) per graph (its "
-                     "targets are not one class id with at least two "
-                     "values); use task='binary' or 'regression'")
-  if kind != "classification" and targets is None:
-    raise ValueError(f"task={kind!r}: {dataset.name} has class labels, no "
-                     "target columns; use task='classification'")
-  if kind == "binary" and not is_binary(targets):
-    raise ValueError(f"task='binary': {dataset.name} has targets other "
-                     "than 0, 1 and missing; use task='regression'")
   outputs = dataset.num_classes if kind == "classification" else (
       targets.shape[1])
   if metric == "auto":
@@ -200,7 +268,50 @@ def task_of(dataset, kind: str = "auto", metric: str = "auto") -> Task:
   if metric not in TASKS[kind]:
     raise ValueError(f"metric={metric!r} does not score a {kind} task; "
                      f"expected 'auto' or one of {TASKS[kind]}")
-  return Task(kind, outputs, metric)
+  return Task(kind, outputs, metric), source
+
+
+def check_fits(dataset, kind: str) -> None:
+  """ValueError, with the reason and the place, unless the data set's
+  labels or targets can be learnt as a task of `kind`."""
+  targets = dataset.targets
+  if kind == "classification" and dataset.num_classes < 2:
+    if targets is None:
+      raise ValueError(
+          f"{dataset.name}: all {dataset.num_graphs} graphs have the same "
+          f"class label ({', '.join(map(str, np.asarray(dataset.label_values).tolist()))}"
+          "), so there is nothing to classify; check its graph label file")
+    raise ValueError(
+        f"task='classification': {dataset.name}'s targets are not one "
+        "column of integer class ids with every label and at least two "
+        f"values ({targets.shape[1]} column(s)); use task='binary' or "
+        "'regression'")
+  if kind != "classification" and targets is None:
+    raise ValueError(f"task={kind!r}: {dataset.name} has class labels, no "
+                     "target columns; use task='classification'")
+  if kind == "binary" and not is_binary(targets):
+    bad = ~np.isnan(targets) & ~np.isin(targets, (0.0, 1.0))
+    graph, column = (int(v) for v in np.argwhere(bad)[0])
+    raise ValueError(
+        f"task='binary': {dataset.name} has target {targets[graph, column]:g}"
+        f" in column {column} at {target_place(dataset, graph)}; a binary "
+        "task takes 0, 1 and missing labels only (use task='regression' "
+        "for numbers)")
+
+
+def task_of(dataset, kind: str = "auto", metric: str = "auto") -> Task:
+  """The task of a GraphDataset (`resolve_task` without its source)."""
+  return resolve_task(dataset, kind, metric)[0]
+
+
+def describe(task: Task, source: str) -> str:
+  """One line on a task: "binary, 1 column, scored by rocauc (inferred:
+  ...)"."""
+  if task.kind == "classification":
+    size = f"{task.outputs} classes"
+  else:
+    size = f"{task.outputs} column{'s' * (task.outputs > 1)}"
+  return f"{task.kind}, {size}, scored by {task.metric} ({source})"
 
 
 def task_loss(kind: str, outputs: jax.Array, labels: jax.Array,

@@ -57,7 +57,7 @@ def test_overwrite_replaces_the_run_and_keeps_other_files(out):
 @pytest.mark.parametrize("change, field", [
     (dict(lr=0.01), "lr"), (dict(preset="flat"), "preset"),
     (dict(model={"aux_weights": {"entropy": 0.5}}), "model"),
-    (dict(epochs=1), "epochs")])
+    (dict(epochs=1), "epochs"), (dict(features="degree"), "features")])
 def test_resume_refuses_another_configuration(out, change, field):
   with pytest.raises(RunFolderError, match=f"^resume: {field} was"):
     fit(out, resume=True, **change)
@@ -109,11 +109,12 @@ def test_resume_refuses_changed_data(tmp_path):
   dataset = load_dataset(config)
   Run(config, out, dataset=dataset).fit(progress=False)
   saved = json.loads((out / "config.json").read_text())["inputs"]
-  assert set(saved) == {"data"}
+  assert set(saved) == {"data", "targets", "node_inputs", "edge_inputs",
+                        "official_split"}
   flipped = dataclasses.replace(dataset, labels=1 - dataset.labels % 2)
   before = (out / "metrics.jsonl").read_text()
-  with pytest.raises(RunFolderError, match=r"^resume: the data set \(graphs,"
-                     r" labels or features\) changed since the run"):
+  with pytest.raises(RunFolderError, match=r"^resume: the class labels or "
+                     r"target columns changed since the run"):
     Run(config, out, dataset=flipped).fit(resume=True, progress=False)
   assert (out / "metrics.jsonl").read_text() == before
   # the same data resumes

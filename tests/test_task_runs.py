@@ -153,8 +153,8 @@ def test_the_task_and_metric_can_be_chosen_and_bad_choices_are_named(
       "binary", 2, "ap")
   assert Run(config(task="regression"), tmp_path / "b").task == tasks.Task(
       "regression", 2, "rmse")
-  with pytest.raises(ValueError, match="task='classification': ogbg-gen "
-                     "has 0 class"):
+  with pytest.raises(ValueError, match="task='classification': ogbg-gen's "
+                     "targets are not one column of integer class ids"):
     Run(config(task="classification"), tmp_path / "c")
   with pytest.raises(ValueError, match="metric='rmse' does not score a "
                      "binary task"):

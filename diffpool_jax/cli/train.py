@@ -269,6 +269,9 @@ def train_one(config: RunConfig, out: Path, args) -> dict:
     raise SystemExit(f"{config.dataset}: {command_message(error)}")
   if run.dataset.origin and not args.quiet:
     print(f"{config.dataset}: {run.dataset.origin}", flush=True)
+  if not args.quiet:
+    print(f"{config.dataset}: task "
+          f"{tasks.describe(run.task, run.session.task_source)}", flush=True)
   try:
     results = run.fit(resume=args.resume, progress=not args.quiet,
                       overwrite=args.overwrite)

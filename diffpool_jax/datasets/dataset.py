@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -44,6 +44,10 @@ class GraphDataset:
     communities: per graph [n_i] true community ids (synthetic sets), or None.
     origin: one line on where the graphs came from (e.g. "parsed ...
       (cache written)" or "read from the processed cache ...").
+    declared_task: (kind, where it is declared) when the data set's source
+      says what its targets are (OGB's task table), else None: the task
+      is inferred from the targets (tasks.inferred_kind).
+    targets_file: the file the targets were read from, for messages.
   """
   name: str
   n_node: np.ndarray
@@ -61,6 +65,8 @@ class GraphDataset:
   official_split: Optional[Dict[str, np.ndarray]] = None
   communities: Optional[List[np.ndarray]] = None
   origin: str = ""
+  declared_task: Optional[Tuple[str, str]] = None
+  targets_file: str = ""
 
   def __len__(self) -> int:
     return len(self.n_node)

@@ -24,18 +24,21 @@ edge features follow each entry); the integer node and edge features become
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
 
+from diffpool_jax import tasks
 from diffpool_jax.datasets import processed
 from diffpool_jax.datasets.dataset import GraphDataset
 from diffpool_jax.datasets.download import default_cache_dir, download_archive
 from diffpool_jax.datasets.tables import (coalesce, entries_by_graph,
-                                          parse_table, read_bytes, read_table,
-                                          smallest_integers, split_by_graph)
+                                          find_one, parse_table, read_bytes,
+                                          read_table, smallest_integers,
+                                          split_by_graph)
 
 # Change whenever this reader's output for the same files changes.
 OGB_READER_VERSION = 1
@@ -44,17 +47,29 @@ SPLIT_PARTS = ("train", "valid", "test")
 MARKER = "raw/num-node-list.csv.gz"
 
 
+# OGB's task table (its master.csv) for the graph-property sets this
+# reader can read: name -> (task kind, target columns). A set named here
+# must fit its entry; another set's task is inferred from its targets.
+OGB_TASKS = {
+    "ogbg-molbace": ("binary", 1), "ogbg-molbbbp": ("binary", 1),
+    "ogbg-molclintox": ("binary", 2), "ogbg-molmuv": ("binary", 17),
+    "ogbg-molpcba": ("binary", 128), "ogbg-molsider": ("binary", 27),
+    "ogbg-moltox21": ("binary", 12), "ogbg-moltoxcast": ("binary", 617),
+    "ogbg-molhiv": ("binary", 1), "ogbg-molesol": ("regression", 1),
+    "ogbg-molfreesolv": ("regression", 1), "ogbg-mollipo": ("regression", 1),
+    "ogbg-ppa": ("classification", 1),
+}
+
+
 def folder_name(name: str) -> str:
   """OGB's folder for a data set name: "ogbg-molhiv" -> "ogbg_molhiv"."""
   return name.replace("-", "_")
 
 
 def find_file(folder: Path, stem: str) -> Optional[Path]:
-  """folder/stem.csv.gz or folder/stem.csv, or None."""
-  for suffix in (".csv.gz", ".csv"):
-    if (folder / (stem + suffix)).is_file():
-      return folder / (stem + suffix)
-  return None
+  """folder/stem.csv.gz or folder/stem.csv, or None; ValueError naming
+  both when both are there."""
+  return find_one(folder, stem, (".csv.gz", ".csv"))
 
 
 def is_ogb_folder(root: Optional[str | os.PathLike], name: str) -> bool:
@@ -111,9 +126,28 @@ def load_ogb(name: str, root: Optional[str | os.PathLike] = None,
       {"split": split, "keep_self_loops": keep_self_loops},
       lambda: parse_ogb(folder, folder_name(name).replace("_", "-"), split,
                         keep_self_loops), use_cache=cache)
+  dataset = with_declared_task(dataset, required(folder / "raw",
+                                                 "graph-label"))
   if features == "default" and dataset.node_labels is not None:
     features = "codes"
   return dataset.with_features(features)
+
+
+def with_declared_task(dataset: GraphDataset, path: Path) -> GraphDataset:
+  """The data set with its targets' file and, for a set in OGB_TASKS, its
+  declared task, after checking that the targets fit it (ValueError
+  naming the file and line)."""
+  dataset = dataclasses.replace(dataset, targets_file=str(path))
+  if dataset.name not in OGB_TASKS:
+    return dataset
+  kind, columns = OGB_TASKS[dataset.name]
+  if dataset.targets.shape[1] != columns:
+    raise ValueError(f"{path}: has {dataset.targets.shape[1]} column(s); "
+                     f"OGB's {dataset.name} has {columns} ({kind} task)")
+  dataset = dataclasses.replace(
+      dataset, declared_task=(kind, f"OGB's task table for {dataset.name}"))
+  tasks.check_fits(dataset, kind)
+  return dataset
 
 
 def required(folder: Path, stem: str) -> Path:

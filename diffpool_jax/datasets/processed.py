@@ -26,7 +26,8 @@ import numpy as np
 from diffpool_jax.datasets.blocks import RowBlocks, block_counts, stacked
 from diffpool_jax.datasets.dataset import GraphDataset
 from diffpool_jax.datasets.download import default_cache_dir
-from diffpool_jax.datasets.tables import smallest_integers
+from diffpool_jax.datasets.tables import (check_one_file_per_table,
+                                          smallest_integers)
 
 # Change whenever what is stored changes (every reader's caches go).
 READER_VERSION = 4
@@ -66,7 +67,10 @@ def cached(reader: str, version: int, name: str, files: Sequence[Path],
   are unchanged; `origin` says which path was taken, and how long it took
   (the data set has no features yet). Either way the per-graph fields are
   `RowBlocks`, edges int32 and the integer labels in their smallest type
-  (`compact`)."""
+  (`compact`). ValueError when two of `files` are versions of one table
+  (tables.check_one_file_per_table), so every reader using the cache
+  refuses them."""
+  check_one_file_per_table(files)
   start = time.perf_counter()
   key = raw_key(files, reader, version, options) if use_cache else ""
   path = cache_path(name, reader)

@@ -1,4 +1,5 @@
-"""Array work that every reader shares: numeric tables read in one pass
+"""Array work that every reader shares: finding a table's one file (two
+versions of one table are refused), numeric tables read in one pass
 (plain or gzip, comma or space separated) with errors naming the file and
 line, per-graph splitting, and coalescing of adjacency entries."""
 
@@ -7,11 +8,52 @@ from __future__ import annotations
 import gzip
 import io
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from diffpool_jax.datasets.blocks import RowBlocks
+
+
+# Suffixes of a compressed copy of a table: "X.csv" and "X.csv.gz" are two
+# versions of one table.
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
+def table_name(path: Path) -> str:
+  """A file's name without its compression suffix: the table it holds."""
+  for suffix in COMPRESSION_SUFFIXES:
+    if path.name.endswith(suffix):
+      return path.name[:-len(suffix)]
+  return path.name
+
+
+def check_one_file_per_table(files: Sequence[Path]) -> None:
+  """ValueError naming both files when two of `files` in one folder hold
+  the same table (plain beside compressed, or two compressions): which one
+  a reader takes would be a silent choice."""
+  seen: Dict[Tuple[Path, str], Path] = {}
+  for path in sorted(files):
+    key = (path.parent, table_name(path))
+    if key in seen:
+      first, second = seen[key], path
+      newer, older = sorted(
+          (first, second), key=lambda p: p.stat().st_mtime, reverse=True)
+      raise ValueError(
+          f"{path.parent}: two versions of table {key[1]}: {first.name} and "
+          f"{second.name}; remove the one you do not mean to use ({newer.name}"
+          f" is the newer, {older.name} the older)")
+    seen[key] = path
+
+
+def find_one(folder: Path, stem: str, suffixes: Sequence[str]
+             ) -> Optional[Path]:
+  """folder/stem + the one of `suffixes` that exists, or None; ValueError
+  (check_one_file_per_table) when more than one does."""
+  found = [folder / (stem + suffix) for suffix in suffixes
+           if (folder / (stem + suffix)).is_file()]
+  check_one_file_per_table(found)
+  return found[0] if found else None
 
 
 def read_lines(path: Path) -> List[str]:

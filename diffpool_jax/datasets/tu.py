@@ -19,7 +19,7 @@ import numpy as np
 from diffpool_jax.datasets import processed
 from diffpool_jax.datasets.dataset import GraphDataset
 from diffpool_jax.datasets.download import download_tu, default_cache_dir
-from diffpool_jax.datasets.tables import (coalesce, entries_by_graph,
+from diffpool_jax.datasets.tables import (coalesce, entries_by_graph, find_one,
                                           read_lines, read_table,
                                           split_by_graph)
 
@@ -28,12 +28,9 @@ TU_READER_VERSION = 2
 
 
 def find_table(folder: Path, name: str, table: str) -> Optional[Path]:
-  """The path of NAME_table.txt or NAME_table.txt.gz in folder, or None."""
-  for suffix in (".txt", ".txt.gz"):
-    path = folder / f"{name}_{table}{suffix}"
-    if path.is_file():
-      return path
-  return None
+  """The path of NAME_table.txt or NAME_table.txt.gz in folder, or None;
+  ValueError naming both when both are there."""
+  return find_one(folder, f"{name}_{table}", (".txt", ".txt.gz"))
 
 
 def read_graph_labels(path: Path) -> np.ndarray:

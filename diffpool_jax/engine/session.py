@@ -96,7 +96,8 @@ class Session:
     self.shuffle_seeds = list(shuffle_seeds)
     self.num_members = len(seeds)
     self.optimizer = optimizer
-    self.task = tasks.task_of(dataset, config.task, config.metric)
+    self.task, self.task_source = tasks.resolve_task(
+        dataset, config.task, config.metric)
     self.model = DiffPool(self.model_config, self.task.outputs,
                           config.model_nodes(dataset.n_node),
                           task=self.task.kind)

@@ -353,7 +353,9 @@ class Run:
     diverged = self.diverged_at(epochs_run)
     return {**summary, "protocol": self.protocol.name,
             "note": self.protocol.note,
-            "task": self.task.kind, "metric": self.task.metric,
+            "task": self.task.kind, "task_outputs": self.task.outputs,
+            "task_source": self.session.task_source,
+            "metric": self.task.metric,
             "diverged_members": {int(m): int(diverged[m]) for m in
                                  np.flatnonzero(diverged >= 0)},
             "dataset": self.config.dataset, "preset": self.config.preset,

@@ -92,16 +92,30 @@ class Members:
 
 
 def input_fingerprints(config, dataset: GraphDataset) -> Dict[str, str]:
-  """Fingerprints of what a run reads: the data set ("data": graph sizes,
-  edges, labels and features) and, with a split file, its content
-  ("splits"); a resumed run refuses to go on when either changed."""
+  """Fingerprints of everything a run reads that can change a result
+  (store.INPUT_NAMES): the graphs, class labels and built node features
+  ("data"; the feature options are part of the saved configuration),
+  every target column, the node and edge labels and attributes (codes,
+  bond features), the data set's official split and a split file's
+  content. A resumed run refuses to go on when one changed."""
   from diffpool_jax.run.store import fingerprint
+  stack = lambda items: (np.zeros(0, np.uint8) if items is None
+                         else stacked(items))
   inputs = {"data": fingerprint(
       dataset.n_node, dataset.labels,
       stacked(dataset.edges).astype(np.int64),  # as runs before int32 ids
       stacked(dataset.features))}
+  inputs["targets"] = fingerprint(
+      np.zeros(0, np.float32) if dataset.targets is None
+      else dataset.targets, dataset.labels, dataset.label_values)
+  inputs["node_inputs"] = fingerprint(stack(dataset.node_labels),
+                                      stack(dataset.node_attributes))
+  inputs["edge_inputs"] = fingerprint(stack(dataset.edge_labels),
+                                      stack(dataset.edge_attributes))
+  split = dataset.official_split or {}
+  inputs["official_split"] = fingerprint(
+      *[np.asarray(split[part], np.int64) for part in sorted(split)])
   if config.splits is not None:
     raw = np.frombuffer(Path(config.splits).read_bytes(), np.uint8)
     inputs["splits"] = fingerprint(raw)
   return inputs
-

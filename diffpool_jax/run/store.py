@@ -258,8 +258,15 @@ def claim_folder(out: Path, config, resume: bool, overwrite: bool,
   return saved
 
 
-INPUT_NAMES = {"data": "data set (graphs, labels or features)",
-               "splits": "split file's content"}
+# What each input fingerprint covers (run.members.input_fingerprints), the
+# narrowest first: a change is named by the first that differs. A run
+# saved before a name existed is checked on the names it has.
+INPUT_NAMES = {"targets": "class labels or target columns",
+               "node_inputs": "node labels or attributes",
+               "edge_inputs": "edge labels or attributes (bond features)",
+               "official_split": "data set's official split files",
+               "splits": "split file's content",
+               "data": "data set (graphs, labels or features)"}
 
 
 def check_inputs(out: Path, saved: dict, current: dict) -> None:
