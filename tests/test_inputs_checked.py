@@ -259,3 +259,56 @@ def test_a_registered_reader_gets_the_refusal_from_the_cache(tmp_path):
   with pytest.raises(ValueError, match="two versions of table nodes.tsv"):
     processed.cached("mine", 1, "toy", sorted(tmp_path.glob("nodes*")), {},
                      lambda: None)
+
+
+# --- messages: the field, flag, file or line, and nothing created ----------
+
+def train_refused(argv, tmp_path):
+  """The SystemExit message of diffpool-train `argv`, run in tmp_path."""
+  from diffpool_jax.cli import train
+  with pytest.raises(SystemExit) as stopped:
+    train.main([str(a) for a in argv])
+  assert stopped.value.code not in (0, None)
+  return str(stopped.value.code)
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"model": "abc"}, r"--config .*c.json: model='abc'; must be a mapping"),
+    ({"grid": "abc"}, r"--config .*c.json: grid='abc'; must be a mapping"),
+    ({"model": {"pool_options": 3}},
+     r"--config .*c.json: model.pool_options=3; must be a mapping"),
+    ({"dataset": 7}, r"--config .*c.json: dataset=7; must be a string"),
+    ({"lr": []}, r"lr=\(\); expected a number or a non-empty list"),
+])
+def test_config_values_of_the_wrong_type_name_the_field(tmp_path, content,
+                                                          message):
+  path = tmp_path / "c.json"
+  path.write_text(json.dumps(content))
+  import re
+  assert re.search(message, train_refused(
+      ["--config", path, "--out", tmp_path / "run"], tmp_path))
+  assert not (tmp_path / "run").exists()
+
+
+def test_lr_without_a_value_is_named(tmp_path):
+  assert "lr=(); expected a number or a non-empty list" in train_refused(
+      ["--lr", "--out", tmp_path / "run"], tmp_path)
+
+
+def test_an_import_that_exits_is_reported(tmp_path):
+  module = tmp_path / "quitter.py"
+  module.write_text("import sys\nsys.exit(0)\n")
+  message = train_refused(["--import", module], tmp_path)
+  assert message.startswith(f"--import {module}: the module exited while "
+                            "being imported (SystemExit(0)); nothing was "
+                            "trained")
+
+
+def test_a_mistyped_data_root_creates_nothing(tmp_path):
+  missing = tmp_path / "typo" / "data"
+  message = train_refused(["--dataset", "MUTAG", "--data-root", missing,
+                           "--out", tmp_path / "run"], tmp_path)
+  assert f"data root {missing} is not a folder (mistyped --data-root?)" in (
+      message)
+  assert "download" not in message.split(";")[0]
+  assert not (tmp_path / "typo").exists() and not (tmp_path / "run").exists()

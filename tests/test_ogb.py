@@ -99,9 +99,11 @@ GOOD_SPLIT = {"split/scaffold/train": "0\n", "split/scaffold/test": "2\n"}
     ({"raw/edge": "0,1\n1,2\n2,1\n"},
      r"raw/edge.csv.gz: has 3 lines, expected 4"),
     ({"raw/edge": "0,1\n1,3\n2,1\n0,1\n"},
-     r"raw/edge.csv.gz: line 2: node 3 is outside graph 0's 0..2"),
+     r"raw/edge.csv.gz: line 2: node 3 \(dst\) is outside graph 0's 0..2"),
     ({"raw/edge": "0,1\n1,2\n2,1\n0,2\n"},
-     r"raw/edge.csv.gz: line 4: node 2 is outside graph 2's 0..1"),
+     r"raw/edge.csv.gz: line 4: node 2 \(dst\) is outside graph 2's 0..1"),
+    ({"raw/edge": "-1,1\n1,2\n2,1\n0,1\n"},
+     r"raw/edge.csv.gz: line 1: node -1 \(src\) is outside graph 0's"),
     ({"raw/num-node-list": "3\n0\n2\n", "raw/node-feat": "5,0\n6,1\n5,0\n"
       "6,0\n6,0\n"}, r"num-node-list.csv.gz: line 2: graph 1 has no nodes"),
     ({"raw/graph-label": "1,0\n0,x\nnan,1\n"},

@@ -67,3 +67,14 @@ def test_bad_folders_and_files_are_named(trained, tmp_path):
   with pytest.raises(SystemExit, match="not a run's results .no preset, "
                      "protocol, score, std, metric"):
     report.main([str(damaged)])
+  (damaged / "results.json").write_bytes(b'\xff\xfe{"dataset": "x"}')
+  with pytest.raises(SystemExit, match=r"damaged/results.json: not UTF-8 "
+                     r"text \(byte 0: invalid start byte\)"):
+    report.main([str(damaged)])
+  good = json.loads((trained / "results.json").read_text())
+  for key, value, message in [
+      ("metric", "f1", r"metric='f1' is not one of \('accuracy'"),
+      ("score", "high", r"score='high' is not a number")]:
+    (damaged / "results.json").write_text(json.dumps({**good, key: value}))
+    with pytest.raises(SystemExit, match=message):
+      report.main([str(damaged)])

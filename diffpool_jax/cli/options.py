@@ -164,8 +164,8 @@ def scan_option(argv: Sequence[str], flag: str) -> Optional[str]:
 def import_extensions(names: Sequence[str]) -> None:
   """Imports each module (a name on sys.path or the current folder, or a
   .py file) so that the operators, protocols, presets and readers it
-  registers can be named by the options. SystemExit naming --import on
-  failure."""
+  registers can be named by the options. SystemExit naming --import when
+  one raises or exits."""
   if names and os.getcwd() not in sys.path:   # only when asked to import
     sys.path.insert(0, os.getcwd())
   for name in names or ():
@@ -180,5 +180,13 @@ def import_extensions(names: Sequence[str]) -> None:
         spec.loader.exec_module(module)
       else:
         importlib.import_module(name)
-    except Exception as error:      # the user's module: any failure
-      raise SystemExit(f"--import {name}: {type(error).__name__}: {error}")
+    except SystemExit as error:     # sys.exit() or exit() in the module
+      raise SystemExit(f"--import {name}: the module exited while being "
+                       f"imported (SystemExit({error.code!r})); nothing was "
+                       "trained: a module given to --import must only "
+                       "register things") from None
+    except KeyboardInterrupt:
+      raise
+    except BaseException as error:  # the user's module: any failure
+      raise SystemExit(f"--import {name}: {type(error).__name__}: "
+                       f"{error}") from None

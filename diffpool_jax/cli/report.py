@@ -46,6 +46,9 @@ def read_results(path: Path) -> dict:
     results = json.loads(path.read_text())
   except OSError as error:
     raise ValueError(f"report: {path}: {error.strerror}") from None
+  except UnicodeDecodeError as error:
+    raise ValueError(f"report: {path}: not UTF-8 text (byte {error.start}: "
+                     f"{error.reason})") from None
   except json.JSONDecodeError as error:
     raise ValueError(f"report: {path}: line {error.lineno}: {error.msg}"
                      ) from None
@@ -59,6 +62,14 @@ def read_results(path: Path) -> dict:
   if missing:
     raise ValueError(f"report: {path}: not a run's results (no "
                      f"{', '.join(missing)})")
+  if results["metric"] not in METRICS:
+    raise ValueError(f"report: {path}: metric={results['metric']!r} is not "
+                     f"one of {tuple(METRICS)}")
+  for key in ("score", "std"):
+    value = results[key]
+    if value is not None and (isinstance(value, bool)
+                              or not isinstance(value, (int, float))):
+      raise ValueError(f"report: {path}: {key}={value!r} is not a number")
   return results
 
 

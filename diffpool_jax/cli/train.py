@@ -38,6 +38,7 @@ from diffpool_jax.errors import InputError
 from diffpool_jax.models.pooling import POOLING
 from diffpool_jax.models.presets import PRESETS
 from diffpool_jax.run import assignments, Run, RunConfig, write_json_atomic
+from diffpool_jax.run.config import check_value_shapes
 
 
 
@@ -167,6 +168,10 @@ def file_values(args, dataset: str) -> tuple[dict, Optional[str]]:
   if unknown:
     raise SystemExit(f"--config {path}: unknown fields {unknown}; RunConfig "
                      f"has {known} (and 'baseline')")
+  try:
+    check_value_shapes(values, f"--config {path}")
+  except ValueError as error:
+    raise SystemExit(str(error))
   return values, baseline
 
 

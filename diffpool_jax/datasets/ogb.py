@@ -244,11 +244,11 @@ def read_edges(path: Path, n_node: np.ndarray, n_edge: np.ndarray
   edge_graph = np.repeat(np.arange(len(n_node)), n_edge)
   outside = (pairs < 0) | (pairs >= n_node[edge_graph][:, None])
   if np.any(outside):
-    line = int(np.argmax(outside.any(axis=1))) + 1
-    graph = edge_graph[line - 1]
-    raise ValueError(f"{path}: line {line}: node {pairs[line - 1].max()} "
-                     f"is outside graph {graph}'s 0..{n_node[graph] - 1} "
-                     "(from num-node-list)")
+    line, column = (int(v) for v in np.argwhere(outside)[0])
+    graph = edge_graph[line]
+    raise ValueError(f"{path}: line {line + 1}: node {pairs[line, column]} "
+                     f"({('src', 'dst')[column]}) is outside graph {graph}'s "
+                     f"0..{n_node[graph] - 1} (from num-node-list)")
   node_starts = np.concatenate([[0], np.cumsum(n_node)[:-1]])
   return pairs + node_starts[edge_graph][:, None]
 

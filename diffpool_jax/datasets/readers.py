@@ -90,7 +90,14 @@ def read_dataset(name: str, root: Optional[str | os.PathLike] = None,
                  format: str = "auto", features: str = "default",
                  **options) -> GraphDataset:
   """Data set `name` read by the reader of `format` (see `find_format`),
-  with node features of kind `features`; `options` go to the reader."""
+  with node features of kind `features`; `options` go to the reader.
+  FileNotFoundError when `root` is given but is not a folder: nothing is
+  created or downloaded on a mistyped path (None: the cache folder)."""
+  if root is not None and not Path(root).is_dir():
+    raise FileNotFoundError(
+        f"data root {root} is not a folder (mistyped --data-root?); give "
+        "the folder that holds the data set's folder, or create it first "
+        "to download there")
   return READERS[find_format(name, root, format)].load(
       name, root, features, **options)
 

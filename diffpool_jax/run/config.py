@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -217,6 +217,32 @@ INTEGER_FIELDS = ("folds", "seeds", "epochs", "batch_size", "patience",
                   "max_buckets", "split_seed", "checkpoint_every",
                   "members_per_program")
 NUMBER_FIELDS = ("clip", "weight_decay", "min_bucket_gain")
+# Fields that hold a mapping (a JSON object), and the model's own.
+MAPPING_FIELDS = ("model", "grid", "synthetic")
+MODEL_MAPPING_FIELDS = ("aux_weights", "pool_options")
+STRING_FIELDS = ("dataset", "format", "preset", "protocol", "task", "metric",
+                 "features", "compile_effort", "first_level",
+                 "matmul_precision")
+
+
+def check_value_shapes(values: Mapping[str, object], where: str) -> None:
+  """ValueError naming `where` (a config file, "RunConfig") and the field
+  unless the mapping fields of RunConfig values (and of their "model")
+  are mappings and the string fields strings; run before anything reads
+  them."""
+  for name in MAPPING_FIELDS:
+    if name in values and not isinstance(values[name], Mapping):
+      raise ValueError(f"{where}: {name}={values[name]!r}; must be a "
+                       "mapping (a JSON object) of names to values")
+  for name in MODEL_MAPPING_FIELDS:
+    value = dict(values.get("model") or {}).get(name)
+    if value is not None and not isinstance(value, (Mapping, list, tuple)):
+      raise ValueError(f"{where}: model.{name}={value!r}; must be a "
+                       "mapping (a JSON object) of names to values")
+  for name in STRING_FIELDS:
+    if name in values and not isinstance(values[name], str):
+      raise ValueError(f"{where}: {name}={values[name]!r}; must be a "
+                       "string")
 
 
 def check_run_config(config: "RunConfig") -> None:
@@ -231,7 +257,9 @@ def check_run_config(config: "RunConfig") -> None:
 
 
 def check_types(config: "RunConfig") -> None:
-  """ValueError unless INTEGER_FIELDS hold integers, NUMBER_FIELDS numbers."""
+  """ValueError unless INTEGER_FIELDS hold integers, NUMBER_FIELDS numbers,
+  MAPPING_FIELDS mappings and STRING_FIELDS strings."""
+  check_value_shapes(dataclasses.asdict(config), "RunConfig")
   for name in INTEGER_FIELDS:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -244,9 +272,9 @@ def check_types(config: "RunConfig") -> None:
 def check_lr(config: "RunConfig") -> None:
   """lr: one finite number > 0 or a list of them; made a tuple of floats."""
   lrs = np.atleast_1d(np.asarray(config.lr, dtype=object))
-  if lrs.ndim != 1 or not all(map(is_number, lrs)):
-    raise ValueError(f"lr={config.lr!r}; expected a number or a list of "
-                     "numbers")
+  if lrs.ndim != 1 or not lrs.size or not all(map(is_number, lrs)):
+    raise ValueError(f"lr={config.lr!r}; expected a number or a non-empty "
+                     "list of numbers (--lr 0.001, or --lr 0.001 0.01)")
   config.lr = tuple(float(v) for v in lrs)
   for value in config.lr:
     if not (np.isfinite(value) and value > 0):
