@@ -12,6 +12,8 @@ import logging
 import os
 import re
 import shutil
+import sys
+import threading
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -303,6 +305,7 @@ def save_checkpoint(manager: ocp.CheckpointManager, epoch: int,
   quiet = logging.getLogger("absl")
   level = quiet.level
   quiet.setLevel(logging.CRITICAL)
+  drop_closed_loop_errors()
   try:
     manager.save(epoch, args=ocp.args.StandardSave(tree))
     manager.wait_until_finished()
@@ -314,11 +317,43 @@ def save_checkpoint(manager: ocp.CheckpointManager, epoch: int,
     lost = hosts.lost_process(error)     # a barrier of orbax's saw it
     if lost is not None:
       raise lost from None
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     raise WriteFailure(f"could not write the checkpoint of epoch {epoch} "
                        f"to {directory}: {failure_reason(error)}; the "
                        "earlier checkpoints are kept") from None
   finally:
     quiet.setLevel(level)
+
+
+def is_closed_loop_error(kind, value) -> bool:
+  """Whether an exception is asyncio's "Event loop is closed"."""
+  return (isinstance(kind, type) and issubclass(kind, RuntimeError)
+          and str(value) == "Event loop is closed")
+
+
+def drop_closed_loop_errors() -> None:
+  """When a save fails, the writes orbax had started end on their own
+  threads: tensorstore's callbacks find orbax's event loop closed and
+  print a traceback each (and asyncio logs each failed write task when it
+  is collected: save_checkpoint then silences the "asyncio" logger),
+  about 60 on a full disk. The failure is reported once (WriteFailure),
+  so the hooks that print them (sys.unraisablehook, where tensorstore's
+  callbacks report, and threading.excepthook) drop asyncio's "Event loop
+  is closed" from now on; other exceptions are shown as before."""
+  if getattr(sys.unraisablehook, "drops_closed_loop", False):
+    return
+  unraisable_hook, thread_hook = sys.unraisablehook, threading.excepthook
+
+  def unraisable_filter(arguments):
+    if not is_closed_loop_error(arguments.exc_type, arguments.exc_value):
+      unraisable_hook(arguments)
+
+  def thread_filter(arguments):
+    if not is_closed_loop_error(arguments.exc_type, arguments.exc_value):
+      thread_hook(arguments)
+
+  unraisable_filter.drops_closed_loop = True
+  sys.unraisablehook, threading.excepthook = unraisable_filter, thread_filter
 
 
 def failure_reason(error: BaseException) -> str:
