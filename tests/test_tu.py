@@ -115,6 +115,8 @@ def broken(table, text):
 
 BAD_INPUTS = [
     # (tables, error type, message pattern)
+    (broken("graph_indicator", "1, 1\n" * 4 + "2, 2\n" * 2), ValueError,
+     r"TOY_graph_indicator.txt: line 1 has 2 values, expected one graph id"),
     ({k: v for k, v in GOOD.items() if k != "graph_indicator"},
      FileNotFoundError, r"missing required file .*TOY_graph_indicator"),
     ({k: v for k, v in GOOD.items() if k != "graph_labels"},

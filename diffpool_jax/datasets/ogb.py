@@ -160,8 +160,10 @@ def required(folder: Path, stem: str) -> Path:
 
 
 def read_counts(path: Path, rows: Optional[int] = None) -> np.ndarray:
-  """[G] non-negative counts, one per line (`rows` of them when given)."""
-  counts = read_table(path, np.int64, rows, "one per graph")
+  """[G] non-negative counts, one per line (`rows` of them when given: one
+  per line of num-node-list)."""
+  counts = read_table(path, np.int64, rows,
+                      "one per graph, as num-node-list")
   if counts.shape[1] != 1:
     raise ValueError(f"{path}: line 1 has {counts.shape[1]} values, "
                      "expected one count")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import zlib
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -66,7 +67,7 @@ def read_lines(path: Path) -> List[str]:
   try:
     with opener(path, "rt") as handle:
       lines = handle.read().splitlines()
-  except (OSError, EOFError, UnicodeDecodeError) as error:
+  except (OSError, EOFError, zlib.error, UnicodeDecodeError) as error:
     raise ValueError(f"{path}: cannot be read as text "
                      f"({type(error).__name__}: {error})") from None
   while lines and not lines[-1].strip():
@@ -120,7 +121,7 @@ def read_bytes(path: Path) -> bytes:
       with gzip.open(path, "rb") as handle:
         return handle.read()
     return path.read_bytes()
-  except (OSError, EOFError) as error:
+  except (OSError, EOFError, zlib.error) as error:
     raise ValueError(f"{path}: cannot be read as text "
                      f"({type(error).__name__}: {error})") from None
 
@@ -193,8 +194,9 @@ def coalesce(pairs: np.ndarray, num_nodes: int, keep_self_loops: bool,
              need_lines: bool = True
              ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
   """Symmetrised, de-duplicated entries sorted by (row, col) and, when
-  `need_lines`, for each the A line it came from (the first occurrence in
-  either direction; else None)."""
+  `need_lines`, for each the A line it came from (else None): the first
+  line listing it in its own direction, else the first listing it
+  reversed."""
   lines = np.arange(len(pairs)) if need_lines else None
   if not keep_self_loops:
     keep = pairs[:, 0] != pairs[:, 1]

@@ -85,8 +85,10 @@ def check_indicator(path: Path, indicator: np.ndarray, num_graphs: int,
         "allowed)")
 
 
-def read_edges(path: Path, indicator: np.ndarray) -> np.ndarray:
-  """Reads A.txt: [E, 2] 0-based global node pairs, one per line."""
+def read_edges(path: Path, indicator: np.ndarray, indicator_path: Path
+               ) -> np.ndarray:
+  """Reads A.txt: [E, 2] 0-based global node pairs, one per line (checked
+  against the graph indicator read from `indicator_path`)."""
   pairs = read_table(path, np.int64)
   if pairs.shape[1] != 2:
     raise ValueError(f"{path}: line 1 has {pairs.shape[1]} values, expected "
@@ -97,14 +99,16 @@ def read_edges(path: Path, indicator: np.ndarray) -> np.ndarray:
     line = int(np.argmax(bad.any(1))) + 1
     raise ValueError(f"{path}: line {line}: node id "
                      f"{pairs[line - 1][bad[line - 1]][0]} is outside "
-                     f"1..{num_nodes} (the graph indicator's node count)")
+                     f"1..{num_nodes} (the node count of "
+                     f"{indicator_path.name})")
   pairs -= 1
   crossing = indicator[pairs[:, 0]] != indicator[pairs[:, 1]]
   if np.any(crossing):
     line = int(np.argmax(crossing)) + 1
     raise ValueError(f"{path}: line {line}: the edge joins nodes of graphs "
                      f"{indicator[pairs[line - 1, 0]]} and "
-                     f"{indicator[pairs[line - 1, 1]]}")
+                     f"{indicator[pairs[line - 1, 1]]} (by "
+                     f"{indicator_path.name})")
   return pairs
 
 
@@ -167,14 +171,18 @@ def parse_tu(folder: Path, name: str, keep_self_loops: bool = False
   raw_labels = read_graph_labels(label_path)
   num_graphs = len(raw_labels)
   indicator_path = required("graph_indicator")
-  indicator = read_table(indicator_path, np.int64)[:, 0]
+  indicator = read_table(indicator_path, np.int64)
+  if indicator.shape[1] != 1:
+    raise ValueError(f"{indicator_path}: line 1 has {indicator.shape[1]} "
+                     "values, expected one graph id")
+  indicator = indicator[:, 0]
   check_indicator(indicator_path, indicator, num_graphs, label_path)
   num_nodes = len(indicator)
   n_node = np.bincount(indicator - 1, minlength=num_graphs)
   node_starts = np.concatenate([[0], np.cumsum(n_node)[:-1]])
 
   a_path = required("A")
-  pairs = read_edges(a_path, indicator)
+  pairs = read_edges(a_path, indicator, indicator_path)
   num_lines = len(pairs)
   entry_tables = [find_table(folder, name, table) is not None
                   for table in ("edge_labels", "edge_attributes")]
@@ -194,14 +202,14 @@ def parse_tu(folder: Path, name: str, keep_self_loops: bool = False
                        f"({read_lines(path)[number - 1].strip()!r})")
     return values
 
-  node_labels = optional("node_labels", np.int64, num_nodes,
-                         "one per node of the graph indicator")
+  per_node = f"one per node of {indicator_path.name}"
+  per_line = f"one per line of {a_path.name}"
+  node_labels = optional("node_labels", np.int64, num_nodes, per_node)
   node_attributes = optional("node_attributes", np.float32, num_nodes,
-                             "one per node of the graph indicator")
-  edge_labels = optional("edge_labels", np.int64, num_lines,
-                         "one per line of A")
+                             per_node)
+  edge_labels = optional("edge_labels", np.int64, num_lines, per_line)
   edge_attributes = optional("edge_attributes", np.float32, num_lines,
-                             "one per line of A")
+                             per_line)
   graph_attributes = optional("graph_attributes", np.float32, num_graphs,
                               "one per graph")
   per_node = lambda v: None if v is None else split_by_graph(v, node_starts)
