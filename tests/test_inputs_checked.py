@@ -312,3 +312,22 @@ def test_a_mistyped_data_root_creates_nothing(tmp_path):
       message)
   assert "download" not in message.split(";")[0]
   assert not (tmp_path / "typo").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_run_says_its_task_first(tmp_path, train_here):
+  root = write_set(tmp_path / "data",
+                   toy_tables(column(np.arange(GRAPHS) % 2)))
+  done = train_here("--dataset", "ogbg-toy", "--data-root", root,
+                    "--out", tmp_path / "run", "--epochs", "1", "--seeds",
+                    "1", "--no-plots", "--hidden-dim", "8",
+                    "--model.num-layers", "1", "--max-buckets", "1")
+  assert done.returncode == 0, done.stderr
+  lines = done.stdout.splitlines()
+  said = [i for i, line in enumerate(lines) if line.startswith(
+      "ogbg-toy: task binary, 1 column, scored by rocauc (inferred: 1 "
+      "target column, every label 0, 1 or missing)")]
+  assert said and said[0] <= 2, lines[:4]
+  results = json.loads((tmp_path / "run" / "results.json").read_text())
+  assert (results["task"], results["task_outputs"], results["task_source"]) \
+      == ("binary", 1, "inferred: 1 target column, every label 0, 1 or "
+          "missing")
