@@ -99,6 +99,22 @@ def stick_breaking(sticks: jax.Array, cluster_mask: jax.Array) -> jax.Array:
   return fraction * before
 
 
+def stick_draws(rng: jax.Array, alpha: jax.Array, beta: jax.Array
+                ) -> jax.Array:
+  """[B, N, K-1] Beta(alpha, beta) draws, each from a key of its own
+  position (graph, node, stick) folded into `rng`, so that a graph's
+  draws do not depend on how far its batch is padded (nor on the graphs
+  after it); kept inside (STICK_EPSILON, 1 - STICK_EPSILON)."""
+  batch, nodes, sticks = alpha.shape
+  fold = jax.vmap(jax.random.fold_in, in_axes=(None, 0))
+  keys = jax.vmap(lambda g: jax.vmap(lambda n: fold(
+      jax.random.fold_in(jax.random.fold_in(rng, g), n),
+      jnp.arange(sticks)))(jnp.arange(nodes)))(jnp.arange(batch))
+  draws = jax.vmap(jax.random.beta)(keys.reshape(-1), alpha.reshape(-1),
+                                    beta.reshape(-1)).reshape(alpha.shape)
+  return jnp.clip(draws, STICK_EPSILON, 1.0 - STICK_EPSILON)
+
+
 def beta_kl(alpha: jax.Array, beta: jax.Array, alpha_dp: float
             ) -> jax.Array:
   """KL(Beta(alpha, beta) || Beta(1, alpha_dp)), elementwise, in closed
@@ -155,7 +171,8 @@ def dense_bn_pool(x: jax.Array,
       ones (None: all K).
     params: the operator's parameters (`initial_parameters`); "K" is the
       block matrix, at least K x K (its top-left K x K block is used).
-    rng: PRNG key to sample the sticks (training); None takes their means.
+    rng: PRNG key to sample the sticks (training; see `stick_draws`);
+      None takes their means.
     alpha_dp: the Dirichlet process concentration (tgp 1.0; the authors'
       configurations 10): larger spreads nodes over more clusters.
     k_mu, k_var: mean scale and variance of the Gaussian prior on K,
@@ -197,8 +214,7 @@ def dense_bn_pool(x: jax.Array,
   if rng is None:
     sticks = alpha / (alpha + beta)
   else:
-    sticks = jnp.clip(jax.random.beta(rng, alpha, beta), STICK_EPSILON,
-                      1.0 - STICK_EPSILON)
+    sticks = stick_draws(rng, alpha, beta)
   s = jnp.where(mask[..., None], stick_breaking(sticks, cluster_mask), 0.0)
   pooled_x, pooled_adj = coarsen(x, adj, s)
 
