@@ -20,7 +20,7 @@ from diffpool_jax.datasets.download import default_cache_dir
 from diffpool_jax.datasets.ogb import is_ogb_folder, load_ogb
 from diffpool_jax.datasets.synthetic import synthetic_hierarchical
 from diffpool_jax.datasets.tu import find_table, load_tu
-from diffpool_jax.errors import check_name
+from diffpool_jax.errors import InputError, check_name
 from diffpool_jax.protocols import PROTOCOLS
 
 
@@ -91,13 +91,14 @@ def read_dataset(name: str, root: Optional[str | os.PathLike] = None,
                  **options) -> GraphDataset:
   """Data set `name` read by the reader of `format` (see `find_format`),
   with node features of kind `features`; `options` go to the reader.
-  FileNotFoundError when `root` is given but is not a folder: nothing is
-  created or downloaded on a mistyped path (None: the cache folder)."""
+  InputError naming data_root when `root` is given but is not a folder:
+  nothing is created or downloaded on a mistyped path (None: the cache
+  folder)."""
   if root is not None and not Path(root).is_dir():
-    raise FileNotFoundError(
-        f"data root {root} is not a folder (mistyped --data-root?); give "
-        "the folder that holds the data set's folder, or create it first "
-        "to download there")
+    raise InputError(
+        f"{{data_root}} {root} is not a folder (mistyped?); give the folder "
+        "that holds the data set's folder, or create it first to download "
+        "there", "data_root")
   return READERS[find_format(name, root, format)].load(
       name, root, features, **options)
 

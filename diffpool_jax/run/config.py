@@ -225,16 +225,17 @@ STRING_FIELDS = ("dataset", "format", "preset", "protocol", "task", "metric",
                  "matmul_precision")
 
 
-def check_value_shapes(values: Mapping[str, object], where: str) -> None:
+def check_value_shapes(values: Mapping[str, object], where: str,
+                       model: bool = True) -> None:
   """ValueError naming `where` (a config file, "RunConfig") and the field
-  unless the mapping fields of RunConfig values (and of their "model")
-  are mappings and the string fields strings; run before anything reads
-  them."""
+  unless the mapping fields of RunConfig values (and, with `model`, of
+  their "model") are mappings and the string fields strings; run before
+  anything reads them."""
   for name in MAPPING_FIELDS:
     if name in values and not isinstance(values[name], Mapping):
       raise ValueError(f"{where}: {name}={values[name]!r}; must be a "
                        "mapping (a JSON object) of names to values")
-  for name in MODEL_MAPPING_FIELDS:
+  for name in MODEL_MAPPING_FIELDS if model else ():
     value = dict(values.get("model") or {}).get(name)
     if value is not None and not isinstance(value, (Mapping, list, tuple)):
       raise ValueError(f"{where}: model.{name}={value!r}; must be a "
@@ -259,7 +260,8 @@ def check_run_config(config: "RunConfig") -> None:
 def check_types(config: "RunConfig") -> None:
   """ValueError unless INTEGER_FIELDS hold integers, NUMBER_FIELDS numbers,
   MAPPING_FIELDS mappings and STRING_FIELDS strings."""
-  check_value_shapes(dataclasses.asdict(config), "RunConfig")
+  # (the model's own fields are checked with the model: check_model)
+  check_value_shapes(dataclasses.asdict(config), "RunConfig", model=False)
   for name in INTEGER_FIELDS:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -273,8 +275,8 @@ def check_lr(config: "RunConfig") -> None:
   """lr: one finite number > 0 or a list of them; made a tuple of floats."""
   lrs = np.atleast_1d(np.asarray(config.lr, dtype=object))
   if lrs.ndim != 1 or not lrs.size or not all(map(is_number, lrs)):
-    raise ValueError(f"lr={config.lr!r}; expected a number or a non-empty "
-                     "list of numbers (--lr 0.001, or --lr 0.001 0.01)")
+    raise ValueError(f"lr={config.lr!r}; expected a number or a list of "
+                     "numbers (at least one)")
   config.lr = tuple(float(v) for v in lrs)
   for value in config.lr:
     if not (np.isfinite(value) and value > 0):
