@@ -165,6 +165,28 @@ def test_training_samples_beta_sticks():
                 < 5 * spread / np.sqrt(400) + 1e-3)
 
 
+@pytest.mark.parametrize("make_key", [jax.random.key, jax.random.PRNGKey])
+def test_draws_take_typed_and_raw_keys_and_ignore_padding(make_key):
+  """The trainer's keys are raw uint32 pairs; a graph's draws are the same
+  whatever the batch's padding."""
+  dense, logits, cluster_mask, params = batch_inputs(5)
+  run = lambda x, adj, s_logits, mask: bnpool.dense_bn_pool(
+      x, adj, s_logits, mask, cluster_mask=cluster_mask, params=params,
+      rng=make_key(3))
+  small = run(dense.x, dense.adj, logits, dense.node_mask)
+  pad = 5
+  grow = lambda v, axes: np.pad(v, [(0, pad) if a in axes else (0, 0)
+                                    for a in range(v.ndim)])
+  big = run(grow(dense.x, (1,)), grow(dense.adj, (1, 2)),
+            grow(logits, (1,)), grow(dense.node_mask, (1,)))
+  nodes = dense.x.shape[1]
+  np.testing.assert_allclose(np.asarray(big.s[:, :nodes]),
+                             np.asarray(small.s), rtol=1e-6, atol=1e-7)
+  for key in bnpool.AUX_NAMES:
+    np.testing.assert_allclose(float(big.aux[key]), float(small.aux[key]),
+                               rtol=1e-5)
+
+
 def test_gradients_through_the_draws_are_finite_and_reach_the_logits():
   dense, logits, cluster_mask, params = batch_inputs(2)
 

@@ -110,7 +110,8 @@ def stick_draws(rng: jax.Array, alpha: jax.Array, beta: jax.Array
   keys = jax.vmap(lambda g: jax.vmap(lambda n: fold(
       jax.random.fold_in(jax.random.fold_in(rng, g), n),
       jnp.arange(sticks)))(jnp.arange(nodes)))(jnp.arange(batch))
-  draws = jax.vmap(jax.random.beta)(keys.reshape(-1), alpha.reshape(-1),
+  flat_keys = keys.reshape((-1,) + keys.shape[alpha.ndim:])  # raw or typed
+  draws = jax.vmap(jax.random.beta)(flat_keys, alpha.reshape(-1),
                                     beta.reshape(-1)).reshape(alpha.shape)
   return jnp.clip(draws, STICK_EPSILON, 1.0 - STICK_EPSILON)
 
