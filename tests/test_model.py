@@ -180,9 +180,10 @@ def test_node_permutation_invariance(name):
   permuted = batch.replace(x=batch.x.copy(), adj=batch.adj.copy())
   permuted.x[0] = batch.x[0][order]
   permuted.adj[0] = batch.adj[0][np.ix_(order, order)]
-  # A pooler that samples per node (BN-Pool) is invariant in distribution
-  # only while training: its draws follow the node order.
-  stochastic = model.config.operator.stochastic
+  # A model that draws per node (dropout, BN-Pool's sticks) is invariant
+  # in distribution only while training: its draws follow the node order.
+  stochastic = (model.config.operator.stochastic
+                or model.config.dropout > 0)
   for train in (False,) if stochastic else (False, True):
     logits, levels = run(model, variables, batch, train)
     perm_logits, perm_levels = run(model, variables, permuted, train)

@@ -24,7 +24,8 @@ def linen_and_nnx(name, batch, max_nodes=16, **overrides):
                          batch.node_mask)
   # non-trivial running statistics
   _, updates = linen.apply(variables, batch.x, batch.adj, batch.node_mask,
-                           train=True, mutable=["batch_stats"])
+                           train=True, mutable=["batch_stats"],
+                           rngs=dp.rng_streams(jax.random.key(2)))
   variables = {**variables, **updates}
   model = nnx.DiffPool(config, batch.x.shape[-1], 3, max_nodes,
                        rngs=fnnx.Rngs(1))
@@ -36,12 +37,16 @@ def linen_and_nnx(name, batch, max_nodes=16, **overrides):
                                   "dmon", "flat", "best"])
 def test_same_variables_give_the_same_logits(name):
   batch = random_batch(np.random.default_rng(0), SIZES, 16)
-  linen, variables, model = linen_and_nnx(name, batch)
+  # The same computation: without dropout (NNX's RNG streams count calls,
+  # linen's fold in the module path, so one key gives other masks).
+  linen, variables, model = linen_and_nnx(name, batch, dropout=0.0)
+  key = jax.random.key(3)
   for train in (False, True):
     (want, want_levels), updates = linen.apply(
         variables, batch.x, batch.adj, batch.node_mask, train=train,
-        mutable=["batch_stats"])
-    got, got_levels = model(batch.x, batch.adj, batch.node_mask, train=train)
+        mutable=["batch_stats"], rngs=dp.rng_streams(key))
+    got, got_levels = model(batch.x, batch.adj, batch.node_mask, train=train,
+                            key=key)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     for mine, theirs in zip(got_levels, want_levels):
       for loss in theirs.aux:

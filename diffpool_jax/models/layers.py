@@ -9,7 +9,7 @@ norm after it).
 
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Sequence
+from typing import Dict, NamedTuple, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -382,11 +382,28 @@ class MaskedBatchNorm(nn.Module):
                      self.param("bias", nn.initializers.zeros, (features,)))
 
 
+def position_keys(key: jax.Array, sizes: Tuple[int, ...]) -> jax.Array:
+  """Keys [*sizes] (raw or typed, as `key`): position (i, j, ...) gets
+  fold_in(fold_in(key, i), j)..., so a position's key does not depend on
+  how many positions follow it."""
+  if not sizes:
+    return key
+  return jax.vmap(lambda i: position_keys(jax.random.fold_in(key, i),
+                                          sizes[1:]))(jnp.arange(sizes[0]))
+
+
 def dropout(x: jax.Array, rate, key: jax.Array) -> jax.Array:
   """Inverted dropout whose rate may be a traced scalar: each entry is
-  zeroed with probability `rate`, the others scaled by 1 / (1 - rate)."""
+  zeroed with probability `rate`, the others scaled by 1 / (1 - rate).
+  Each row x[b, n, :] draws its mask from a key of its own position
+  (`position_keys`), so a graph's masks do not depend on how far its
+  batch is padded."""
   keep = 1.0 - rate
-  return jnp.where(jax.random.bernoulli(key, keep, x.shape), x / keep, 0.0)
+  leading, width = x.shape[:-1], x.shape[-1]
+  keys = position_keys(key, leading)
+  flat = keys.reshape((-1,) + keys.shape[len(leading):])
+  mask = jax.vmap(lambda k: jax.random.bernoulli(k, keep, (width,)))(flat)
+  return jnp.where(mask.reshape(x.shape), x / keep, 0.0)
 
 
 class GNNStack(nn.Module):

@@ -355,7 +355,7 @@ PRESETS = {
         cluster_mode="fixed", l2_normalize=False, activate_last=True, assign_head="linear_relu",
         readout="mean", readout_all_levels=False, mlp_hidden=(64,),
         link_loss="pyg", aux_weights=(("link", 0.0), ("entropy", 0.0))),
-    # The paper preset with two levers, fixed before judging from the fair
+    # The paper preset with three levers, fixed before judging from the fair
     # ablations on ENZYMES and PROTEINS alone (docs/reproduction.md,
     # "Accuracy levers"; rule: a lever stays when it raises the mean of the
     # two and costs neither more than a point): input_norm, a masked batch
@@ -366,14 +366,18 @@ PRESETS = {
     # (on top: ENZYMES 69.5 -> 69.8 %, PROTEINS 73.7 -> 74.3 %). The GIN
     # convolution was left out: without the input norm it fell to 47.0 % on
     # ENZYMES (with it, measured afterwards: 65.0 %). A second round on top
-    # (docs/reproduction.md) added nothing: dropout 0.2 on the
+    # (docs/reproduction.md) kept one lever: dropout 0.2 on the
     # convolutions' inputs passed the rule by a hair (ENZYMES 69.8 ->
-    # 70.7 %, PROTEINS 74.3 -> 74.3 %) but made an epoch 1.6x the paper
-    # preset's, over the 1.5x budget; dropout 0.5 there, dropout 0.5 on the
-    # MLP's inputs (mlp_dropout) and L2 weight decay 1e-4 / 1e-3 lost on
-    # ENZYMES or PROTEINS. Run unchanged on every other set.
+    # 70.7 %, PROTEINS 74.3 -> 74.3 %); it was first left out for an epoch
+    # 1.6x the paper preset's, over the 1.5x budget, but that was measured
+    # on the cheap compile effort no long run uses: at the effort of a
+    # 150-epoch run, with masks that ignore padding, it costs 1.48x
+    # (ENZYMES) and 1.45x (PROTEINS), so by the rule it stays (since 0.2.0). Dropout 0.5 there, dropout 0.5 on
+    # the MLP's inputs (mlp_dropout) and L2 weight decay 1e-4 / 1e-3 lost
+    # on ENZYMES or PROTEINS. Run unchanged on every other set; on the sets
+    # it was not chosen on, it is not better than `paper` in general.
     "best": DiffPoolConfig(assign_head="linear", input_norm=True,
-                           input_readout="sum"),
+                           input_readout="sum", dropout=0.2),
     # The flat baseline DiffPool is contrasted with: the paper preset's GNN
     # stack, then one mean readout over all nodes (a "virtual supernode"
     # joined to every node) and the MLP head; no pooling.
