@@ -31,3 +31,15 @@ def repad(batch: GraphBatch, num_nodes: int) -> GraphBatch:
       adj=np.pad(batch.adj, ((0, 0), (0, grow), (0, grow))),
       node_mask=np.pad(batch.node_mask, ((0, 0), (0, grow))),
       labels=batch.labels, n_node=batch.n_node)
+
+
+def write_gzipped(folder, tables, suffix=".csv.gz"):
+  """Each {stem: text} of `tables` gzipped into folder/stem + suffix (a
+  text of None is skipped)."""
+  import gzip
+  for stem, text in tables.items():
+    if text is None:
+      continue
+    path = folder / f"{stem}{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(text.encode()))

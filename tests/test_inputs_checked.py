@@ -12,6 +12,7 @@ import pytest
 from diffpool_jax import tasks
 from diffpool_jax.run import Run, RunConfig, load_dataset
 from diffpool_jax.run.store import RunFolderError
+from tests.helpers import write_gzipped
 
 GRAPHS = 24
 
@@ -41,10 +42,8 @@ def toy_tables(targets=None, edge_feat=None):
 
 
 def write_set(root, tables, name="ogbg_toy"):
-  for stem, text in tables.items():
-    path = root / name / f"{stem}.csv.gz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(text.encode()))
+  """`tables` written (gzipped) into root/name, over what is there."""
+  write_gzipped(root / name, tables)
   return root
 
 

@@ -16,6 +16,7 @@ from diffpool_jax.protocols import PROTOCOLS, fixed_split_protocol
 from diffpool_jax.run import RunConfig
 from diffpool_jax.run.members import load_dataset, make_folds
 from diffpool_jax.tasks import Task, task_of
+from tests.helpers import write_gzipped
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ogb"
 
@@ -36,12 +37,7 @@ TOY = {
 
 def write_ogb(tmp_path, changes=None, name="ogbg_toy") -> Path:
   """A toy OGB folder under tmp_path (gzipped tables); returns the root."""
-  for stem, text in {**TOY, **(changes or {})}.items():
-    if text is None:
-      continue
-    path = tmp_path / name / f"{stem}.csv.gz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(text.encode()))
+  write_gzipped(tmp_path / name, {**TOY, **(changes or {})})
   return tmp_path
 
 

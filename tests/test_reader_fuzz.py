@@ -288,33 +288,43 @@ def check(load, reference, view, target_name):
 
 
 FUZZ = settings(max_examples=400, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+                suppress_health_check=[HealthCheck.too_slow])
 
 
-@FUZZ
-@given(target=st.sampled_from(sorted(TU_FILES)), kind=st.sampled_from(KINDS),
-       seed=st.integers(0, 2**16))
-def test_tu_reader_refuses_or_reads_what_the_bytes_say(tmp_path_factory,
-                                                         target, kind, seed):
-  folder = tmp_path_factory.mktemp("tu") / "TOY"
+def tu_case(folder: Path, target: str, kind: str, seed: int):
+  """The TU set in folder/TOY with `target` corrupted: (load, reference,
+  view, the corrupted file's name)."""
+  folder = folder / "TOY"
   write(folder, {f"TOY_{k}": v for k, v in TU_FILES.items()},
         f"TOY_{target}", kind, seed, ".txt.gz")
-  check(lambda: load_tu("TOY", root=folder.parent, download=False,
-                        cache=False),
-        lambda: reference_tu(folder, "TOY"), tu_view, f"TOY_{target}")
+  return (lambda: load_tu("TOY", root=folder.parent, download=False,
+                          cache=False),
+          lambda: reference_tu(folder, "TOY"), tu_view, f"TOY_{target}")
 
 
-@FUZZ
-@given(target=st.sampled_from(sorted(OGB_FILES)), kind=st.sampled_from(KINDS),
-       seed=st.integers(0, 2**16))
-def test_ogb_reader_refuses_or_reads_what_the_bytes_say(tmp_path_factory,
-                                                          target, kind, seed):
-  folder = tmp_path_factory.mktemp("ogb") / "ogbg_toy"
+def ogb_case(folder: Path, target: str, kind: str, seed: int):
+  """The OGB set in folder/ogbg_toy with `target` corrupted (as tu_case)."""
+  folder = folder / "ogbg_toy"
   write(folder, OGB_FILES, target, kind, seed, ".csv.gz")
-  check(lambda: load_ogb("ogbg-toy", root=folder.parent, download=False,
-                         cache=False),
-        lambda: reference_ogb(folder), ogb_view, target.split("/")[-1])
+  return (lambda: load_ogb("ogbg-toy", root=folder.parent, download=False,
+                           cache=False),
+          lambda: reference_ogb(folder), ogb_view, target.split("/")[-1])
+
+
+FORMATS = {"tu": (TU_FILES, tu_case), "ogb": (OGB_FILES, ogb_case)}
+
+
+@pytest.mark.parametrize("form", sorted(FORMATS))
+def test_readers_refuse_or_read_what_the_bytes_say(tmp_path_factory, form):
+  files, case = FORMATS[form]
+
+  @FUZZ
+  @given(target=st.sampled_from(sorted(files)), kind=st.sampled_from(KINDS),
+         seed=st.integers(0, 2**16))
+  def corrupted(target, kind, seed):
+    check(*case(tmp_path_factory.mktemp(form), target, kind, seed))
+
+  corrupted()
 
 
 def test_the_clean_sets_read_as_the_reference_says(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import warnings
 import zlib
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -143,7 +144,9 @@ def parse_table(data: bytes, dtype) -> Optional[np.ndarray]:
   text = io.BytesIO(data.replace(b",", b" "))
   del data                              # the caller's copy may go now
   try:
-    values = np.loadtxt(text, dtype=dtype, comments=None, ndmin=2)
+    with warnings.catch_warnings():   # "no data": the line count says so
+      warnings.simplefilter("ignore", UserWarning)
+      values = np.loadtxt(text, dtype=dtype, comments=None, ndmin=2)
   except (ValueError, OverflowError, UnicodeDecodeError):
     return None
   # The parser skips blank lines: a count that differs means there was one.
