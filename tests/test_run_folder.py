@@ -74,6 +74,23 @@ def test_resume_with_more_epochs_extends_the_run(out, tmp_path):
       [r["train_loss"] for r in rows],
       [r["train_loss"] for r in metrics(tmp_path / "whole")], rtol=1e-5)
   assert json.loads((out / "config.json").read_text())["run"]["epochs"] == 4
+  # which code trained which epochs (here one commit, twice)
+  commit = results["commit"]
+  assert results["segments"] == [{"from_epoch": 0, "commit": commit},
+                                 {"from_epoch": 2, "commit": commit}]
+  assert json.loads((out / "config.json").read_text())["segments"] == (
+      results["segments"])
+
+
+def test_a_run_saved_before_segments_resumes_from_an_unknown_commit(out):
+  saved = json.loads((out / "config.json").read_text())
+  del saved["segments"]
+  saved.pop("digest")
+  (out / "config.json").write_text(json.dumps(saved))
+  _, results = fit(out, resume=True, epochs=3)
+  assert results["segments"] == [{"from_epoch": 0, "commit": None},
+                                 {"from_epoch": 2,
+                                  "commit": results["commit"]}]
 
 
 def test_resume_and_overwrite_exclude_each_other(tmp_path):

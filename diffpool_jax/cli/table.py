@@ -219,7 +219,18 @@ def cell_row(dataset: str, pooler: str, folder: Path, argv: List[str],
           "epoch_s": results.get("median_epoch_seconds"),
           "peak_gib": saved.get("peak_gib"),
           "epochs_run": results.get("epochs_run"),
-          "commit": results.get("commit")}
+          "commit": trained_at(results)}
+
+
+def trained_at(results: dict) -> Optional[str]:
+  """The commit(s) a cell's run trained at: "a" or, resumed across
+  commits, "a→b" (from results.json's segments; "?" for an unknown one)."""
+  commits = [segment.get("commit") or "?"
+             for segment in results.get("segments") or []]
+  distinct = [c for i, c in enumerate(commits) if c not in commits[:i]]
+  if len(distinct) > 1:
+    return "→".join(distinct)
+  return results.get("commit")
 
 
 def input_digests(argv: List[str]) -> Dict[str, str]:

@@ -208,9 +208,17 @@ class Run:
                                processes=hosts.count())
     hosts.barrier("run folder claimed")
     if not saved:
+      self.segments = [{"from_epoch": 0, "commit": self.facts.get("commit")}]
       return None, 0
     manager = store.checkpoint_manager(self.out)
-    return manager, self.restore(manager, saved["epochs"])
+    start = self.restore(manager, saved["run"]["epochs"])
+    # Which code trained which epochs: a run saved before segments were
+    # recorded started at an unknown commit.
+    earlier = saved.get("segments") or [{"from_epoch": 0, "commit": None}]
+    self.segments = [segment for segment in earlier
+                     if segment["from_epoch"] < start] + [
+        {"from_epoch": start, "commit": self.facts.get("commit")}]
+    return manager, start
 
   def compile_programs(self, progress: bool):
     """The session's compiled epoch programs and the seconds they took,
@@ -230,7 +238,8 @@ class Run:
       store.write_json_atomic(
           self.out / "config.json",
           store.with_digest({**run_description(self),
-                             "inputs": self.inputs}),
+                             "inputs": self.inputs,
+                             "segments": self.segments}),
           "the run's configuration")
     hosts.barrier("run folder written")
 
@@ -353,6 +362,7 @@ class Run:
     diverged = self.diverged_at(epochs_run)
     return {**summary, "protocol": self.protocol.name,
             "note": self.protocol.note,
+            "segments": self.segments,
             "task": self.task.kind, "task_outputs": self.task.outputs,
             "task_source": self.session.task_source,
             "metric": self.task.metric,

@@ -214,8 +214,8 @@ def claim_folder(out: Path, config, resume: bool, overwrite: bool,
   processes, only process 0 does).
 
   Returns:
-    The saved run configuration (a dict) when resuming an existing run,
-    else None.
+    The saved config.json's content (a dict: "run", "inputs",
+    "segments", ...) when resuming an existing run, else None.
   """
   if out.exists() and not out.is_dir():
     raise RunFolderError(f"{{out}} {out} is a file, not a folder", "out")
@@ -257,7 +257,7 @@ def claim_folder(out: Path, config, resume: bool, overwrite: bool,
         f"{{resume}}: the run in {out} ran on "
         f"{saved_file.get('processes', 1)} process(es), now {processes}; "
         "resume it with the same number of processes", "resume")
-  return saved
+  return saved_file
 
 
 # What each input fingerprint covers (run.members.input_fingerprints), the
