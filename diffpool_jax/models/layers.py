@@ -383,7 +383,7 @@ class MaskedBatchNorm(nn.Module):
 
 
 def position_keys(key: jax.Array, sizes: Tuple[int, ...]) -> jax.Array:
-  """Keys [*sizes] (raw or typed, as `key`): position (i, j, ...) gets
+  """Keys of shape `sizes` (raw or typed, as `key`): position (i, j, ...) gets
   fold_in(fold_in(key, i), j)..., so a position's key does not depend on
   how many positions follow it."""
   if not sizes:

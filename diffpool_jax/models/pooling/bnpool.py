@@ -17,6 +17,7 @@ its diagonal, symmetrically normalised).
 
 Differences from the authors' code and tgp 1.0.2, each to keep a graph's
 result independent of its batch and bucket:
+
 - Evaluation (no `rng`) uses the sticks' posterior means
   alpha / (alpha + beta); both implementations sample there too, so their
   test scores vary from call to call.
