@@ -163,7 +163,7 @@ def is_binary(targets: np.ndarray) -> bool:
 def target_place(dataset, graph: int) -> str:
   """Where graph `graph`'s targets are written: "line L of FILE" (the
   reader's `targets_file`), else "graph G"."""
-  if getattr(dataset, "targets_file", ""):
+  if dataset.targets_file:
     return f"line {graph + 1} of {dataset.targets_file}"
   return f"graph {graph}"
 
@@ -200,9 +200,8 @@ def inferred_kind(dataset) -> Tuple[str, str]:
   cleanly (class ids with missing fields; a class of a single graph, as a
   stray value in a 0/1 column; 0/1 columns beside columns of numbers);
   give the task then."""
-  declared = getattr(dataset, "declared_task", None)
-  if declared is not None:
-    return declared
+  if dataset.declared_task is not None:
+    return dataset.declared_task
   targets = dataset.targets
   if targets is None:
     return "classification", "inferred: one class label per graph"

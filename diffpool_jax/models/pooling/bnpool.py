@@ -39,6 +39,7 @@ import jax.numpy as jnp
 from jax.scipy.special import betaln, digamma
 
 from diffpool_jax.adjacency import EdgeList
+from diffpool_jax.models.layers import position_keys
 from diffpool_jax.models.pooling.common import (PoolOutput, check_logits,
                                                 coarsen,
                                                 normalized_pooled_adjacency,
@@ -103,14 +104,10 @@ def stick_breaking(sticks: jax.Array, cluster_mask: jax.Array) -> jax.Array:
 def stick_draws(rng: jax.Array, alpha: jax.Array, beta: jax.Array
                 ) -> jax.Array:
   """[B, N, K-1] Beta(alpha, beta) draws, each from a key of its own
-  position (graph, node, stick) folded into `rng`, so that a graph's
+  position (graph, node, stick; `layers.position_keys`), so that a graph's
   draws do not depend on how far its batch is padded (nor on the graphs
   after it); kept inside (STICK_EPSILON, 1 - STICK_EPSILON)."""
-  batch, nodes, sticks = alpha.shape
-  fold = jax.vmap(jax.random.fold_in, in_axes=(None, 0))
-  keys = jax.vmap(lambda g: jax.vmap(lambda n: fold(
-      jax.random.fold_in(jax.random.fold_in(rng, g), n),
-      jnp.arange(sticks)))(jnp.arange(nodes)))(jnp.arange(batch))
+  keys = position_keys(rng, alpha.shape)
   flat_keys = keys.reshape((-1,) + keys.shape[alpha.ndim:])  # raw or typed
   draws = jax.vmap(jax.random.beta)(flat_keys, alpha.reshape(-1),
                                     beta.reshape(-1)).reshape(alpha.shape)
