@@ -37,8 +37,8 @@ from diffpool_jax.datasets.dataset import GraphDataset
 from diffpool_jax.datasets.download import default_cache_dir, download_archive
 from diffpool_jax.datasets.tables import (coalesce, entries_by_graph,
                                           find_one, parse_table, read_bytes,
-                                          read_table, smallest_integers,
-                                          split_by_graph)
+                                          read_column, read_table,
+                                          smallest_integers, split_by_graph)
 
 # Change whenever this reader's output for the same files changes.
 OGB_READER_VERSION = 1
@@ -162,16 +162,13 @@ def required(folder: Path, stem: str) -> Path:
 def read_counts(path: Path, rows: Optional[int] = None) -> np.ndarray:
   """[G] non-negative counts, one per line (`rows` of them when given: one
   per line of num-node-list)."""
-  counts = read_table(path, np.int64, rows,
-                      "one per graph, as num-node-list")
-  if counts.shape[1] != 1:
-    raise ValueError(f"{path}: line 1 has {counts.shape[1]} values, "
-                     "expected one count")
+  counts = read_column(path, np.int64, "count", rows,
+                       "one per graph, as num-node-list")
   if np.any(counts < 0):
-    line = int(np.argmax(counts[:, 0] < 0)) + 1
-    raise ValueError(f"{path}: line {line}: count {counts[line - 1, 0]} is "
+    line = int(np.argmax(counts < 0)) + 1
+    raise ValueError(f"{path}: line {line}: count {counts[line - 1]} is "
                      "negative")
-  return counts[:, 0]
+  return counts
 
 
 def read_targets(path: Path, num_graphs: int) -> np.ndarray:
@@ -208,11 +205,7 @@ def read_split(folder: Path, num_graphs: int) -> Dict[str, np.ndarray]:
   parts, owner = {}, np.full(num_graphs, -1)
   for number, part in enumerate(SPLIT_PARTS):
     path = required(folder, part)
-    ids = read_table(path, np.int64)
-    if ids.shape[1] != 1:
-      raise ValueError(f"{path}: line 1 has {ids.shape[1]} values, expected "
-                       "one graph index")
-    ids = ids[:, 0]
+    ids = read_column(path, np.int64, "graph index")
     outside = (ids < 0) | (ids >= num_graphs)
     if np.any(outside):
       line = int(np.argmax(outside)) + 1

@@ -114,6 +114,18 @@ def read_table(path: Path, dtype, expected_rows: Optional[int] = None,
   return values
 
 
+def read_column(path: Path, dtype, value: str,
+                expected_rows: Optional[int] = None, what: str = ""
+                ) -> np.ndarray:
+  """A one-column table (`read_table`) as [rows]; ValueError naming the
+  file unless its rows hold one `value` each ("graph id", "count")."""
+  values = read_table(path, dtype, expected_rows, what)
+  if values.shape[1] != 1:
+    raise ValueError(f"{path}: line 1 has {values.shape[1]} values, "
+                     f"expected one {value}")
+  return values[:, 0]
+
+
 def read_bytes(path: Path) -> bytes:
   """The file's bytes (gzip or plain); ValueError naming the file when it
   cannot be read (a truncated or fake .gz)."""

@@ -20,8 +20,8 @@ from diffpool_jax.datasets import processed
 from diffpool_jax.datasets.dataset import GraphDataset
 from diffpool_jax.datasets.download import download_tu, default_cache_dir
 from diffpool_jax.datasets.tables import (coalesce, entries_by_graph, find_one,
-                                          read_lines, read_table,
-                                          split_by_graph)
+                                          read_column, read_lines,
+                                          read_table, split_by_graph)
 
 # Change whenever this reader's output for the same files changes.
 TU_READER_VERSION = 2
@@ -37,11 +37,7 @@ def read_graph_labels(path: Path) -> np.ndarray:
   """[G] int64 class labels, one per line. Raises ValueError naming file
   and line for a value that is not an integer class id (1, -1 and 1.0 are;
   0.5, nan, inf and integers beyond float64's exact range are not)."""
-  raw = read_table(path, np.float64)
-  if raw.shape[1] != 1:
-    raise ValueError(f"{path}: line 1 has {raw.shape[1]} values, expected "
-                     "one graph label")
-  values = raw[:, 0]
+  values = read_column(path, np.float64, "graph label")
   with np.errstate(invalid="ignore"):
     bad = (~np.isfinite(values) | (values != np.round(values))
            | (np.abs(values) >= 2.0**53))
@@ -171,11 +167,7 @@ def parse_tu(folder: Path, name: str, keep_self_loops: bool = False
   raw_labels = read_graph_labels(label_path)
   num_graphs = len(raw_labels)
   indicator_path = required("graph_indicator")
-  indicator = read_table(indicator_path, np.int64)
-  if indicator.shape[1] != 1:
-    raise ValueError(f"{indicator_path}: line 1 has {indicator.shape[1]} "
-                     "values, expected one graph id")
-  indicator = indicator[:, 0]
+  indicator = read_column(indicator_path, np.int64, "graph id")
   check_indicator(indicator_path, indicator, num_graphs, label_path)
   num_nodes = len(indicator)
   n_node = np.bincount(indicator - 1, minlength=num_graphs)
