@@ -233,20 +233,37 @@ def train_step(model: DiffPool, state: TrainState, batch: GraphBatch,
                step: jax.Array, optimizer: Optimizer = adam_with_clip
                ) -> Tuple[TrainState, StepMetrics]:
   """One optimizer step; a batch without real graphs changes nothing."""
+  grads, metrics, batch_stats = step_gradients(model, state, batch, step)
+  return apply_gradients(state, grads, batch_stats,
+                         jnp.any(batch.graph_mask), optimizer), metrics
+
+
+def step_gradients(model: DiffPool, state: TrainState, batch: GraphBatch,
+                   step: jax.Array) -> Tuple[Any, StepMetrics, Any]:
+  """The gradients of a step's loss, its metric sums and the new batch
+  statistics (dropout keyed by fold_in(state.key, step))."""
   key = jax.random.fold_in(state.key, step)
   grad_fn = jax.grad(graph_losses, argnums=1, has_aux=True)
   grads, (metrics, batch_stats, _) = grad_fn(
       model, state.params, state.batch_stats, batch, state.hyper.aux,
       True, key, state.hyper.dropout)
+  return grads, metrics, batch_stats
+
+
+def apply_gradients(state: TrainState, grads, batch_stats,
+                    active: jax.Array,
+                    optimizer: Optimizer = adam_with_clip) -> TrainState:
+  """The state after the optimizer's update with `grads` and the new
+  `batch_stats`; unchanged where not `active` ([] bool: the step had a
+  real graph)."""
   updates, opt_state = optimizer(state.hyper).update(
       grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  active = jnp.any(batch.graph_mask)
   keep = lambda new, old: jax.tree_util.tree_map(
       lambda n, o: jnp.where(active, n, o), new, old)
   return state.replace(params=keep(params, state.params),
                        batch_stats=keep(batch_stats, state.batch_stats),
-                       opt_state=keep(opt_state, state.opt_state)), metrics
+                       opt_state=keep(opt_state, state.opt_state))
 
 
 def eval_step(model: DiffPool, state: TrainState, batch: GraphBatch
@@ -342,23 +359,28 @@ def run_train_epoch(model: DiffPool, mesh: Optional[Mesh], states: TrainState,
   Returns the new states and per-member metric sums [M].
   """
   num_members = indices.shape[0]
-  member_step = jax.vmap(functools.partial(train_step, model,
-                                           optimizer=optimizer),
-                         in_axes=(0, 0, None))
+  member_gradients = jax.vmap(functools.partial(step_gradients, model),
+                              in_axes=(0, 0, None))
+  member_update = jax.vmap(functools.partial(apply_gradients,
+                                             optimizer=optimizer))
 
   def branch(bucket):
     def run(states, positions, step):
-      return member_step(states, gather_members(bucket, positions, mesh),
-                         step)
+      batches = gather_members(bucket, positions, mesh)
+      grads, metrics, batch_stats = member_gradients(states, batches, step)
+      return grads, metrics, batch_stats, jnp.any(batches.graph_mask, axis=1)
     return run
 
+  # Only the gradients differ by bucket: the optimizer's update is traced
+  # and compiled once, after the switch, not once per bucket.
   branches = [branch(bucket) for bucket in buckets]
 
   def body(carry, inputs):
     states, totals, step = carry
     bucket_id, positions = inputs
-    states, metrics = jax.lax.switch(bucket_id, branches, states, positions,
-                                     step)
+    grads, metrics, batch_stats, active = jax.lax.switch(
+        bucket_id, branches, states, positions, step)
+    states = member_update(states, grads, batch_stats, active)
     return (states, _add(totals, metrics), step + 1), None
 
   (states, totals, _), _ = jax.lax.scan(
