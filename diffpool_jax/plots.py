@@ -18,12 +18,13 @@ from diffpool_jax.tasks import METRICS
 
 
 def import_in_background() -> threading.Thread:
-  """Imports matplotlib's figure and Agg backend on a thread, so that a
-  command that draws at its end imports them while its programs compile
-  (XLA releases the GIL)."""
+  """Imports matplotlib's figure and Agg backend and networkx on a thread,
+  so that a command that draws at its end imports them while its programs
+  compile (XLA releases the GIL)."""
   def load():
     import matplotlib.figure  # noqa: F401
     import matplotlib.backends.backend_agg  # noqa: F401
+    import networkx  # noqa: F401
   thread = threading.Thread(target=load, daemon=True,
                             name="diffpool_jax_plots_import")
   thread.start()

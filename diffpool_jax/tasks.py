@@ -18,7 +18,6 @@ from typing import Callable, Dict, NamedTuple, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 
 class Task(NamedTuple):
@@ -86,11 +85,13 @@ def per_task(score: Callable, targets: np.ndarray, predictions: np.ndarray,
 
 def roc_auc(targets: np.ndarray, scores: np.ndarray) -> float:
   """ROC-AUC [G, T] averaged over the tasks with both classes."""
+  from sklearn.metrics import roc_auc_score   # 1 s to import: when used
   return per_task(roc_auc_score, targets, scores, True)
 
 
 def average_precision(targets: np.ndarray, scores: np.ndarray) -> float:
   """Average precision [G, T] averaged over the tasks with both classes."""
+  from sklearn.metrics import average_precision_score
   return per_task(average_precision_score, targets, scores, True)
 
 
