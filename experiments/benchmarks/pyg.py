@@ -13,19 +13,31 @@ real batch. Prints one table of figures and ratios and writes them to JSON
 (--out). The "ceiling" line bounds the ratio on this machine: PyG's epoch
 time against the FLOPs our epoch executes, all run at the best matmul rate
 measured (the large jnp.dot or one of the model's level-2 matmuls).
+
+Then the whole-command comparison (--whole-epochs, default 2 10 150; the
+first data set, with its Errica split file from --splits): PyG's example
+pipeline (pyg_example.py) against `python -m experiments.train --preset
+pyg` cold and warm, each a whole process on --threads CPUs, wall seconds
+and peak RSS. `--whole-only` runs just that part.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-from experiments.benchmarks.harness import (emit, median_seconds, peak_rss_gib,
-                                            run_child, write_report)
+from experiments.benchmarks.harness import (GIB, REPO, emit, median_seconds,
+                                            peak_rss_gib, run_child,
+                                            write_report)
 
 BATCH = 20
 USUAL_MAX_NODES = 150        # PyG's example pads (and filters) to this
@@ -408,6 +420,85 @@ def side_figures(side: str, dataset: str, args) -> dict:
   return figures
 
 
+# ------------------------------------------------------ whole commands --
+
+def timed_process(command: list, env: dict, preexec_fn) -> dict:
+  """Wall seconds and peak RSS (GiB) of one child process in the checkout,
+  and the last line it printed; SystemExit when it fails."""
+  with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    start = time.perf_counter()
+    child = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=err,
+                             text=True, env=env, preexec_fn=preexec_fn)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    out.seek(0), err.seek(0)
+    if child.returncode != 0:
+      raise SystemExit(f"{' '.join(command)} failed:\n{err.read()[-2000:]}")
+    lines = out.read().strip().splitlines() or [""]
+  return {"seconds": wall, "peak_gib": usage.ru_maxrss * 1024 / GIB,
+          "last_line": lines[-1]}
+
+
+def raw_copy(data_root: str, name: str, folder: Path) -> Path:
+  """The TU set's raw files decompressed into folder/NAME/raw (what PyG's
+  TUDataset reads); returns `folder`."""
+  raw = folder / name / "raw"
+  raw.mkdir(parents=True)
+  for path in sorted(Path(data_root, name).glob(f"{name}_*")):
+    target = raw / path.name.removesuffix(".gz")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as source, open(target, "wb") as copy:
+      shutil.copyfileobj(source, copy)
+  return folder
+
+
+def whole_commands(args, name: str) -> dict:
+  """Per epoch count E of --whole-epochs, a 10-fold fair run of E epochs
+  as whole processes: PyG's example pipeline (pyg_example.py: TUDataset,
+  ToDense on the fly, DenseDataLoader, fold after fold, validation and
+  test every epoch) from raw files it has not processed yet, and our
+  command with the `pyg` preset, cold (empty compile cache and data
+  cache) then warm (the caches the cold run left). Early stopping is off
+  on our side (patience E), so both train every epoch."""
+  splits = str(Path(args.splits, f"{name}_splits.json").resolve())
+  env, pin = thread_env(args.threads), pin_to_cpus(args.threads)
+  rows = {}
+  for epochs in args.whole_epochs:
+    with tempfile.TemporaryDirectory() as folder:
+      folder = Path(folder)
+      pyg = timed_process(
+          [sys.executable, "-m", "experiments.benchmarks.pyg_example",
+           "--root", str(raw_copy(args.data_root, name, folder / "pyg")),
+           "--name", name, "--splits", splits, "--epochs", str(epochs),
+           "--threads", str(args.threads)], env, pin)
+      ours_line = [sys.executable, "-m", "experiments.train", "--dataset",
+                   name, "--data-root", str(Path(args.data_root).resolve()),
+                   "--preset", "pyg", "--protocol", "fair", "--splits",
+                   splits, "--folds", "10", "--epochs", str(epochs),
+                   "--patience", str(epochs), "--out", str(folder / "ours"),
+                   "--quiet", "--overwrite", "--compile-cache",
+                   str(folder / "xla")]
+      ours_env = {**env, "DIFFPOOL_JAX_DATA": str(folder / "data")}
+      cold = timed_process(ours_line, ours_env, pin)
+      warm = timed_process(ours_line, ours_env, pin)
+    rows[str(epochs)] = {"pyg": pyg, "ours_cold": cold, "ours_warm": warm,
+                         "command": ours_line[1:]}
+    print_whole_row(epochs, rows[str(epochs)])
+  return rows
+
+
+def print_whole_row(epochs: int, row: dict) -> None:
+  pyg, cold, warm = row["pyg"], row["ours_cold"], row["ours_warm"]
+  print(f"    whole commands, 10 folds x {epochs} epochs: PyG's example "
+        f"pipeline {pyg['seconds']:.1f} s (peak {pyg['peak_gib']:.2f} GiB); "
+        f"ours cold {cold['seconds']:.1f} s (peak {cold['peak_gib']:.2f} "
+        f"GiB): {ratio(cold['seconds'], pyg['seconds'])} PyG's pace; warm "
+        f"{warm['seconds']:.1f} s: {ratio(warm['seconds'], pyg['seconds'])}"
+        f"; memory {cold['peak_gib'] / pyg['peak_gib']:.1f}x PyG's",
+        flush=True)
+
+
 def ratio(pyg: float, ours: float) -> str:
   return f"{ours / pyg:.2f}x"
 
@@ -491,6 +582,15 @@ def main(argv=None) -> int:
                       help="the run length whose compile effort the "
                       "`paper` preset line uses (the cost model's choice "
                       "for a run of this many epochs)")
+  parser.add_argument("--whole-epochs", type=int, nargs="*",
+                      default=[2, 10, 150],
+                      help="epoch counts of the whole-command comparison "
+                      "(10-fold fair runs of the first data set as whole "
+                      "processes; none: skip it)")
+  parser.add_argument("--splits", default="../shared/data/splits",
+                      help="folder of NAME_splits.json (whole commands)")
+  parser.add_argument("--whole-only", action="store_true",
+                      help="only the whole-command comparison")
   parser.add_argument("--out", default="runs/benchmark.json")
   parser.add_argument("--child", choices=sorted(SIDES), help=argparse.SUPPRESS)
   parser.add_argument("--dataset", help=argparse.SUPPRESS)
@@ -500,10 +600,14 @@ def main(argv=None) -> int:
     return 0
   report = {"threads": args.threads, "repeats": args.repeats,
             "cv_epochs": args.cv_epochs, "datasets": {}}
-  for name in args.datasets:
-    report["datasets"][name] = {side: side_figures(side, name, args)
-                                for side in ("parity", "pyg", "ours")}
-  print_table(report)
+  if not args.whole_only:
+    for name in args.datasets:
+      report["datasets"][name] = {side: side_figures(side, name, args)
+                                  for side in ("parity", "pyg", "ours")}
+    print_table(report)
+  if args.whole_epochs:
+    print(f"\n{args.datasets[0]}, whole processes on {args.threads} CPUs:")
+    report["whole_commands"] = whole_commands(args, args.datasets[0])
   write_report(args.out, report)
   return 0
 
