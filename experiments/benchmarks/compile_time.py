@@ -7,6 +7,8 @@ warm persistent compilation cache.
       --data-root ../shared/data/tu \
       --splits ../shared/data/splits/ENZYMES_splits.json
   python -m experiments.benchmarks.compile_time --calibrate
+  python -m experiments.benchmarks.compile_time --predict --dataset ENZYMES \
+      --splits ../shared/data/splits/ENZYMES_splits.json
   python -m experiments.benchmarks.compile_time --tests
 
 `--suite` runs each scenario of SCENARIOS as a whole command
@@ -22,7 +24,8 @@ Without --suite, the command for
 --dataset (or --main-job) is timed cold and warm. `--calibrate` measures,
 per data set, bucket count and effort, the compile and epoch seconds that
 the cost model of diffpool_jax.engine.compile_effort predicts, beside its
-predictions. `--tests` times the default test suite.
+predictions; `--predict` prints what the cost model predicts and chooses
+for 2, 10, 30 and 150 epochs of a 10-fold fair run. `--tests` times the default test suite.
 """
 
 from __future__ import annotations
@@ -83,6 +86,9 @@ def parse_args(argv):
   parser.add_argument("--calibrate", action="store_true",
                       help="measured against predicted compile and epoch "
                       "seconds")
+  parser.add_argument("--predict", action="store_true",
+                      help="the cost model's choice at 2, 10, 30 and 150 "
+                      "epochs of a 10-fold fair run of --dataset")
   parser.add_argument("--tests", action="store_true",
                       help="time the default test suite instead")
   parser.add_argument("--out", default="runs/compile_time.json")
@@ -255,6 +261,45 @@ def time_tests() -> dict:
           "slowest": slowest}
 
 
+def predict_schedule(args) -> dict:
+  """The cost model's choice for a 10-fold fair run of --dataset at 2, 10,
+  30 and 150 epochs: per (effort, bucket count) the predicted compile and
+  training seconds, and the pair a run of that length compiles."""
+  import jax
+  from diffpool_jax.datasets import bucket_options, buckets_worth_compiling
+  from diffpool_jax.engine import compile_cache, compile_effort
+  from diffpool_jax.engine.session import (convolutions, layout_candidate,
+                                           modelled_graph_cost)
+  from diffpool_jax.run import Run, RunConfig
+  compile_cache.enable("off")
+  config = RunConfig(dataset=args.dataset, data_root=args.data_root,
+                     protocol="fair", folds=10, epochs=2, preset=args.preset,
+                     splits=args.splits)
+  run = Run(config, "/dev/null")
+  session, n_node = run.session, run.dataset.n_node
+  cost = modelled_graph_cost(session.model, run.dataset)
+  options = bucket_options(n_node, config.max_buckets, cost,
+                           config.bucket_ladder)
+  candidates = [layout_candidate(sizes, cost, n_node, session.graphs,
+                                 config.batch_size) for sizes, _ in options]
+  full = buckets_worth_compiling(options, config.min_bucket_gain)
+  costs = compile_effort.COSTS[jax.default_backend()]
+  members, scale = len(run.members), convolutions(run.model_config)
+  rows = []
+  for epochs in (2, 10, 30, 150):
+    choice = compile_effort.choose("auto", jax.default_backend(), candidates,
+                                   full, epochs, members, scale)
+    pairs = {f"{effort} {len(c.buckets)}": compile_effort.predict(
+        costs, effort, c, epochs, members, scale)
+        for effort in ("fast", "full") for c in candidates}
+    rows.append({"epochs": epochs, "choice": choice.reason,
+                 "predicted": pairs})
+    print(f"{epochs:4d} epochs: {choice.reason}")
+    print("      " + ", ".join(f"{name} bucket(s) {c:.0f} + {t:.0f} s"
+                               for name, (c, t) in pairs.items()))
+  return {"dataset": args.dataset, "members": members, "schedule": rows}
+
+
 def single(args) -> dict:
   """The command for --dataset (or the main job), cold and warm."""
   flags = [] if args.main_job else [
@@ -274,6 +319,8 @@ def main(argv=None) -> int:
     report = time_tests()
   elif args.calibrate:
     report = calibrate()
+  elif args.predict:
+    report = predict_schedule(args)
   elif args.suite:
     names = args.only.split(",") if args.only else list(SCENARIOS)
     unknown = sorted(set(names) - set(SCENARIOS))
