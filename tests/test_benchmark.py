@@ -80,3 +80,33 @@ def test_scale_stand_in_graphs_are_simple_undirected_graphs():
   assert len(scale.ego_graph(rng, 100)) > 0.2 * 100 * 100
   sizes = scale.graph_sizes(rng, 500, 50, 0.8, 10, 400)
   assert sizes.min() >= 10 and sizes.max() == 400
+
+
+def test_raw_copy_decompresses_the_tu_files_for_pyg(tmp_path):
+  import gzip
+  source = tmp_path / "tu" / "TOY"
+  source.mkdir(parents=True)
+  with gzip.open(source / "TOY_A.txt.gz", "wt") as handle:
+    handle.write("1, 2\n2, 1\n")
+  (source / "TOY_graph_labels.txt").write_text("0\n")
+  (source / "README.txt").write_text("not a table")
+  folder = benchmark.raw_copy(str(tmp_path / "tu"), "TOY", tmp_path / "pyg")
+  raw = folder / "TOY" / "raw"
+  assert sorted(p.name for p in raw.iterdir()) == ["TOY_A.txt",
+                                                   "TOY_graph_labels.txt"]
+  assert (raw / "TOY_A.txt").read_text() == "1, 2\n2, 1\n"
+
+
+def test_timed_process_gives_wall_peak_and_last_line():
+  timing = benchmark.timed_process(
+      [sys.executable, "-c", "x = bytearray(200 * 2**20); print('a'); "
+       "print('done')"], dict(os.environ), None)
+  assert timing["last_line"] == "done"
+  assert timing["seconds"] > 0
+  assert timing["peak_gib"] > 0.19           # the child's own 200 MiB
+
+
+def test_timed_process_names_the_command_that_failed():
+  with pytest.raises(SystemExit, match="boom"):
+    benchmark.timed_process([sys.executable, "-c", "raise SystemExit('boom')"],
+                            dict(os.environ), None)

@@ -149,6 +149,52 @@ def test_compile_time(tu, tmp_path, capsys):
   assert all(timing["command_seconds"] > 0 for timing in report.values())
 
 
+def test_compile_time_predicts_each_run_length(tu, tmp_path, capsys):
+  from experiments.benchmarks import compile_time
+  out = tmp_path / "predict.json"
+  compile_time.main(["--predict", "--dataset", "TOY", "--data-root", str(tu),
+                     "--out", str(out)])
+  rows = json.loads(out.read_text())["schedule"]
+  assert [row["epochs"] for row in rows] == [2, 10, 30, 150]
+  first, last = rows[0]["predicted"], rows[-1]["predicted"]
+  assert set(first) == set(last) and "fast 1" in first and "full 1" in first
+  for pair in first:             # compile once; training grows with epochs
+    assert last[pair][0] == pytest.approx(first[pair][0])
+    assert last[pair][1] == pytest.approx(75 * first[pair][1])
+  assert all("least predicted" in row["choice"] for row in rows)
+  assert "150 epochs: compile effort" in capsys.readouterr().out
+
+
+def errica_splits(path: Path, graphs: int, folds: int = 10) -> Path:
+  """An Errica-format split file: fold f tests every folds-th graph."""
+  entries = []
+  for f in range(folds):
+    test = list(range(f, graphs, folds))
+    rest = [g for g in range(graphs) if g % folds != f]
+    entries.append({"test": test, "model_selection": [
+        {"train": rest[len(rest) // 5:], "validation": rest[:len(rest) // 5]}]})
+  path.write_text(json.dumps(entries))
+  return path
+
+
+@pytest.mark.heavy_benchmark
+def test_whole_commands_time_both_pipelines(tu, tmp_path, capsys):
+  pytest.importorskip("torch_geometric",
+                      reason="PyG's side needs requirements-bench.txt")
+  from experiments.benchmarks import pyg
+  errica_splits(tmp_path / "TOY_splits.json", 40)
+  out = tmp_path / "whole.json"
+  pyg.main(["--data-root", str(tu), "--datasets", "TOY", "--whole-only",
+            "--whole-epochs", "1", "--splits", str(tmp_path), "--threads",
+            "1", "--out", str(out)])
+  row = json.loads(out.read_text())["whole_commands"]["1"]
+  example = json.loads(row["pyg"]["last_line"])
+  assert example["folds"] == 10 and example["graphs"] == 40
+  for side in ("pyg", "ours_cold", "ours_warm"):
+    assert row[side]["seconds"] > 0 and row[side]["peak_gib"] > 0
+  assert "10 folds x 1 epochs" in capsys.readouterr().out
+
+
 def test_levers_benchmark_times_each_model_against_the_first(tu, tmp_path,
                                                             capsys):
   from experiments.benchmarks import levers
