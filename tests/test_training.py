@@ -112,6 +112,37 @@ def test_vmapped_member_equals_solo_run(setup):
     assert float(solo_totals.graphs[0]) == float(totals.graphs[m]) == 20
 
 
+def test_epoch_program_equals_train_steps_one_by_one(setup):
+  """The epoch program (gradients inside the bucket switch, the update
+  after it) gives what train_step gives step by step, masked steps
+  included: member 1 has fewer graphs, so some of its steps are empty."""
+  _, data, model, sample = setup
+  graphs = [np.arange(0, 30), np.arange(0, 6)]
+  schedule = pipeline.make_schedule(graphs, data, batch_size=4,
+                                    rng=np.random.default_rng(3))
+  assert len(set(schedule.bucket_ids.tolist())) == 2   # both buckets used
+  assert np.any(np.all(schedule.indices[1] < 0, axis=1))  # empty steps
+  start = members(model, sample, [5, 6], [1e-2, 3e-3])
+  train, _ = trainer.compile_epochs(model)
+  states, totals = train(jax.tree_util.tree_map(jnp.copy, start),
+                         data.buckets, schedule.bucket_ids, schedule.indices,
+                         jnp.int32(7))
+  step = jax.jit(functools.partial(trainer.train_step, model))
+  for m in range(2):
+    state = jax.tree_util.tree_map(lambda x: x[m], start)
+    graphs_seen = 0.0
+    for t, bucket in enumerate(schedule.bucket_ids):
+      batch = trainer.gather_batch(data.buckets[int(bucket)],
+                                   jnp.asarray(schedule.indices[m, t]))
+      state, metrics = step(state, batch, jnp.int32(7 + t))
+      graphs_seen += float(metrics.graphs)
+    for epoch_leaf, step_leaf in zip(jax.tree_util.tree_leaves(states),
+                                     jax.tree_util.tree_leaves(state)):
+      np.testing.assert_allclose(np.asarray(epoch_leaf[m]),
+                                 np.asarray(step_leaf), rtol=2e-5, atol=2e-6)
+    assert float(totals.graphs[m]) == graphs_seen == len(graphs[m])
+
+
 def test_schedule_covers_each_members_graphs_once(setup):
   dataset, data, _, _ = setup
   graphs = [np.arange(0, 25), np.arange(5, 12)]
