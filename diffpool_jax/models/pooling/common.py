@@ -56,6 +56,16 @@ def safe_sqrt(value: jax.Array) -> jax.Array:
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, value, 1.0)), 0.0)
 
 
+def floored_volume(volume: jax.Array) -> jax.Array:
+  """A graph's volume (a sum of degrees) as a loss divides by it: 0 stays
+  0 (a graph without edges), values below MIN_DEGREE count as MIN_DEGREE.
+  The volume of a coarsened graph whose nodes all fell into one cluster
+  is ~1e-30; dividing by it (and by its square in the gradient) overflows
+  float32 to NaN gradients. A graph with an edge has a first-level volume
+  of at least 2/K (MinCutPool) or 2 (DMoN), far above the floor."""
+  return jnp.where(volume > 0, jnp.maximum(volume, MIN_DEGREE), 0.0)
+
+
 def safe_divide(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
   """numerator / denominator where the denominator is nonzero, else 0
   (finite gradients either way)."""

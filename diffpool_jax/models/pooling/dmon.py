@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from diffpool_jax.adjacency import Adjacency, row_sums
 from diffpool_jax.models.pooling.common import (PoolOutput, assign,
+                                                floored_volume,
                                                 normalized_pooled_adjacency,
                                                 orthogonality_loss,
                                                 per_graph_mean, safe_divide,
@@ -29,9 +30,9 @@ def spectral_loss(adj: Adjacency, s: jax.Array, pooled_adj: jax.Array
                   ) -> jax.Array:
   """[B] per graph -Tr(S^T A S - (S^T d)(d^T S) / 2m) / 2m, d the degree
   vector and m = sum(A) / 2 the number of undirected edges (0 for a graph
-  without edges)."""
+  without edges; 2m floored as common.floored_volume says)."""
   degree = row_sums(adj)[..., 0]                          # [B, N]
-  two_m = jnp.sum(degree, axis=1)                         # [B]
+  two_m = floored_volume(jnp.sum(degree, axis=1))         # [B]
   cluster_degree = jnp.einsum("bnk,bn->bk", s, degree)   # [B, K]
   within = jnp.trace(pooled_adj, axis1=1, axis2=2)
   expected = safe_divide(jnp.sum(cluster_degree ** 2, axis=1), two_m)

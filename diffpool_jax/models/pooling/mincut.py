@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from diffpool_jax.adjacency import Adjacency, row_sums
 from diffpool_jax.models.pooling.common import (PoolOutput, assign,
+                                                floored_volume,
                                                 normalized_pooled_adjacency,
                                                 orthogonality_loss,
                                                 per_graph_mean, safe_divide)
@@ -26,11 +27,12 @@ AUX_NAMES = ("mincut", "ortho")
 def cut_loss(adj: Adjacency, s: jax.Array, pooled_adj: jax.Array
              ) -> jax.Array:
   """[B] per graph -Tr(S^T A S) / Tr(S^T D S), D the degree matrix of A
-  (0 for a graph without edges)."""
+  (0 for a graph without edges; the volume Tr(S^T D S) floored as
+  common.floored_volume says)."""
   within = jnp.trace(pooled_adj, axis1=1, axis2=2)
   degree = row_sums(adj)[..., 0]                          # [B, N]
   total = jnp.sum(degree * jnp.sum(s * s, axis=-1), axis=1)
-  return -safe_divide(within, total)
+  return -safe_divide(within, floored_volume(total))
 
 
 def dense_mincut_pool(x: jax.Array,
