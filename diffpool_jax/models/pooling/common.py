@@ -61,8 +61,10 @@ def floored_volume(volume: jax.Array) -> jax.Array:
   0 (a graph without edges), values below MIN_DEGREE count as MIN_DEGREE.
   The volume of a coarsened graph whose nodes all fell into one cluster
   is ~1e-30; dividing by it (and by its square in the gradient) overflows
-  float32 to NaN gradients. A graph with an edge has a first-level volume
-  of at least 2/K (MinCutPool) or 2 (DMoN), far above the floor."""
+  float32 to NaN gradients. With symmetric unit-weight edges, a graph
+  with an edge has a first-level volume of at least 2/K (MinCutPool) or 2
+  (DMoN), far above the floor; edge weights w scale that by the smallest
+  w. A volume that is not positive (signed weights) counts as 0."""
   return jnp.where(volume > 0, jnp.maximum(volume, MIN_DEGREE), 0.0)
 
 
