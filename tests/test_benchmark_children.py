@@ -137,6 +137,9 @@ def test_speed_benchmark_sides(tu, side, capsys, monkeypatch):
     assert figures["log_prob_max_abs_diff"] < 1e-4
   else:
     assert figures["12"]["train_graphs_per_second"] > 0
+  if side == "ours":        # the cross-validation compiles as a run would
+    assert figures["12"]["cv_effort"] in ("fast", "full")
+    assert figures["12"]["cv_buckets"][-1] >= 12
 
 
 def test_compile_time(tu, tmp_path, capsys):
