@@ -407,21 +407,31 @@ def bucket_layout(config, model: DiffPool, dataset: GraphDataset,
   `model` on the data set's graphs, `padded_graph_cost`), and per bucket
   whether its first level runs on an EdgeList (see `edge_list_buckets`)."""
   c, n_node = model.config, dataset.n_node
-  cost = modelled_graph_cost(model, dataset)
-  options = bucket_options(n_node, config.max_buckets, cost,
-                           config.bucket_ladder)
-  candidates = [layout_candidate(sizes, cost, n_node, graphs,
-                                 config.batch_size) for sizes, _ in options]
+  candidates, full_candidate = layout_candidates(config, model, dataset,
+                                                 graphs)
   choice = compile_effort.choose(
       config.compile_effort, jax.default_backend(), candidates,
-      buckets_worth_compiling(options, config.min_bucket_gain),
-      config.epochs, len(graphs.train), convolutions(c))
+      full_candidate, config.epochs, len(graphs.train), convolutions(c))
   buckets = candidates[choice.candidate].buckets
   entry_slots = bucket_entry_slots(dataset.edges, n_node, buckets)
   return Layout(buckets, edge_list_buckets(config.first_level, c.needs_dense,
                                            c.reads_edge_features,
                                            buckets, entry_slots),
                 choice.effort, choice.reason)
+
+
+def layout_candidates(config, model: DiffPool, dataset: GraphDataset,
+                      graphs: MemberGraphs
+                      ) -> Tuple[List[compile_effort.Candidate], int]:
+  """The bucket layouts of 1 .. max_buckets buckets a run could compile
+  (`layout_candidate` of each), and the index of the one the bucket rule
+  picks (compile effort "full": `buckets_worth_compiling`)."""
+  cost = modelled_graph_cost(model, dataset)
+  options = bucket_options(dataset.n_node, config.max_buckets, cost,
+                           config.bucket_ladder)
+  candidates = [layout_candidate(sizes, cost, dataset.n_node, graphs,
+                                 config.batch_size) for sizes, _ in options]
+  return candidates, buckets_worth_compiling(options, config.min_bucket_gain)
 
 
 def modelled_graph_cost(model: DiffPool, dataset: GraphDataset) -> Callable:

@@ -266,23 +266,17 @@ def predict_schedule(args) -> dict:
   30 and 150 epochs: per (effort, bucket count) the predicted compile and
   training seconds, and the pair a run of that length compiles."""
   import jax
-  from diffpool_jax.datasets import bucket_options, buckets_worth_compiling
   from diffpool_jax.engine import compile_cache, compile_effort
-  from diffpool_jax.engine.session import (convolutions, layout_candidate,
-                                           modelled_graph_cost)
+  from diffpool_jax.engine.session import convolutions, layout_candidates
   from diffpool_jax.run import Run, RunConfig
   compile_cache.enable("off")
   config = RunConfig(dataset=args.dataset, data_root=args.data_root,
                      protocol="fair", folds=10, epochs=2, preset=args.preset,
                      splits=args.splits)
   run = Run(config, "/dev/null")
-  session, n_node = run.session, run.dataset.n_node
-  cost = modelled_graph_cost(session.model, run.dataset)
-  options = bucket_options(n_node, config.max_buckets, cost,
-                           config.bucket_ladder)
-  candidates = [layout_candidate(sizes, cost, n_node, session.graphs,
-                                 config.batch_size) for sizes, _ in options]
-  full = buckets_worth_compiling(options, config.min_bucket_gain)
+  session = run.session
+  candidates, full = layout_candidates(config, session.model, run.dataset,
+                                       session.graphs)
   costs = compile_effort.COSTS[jax.default_backend()]
   members, scale = len(run.members), convolutions(run.model_config)
   rows = []

@@ -22,11 +22,11 @@ import jax
 import jax.numpy as jnp
 
 from diffpool_jax.adjacency import EdgeList
-from diffpool_jax.models.pooling.common import (MIN_DEGREE, PoolOutput,
-                                                assign,
+from diffpool_jax.models.pooling.common import (PoolOutput, assign,
+                                                floored_volume,
                                                 normalized_pooled_adjacency,
                                                 orthogonality_loss,
-                                                per_graph_mean)
+                                                per_graph_mean, safe_divide)
 
 AUX_NAMES = ("hosc", "ortho")
 # The paper's mu: the orthogonality loss's weight (tgp and the authors).
@@ -43,15 +43,16 @@ def normalized_association(adj: jax.Array, s: jax.Array,
                            cluster_mask: jax.Array) -> jax.Array:
   """[B] per graph -(1/K) sum_k (S^T A S)_kk / vol_k over its K real
   clusters, vol_k = (S^T d)_k the cluster's degree volume (a cluster of
-  volume 0 adds 0; volumes below common.MIN_DEGREE count as it): minus the mean share of each cluster's volume that
-  stays inside it, in [-1, 0] (-1 when no edge leaves a cluster)."""
+  volume 0 adds 0; volumes floored as common.floored_volume says): minus
+  the mean share of each cluster's volume that stays inside it, in
+  [-1, 0] (-1 when no edge leaves a cluster)."""
   inside = jnp.einsum("bnk,bnk->bk", s, adj @ s)              # [B, K]
   volume = jnp.einsum("bnk,bn->bk", s, jnp.sum(adj, axis=-1))
   # A nearly empty cluster (volume ~1e-21) would give 0 * inf gradients:
-  # volumes count as at least MIN_DEGREE (inside <= volume keeps the
+  # volumes are floored (common.floored_volume; inside <= volume keeps the
   # share in [0, 1]); an empty one adds 0.
-  share = jnp.where(cluster_mask & (volume > 0),
-                    inside / jnp.maximum(volume, MIN_DEGREE), 0.0)
+  share = jnp.where(cluster_mask,
+                    safe_divide(inside, floored_volume(volume)), 0.0)
   clusters = jnp.maximum(jnp.sum(cluster_mask, axis=1), 1).astype(s.dtype)
   return -jnp.sum(share, axis=1) / clusters
 
