@@ -1,7 +1,10 @@
 """Scale machinery: first-level form and buckets by cost, members per
 program by memory, and refusing a run that cannot fit."""
 
+import ctypes
 import json
+import os
+import threading
 
 import jax
 import numpy as np
@@ -77,6 +80,54 @@ def test_members_that_fit():
 def test_budget_defaults_to_a_share_of_available_memory():
   assert memory.budget_bytes(2.0) == 2 * memory.GIB
   assert 0 < memory.budget_bytes() <= memory.available_bytes()
+
+
+def resident_bytes() -> int:
+  with open("/proc/self/statm") as statm:
+    return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_freed_host_memory_goes_back_to_the_system():
+  try:
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc_trim
+  except (OSError, AttributeError):
+    pytest.skip("no glibc malloc_trim here: the release does nothing")
+  libc.malloc.restype = ctypes.c_void_p
+  libc.free.argtypes = [ctypes.c_void_p]
+  kept = []
+
+  def fragment():
+    # 200 MiB of 4 KiB blocks on a thread's own arena, as a compile leaves
+    # it: all freed but every 256th, so no free chunk is at the top.
+    blocks = [libc.malloc(4096) for _ in range(51_200)]
+    for block in blocks:
+      ctypes.memset(block, 1, 4096)
+    for index, block in enumerate(blocks):
+      if index % 256:
+        libc.free(block)
+      else:
+        kept.append(block)
+  thread = threading.Thread(target=fragment)
+  thread.start()
+  thread.join()
+  before = resident_bytes()
+  assert memory.release_freed_host_memory()
+  released = before - resident_bytes()
+  for block in kept:
+    libc.free(block)
+  assert released > 150 * 2**20, released
+
+
+def test_a_session_releases_compile_memory_once_its_programs_exist(
+    tmp_path, monkeypatch):
+  calls = []
+  monkeypatch.setattr(memory, "release_freed_host_memory",
+                      lambda: calls.append(True))
+  run = Run(RunConfig(**TINY_RUN), tmp_path / "release")
+  assert not calls
+  run.session.compile()
+  assert calls == [True]
 
 
 def run_tiny(tmp_path, name, **changes):

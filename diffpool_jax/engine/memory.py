@@ -111,3 +111,17 @@ def members_that_fit(num_members: int, program_total: int, shared: int,
     if num_members % count == 0 and shared + count * per_member <= budget:
       return count
   return 0
+
+
+def release_freed_host_memory() -> bool:
+  """Returns memory the C allocator holds freed to the operating system
+  (glibc's `malloc_trim`; elsewhere nothing happens). XLA's compiler frees
+  most of what it allocates when a program is built, but glibc keeps it
+  in the compiling thread's arena, where the training that follows does
+  not reuse it. Returns whether anything was released."""
+  try:
+    import ctypes
+    libc = ctypes.CDLL("libc.so.6")
+    return bool(libc.malloc_trim(0))
+  except (OSError, AttributeError):
+    return False

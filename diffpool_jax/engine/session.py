@@ -273,6 +273,10 @@ class Session:
       print(self.memory_message(programs, budget), flush=True)
     programs = self.with_evaluators(programs, evaluators)
     self.states                         # the initialisation has finished
+    # XLA's compile transients, freed but held by the allocator, would
+    # otherwise stay beside the training's buffers (cold ENZYMES, 10
+    # folds: peak 1.43 -> 1.10 GiB).
+    memory.release_freed_host_memory()
     stages = {**programs.stages, "init": self.init_stages}
     return programs._replace(stages={
         name: {**seconds, "start": seconds["start"] - self.started,

@@ -10,7 +10,8 @@ a child process of its own so that its peak RSS is its own: the size
 buckets, the first-level form and cluster slots of each bucket, XLA's
 memory estimate of one member's training program (its largest step),
 one member's train-epoch time (median after warm-up, on 90 % of the
-graphs, batch 20), and peak RSS. A setting whose estimate exceeds
+graphs, batch 20, at --compile-effort: "auto" is what a 1-epoch run
+picks), and peak RSS. A setting whose estimate exceeds
 --max-gib is reported, not run; one that overruns --timeout is reported
 with its estimate. Also prints the per-entry cost of the
 edge-list form against the dense form measured here (the constant behind
@@ -116,7 +117,8 @@ def child(args) -> dict:
                           "embed_dim": args.hidden_dim}
   config = RunConfig(dataset=args.dataset, data_root=args.data_root,
                      preset=args.preset, protocol="paper", folds=2,
-                     epochs=1, batch_size=args.batch_size, **overrides)
+                     epochs=1, batch_size=args.batch_size,
+                     compile_effort=args.compile_effort, **overrides)
   start = time.perf_counter()
   given = stand_in(args.dataset) if args.dataset in STAND_INS else None
   run = Run(config, "runs/scale_benchmark_unused", dataset=given)
@@ -130,6 +132,7 @@ def child(args) -> dict:
   needed = compiled["program_bytes"]
   result = {
       "setting": args.setting, "dataset": args.dataset,
+      "compile_effort": session.effort,
       "graphs": int(run.dataset.num_graphs),
       "train_graphs": int(len(train_graphs)),
       "buckets": session.buckets.tolist(),
@@ -186,6 +189,7 @@ def setting_figures(setting: str, args) -> dict:
   """One setting measured in its own child process (see child)."""
   flags = ["--setting", setting, "--dataset", args.dataset,
            "--preset", args.preset, "--batch-size", args.batch_size,
+           "--compile-effort", args.compile_effort,
            "--repeats", args.repeats, "--max-gib", args.max_gib]
   if args.data_root is not None:
     flags += ["--data-root", args.data_root]
@@ -205,7 +209,8 @@ def print_report(results: list, costs: list) -> None:
       continue
     print(f"{r['dataset']}, {r['train_graphs']} of {r['graphs']} graphs "
           f"trained per epoch, {r['parameters']:,} parameters "
-          f"({r['cluster_mode']} clusters)")
+          f"({r['cluster_mode']} clusters, {r['compile_effort']} compile "
+          "effort)")
     print("  bucket  graphs  first level  cluster slots")
     for size, count, form, slots in zip(r["buckets"], r["graphs_per_bucket"],
                                         r["first_level"], r["cluster_slots"]):
@@ -239,6 +244,8 @@ def main(argv=None) -> int:
                       "preset's)")
   parser.add_argument("--hidden-dim", type=int)
   parser.add_argument("--batch-size", type=int, default=20)
+  parser.add_argument("--compile-effort", default="auto",
+                      help="auto (what a 1-epoch run picks), fast or full")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--max-gib", type=float, default=16.0,
                       help="do not run a setting whose XLA estimate is "
