@@ -165,6 +165,47 @@ def test_training_samples_beta_sticks():
                 < 5 * spread / np.sqrt(400) + 1e-3)
 
 
+def gamma_draw_slope(concentration, draw):
+  """d x / d a of a Gamma(a, 1) draw x held at its quantile (implicit
+  reparameterisation): -(d P(a, x) / d a) / p(x; a), float64, the
+  derivative of the regularised incomplete gamma P by central
+  differences."""
+  from scipy import special
+  step = 1e-6 * concentration
+  slope_p = (special.gammainc(concentration + step, draw)
+             - special.gammainc(concentration - step, draw)) / (2 * step)
+  density = np.exp((concentration - 1) * np.log(draw) - draw
+                   - special.gammaln(concentration))
+  return -slope_p / density
+
+
+def test_beta_draws_are_jax_draws_with_the_implicit_gradient():
+  """beta_draw draws what jax.random.beta draws, bit for bit; its gradient
+  is that of x = G_a / (G_a + G_b) with each Gamma draw's implicit
+  reparameterisation slope, against a float64 reference."""
+  rng = np.random.default_rng(0)
+  alpha = np.exp(rng.normal(0.0, 1.2, 64)).astype(np.float32)
+  beta = np.exp(rng.normal(0.0, 1.2, 64)).astype(np.float32)
+  keys = jax.random.split(jax.random.key(7), 64)
+  draws = jax.vmap(bnpool.beta_draw)(keys, alpha, beta)
+  np.testing.assert_array_equal(
+      np.asarray(draws), np.asarray(jax.vmap(jax.random.beta)(keys, alpha,
+                                                               beta)))
+  key_alpha, key_beta = jax.vmap(jax.random.split)(keys).transpose(1, 0)
+  gamma = lambda k, a: np.exp(np.asarray(
+      jax.vmap(jax.random.loggamma)(k, a), np.float64))
+  g_alpha, g_beta = gamma(key_alpha, alpha), gamma(key_beta, beta)
+  total = (g_alpha + g_beta) ** 2
+  expected = (g_beta / total * gamma_draw_slope(alpha.astype(np.float64),
+                                                g_alpha),
+              -g_alpha / total * gamma_draw_slope(beta.astype(np.float64),
+                                                  g_beta))
+  grads = jax.vmap(jax.grad(bnpool.beta_draw, argnums=(1, 2)))(keys, alpha,
+                                                                beta)
+  for got, want in zip(grads, expected):
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-5)
+
+
 @pytest.mark.parametrize("make_key", [jax.random.key, jax.random.PRNGKey])
 def test_draws_take_typed_and_raw_keys_and_ignore_padding(make_key):
   """The trainer's keys are raw uint32 pairs; a graph's draws are the same

@@ -101,6 +101,42 @@ def stick_breaking(sticks: jax.Array, cluster_mask: jax.Array) -> jax.Array:
   return fraction * before
 
 
+@jax.custom_jvp
+def log_gamma_draw(key: jax.Array, concentration: jax.Array) -> jax.Array:
+  """`jax.random.loggamma(key, concentration)`: the log of a Gamma(
+  concentration, 1) draw, the same draw, with the same implicit
+  reparameterisation gradient (`jax.lax.random_gamma_grad`; Figurnov et
+  al., NeurIPS 2018), evaluated on the whole array at once. JAX's own
+  rule loops over the elements one by one on the CPU (`lax.map`), which
+  made BN-Pool's step 11x the DiffPool step there."""
+  return jax.random.loggamma(key, concentration)
+
+
+@log_gamma_draw.defjvp
+def _log_gamma_draw_jvp(primals, tangents):
+  key, concentration = primals
+  log_draw = log_gamma_draw(key, concentration)
+  draw = jnp.exp(log_draw)
+  draw = jnp.where(draw == 0, jnp.finfo(draw.dtype).tiny, draw)
+  # d log x / d a = (d x / d a) / x, x held at its quantile
+  slope = jax.lax.random_gamma_grad(concentration, draw) / draw
+  return log_draw, slope * tangents[1]
+
+
+def beta_draw(key: jax.Array, alpha: jax.Array, beta: jax.Array
+              ) -> jax.Array:
+  """`jax.random.beta(key, alpha, beta)`, the same draw, as G_a / (G_a +
+  G_b) of two Gamma draws in log space (`log_gamma_draw`), so that its
+  gradient in alpha and beta is computed without a loop."""
+  key_alpha, key_beta = jax.random.split(key)
+  log_alpha = log_gamma_draw(key_alpha, alpha)
+  log_beta = log_gamma_draw(key_beta, beta)
+  largest = jnp.maximum(log_alpha, log_beta)
+  scaled_alpha = jnp.exp(log_alpha - largest)
+  scaled_beta = jnp.exp(log_beta - largest)
+  return scaled_alpha / (scaled_alpha + scaled_beta)
+
+
 def stick_draws(rng: jax.Array, alpha: jax.Array, beta: jax.Array
                 ) -> jax.Array:
   """[B, N, K-1] Beta(alpha, beta) draws, each from a key of its own
@@ -109,8 +145,8 @@ def stick_draws(rng: jax.Array, alpha: jax.Array, beta: jax.Array
   after it); kept inside (STICK_EPSILON, 1 - STICK_EPSILON)."""
   keys = position_keys(rng, alpha.shape)
   flat_keys = keys.reshape((-1,) + keys.shape[alpha.ndim:])  # raw or typed
-  draws = jax.vmap(jax.random.beta)(flat_keys, alpha.reshape(-1),
-                                    beta.reshape(-1)).reshape(alpha.shape)
+  draws = jax.vmap(beta_draw)(flat_keys, alpha.reshape(-1),
+                              beta.reshape(-1)).reshape(alpha.shape)
   return jnp.clip(draws, STICK_EPSILON, 1.0 - STICK_EPSILON)
 
 
