@@ -68,12 +68,14 @@ def test_scale(tu, tmp_path, capsys):
   out = tmp_path / "scale.json"
   scale.main(["--dataset", "TOY", "--data-root", str(tu), "--settings",
               "per_graph", "fixed_max", "--repeats", "1", "--batch-size",
-              "8", "--no-entry-cost", "--out", str(out)])
+              "8", "--no-entry-cost", "--compile-effort", "full", "--out",
+              str(out)])
   settings = json.loads(out.read_text())["settings"]
   assert [s["setting"] for s in settings] == ["per_graph", "fixed_max"]
   for setting in settings:
     assert setting["ran"] is True, setting
     assert setting["epoch_seconds"] > 0 and setting["graphs"] == 40
+    assert setting["compile_effort"] == "full"
   assert [s["cluster_mode"] for s in settings] == ["per_graph", "fixed"]
 
 
