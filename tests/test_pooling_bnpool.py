@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import diffpool_jax as dp
+from diffpool_jax.models import layers
 from diffpool_jax.models.classifier import DiffPool, rng_streams
 from diffpool_jax.models.pooling import POOLING, bnpool
 from tests.test_pooling_family import REAL_CLUSTERS, inputs, normalized
@@ -179,22 +180,24 @@ def gamma_draw_slope(concentration, draw):
   return -slope_p / density
 
 
-def test_beta_draws_are_jax_draws_with_the_implicit_gradient():
-  """beta_draw draws what jax.random.beta draws, bit for bit; its gradient
-  is that of x = G_a / (G_a + G_b) with each Gamma draw's implicit
-  reparameterisation slope, against a float64 reference."""
+@pytest.mark.parametrize("make_key", [jax.random.key, jax.random.PRNGKey])
+def test_beta_draws_are_jax_draws_with_the_implicit_gradient(make_key):
+  """beta_draw draws what jax.random.beta draws, bit for bit (raw and typed
+  keys); its gradient is that of x = G_a / (G_a + G_b) with each Gamma
+  draw's implicit reparameterisation slope, against a float64
+  reference."""
   rng = np.random.default_rng(0)
   alpha = np.exp(rng.normal(0.0, 1.2, 64)).astype(np.float32)
   beta = np.exp(rng.normal(0.0, 1.2, 64)).astype(np.float32)
-  keys = jax.random.split(jax.random.key(7), 64)
+  keys = jax.random.split(make_key(7), 64)
   draws = jax.vmap(bnpool.beta_draw)(keys, alpha, beta)
   np.testing.assert_array_equal(
       np.asarray(draws), np.asarray(jax.vmap(jax.random.beta)(keys, alpha,
                                                                beta)))
-  key_alpha, key_beta = jax.vmap(jax.random.split)(keys).transpose(1, 0)
+  split = jax.vmap(jax.random.split)(keys)
   gamma = lambda k, a: np.exp(np.asarray(
       jax.vmap(jax.random.loggamma)(k, a), np.float64))
-  g_alpha, g_beta = gamma(key_alpha, alpha), gamma(key_beta, beta)
+  g_alpha, g_beta = gamma(split[:, 0], alpha), gamma(split[:, 1], beta)
   total = (g_alpha + g_beta) ** 2
   expected = (g_beta / total * gamma_draw_slope(alpha.astype(np.float64),
                                                 g_alpha),
@@ -204,6 +207,31 @@ def test_beta_draws_are_jax_draws_with_the_implicit_gradient():
                                                                 beta)
   for got, want in zip(grads, expected):
     np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-5)
+
+
+def test_stick_draw_gradients_are_jax_beta_gradients():
+  """Differentiated as training does (the gradient of a loss over all
+  sticks, through their vmap), including concentrations so small that
+  draws underflow, the gradients are jax.random.beta's to float32
+  rounding."""
+  rng = np.random.default_rng(1)
+  shape = (2, 5, 3)
+  alpha = np.exp(rng.normal(0.0, 1.5, shape)).astype(np.float32)
+  alpha[0, 0] = 0.005
+  beta = np.exp(rng.normal(0.0, 1.5, shape)).astype(np.float32)
+  weights = rng.normal(size=shape).astype(np.float32)
+  key = jax.random.PRNGKey(5)
+
+  def loss(draw):
+    def total(a, b):
+      keys = layers.position_keys(key, shape).reshape(-1, 2)
+      draws = jax.vmap(draw)(keys, a.reshape(-1), b.reshape(-1))
+      return jnp.sum(weights * draws.reshape(shape))
+    return jax.jit(jax.grad(total, argnums=(0, 1)))(alpha, beta)
+
+  for got, want in zip(loss(bnpool.beta_draw), loss(jax.random.beta)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want),
+                               rtol=2e-5, atol=1e-30)
 
 
 @pytest.mark.parametrize("make_key", [jax.random.key, jax.random.PRNGKey])

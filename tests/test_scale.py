@@ -1,5 +1,6 @@
 """Scale machinery: first-level form and buckets by cost, members per
-program by memory, and refusing a run that cannot fit."""
+program by memory, refusing a run that cannot fit, and handing the
+compiler's freed memory back."""
 
 import ctypes
 import json
@@ -99,7 +100,8 @@ def test_freed_host_memory_goes_back_to_the_system():
 
   def fragment():
     # 200 MiB of 4 KiB blocks on a thread's own arena, as a compile leaves
-    # it: all freed but every 256th, so no free chunk is at the top.
+    # it: all freed but every 256th, so the free memory lies in holes
+    # between kept blocks, which free() alone does not return.
     blocks = [libc.malloc(4096) for _ in range(51_200)]
     for block in blocks:
       ctypes.memset(block, 1, 4096)
@@ -121,9 +123,9 @@ def test_freed_host_memory_goes_back_to_the_system():
 
 def test_a_session_releases_compile_memory_once_its_programs_exist(
     tmp_path, monkeypatch):
-  calls = []
+  calls = []        # per call: whether the initialisation had finished
   monkeypatch.setattr(memory, "release_freed_host_memory",
-                      lambda: calls.append(True))
+                      lambda: calls.append(run.session._pending is None))
   run = Run(RunConfig(**TINY_RUN), tmp_path / "release")
   assert not calls
   run.session.compile()

@@ -4,6 +4,7 @@ members fit side by side (host side, plain Python)."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 from typing import NamedTuple, Optional
 
@@ -120,7 +121,6 @@ def release_freed_host_memory() -> bool:
   in the compiling thread's arena, where the training that follows does
   not reuse it. Returns whether anything was released."""
   try:
-    import ctypes
     libc = ctypes.CDLL("libc.so.6")
     return bool(libc.malloc_trim(0))
   except (OSError, AttributeError):

@@ -245,7 +245,8 @@ def main(argv=None) -> int:
   parser.add_argument("--hidden-dim", type=int)
   parser.add_argument("--batch-size", type=int, default=20)
   parser.add_argument("--compile-effort", default="auto",
-                      help="auto (what a 1-epoch run picks), fast or full")
+                      choices=("auto", "fast", "full"),
+                      help="auto: what a 1-epoch run picks")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--max-gib", type=float, default=16.0,
                       help="do not run a setting whose XLA estimate is "

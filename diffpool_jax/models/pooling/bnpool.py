@@ -103,12 +103,18 @@ def stick_breaking(sticks: jax.Array, cluster_mask: jax.Array) -> jax.Array:
 
 @jax.custom_jvp
 def log_gamma_draw(key: jax.Array, concentration: jax.Array) -> jax.Array:
-  """`jax.random.loggamma(key, concentration)`: the log of a Gamma(
-  concentration, 1) draw, the same draw, with the same implicit
-  reparameterisation gradient (`jax.lax.random_gamma_grad`; Figurnov et
-  al., NeurIPS 2018), evaluated on the whole array at once. JAX's own
-  rule loops over the elements one by one on the CPU (`lax.map`), which
-  made BN-Pool's step 11x the DiffPool step there."""
+  """log of Gamma(concentration, 1) draws, `jax.random.loggamma(key,
+  concentration)` bit for bit, with the same implicit reparameterisation
+  gradient (`jax.lax.random_gamma_grad`; Figurnov et al., NeurIPS 2018)
+  evaluated on the whole array at once, where JAX's own rule loops over
+  the elements on the CPU.
+
+  Args:
+    key: one PRNG key (raw or typed); concentration: float array [...].
+
+  Returns:
+    [...], the shape of `concentration`.
+  """
   return jax.random.loggamma(key, concentration)
 
 
@@ -116,6 +122,7 @@ def log_gamma_draw(key: jax.Array, concentration: jax.Array) -> jax.Array:
 def _log_gamma_draw_jvp(primals, tangents):
   key, concentration = primals
   log_draw = log_gamma_draw(key, concentration)
+  concentration = jnp.asarray(concentration, log_draw.dtype)
   draw = jnp.exp(log_draw)
   draw = jnp.where(draw == 0, jnp.finfo(draw.dtype).tiny, draw)
   # d log x / d a = (d x / d a) / x, x held at its quantile
@@ -125,9 +132,21 @@ def _log_gamma_draw_jvp(primals, tangents):
 
 def beta_draw(key: jax.Array, alpha: jax.Array, beta: jax.Array
               ) -> jax.Array:
-  """`jax.random.beta(key, alpha, beta)`, the same draw, as G_a / (G_a +
-  G_b) of two Gamma draws in log space (`log_gamma_draw`), so that its
-  gradient in alpha and beta is computed without a loop."""
+  """Beta(alpha, beta) draws, `jax.random.beta(key, alpha, beta)` bit for
+  bit, as G_a / (G_a + G_b) of two Gamma draws in log space
+  (`log_gamma_draw`), so that their gradient in alpha and beta is
+  computed without a loop.
+
+  Args:
+    key: one PRNG key (raw or typed); alpha, beta: float arrays that
+      broadcast together to [...].
+
+  Returns:
+    [...] draws in [0, 1].
+  """
+  # as jax.random.beta: the default float type, broadcast together
+  alpha, beta = jnp.broadcast_arrays(jnp.asarray(alpha, float),
+                                     jnp.asarray(beta, float))
   key_alpha, key_beta = jax.random.split(key)
   log_alpha = log_gamma_draw(key_alpha, alpha)
   log_beta = log_gamma_draw(key_beta, beta)
