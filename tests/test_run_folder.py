@@ -198,6 +198,25 @@ def test_resume_refuses_a_checkpoint_that_does_not_fit_the_config(out):
                           "run in config.json")
 
 
+def per_parameter_adam(hyper):
+  """The default optimizer as versions before the flat one kept its state:
+  Adam's moments per parameter."""
+  import optax
+  return optax.chain(optax.clip_by_global_norm(hyper.clip),
+                     optax.add_decayed_weights(hyper.weight_decay),
+                     optax.adam(hyper.lr))
+
+
+def test_resume_refuses_a_checkpoint_of_another_train_state(tmp_path):
+  out = tmp_path / "run"
+  config = RunConfig(**{**TINY_RUN, "checkpoint_every": 1})
+  Run(config, out, optimizer=per_parameter_adam).fit(progress=False)
+  unchanged_after_refusal(out, r"checkpoint .*checkpoints.1 does not fit the "
+                          r"run .*a version of diffpool_jax with the same "
+                          r"train state \(config.json's segments name the "
+                          r"commits")
+
+
 @pytest.mark.parametrize("content", ["{\"run\": {\"epo", "[1, 2]", ""])
 def test_resume_refuses_a_damaged_config_file(out, content):
   (out / "config.json").write_text(content)

@@ -76,10 +76,16 @@ Optimizer = Callable[[Hyper], optax.GradientTransformation]
 def adam_with_clip(hyper: Hyper) -> optax.GradientTransformation:
   """The default optimizer: Adam after global-norm gradient clipping and
   L2 weight decay added to the clipped gradient (as torch's
-  Adam(weight_decay=...) after `clip_grad_norm_`)."""
-  return optax.chain(optax.clip_by_global_norm(hyper.clip),
-                     optax.add_decayed_weights(hyper.weight_decay),
-                     optax.adam(hyper.lr))
+  Adam(weight_decay=...) after `clip_grad_norm_`).
+
+  It runs on all parameters raveled into one vector (`optax.flatten`):
+  each step is then a few operations on one array instead of a dozen per
+  parameter, which traces and compiles faster (and launches fewer kernels
+  on a GPU). Its state holds Adam's moments as vectors [P]."""
+  return optax.flatten(optax.chain(
+      optax.clip_by_global_norm(hyper.clip),
+      optax.add_decayed_weights(hyper.weight_decay),
+      optax.adam(hyper.lr)))
 
 
 def as_float32(hyper: Hyper) -> Hyper:

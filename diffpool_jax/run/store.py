@@ -390,8 +390,11 @@ def restore_checkpoint(manager: ocp.CheckpointManager, template: Any):
     raise RunFolderError(
         f"{{resume}}: the checkpoint {Path(manager.directory) / str(step)} "
         f"does not fit the run in config.json ({reason}); both must be of "
-        "one run: restore them, or start a new run ({overwrite} or another "
-        "{out})", "resume", "overwrite", "out") from None
+        "one run, and of a version of diffpool_jax with the same train "
+        "state (config.json's segments name the commits that trained it): "
+        "restore them, finish the run with that version, or start a new "
+        "run ({overwrite} or another {out})", "resume", "overwrite",
+        "out") from None
 
 
 def check_shapes(tree: Any, target: Any) -> None:
