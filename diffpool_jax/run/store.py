@@ -386,7 +386,7 @@ def restore_checkpoint(manager: ocp.CheckpointManager, template: Any):
     check_shapes(tree, target)
     return tree
   except Exception as error:       # orbax's errors have no common type
-    reason = str(error).strip().splitlines()[0][:200]
+    reason = str(error).strip().splitlines()[0][:200].rstrip(":")
     raise RunFolderError(
         f"{{resume}}: the checkpoint {Path(manager.directory) / str(step)} "
         f"does not fit the run in config.json ({reason}); both must be of "
