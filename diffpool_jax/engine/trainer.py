@@ -79,9 +79,11 @@ def adam_with_clip(hyper: Hyper) -> optax.GradientTransformation:
   Adam(weight_decay=...) after `clip_grad_norm_`).
 
   It runs on all parameters raveled into one vector (`optax.flatten`):
-  each step is then a few operations on one array instead of a dozen per
-  parameter, which traces and compiles faster (and launches fewer kernels
-  on a GPU). Its state holds Adam's moments as vectors [P]."""
+  each step is a few operations on one array, plus raveling parameters
+  and gradients and splitting the update back, instead of a dozen per
+  parameter, which traces and compiles faster. Its state holds Adam's
+  moments as vectors [P] (P: one member's parameter count; stacked
+  members' states [M, P])."""
   return optax.flatten(optax.chain(
       optax.clip_by_global_norm(hyper.clip),
       optax.add_decayed_weights(hyper.weight_decay),
