@@ -69,7 +69,8 @@ def test_xla_options_per_effort_backend_and_program(monkeypatch):
   assert fast["xla_cpu_use_fusion_emitters"] is False
   assert compile_effort.xla_options("full", "cpu") == {
       "xla_backend_optimization_level": 1}
-  assert compile_effort.xla_options("full", "cpu", "init") == {}
+  # The initialisation compiles at "fast" whatever the run's effort.
+  assert compile_effort.xla_options("full", "cpu", "init") == fast
   assert compile_effort.xla_options("fast", "gpu") == {
       "xla_gpu_autotune_level": 0}
   # What $XLA_FLAGS sets is left to it.
@@ -188,3 +189,15 @@ def test_another_data_set_of_the_same_ladder_shapes_compiles_nothing_new(
              for n in "ab"]
   assert results[0]["buckets"] == results[1]["buckets"] == [16]
   assert outs[1] == outs[0]
+
+
+def test_initial_states_are_the_same_at_every_compile_effort(tmp_path):
+  """The initialisation compiles at one effort, so a run's starting
+  weights do not depend on the effort its epochs compile at."""
+  import jax
+  from diffpool_jax.run import Run, RunConfig
+  states = [Run(RunConfig(**{**TINY_RUN, "compile_effort": effort}),
+                tmp_path / effort).session.states
+            for effort in ("fast", "full")]
+  for fast, full in zip(*map(jax.tree_util.tree_leaves, states)):
+    np.testing.assert_array_equal(np.asarray(fast), np.asarray(full))

@@ -101,10 +101,12 @@ class Choice(NamedTuple):
 
 def xla_options(effort: str, backend: str, program: str = "epoch") -> dict:
   """XLA compiler options of `effort` ("fast" or "full") on `backend` for
-  an "epoch" or "init" program. The initialisation runs once: at "full" it
-  keeps XLA's defaults. Options that $XLA_FLAGS sets are left to it."""
-  if effort == "full" and program == "init":
-    return {}
+  an "epoch" or "init" program. The initialisation runs once, so it always
+  compiles at "fast": a member's initial states are then the same at every
+  effort (they differ by float32 rounding between efforts). Options that
+  $XLA_FLAGS sets are left to it."""
+  if program == "init":
+    effort = "fast"
   options = XLA_OPTIONS.get(backend, XLA_OPTIONS["tpu"])[effort]
   flags = os.environ.get("XLA_FLAGS", "")
   return {name: value for name, value in options.items() if name not in flags}

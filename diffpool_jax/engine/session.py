@@ -117,7 +117,7 @@ class Session:
     # The states compile and initialise on a thread while the epoch
     # programs compile from their shapes (see `compile`).
     self.state_shapes, self._pending = trainer.init_members_in_background(
-        self.model, sample, seeds, hyper, optimizer, self.effort)
+        self.model, sample, seeds, hyper, optimizer)
     self._states = None
     self.init_stages: Dict[str, float] = {}
 

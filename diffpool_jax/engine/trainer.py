@@ -137,26 +137,25 @@ def init_state(model: DiffPool, sample: GraphBatch, key: jax.Array,
 
 
 def init_members(model: DiffPool, sample: GraphBatch, seeds: Sequence[int],
-                 hyper: Hyper, optimizer: Optimizer = adam_with_clip,
-                 effort: str = "full") -> TrainState:
+                 hyper: Hyper, optimizer: Optimizer = adam_with_clip
+                 ) -> TrainState:
   """Stacked states of M members ([M, ...] leaves), one per seed entry;
   `hyper` holds the members' [M] values (see `default_hyper` for defaults).
 
   Members are initialised one after another (`lax.map`), so the forward
   pass of the initialisation needs one member's memory, not M members'.
-  One jitted program (kept per model, optimizer and shapes) compiled at
-  the compile `effort` ("full": XLA's defaults; see compile_effort). An
+  One jitted program (kept per model, optimizer and shapes), compiled at
+  the fast effort whatever the run's (compile_effort.xla_options). An
   untraced `model.init` runs op by op and takes far longer.
   """
-  return init_program(effort)(model, optimizer, sample,
+  return init_program()(model, optimizer, sample,
                               jnp.asarray(seeds, jnp.uint32),
                               as_float32(hyper))
 
 
 def init_members_in_background(model: DiffPool, sample: GraphBatch,
                                seeds: Sequence[int], hyper: Hyper,
-                               optimizer: Optimizer = adam_with_clip,
-                               effort: str = "full"
+                               optimizer: Optimizer = adam_with_clip
                                ) -> Tuple[TrainState, Future]:
   """`init_members` traced here, then compiled and run on a thread, so
   that the epoch programs compile meanwhile (XLA releases the GIL).
@@ -168,7 +167,7 @@ def init_members_in_background(model: DiffPool, sample: GraphBatch,
   """
   start = time.perf_counter()
   args = (sample, jnp.asarray(seeds, jnp.uint32), as_float32(hyper))
-  traced = init_program(effort).trace(model, optimizer, *args)
+  traced = init_program().trace(model, optimizer, *args)
   traced_at = time.perf_counter()
 
   def compile_and_run():
@@ -196,10 +195,10 @@ def _init_members(model: DiffPool, optimizer: Optimizer, sample: GraphBatch,
 
 
 @functools.lru_cache(maxsize=None)
-def init_program(effort: str = "full") -> Callable:
-  """The jitted member initialisation (see `init_members`) at `effort`."""
+def init_program() -> Callable:
+  """The jitted member initialisation (see `init_members`)."""
   return jax.jit(_init_members, static_argnums=(0, 1),
-                 compiler_options=compiler_options(effort, "init"))
+                 compiler_options=compiler_options(program="init"))
 
 
 def default_hyper(config, count: int, lr: float = 1e-3, clip: float = 2.0,
