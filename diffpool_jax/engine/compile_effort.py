@@ -52,6 +52,8 @@ class BackendCosts:
 
 COSTS = {
     # 2-core x86 VM, paper preset (MUTAG, ENZYMES, PROTEINS; 1-2 buckets).
+    # Fitted when "full" compiled the initialisation at XLA's defaults
+    # (before ffc9bb6), so base["full"] may now overstate a little.
     "cpu": BackendCosts(base={"fast": 3.5, "full": 6.0},
                         branch={"fast": 6.0, "full": 12.5},
                         slowdown={"fast": 4.0, "full": 1.0},
@@ -103,8 +105,8 @@ def xla_options(effort: str, backend: str, program: str = "epoch") -> dict:
   """XLA compiler options of `effort` ("fast" or "full") on `backend` for
   an "epoch" or "init" program. The initialisation runs once, so it always
   compiles at "fast": a member's initial states are then the same at every
-  effort (they differ by float32 rounding between efforts). Options that
-  $XLA_FLAGS sets are left to it."""
+  effort (compiled at each effort's own options they would differ by
+  float32 rounding). Options that $XLA_FLAGS sets are left to it."""
   if program == "init":
     effort = "fast"
   options = XLA_OPTIONS.get(backend, XLA_OPTIONS["tpu"])[effort]
