@@ -149,8 +149,7 @@ def init_members(model: DiffPool, sample: GraphBatch, seeds: Sequence[int],
   untraced `model.init` runs op by op and takes far longer.
   """
   return init_program()(model, optimizer, sample,
-                              jnp.asarray(seeds, jnp.uint32),
-                              as_float32(hyper))
+                        jnp.asarray(seeds, jnp.uint32), as_float32(hyper))
 
 
 def init_members_in_background(model: DiffPool, sample: GraphBatch,
