@@ -317,3 +317,24 @@ def test_a_checkpoint_cut_off_by_a_lost_process_is_not_blamed_on_the_disk(
   monkeypatch.setattr(hosts, "count", lambda: 2)
   with pytest.raises(hosts.LostProcess, match="lost contact with another"):
     store.save_checkpoint(manager, 0, {"w": np.zeros(3)})
+
+
+def test_a_finished_command_exits_with_its_code_output_and_exit_handlers(
+    tmp_path):
+  """`processes.finish` skips only the interpreter's teardown: buffered
+  output is written, atexit handlers run (once), the code is the exit
+  status."""
+  marker = tmp_path / "handler_ran"
+  code = ("import atexit, sys\n"
+          "from diffpool_jax.cli import processes\n"
+          f"atexit.register(lambda: open({str(marker)!r}, 'a').write('x'))\n"
+          "sys.stdout.write('buffered, no newline')\n"
+          "sys.stderr.write('to stderr')\n"
+          "processes.finish(3)\n"
+          "print('never')\n")
+  done = subprocess.run([sys.executable, "-c", code], cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+  assert done.returncode == 3
+  assert done.stdout == "buffered, no newline"
+  assert done.stderr.endswith("to stderr")
+  assert marker.read_text() == "x"

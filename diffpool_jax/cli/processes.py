@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
-from typing import Callable
+from typing import Callable, NoReturn
 
 import jax
 
@@ -82,3 +83,20 @@ def run_command(main: Callable[[], int]) -> int:
     print(lost, file=sys.stderr, flush=True)
     sys.stdout.flush()
     os._exit(1)                      # skips the shutdown barrier's wait
+
+
+def finish(code: int) -> NoReturn:
+  """Ends a command that returned `code`: its output flushed and the
+  atexit handlers run as at a normal exit (jax's own shuts its runtime
+  and jax.distributed down), then `os._exit`. That skips only the
+  interpreter's teardown of every module and object, about a second after
+  a run (cold MUTAG command, 2 folds x 2 epochs: 0.9 s), and the wait for
+  a thread still compiling a program the run no longer needs. Every file
+  a command writes is whole before it returns (atomic writes, checkpoints
+  waited for)."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  atexit._run_exitfuncs()       # CPython's exit handlers, run once here
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)

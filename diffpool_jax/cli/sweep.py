@@ -407,7 +407,7 @@ def main(argv=None) -> int:
 
 def console_main() -> None:
   """The installed command `diffpool-sweep`."""
-  sys.exit(processes.run_command(main))
+  processes.finish(processes.run_command(main))
 
 
 if __name__ == "__main__":

@@ -394,7 +394,7 @@ def report(rows, out: Path, diverged) -> None:
 
 def console_main() -> None:
   """The installed command `diffpool-train`."""
-  sys.exit(processes.run_command(main))
+  processes.finish(processes.run_command(main))
 
 
 if __name__ == "__main__":
