@@ -209,3 +209,41 @@ def test_initial_states_are_the_same_at_every_compile_effort(tmp_path):
       "      len(leaves[0]))\n")
   differing, total = map(int, run_python(code, env).stdout.split()[-2:])
   assert total > 20 and differing == 0
+
+
+def test_training_epochs_compile_nothing(tmp_path, monkeypatch):
+  """Every program an epoch runs is compiled before the first epoch
+  (training, evaluation, and the divergence check on the initialisation's
+  thread): no compilation waits on the main thread while training."""
+  import threading
+  from jax import monitoring
+  from jax._src.dispatch import BACKEND_COMPILE_EVENT
+  from diffpool_jax.run import Run, RunConfig, loop
+  compiled_while_training = []
+  training = threading.Event()
+
+  def listener(event, duration, **info):
+    if (event == BACKEND_COMPILE_EVENT and training.is_set()
+        and threading.current_thread() is threading.main_thread()):
+      compiled_while_training.append(info.get("fun_name"))
+
+  train_epochs = loop.Run.train_epochs
+
+  def flagged(self, *args, **kwargs):
+    training.set()
+    try:
+      return train_epochs(self, *args, **kwargs)
+    finally:
+      training.clear()
+
+  monkeypatch.setattr(loop.Run, "train_epochs", flagged)
+  # A model no other test builds: nothing of it is compiled yet.
+  tiny = {**TINY_RUN, "model": {**TINY_RUN["model"], "hidden_dim": 5,
+                                "embed_dim": 5}}
+  monitoring.register_event_duration_secs_listener(listener)
+  try:
+    results = Run(RunConfig(**tiny), tmp_path / "run").fit(progress=False)
+  finally:
+    monitoring.unregister_event_duration_listener(listener)
+  assert results["epochs_run"] == tiny["epochs"]
+  assert compiled_while_training == []

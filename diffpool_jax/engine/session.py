@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import Future
 from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Sequence,
                     Tuple)
 
@@ -118,6 +119,10 @@ class Session:
     # programs compile from their shapes (see `compile`).
     self.state_shapes, self._pending = trainer.init_members_in_background(
         self.model, sample, seeds, hyper, optimizer)
+    # The divergence check compiles on a thread once the states exist,
+    # not after the first epoch (0.5 s of a cold MUTAG command).
+    self._check_compiled = trainer.BACKGROUND.submit(compile_finite_check,
+                                                     self._pending)
     self._states = None
     self.init_stages: Dict[str, float] = {}
 
@@ -136,6 +141,11 @@ class Session:
       self._pending.result()            # the initialisation is done first
       self._pending = None
     self._states = states
+
+  def params_finite(self) -> np.ndarray:
+    """[M] whether every parameter of each member is finite (a member
+    whose training diverged has some that are not)."""
+    return hosts.fetch(trainer.members_finite(self.states.params))
 
   def cluster_slots(self) -> List[List[int]]:
     """Per bucket, the cluster slots of each level."""
@@ -273,6 +283,7 @@ class Session:
       print(self.memory_message(programs, budget), flush=True)
     programs = self.with_evaluators(programs, evaluators)
     self.states                         # the initialisation has finished
+    self._check_compiled.result()       # and the divergence check compiled
     # XLA's compile transients, freed but held by the allocator, would
     # otherwise stay beside the training's buffers (cold ENZYMES, 10
     # folds: peak 1.43 -> 1.10 GiB).
@@ -340,6 +351,15 @@ class Session:
              for part in self.member_parts(programs)]
     return (concatenate_members([sums for sums, _ in parts]),
             jnp.concatenate([outputs for _, outputs in parts], axis=1))
+
+
+def compile_finite_check(initialisation: Future) -> None:
+  """Compiles (and runs) `trainer.members_finite` for the states of a
+  member initialisation once it is done (its future's result: states,
+  stages); nothing when it failed (`Session.states` raises its error)."""
+  if initialisation.exception() is None:
+    states, _ = initialisation.result()
+    jax.block_until_ready(trainer.members_finite(states.params))
 
 
 def with_vocabularies(model_config, dataset: GraphDataset

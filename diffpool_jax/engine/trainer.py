@@ -182,7 +182,8 @@ def init_members_in_background(model: DiffPool, sample: GraphBatch,
 
 
 # Threads that compile programs side by side (XLA compiles without the
-# GIL): the initialisation, the training and the evaluation programs.
+# GIL): the initialisation, the evaluation program and the divergence
+# check (session.compile_finite_check, which waits for the first).
 BACKGROUND = ThreadPoolExecutor(max_workers=3,
                                 thread_name_prefix="diffpool_jax_compile")
 
@@ -512,9 +513,18 @@ def compiler_options(effort: str = "full", program: str = "epoch") -> dict:
   return compile_effort.xla_options(effort, jax.default_backend(), program)
 
 
-@jax.jit
 def members_finite(params) -> jax.Array:
-  """[M] whether every parameter of each member is finite (leaves [M, ...])."""
+  """[M] whether every parameter of each member is finite (leaves [M, ...]).
+
+  The leaves are committed to where they are first (no copy): jit keys
+  its cache on it, and programs return either, so one compiled check
+  serves the initial and the trained states."""
+  return _members_finite(jax.tree_util.tree_map(
+      lambda leaf: jax.device_put(leaf, leaf.sharding), params))
+
+
+@jax.jit
+def _members_finite(params) -> jax.Array:
   leaves = jax.tree_util.tree_leaves(params)
   per_leaf = [jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[0], -1)), axis=1)
               for leaf in leaves]

@@ -299,9 +299,8 @@ class Run:
     """Members whose training loss or parameters are not finite after this
     epoch have diverged: from their first such epoch on, every history
     value is NaN, so no protocol can select those epochs."""
-    params_finite = hosts.fetch(
-        trainer.members_finite(self.session.states.params))
-    finite = params_finite & np.isfinite(self.history["train_loss"][epoch])
+    finite = (self.session.params_finite()
+              & np.isfinite(self.history["train_loss"][epoch]))
     for member in np.flatnonzero(~finite):
       for values in self.history.values():
         values[epoch, member] = np.nan
