@@ -319,6 +319,12 @@ def test_a_checkpoint_cut_off_by_a_lost_process_is_not_blamed_on_the_disk(
     store.save_checkpoint(manager, 0, {"w": np.zeros(3)})
 
 
+def buffered_output() -> dict:
+  """The environment without PYTHONUNBUFFERED: stdout to a pipe is then
+  block-buffered, as for a user's command."""
+  return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
 def test_a_finished_command_exits_with_its_code_output_and_exit_handlers(
     tmp_path):
   """`processes.finish` skips only the interpreter's teardown: buffered
@@ -333,8 +339,27 @@ def test_a_finished_command_exits_with_its_code_output_and_exit_handlers(
           "processes.finish(3)\n"
           "print('never')\n")
   done = subprocess.run([sys.executable, "-c", code], cwd=REPO,
-                        capture_output=True, text=True, timeout=120)
+                        env=buffered_output(), capture_output=True,
+                        text=True, timeout=120)
   assert done.returncode == 3
   assert done.stdout == "buffered, no newline"
   assert done.stderr.endswith("to stderr")
   assert marker.read_text() == "x"
+
+
+def test_a_finished_command_whose_reader_left_exits_quietly():
+  """`diffpool-train ... | head`: the pipe closed before the last output
+  is flushed is not an error at the end."""
+  code = ("import sys\n"
+          "from diffpool_jax.cli import processes\n"
+          "sys.stdout.write('still buffered')\n"
+          "sys.stdin.read()\n"            # until the reader has gone
+          "processes.finish(0)\n")
+  child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO,
+                           env=buffered_output(),
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+  child.stdout.close()
+  _, errors = child.communicate("", timeout=120)
+  assert child.returncode == 0
+  assert "Error" not in errors

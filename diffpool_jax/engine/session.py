@@ -120,19 +120,22 @@ class Session:
     self.state_shapes, self._pending = trainer.init_members_in_background(
         self.model, sample, seeds, hyper, optimizer)
     # The divergence check compiles on a thread once the states exist,
-    # not after the first epoch (0.5 s of a cold MUTAG command).
-    self._check_compiled = trainer.BACKGROUND.submit(compile_finite_check,
-                                                     self._pending)
+    # not after the first epoch (0.6 s of a cold MUTAG command; with
+    # several devices the trained states' placement differs and it
+    # compiles again then).
+    self._finite_check = trainer.BACKGROUND.submit(compile_finite_check,
+                                                   self._pending)
     self._states = None
     self.init_stages: Dict[str, float] = {}
 
   @property
   def states(self) -> trainer.TrainState:
     """The members' training states [M, ...] (waits for the
-    initialisation on first use)."""
+    initialisation, and the divergence check's compile, on first use)."""
     if self._pending is not None:
       self._states, self.init_stages = self._pending.result()
       self._pending = None
+      self._finite_check.result()
     return self._states
 
   @states.setter
@@ -140,6 +143,7 @@ class Session:
     if self._pending is not None:
       self._pending.result()            # the initialisation is done first
       self._pending = None
+      self._finite_check.result()
     self._states = states
 
   def params_finite(self) -> np.ndarray:
@@ -249,7 +253,7 @@ class Session:
     """The epoch programs with as many members per program as fit in
     memory (see RunConfig.members_per_program). The first try compiles
     the training and the evaluation programs side by side (and beside the
-    initialisation); after a try that does not fit, the evaluation program
+    initialisation and the divergence check); after a try that does not fit, the evaluation program
     is compiled once the training program fits. Raises MemoryError when
     not even one member fits. The programs' stages carry when each began
     and ended, in seconds from the session's start."""
@@ -283,7 +287,6 @@ class Session:
       print(self.memory_message(programs, budget), flush=True)
     programs = self.with_evaluators(programs, evaluators)
     self.states                         # the initialisation has finished
-    self._check_compiled.result()       # and the divergence check compiled
     # XLA's compile transients, freed but held by the allocator, would
     # otherwise stay beside the training's buffers (cold ENZYMES, 10
     # folds: peak 1.43 -> 1.10 GiB).

@@ -519,8 +519,8 @@ def members_finite(params) -> jax.Array:
   The leaves are committed to where they are first (no copy): jit keys
   its cache on it, and programs return either, so one compiled check
   serves the initial and the trained states."""
-  return _members_finite(jax.tree_util.tree_map(
-      lambda leaf: jax.device_put(leaf, leaf.sharding), params))
+  return _members_finite(jax.device_put(
+      params, jax.tree_util.tree_map(lambda leaf: leaf.sharding, params)))
 
 
 @jax.jit
