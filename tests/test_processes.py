@@ -363,3 +363,17 @@ def test_a_finished_command_whose_reader_left_exits_quietly():
   _, errors = child.communicate("", timeout=120)
   assert child.returncode == 0
   assert "Error" not in errors
+
+
+def test_a_profiled_command_keeps_the_normal_exit(tmp_path):
+  """Under cProfile (which writes its report after the program ends)
+  `finish` exits normally, so the profile is written."""
+  script = tmp_path / "command.py"
+  script.write_text("from diffpool_jax.cli import processes\n"
+                    "processes.finish(0)\n")
+  profile = tmp_path / "command.prof"
+  done = subprocess.run([sys.executable, "-m", "cProfile", "-o",
+                         str(profile), str(script)], cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert profile.stat().st_size > 0

@@ -94,11 +94,23 @@ def finish(code: int) -> NoReturn:
   run (cold MUTAG command, 2 folds x 2 epochs). Every file a command
   writes is whole before it returns (atomic writes, checkpoints waited
   for), and no compile thread is left running (Session.compile waits for
-  them)."""
+  them). Under a profiler or tracer (cProfile, a debugger), which reports
+  after the program ends, the normal exit is kept."""
+  if being_watched():
+    sys.exit(code)
   flush_output()
   atexit._run_exitfuncs()       # CPython's exit handlers, run once here
   flush_output()
   os._exit(code)
+
+
+def being_watched() -> bool:
+  """Whether a profiler or tracer runs in this process (sys.setprofile,
+  sys.settrace, or Python 3.12's sys.monitoring profiler slot)."""
+  monitoring = getattr(sys, "monitoring", None)
+  return (sys.getprofile() is not None or sys.gettrace() is not None
+          or (monitoring is not None
+              and monitoring.get_tool(monitoring.PROFILER_ID) is not None))
 
 
 def flush_output() -> None:
