@@ -123,5 +123,5 @@ def flush_output() -> None:
       pass
   try:
     ctypes.CDLL(None).fflush(None)
-  except (OSError, AttributeError):
+  except (OSError, AttributeError, TypeError):   # no C library to ask
     pass
