@@ -9,6 +9,7 @@ norm after it).
 
 from __future__ import annotations
 
+import functools
 from typing import Dict, NamedTuple, Sequence, Tuple
 
 import flax.linen as nn
@@ -99,28 +100,67 @@ def sage_mean(x: jax.Array, adj: Adjacency, w_rel: jax.Array,
   return jnp.concatenate([mean, x], -1) @ jnp.concatenate([w_rel, w_root])
 
 
-def batch_moments(x: jax.Array, real: jax.Array):
-  """Mean and biased variance [F] of the real nodes (real [B,N,1] bool)
-  of x [B,N,F], their count [], and the unbiased variance [F]; padded
-  nodes are left out by selection (whatever they hold)."""
-  count = jnp.sum(real).astype(x.dtype)
-  safe_count = jnp.maximum(count, 1.0)
-  mean = jnp.sum(jnp.where(real, x, 0.0), axis=(0, 1)) / safe_count
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def batch_norm_train(x: jax.Array, real: jax.Array, scale: jax.Array,
+                     bias: jax.Array, epsilon: float):
+  """Batch norm of x [B,N,F] over its real nodes (real [B,N,1] bool):
+  (x - mean) / sqrt(var + epsilon) * scale + bias there, zero on padded
+  nodes (whatever they hold). Returns that, and the mean and biased
+  variance [F] of the real nodes.
+
+  Its gradient is written out (`_batch_norm_backward`): one reduction pass
+  over the batch for scale's and bias's gradients, one elementwise pass
+  for x's, where autodiff of the masked forward makes more passes."""
+  y, mean, var, _ = _batch_norm_forward(x, real, scale, bias, epsilon)
+  return y, mean, var
+
+
+def _batch_norm_forward(x, real, scale, bias, epsilon):
+  count = jnp.maximum(jnp.sum(real).astype(x.dtype), 1.0)
+  mean = jnp.sum(jnp.where(real, x, 0.0), axis=(0, 1)) / count
   var = jnp.sum(jnp.where(real, jnp.square(x - mean), 0.0),
-                axis=(0, 1)) / safe_count
-  return mean, var, count, var * count / jnp.maximum(count - 1.0, 1.0)
+                axis=(0, 1)) / count
+  inv_std = jax.lax.rsqrt(var + epsilon)
+  y = jnp.where(real, (x - mean) * (inv_std * scale) + bias, 0.0)
+  return y, mean, var, (x, real, scale, mean, inv_std, count)
+
+
+def _batch_norm_backward(epsilon, residuals, cotangents):
+  """With x̂ the normalised real nodes and g the output's cotangent on
+  them: d bias = Σ g, d scale = Σ g x̂, and d x = scale / (n std) (n g -
+  d bias - x̂ d scale), plus the mean's and variance's own cotangents
+  (1/n and 2 (x - mean) / n per real node); zero on padded nodes."""
+  del epsilon
+  x, real, scale, mean, inv_std, count = residuals
+  d_y, d_mean, d_var = cotangents
+  centred = x - mean
+  normalised = centred * inv_std
+  d_bias = jnp.sum(jnp.where(real, d_y, 0.0), axis=(0, 1))
+  d_scale = jnp.sum(jnp.where(real, d_y * normalised, 0.0), axis=(0, 1))
+  d_x = jnp.where(
+      real, (inv_std * scale / count) * (count * d_y - d_bias
+                                         - normalised * d_scale)
+      + (d_mean + 2.0 * d_var * centred) / count, 0.0)
+  return d_x, None, d_scale, d_bias
+
+
+def _batch_norm_forward_for_gradient(x, real, scale, bias, epsilon):
+  y, mean, var, residuals = _batch_norm_forward(x, real, scale, bias,
+                                                epsilon)
+  return (y, mean, var), residuals
+
+
+batch_norm_train.defvjp(_batch_norm_forward_for_gradient,
+                        _batch_norm_backward)
 
 
 def normalize(x: jax.Array, real: jax.Array, mean: jax.Array,
-              var: jax.Array, epsilon: float, scale=None, bias=None
-              ) -> jax.Array:
-  """(x - mean) / sqrt(var + epsilon) [* scale + bias], padded nodes
-  (real [B,N,1] False) zero."""
-  gain = jax.lax.rsqrt(var + epsilon)
-  if scale is None:
-    return jnp.where(real, (x - mean) * gain, 0.0)
-  gain = gain * scale
-  return jnp.where(real, (x - mean) * gain + bias, 0.0)
+              var: jax.Array, epsilon: float, scale: jax.Array,
+              bias: jax.Array) -> jax.Array:
+  """(x - mean) / sqrt(var + epsilon) * scale + bias, padded nodes (real
+  [B,N,1] False) zero: batch norm with given statistics (evaluation)."""
+  return jnp.where(real, (x - mean) * (jax.lax.rsqrt(var + epsilon) * scale)
+                   + bias, 0.0)
 
 
 class DenseSAGEConv(nn.Module):
@@ -362,24 +402,28 @@ class MaskedBatchNorm(nn.Module):
     running_var = self.variable("batch_stats", "var", jnp.ones,
                                 (features,), jnp.float32)
     real = node_mask[..., None]
-    if train:
-      mean, var, count, unbiased = batch_moments(x, real)
-      if not self.is_initializing():
-        keep = self.momentum
-        has_nodes = count > 0
-        running_mean.value = jnp.where(
-            has_nodes, keep * running_mean.value + (1 - keep) * mean,
-            running_mean.value)
-        running_var.value = jnp.where(
-            has_nodes, keep * running_var.value + (1 - keep) * unbiased,
-            running_var.value)
+    if self.affine:
+      scale = self.param("scale", nn.initializers.ones, (features,))
+      bias = self.param("bias", nn.initializers.zeros, (features,))
     else:
-      mean, var = running_mean.value, running_var.value
-    if not self.affine:
-      return normalize(x, real, mean, var, self.epsilon)
-    return normalize(x, real, mean, var, self.epsilon,
-                     self.param("scale", nn.initializers.ones, (features,)),
-                     self.param("bias", nn.initializers.zeros, (features,)))
+      scale, bias = jnp.ones((features,), x.dtype), jnp.zeros((features,),
+                                                             x.dtype)
+    if not train:
+      return normalize(x, real, running_mean.value, running_var.value,
+                       self.epsilon, scale, bias)
+    out, mean, var = batch_norm_train(x, real, scale, bias, self.epsilon)
+    if not self.is_initializing():
+      count = jnp.sum(real).astype(x.dtype)
+      unbiased = var * count / jnp.maximum(count - 1.0, 1.0)
+      keep = self.momentum
+      has_nodes = count > 0
+      running_mean.value = jnp.where(
+          has_nodes, keep * running_mean.value + (1 - keep) * mean,
+          running_mean.value)
+      running_var.value = jnp.where(
+          has_nodes, keep * running_var.value + (1 - keep) * unbiased,
+          running_var.value)
+    return out
 
 
 def position_keys(key: jax.Array, sizes: Tuple[int, ...]) -> jax.Array:
