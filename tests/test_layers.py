@@ -177,6 +177,55 @@ def test_batch_norm_gradient_matches_finite_differences_of_float64():
   assert np.all(np.asarray(got[0])[~mask] == 0)
 
 
+def test_batch_norm_gradient_under_vmap_ignores_padding():
+  """vmapped over members (as the epoch programs run it), one of them
+  without real nodes: the written-out gradient equals autodiff of the
+  plain masked forward, and inf in padded inputs or NaN in padded
+  cotangents changes neither values nor gradients."""
+  rng = np.random.default_rng(2)
+  mask = np.arange(6)[None, None] < np.array([[[6], [2]], [[0], [0]],
+                                               [[4], [1]]])    # [M, B, N]
+  x = rng.normal(size=(3, 2, 6, 4)).astype(np.float32)
+  scale = rng.normal(size=(3, 4)).astype(np.float32)
+  bias = rng.normal(size=(3, 4)).astype(np.float32)
+  d_y = rng.normal(size=x.shape).astype(np.float32)
+  d_stats = rng.normal(size=(2, 3, 4)).astype(np.float32)
+  real = jnp.asarray(mask)[..., None]
+
+  def plain(x, real, scale, bias):
+    count = jnp.maximum(jnp.sum(real).astype(x.dtype), 1.0)
+    mean = jnp.sum(jnp.where(real, x, 0.0), axis=(0, 1)) / count
+    var = jnp.sum(jnp.where(real, jnp.square(x - mean), 0.0),
+                  axis=(0, 1)) / count
+    y = jnp.where(real, (x - mean) * jax.lax.rsqrt(var + 1e-5) * scale
+                  + bias, 0.0)
+    return y, mean, var
+
+  def written(x, real, scale, bias):
+    return batch_norm_train(x, real, scale, bias, 1e-5)
+
+  def pullback(f, x, d_y):
+    def one(x, real, scale, bias, d_y, d_mean, d_var):
+      out, vjp = jax.vjp(lambda x, scale, bias: f(x, real, scale, bias),
+                         x, scale, bias)
+      return out, vjp((d_y, d_mean, d_var))
+    return jax.jit(jax.vmap(one))(x, real, scale, bias, d_y, *d_stats)
+
+  want_out, want_grads = pullback(plain, jnp.asarray(x), jnp.asarray(d_y))
+  dirty_x = np.where(mask[..., None], x, np.inf)
+  dirty_d_y = np.where(mask[..., None], d_y, np.nan)
+  got_out, got_grads = pullback(written, jnp.asarray(dirty_x),
+                                jnp.asarray(dirty_d_y))
+  for got, want in zip(got_out, want_out):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6,
+                               atol=1e-6)
+  for got, want in zip(got_grads, want_grads):
+    assert np.all(np.isfinite(np.asarray(got)))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4,
+                               atol=1e-5)
+  assert np.all(np.asarray(got_grads[0])[1] == 0)   # the member without nodes
+
+
 def test_masked_batch_norm_ignores_batches_without_nodes():
   x = np.zeros((2, 3, 4), np.float32)
   mask = np.zeros((2, 3), bool)

@@ -110,7 +110,9 @@ def batch_norm_train(x: jax.Array, real: jax.Array, scale: jax.Array,
 
   Its gradient is written out (`_batch_norm_backward`): one reduction pass
   over the batch for scale's and bias's gradients, one elementwise pass
-  for x's, where autodiff of the masked forward makes more passes."""
+  for x's, where autodiff of the masked forward makes more passes. Being
+  a `jax.custom_vjp`, it has reverse-mode derivatives only (`grad`, `vjp`;
+  not `jvp`, `jacfwd` or `hessian`)."""
   y, mean, var, _ = _batch_norm_forward(x, real, scale, bias, epsilon)
   return y, mean, var
 
@@ -141,7 +143,8 @@ def _batch_norm_backward(epsilon, residuals, cotangents):
       real, (inv_std * scale / count) * (count * d_y - d_bias
                                          - normalised * d_scale)
       + (d_mean + 2.0 * d_var * centred) / count, 0.0)
-  return d_x, None, d_scale, d_bias
+  return (d_x.astype(x.dtype), None, d_scale.astype(scale.dtype),
+          d_bias.astype(scale.dtype))
 
 
 def _batch_norm_forward_for_gradient(x, real, scale, bias, epsilon):
@@ -387,7 +390,8 @@ class MaskedBatchNorm(nn.Module):
   running averages (`momentum` keeps that share of the old value; 0.9 is
   PyTorch's momentum 0.1; the running variance is unbiased, as PyTorch's).
   A batch without real nodes leaves the running averages unchanged.
-  Evaluation uses the running averages. Padded nodes stay zero.
+  Evaluation uses the running averages. Padded nodes stay zero. Training
+  has reverse-mode derivatives only (see `batch_norm_train`).
   """
   momentum: float = 0.9
   epsilon: float = 1e-5
