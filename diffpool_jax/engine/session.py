@@ -253,10 +253,11 @@ class Session:
     """The epoch programs with as many members per program as fit in
     memory (see RunConfig.members_per_program). The first try compiles
     the training and the evaluation programs side by side (and beside the
-    initialisation and the divergence check); after a try that does not fit, the evaluation program
-    is compiled once the training program fits. Raises MemoryError when
-    not even one member fits. The programs' stages carry when each began
-    and ended, in seconds from the session's start."""
+    initialisation and the divergence check); after a try that does not
+    fit, the evaluation program is compiled once the training program
+    fits. Raises MemoryError when not even one member fits. The programs'
+    stages carry when each began and ended, in seconds from the session's
+    start."""
     budget = memory.budget(self.config.memory_gib)
     shared = sum(leaf.nbytes for leaf in
                  jax.tree_util.tree_leaves(self.data.buckets))
