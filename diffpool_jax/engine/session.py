@@ -132,19 +132,21 @@ class Session:
   def states(self) -> trainer.TrainState:
     """The members' training states [M, ...] (waits for the
     initialisation, and the divergence check's compile, on first use)."""
-    if self._pending is not None:
-      self._states, self.init_stages = self._pending.result()
-      self._pending = None
-      self._finite_check.result()
+    self._await_initialisation()
     return self._states
 
   @states.setter
   def states(self, states: trainer.TrainState) -> None:
+    self._await_initialisation()        # the initialisation is done first
+    self._states = states
+
+  def _await_initialisation(self) -> None:
+    """Keeps the initialised states and their stages once the
+    initialisation (and the divergence check's compile) has finished."""
     if self._pending is not None:
-      self._pending.result()            # the initialisation is done first
+      self._states, self.init_stages = self._pending.result()
       self._pending = None
       self._finite_check.result()
-    self._states = states
 
   def params_finite(self) -> np.ndarray:
     """[M] whether every parameter of each member is finite (a member

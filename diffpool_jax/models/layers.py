@@ -113,18 +113,19 @@ def batch_norm_train(x: jax.Array, real: jax.Array, scale: jax.Array,
   for x's, where autodiff of the masked forward makes more passes. Being
   a `jax.custom_vjp`, it has reverse-mode derivatives only (`grad`, `vjp`;
   not `jvp`, `jacfwd` or `hessian`)."""
-  y, mean, var, _ = _batch_norm_forward(x, real, scale, bias, epsilon)
-  return y, mean, var
+  outputs, _ = _batch_norm_forward(x, real, scale, bias, epsilon)
+  return outputs
 
 
 def _batch_norm_forward(x, real, scale, bias, epsilon):
+  """(y, mean, var) and what the backward needs."""
   count = jnp.maximum(jnp.sum(real).astype(x.dtype), 1.0)
   mean = jnp.sum(jnp.where(real, x, 0.0), axis=(0, 1)) / count
   var = jnp.sum(jnp.where(real, jnp.square(x - mean), 0.0),
                 axis=(0, 1)) / count
+  y = normalize(x, real, mean, var, epsilon, scale, bias)
   inv_std = jax.lax.rsqrt(var + epsilon)
-  y = jnp.where(real, (x - mean) * (inv_std * scale) + bias, 0.0)
-  return y, mean, var, (x, real, scale, mean, inv_std, count)
+  return (y, mean, var), (x, real, scale, mean, inv_std, count)
 
 
 def _batch_norm_backward(epsilon, residuals, cotangents):
@@ -147,14 +148,7 @@ def _batch_norm_backward(epsilon, residuals, cotangents):
           d_bias.astype(scale.dtype))
 
 
-def _batch_norm_forward_for_gradient(x, real, scale, bias, epsilon):
-  y, mean, var, residuals = _batch_norm_forward(x, real, scale, bias,
-                                                epsilon)
-  return (y, mean, var), residuals
-
-
-batch_norm_train.defvjp(_batch_norm_forward_for_gradient,
-                        _batch_norm_backward)
+batch_norm_train.defvjp(_batch_norm_forward, _batch_norm_backward)
 
 
 def normalize(x: jax.Array, real: jax.Array, mean: jax.Array,
