@@ -10,6 +10,7 @@ import pytest
 
 import diffpool_jax as dp
 from diffpool_jax.datasets import READERS, Reader, register_reader
+from diffpool_jax.models import layers
 from diffpool_jax.models.layers import CONVOLUTIONS
 from diffpool_jax.models.pooling import POOLING
 from diffpool_jax.protocols import PROTOCOLS, FairProtocol, register_protocol
@@ -114,6 +115,28 @@ def test_register_conv_refuses_what_does_not_fit_and_names_it():
                      "flax.linen Module class"):
     dp.register_conv("plain", lambda features, mask_output: None)
   assert "same" not in CONVOLUTIONS and "plain" not in CONVOLUTIONS
+
+
+# What the library registers at import (tests register theirs later).
+BUILT_IN_CONVOLUTIONS = tuple(CONVOLUTIONS)
+
+
+@pytest.mark.parametrize("name", BUILT_IN_CONVOLUTIONS)
+def test_built_in_convolutions_pass_the_registration_check(name):
+  # registered with check=False, so that importing the library traces
+  # nothing: the check runs here instead
+  assert {"sage", "gcn", "gin", "gatv2"} <= set(BUILT_IN_CONVOLUTIONS)
+  layers.check_convolution(name, CONVOLUTIONS[name])
+
+
+def test_register_conv_checks_unless_told_not_to():
+  with pytest.raises(ValueError, match="convolution 'unchecked' maps"):
+    dp.register_conv("unchecked", NoFeatures)
+  try:
+    dp.register_conv("unchecked", NoFeatures, check=False)
+    assert CONVOLUTIONS["unchecked"].module is NoFeatures
+  finally:
+    CONVOLUTIONS.pop("unchecked", None)
 
 
 def test_register_preset_refuses_a_non_config_and_bad_fields():
