@@ -2,8 +2,10 @@
 given, and one user's file registers one of each through --import."""
 
 import json
+import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import flax.linen as nn
 import pytest
@@ -15,6 +17,8 @@ from diffpool_jax.models.layers import CONVOLUTIONS
 from diffpool_jax.models.pooling import POOLING
 from diffpool_jax.protocols import PROTOCOLS, FairProtocol, register_protocol
 from tests.test_train_command import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
 
 USER_MODULE = textwrap.dedent('''
     """A user's extensions, one of each kind."""
@@ -117,16 +121,38 @@ def test_register_conv_refuses_what_does_not_fit_and_names_it():
   assert "same" not in CONVOLUTIONS and "plain" not in CONVOLUTIONS
 
 
-# What the library registers at import (tests register theirs later).
-BUILT_IN_CONVOLUTIONS = tuple(CONVOLUTIONS)
+# The library's own convolutions (tests register theirs in test bodies).
+BUILT_IN_CONVOLUTIONS = tuple(
+    name for name, conv in CONVOLUTIONS.items()
+    if conv.module.__module__.startswith("diffpool_jax."))
+
+
+def test_the_built_in_convolutions_are_these():
+  assert set(BUILT_IN_CONVOLUTIONS) == {"sage", "gcn", "sum", "gin", "gine",
+                                        "gatv2"}
 
 
 @pytest.mark.parametrize("name", BUILT_IN_CONVOLUTIONS)
 def test_built_in_convolutions_pass_the_registration_check(name):
   # registered with check=False, so that importing the library traces
   # nothing: the check runs here instead
-  assert {"sage", "gcn", "gin", "gatv2"} <= set(BUILT_IN_CONVOLUTIONS)
   layers.check_convolution(name, CONVOLUTIONS[name])
+
+
+def test_importing_the_library_traces_no_convolution():
+  code = textwrap.dedent("""
+      import jax
+      traced = []
+      eval_shape = jax.eval_shape
+      jax.eval_shape = lambda *a, **k: traced.append(1) or eval_shape(*a, **k)
+      import diffpool_jax
+      from diffpool_jax.models.layers import CONVOLUTIONS
+      print(len(CONVOLUTIONS), len(traced))
+      """)
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                        text=True, cwd=REPO, check=True)
+  registered, traced = map(int, done.stdout.split())
+  assert registered >= 6 and traced == 0
 
 
 def test_register_conv_checks_unless_told_not_to():

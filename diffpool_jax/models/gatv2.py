@@ -116,4 +116,5 @@ class DenseGATv2Conv(nn.Module):
     return mask_nodes(out, node_mask, self.mask_output)
 
 
-register_conv("gatv2", DenseGATv2Conv, check=False)   # tested, not at import
+# checked in tests/test_extensions.py, not at import
+register_conv("gatv2", DenseGATv2Conv, check=False)

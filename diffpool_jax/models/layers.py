@@ -357,11 +357,12 @@ def register_conv(name: str, module: type,
                   check: bool = True) -> Convolution:
   """Adds a convolution to `CONVOLUTIONS` (so that `DiffPoolConfig.conv`,
   `--model.conv` and the NNX models find it by name) after checking it
-  (`check_convolution`); returns its description. See `Convolution`.
+  (`check_convolution`) unless `check` is False; returns its description.
+  See `Convolution`.
 
-  check: False skips `check_convolution` (it traces the module twice,
-  20-40 ms): the built-in convolutions, checked by the test suite, so
-  that importing the library does not trace them."""
+  check: False skips the check (two traces, 20-40 ms). The built-in
+  convolutions pass False, so that importing the library traces nothing;
+  tests/test_extensions.py checks them."""
   check_name("a convolution", name)
   if not (isinstance(module, type) and issubclass(module, nn.Module)):
     raise ValueError(f"convolution {name!r}: expected a flax.linen Module "
@@ -510,7 +511,7 @@ class GNNStack(nn.Module):
     return jnp.concatenate(outputs, axis=-1) if self.concat else x
 
 
-# Checked by the test suite (tests/test_extensions.py), not at import.
+# Checked in tests/test_extensions.py, not at import.
 register_conv("sage", DenseSAGEConv, check=False)
 register_conv("gcn", DenseGCNConv, check=False)
 register_conv("sum", DenseSumConv, check=False)
