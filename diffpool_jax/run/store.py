@@ -299,7 +299,9 @@ def save_checkpoint(manager: ocp.CheckpointManager, epoch: int,
   A save that fails (no space, no permission) leaves no partial
   checkpoint: what it wrote is removed, the earlier checkpoints stay, and
   WriteFailure names the folder. Orbax's own logging of the failure, a
-  traceback per writing thread, is held back while saving."""
+  traceback per writing thread, is held back while saving and, after a
+  failure, from then on (its writing threads may log after the failure
+  is reported)."""
   directory = Path(manager.directory)
   kept = {str(step) for step in manager.all_steps()}
   quiet = logging.getLogger("absl")
@@ -321,8 +323,7 @@ def save_checkpoint(manager: ocp.CheckpointManager, epoch: int,
     raise WriteFailure(f"could not write the checkpoint of epoch {epoch} "
                        f"to {directory}: {failure_reason(error)}; the "
                        "earlier checkpoints are kept") from None
-  finally:
-    quiet.setLevel(level)
+  quiet.setLevel(level)
 
 
 def is_closed_loop_error(kind, value) -> bool:
