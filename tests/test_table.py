@@ -71,13 +71,16 @@ def test_cells_are_run_folders_whose_results_the_table_reports(tmp_path):
   text = (out / "table.md").read_text()
   assert "| synthetic | mincut | accuracy" in text and \
       (out / "table.png").stat().st_size > 0
-  # Run again: every cell is read, none trains (the folders are unchanged).
+  # Run again: every cell is read, none trains (the folders are unchanged;
+  # a splits folder without the set's file changes no cell, and says so).
   before = (out / "synthetic" / "mincut" / "metrics.jsonl").stat().st_mtime
   again = subprocess.run(command(out, config, "--poolers", "mincut",
-                                 "--epochs", "2"),
+                                 "--epochs", "2", "--splits", str(tmp_path)),
                          cwd=REPO, capture_output=True, text=True,
                          timeout=600)
   assert again.returncode == 0
+  assert (f"synthetic: no synthetic_splits.json in --splits {tmp_path}; "
+          "its cells make stratified folds of their own") in again.stdout
   assert (out / "synthetic" / "mincut" / "metrics.jsonl").stat(
       ).st_mtime == before
   assert read_csv(out / "table.csv") == rows
@@ -144,3 +147,30 @@ def test_unknown_poolers_and_data_roots(tmp_path):
   assert table.pooler_names(["mincut", "flat"]) == ["mincut", "flat"]
   assert table.data_root("ENZYMES", [str(tmp_path / "no_such_folder")]) \
       is None
+
+
+def test_inputs_every_cell_reads_are_checked_before_any_cell(tmp_path):
+  base = ["--datasets", "synthetic", "--out", str(tmp_path / "out")]
+  bad_json = tmp_path / "bad.json"
+  bad_json.write_text("{not json")
+  for more, message in (
+      (["--data-root", str(tmp_path / "nope")],
+       f"--data-root {tmp_path / 'nope'}: no such folder"),
+      (["--splits", str(tmp_path / "nope")],
+       f"--splits {tmp_path / 'nope'}: no such folder"),
+      (["--config", str(bad_json)], f"--config {bad_json}: "),
+      (["--config", str(tmp_path / "none.json")],
+       f"--config {tmp_path / 'none.json'}: .*No such file"),
+      (["--epochs", "0"], "--epochs 0: must be at least 1"),
+      (["--patience", "-1"], "--patience -1: must be at least 1")):
+    with pytest.raises(SystemExit, match=message):
+      table.parse_args(base + more)
+  assert not (tmp_path / "out").exists()
+
+
+def test_sets_without_a_split_file_are_named(tmp_path):
+  (tmp_path / "ENZYMES_splits.json").write_text("[]")
+  sets = ["ENZYMES", "synthetic", "ogbg-molbace"]
+  # ogbg- sets have their own fixed split: no file is missing for them
+  assert table.without_split_file(sets, [], str(tmp_path)) == ["synthetic"]
+  assert table.without_split_file(sets, [], None) == []

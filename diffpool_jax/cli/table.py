@@ -10,7 +10,10 @@ stopped table continues where it stopped (a finished cell is read, a
 started one resumed with --resume) and a cell that fails is reported in
 the table, not fatal to the others. Cells follow the data set's own
 protocol (fair on TU sets, with NAME_splits.json from --splits where it
-is there; fixed over 10 seeds on OGB sets). The flat baseline (no
+is there, and a line at the start names each set it is not there for;
+fixed over 10 seeds on OGB sets). A folder, file or count that every
+cell would read wrongly stops the table before its first cell. The flat
+baseline (no
 pooling) is always a row. Two modes, fixed before any result is seen:
 
   --backbone shared   every pooler in one network (--preset, default
@@ -100,7 +103,26 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help="no line per cell")
   args = parser.parse_args(list(argv))
   options.import_extensions(args.imports)
+  check_inputs(args)
   return args
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+  """SystemExit naming the flag when a folder or file that every cell
+  would read is not there or not valid, or a count is below 1: each cell
+  would fail the same way (or, for --splits, silently do without)."""
+  from diffpool_jax.cli.train import file_values
+  for root in args.data_root:
+    if not Path(root).is_dir():
+      raise SystemExit(f"--data-root {root}: no such folder")
+  if args.splits is not None and not Path(args.splits).is_dir():
+    raise SystemExit(f"--splits {args.splits}: no such folder")
+  if args.config is not None:
+    file_values(argparse.Namespace(config=args.config), "")
+  for flag in ("epochs", "patience"):
+    value = getattr(args, flag)
+    if value is not None and value < 1:
+      raise SystemExit(f"--{flag} {value}: must be at least 1")
 
 
 def pooler_names(requested: Sequence[str]) -> List[str]:
@@ -130,6 +152,20 @@ def split_file(name: str, folder: Optional[str]) -> Optional[Path]:
     return None
   path = Path(folder) / f"{name}_splits.json"
   return path if path.is_file() else None
+
+
+def without_split_file(datasets: Sequence[str], roots: Sequence[str],
+                       folder: Optional[str]) -> List[str]:
+  """The sets that --splits gives no split file for although their
+  format's protocol splits them itself (not "fixed", as OGB's)."""
+  missing = []
+  for name in datasets:
+    readers = [r for r in READERS.values() if any(
+        r.holds(root, name) for root in roots) or r.claims(name)]
+    fixed = readers and readers[0].protocol == "fixed"
+    if folder is not None and not fixed and split_file(name, folder) is None:
+      missing.append(name)
+  return missing
 
 
 def cell_arguments(args: argparse.Namespace, dataset: str, pooler: str,
@@ -309,6 +345,9 @@ def main(argv=None) -> int:
   poolers = pooler_names(args.poolers)
   out = Path(args.out)
   cells = [(d, p) for d in args.datasets for p in poolers]
+  for name in without_split_file(args.datasets, args.data_root, args.splits):
+    print(f"{name}: no {name}_splits.json in --splits {args.splits}; its "
+          "cells make stratified folds of their own", flush=True)
   rows = []
   for index, (dataset, pooler) in enumerate(cells, start=1):
     if not args.quiet:
