@@ -13,8 +13,8 @@ protocol (fair on TU sets, with NAME_splits.json from --splits where it
 is there, and a line at the start names each set it is not there for;
 fixed over 10 seeds on OGB sets). A folder, file or count that every
 cell would read wrongly stops the table before its first cell. The flat
-baseline (no
-pooling) is always a row. Two modes, fixed before any result is seen:
+baseline (no pooling) is always a row. Two modes, fixed before any
+result is seen:
 
   --backbone shared   every pooler in one network (--preset, default
                       `paper`): only the pooling operator differs, each
