@@ -253,3 +253,7 @@ def test_fewer_folds_in_the_file_than_asked(tmp_path):
     make_folds(config, dataset)
   assert len(make_folds(RunConfig(protocol="fair", folds=1,
                                   splits=str(path)), dataset)) == 1
+  missing = tmp_path / "no_such_splits.json"
+  with pytest.raises(ValueError, match=f"^splits {missing}: no such file$"):
+    make_folds(RunConfig(protocol="fair", folds=2, splits=str(missing)),
+               dataset)

@@ -37,6 +37,8 @@ def make_folds(config, dataset: GraphDataset) -> List[Fold]:
   protocol; else stratified with its seed (with the protocol's inner
   validation holdout, 10 % for "fair")."""
   if config.splits is not None:
+    if not Path(config.splits).is_file():
+      raise InputError(f"{{splits}} {config.splits}: no such file", "splits")
     folds = load_split_file(config.splits, dataset.num_graphs)
     if len(folds) < config.folds:
       raise InputError(f"{{splits}} {config.splits} holds {len(folds)} "
