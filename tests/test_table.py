@@ -5,6 +5,7 @@ uninterrupted run writes."""
 
 import csv
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from diffpool_jax.cli import table
+from diffpool_jax.datasets import READERS, Reader, register_reader
 from tests.test_options import OPERATOR_MODULE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,7 +82,7 @@ def test_cells_are_run_folders_whose_results_the_table_reports(tmp_path):
                          timeout=600)
   assert again.returncode == 0
   assert (f"synthetic: no synthetic_splits.json in --splits {tmp_path}; "
-          "its cells make stratified folds of their own") in again.stdout
+          "its cells make stratified folds of their own") in again.stderr
   assert (out / "synthetic" / "mincut" / "metrics.jsonl").stat(
       ).st_mtime == before
   assert read_csv(out / "table.csv") == rows
@@ -150,27 +152,60 @@ def test_unknown_poolers_and_data_roots(tmp_path):
 
 
 def test_inputs_every_cell_reads_are_checked_before_any_cell(tmp_path):
-  base = ["--datasets", "synthetic", "--out", str(tmp_path / "out")]
+  out = tmp_path / "out"
+  base = ["--datasets", "synthetic", "--out", str(out)]
   bad_json = tmp_path / "bad.json"
   bad_json.write_text("{not json")
+  with_baseline = write_config(tmp_path, baseline="flat")
+  a_file = tmp_path / "a_file"
+  a_file.write_text("")
   for more, message in (
       (["--data-root", str(tmp_path / "nope")],
-       f"--data-root {tmp_path / 'nope'}: no such folder"),
-      (["--splits", str(tmp_path / "nope")],
-       f"--splits {tmp_path / 'nope'}: no such folder"),
-      (["--config", str(bad_json)], f"--config {bad_json}: "),
+       f"--data-root {tmp_path / 'nope'} is not a folder (mistyped?)"),
+      (["--splits", str(a_file)], f"--splits {a_file} is not a folder"),
+      (["--config", str(bad_json)], f"--config {bad_json}: Expecting"),
       (["--config", str(tmp_path / "none.json")],
-       f"--config {tmp_path / 'none.json'}: .*No such file"),
-      (["--epochs", "0"], "--epochs 0: must be at least 1"),
-      (["--patience", "-1"], "--patience -1: must be at least 1")):
-    with pytest.raises(SystemExit, match=message):
-      table.parse_args(base + more)
-  assert not (tmp_path / "out").exists()
+       f"--config {tmp_path / 'none.json'}: [Errno 2] No such file"),
+      (["--config", str(with_baseline)],
+       f"--config {with_baseline}: drop 'baseline'"),
+      (["--epochs", "0"], "--epochs: epochs=0; must be >= 1"),
+      (["--patience", "-1"], "--patience: patience=-1; must be >= 0")):
+    with pytest.raises(SystemExit, match=re.escape(message)):
+      table.main(base + more)
+    assert not out.exists()       # no cell began
+  args = table.parse_args(base + ["--patience", "0"])
+  table.check_inputs(args)
+  assert args.patience == 0 and args.config_values == {}
 
 
 def test_sets_without_a_split_file_are_named(tmp_path):
   (tmp_path / "ENZYMES_splits.json").write_text("[]")
-  sets = ["ENZYMES", "synthetic", "ogbg-molbace"]
+  tu = tmp_path / "tu"
+  (tu / "MINE").mkdir(parents=True)
+  (tu / "MINE" / "MINE_A.txt").write_text("1, 2\n")
+  sets = ["ENZYMES", "synthetic", "ogbg-molbace", "MINE"]
+  missing = lambda roots, config: table.without_split_file(
+      sets, roots, str(tmp_path), config)
   # ogbg- sets have their own fixed split: no file is missing for them
-  assert table.without_split_file(sets, [], str(tmp_path)) == ["synthetic"]
-  assert table.without_split_file(sets, [], None) == []
+  assert missing([], {}) == ["synthetic", "MINE"]
+  # MINE read from a TU folder among other roots: the fair protocol
+  assert missing([str(tmp_path / "empty"), str(tu)], {}) == [
+      "synthetic", "MINE"]
+  assert missing([], {"protocol": "fixed"}) == []
+  assert missing([], {"protocol": "fair"}) == ["synthetic", "ogbg-molbace",
+                                               "MINE"]
+  assert missing([], {"splits": "my_splits.json"}) == []
+  assert table.without_split_file(sets, [], None, {}) == []
+  # a format of one's own with a fixed split, holding OWN in the second
+  # root: the reader a cell would use decides
+  register_reader("fixed_own", Reader(
+      lambda name, root, features, **options: None,
+      lambda root, name: name == "OWN" and root == str(tu),
+      protocol="fixed"))
+  try:
+    own = lambda roots: table.without_split_file(["OWN"], roots,
+                                                 str(tmp_path), {})
+    assert own([str(tmp_path / "empty"), str(tu)]) == []
+    assert own([]) == ["OWN"]                # the download cache: TU's
+  finally:
+    READERS.pop("fixed_own")

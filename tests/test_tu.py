@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -254,6 +255,9 @@ def test_fewer_folds_in_the_file_than_asked(tmp_path):
   assert len(make_folds(RunConfig(protocol="fair", folds=1,
                                   splits=str(path)), dataset)) == 1
   missing = tmp_path / "no_such_splits.json"
-  with pytest.raises(ValueError, match=f"^splits {missing}: no such file$"):
-    make_folds(RunConfig(protocol="fair", folds=2, splits=str(missing)),
-               dataset)
+  for path, what in ((missing, "no such file"),
+                     (tmp_path, "is a folder; give its NAME_splits.json")):
+    with pytest.raises(ValueError,
+                       match=f"^{re.escape(f'splits {path}: {what}')}$"):
+      make_folds(RunConfig(protocol="fair", folds=2, splits=str(path)),
+                 dataset)

@@ -103,26 +103,36 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help="no line per cell")
   args = parser.parse_args(list(argv))
   options.import_extensions(args.imports)
-  check_inputs(args)
   return args
 
 
 def check_inputs(args: argparse.Namespace) -> None:
   """SystemExit naming the flag when a folder or file that every cell
-  would read is not there or not valid, or a count is below 1: each cell
-  would fail the same way (or, for --splits, silently do without)."""
+  would read is not there or not valid, or an epoch count is out of
+  range: every cell would fail the same way (a bad --config, a count) or
+  silently do without it (a --data-root or --splits folder). Keeps the
+  --config file's RunConfig values in `args.config_values`."""
   from diffpool_jax.cli.train import file_values
-  for root in args.data_root:
-    if not Path(root).is_dir():
-      raise SystemExit(f"--data-root {root}: no such folder")
-  if args.splits is not None and not Path(args.splits).is_dir():
-    raise SystemExit(f"--splits {args.splits}: no such folder")
+  from diffpool_jax.run import RunConfig
+  for flag, folders in (("--data-root", args.data_root),
+                        ("--splits", [args.splits] if args.splits else [])):
+    for folder in folders:
+      if not Path(folder).is_dir():
+        raise SystemExit(f"{flag} {folder} is not a folder (mistyped?)")
+  args.config_values = {}
   if args.config is not None:
-    file_values(argparse.Namespace(config=args.config), "")
+    args.config_values, baseline = file_values(
+        argparse.Namespace(config=args.config), "")
+    if baseline is not None:
+      raise SystemExit(f"--config {args.config}: drop 'baseline' (the "
+                       "table's flat row is the baseline; each cell would "
+                       "train it again)")
   for flag in ("epochs", "patience"):
-    value = getattr(args, flag)
-    if value is not None and value < 1:
-      raise SystemExit(f"--{flag} {value}: must be at least 1")
+    if getattr(args, flag) is not None:
+      try:
+        RunConfig(**{flag: getattr(args, flag)})
+      except ValueError as error:
+        raise SystemExit(f"--{flag}: {error}") from None
 
 
 def pooler_names(requested: Sequence[str]) -> List[str]:
@@ -155,15 +165,21 @@ def split_file(name: str, folder: Optional[str]) -> Optional[Path]:
 
 
 def without_split_file(datasets: Sequence[str], roots: Sequence[str],
-                       folder: Optional[str]) -> List[str]:
-  """The sets that --splits gives no split file for although their
-  format's protocol splits them itself (not "fixed", as OGB's)."""
+                       folder: Optional[str], config: Dict) -> List[str]:
+  """The sets that --splits gives no split file for although their cells
+  split them themselves: the protocol (--config's, else the format's that
+  a cell reads them with) is not "fixed", and --config names no split
+  file of its own."""
+  from diffpool_jax.datasets.readers import find_format
+  if folder is None or config.get("splits"):
+    return []
   missing = []
   for name in datasets:
-    readers = [r for r in READERS.values() if any(
-        r.holds(root, name) for root in roots) or r.claims(name)]
-    fixed = readers and readers[0].protocol == "fixed"
-    if folder is not None and not fixed and split_file(name, folder) is None:
+    protocol = config.get("protocol", "auto")
+    if protocol == "auto":
+      protocol = READERS[find_format(name, data_root(name, roots),
+                                     config.get("format", "auto"))].protocol
+    if protocol != "fixed" and split_file(name, folder) is None:
       missing.append(name)
   return missing
 
@@ -342,12 +358,15 @@ def main(argv=None) -> int:
   """The table command; returns 0, or 1 when a cell failed."""
   argv = sys.argv[1:] if argv is None else argv
   args = parse_args(argv)
+  check_inputs(args)
   poolers = pooler_names(args.poolers)
   out = Path(args.out)
   cells = [(d, p) for d in args.datasets for p in poolers]
-  for name in without_split_file(args.datasets, args.data_root, args.splits):
+  for name in without_split_file(args.datasets, args.data_root, args.splits,
+                                 args.config_values):
     print(f"{name}: no {name}_splits.json in --splits {args.splits}; its "
-          "cells make stratified folds of their own", flush=True)
+          "cells make stratified folds of their own", file=sys.stderr,
+          flush=True)
   rows = []
   for index, (dataset, pooler) in enumerate(cells, start=1):
     if not args.quiet:

@@ -38,7 +38,9 @@ def make_folds(config, dataset: GraphDataset) -> List[Fold]:
   validation holdout, 10 % for "fair")."""
   if config.splits is not None:
     if not Path(config.splits).is_file():
-      raise InputError(f"{{splits}} {config.splits}: no such file", "splits")
+      what = ("is a folder; give its NAME_splits.json"
+              if Path(config.splits).is_dir() else "no such file")
+      raise InputError(f"{{splits}} {config.splits}: {what}", "splits")
     folds = load_split_file(config.splits, dataset.num_graphs)
     if len(folds) < config.folds:
       raise InputError(f"{{splits}} {config.splits} holds {len(folds)} "

@@ -299,9 +299,9 @@ def save_checkpoint(manager: ocp.CheckpointManager, epoch: int,
   A save that fails (no space, no permission) leaves no partial
   checkpoint: what it wrote is removed, the earlier checkpoints stay, and
   WriteFailure names the folder. Orbax's own logging of the failure, a
-  traceback per writing thread, is held back while saving and, after a
-  failure, from then on (its writing threads may log after the failure
-  is reported)."""
+  traceback per writing thread, is held back while saving; after a
+  failure, orbax's records are dropped from then on (its writing threads
+  may log after the failure is reported: `drop_orbax_records`)."""
   directory = Path(manager.directory)
   kept = {str(step) for step in manager.all_steps()}
   quiet = logging.getLogger("absl")
@@ -320,10 +320,25 @@ def save_checkpoint(manager: ocp.CheckpointManager, epoch: int,
     if lost is not None:
       raise lost from None
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    drop_orbax_records(quiet)
     raise WriteFailure(f"could not write the checkpoint of epoch {epoch} "
                        f"to {directory}: {failure_reason(error)}; the "
                        "earlier checkpoints are kept") from None
-  quiet.setLevel(level)
+  finally:
+    quiet.setLevel(level)
+
+
+def not_from_orbax(record: logging.LogRecord) -> bool:
+  """A logging filter: False for the records orbax's code logs (absl's
+  records carry the file of the call that logged)."""
+  return f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+def drop_orbax_records(logger: logging.Logger) -> None:
+  """Drops orbax's records from `logger` from now on (once per logger);
+  other records pass as before."""
+  if not_from_orbax not in logger.filters:
+    logger.addFilter(not_from_orbax)
 
 
 def is_closed_loop_error(kind, value) -> bool:
