@@ -1,6 +1,9 @@
 """Node features, size buckets, stratified splits and the synthetic set."""
 
 import itertools
+import subprocess
+import sys
+import warnings
 
 import networkx as nx
 import numpy as np
@@ -180,6 +183,71 @@ def test_stratified_folds_partition_and_keep_ratios(labels):
       assert np.all(np.abs(counts - share * len(part)) <= 1)
   again = stratified_folds(labels, num_folds=10, seed=3)
   assert all(np.array_equal(a.test, b.test) for a, b in zip(folds, again))
+
+
+def sklearn_folds(labels, num_folds, seed, fraction):
+  """(train, validation, test) of scikit-learn's stratified splitters."""
+  from sklearn.model_selection import StratifiedKFold, train_test_split
+  folds = []
+  for rest, test in StratifiedKFold(num_folds, shuffle=True,
+                                    random_state=seed).split(labels, labels):
+    train, validation = (train_test_split(
+        rest, test_size=fraction, stratify=labels[rest], random_state=seed)
+        if fraction else (rest, []))
+    folds.append((np.sort(train), np.sort(validation), test))
+  return folds
+
+
+def random_labels(rng):
+  """[n] labels of 1-6 classes with skewed shares, coded by arbitrary
+  integers in an arbitrary order of first appearance."""
+  classes = int(rng.integers(1, 7))
+  codes = rng.permutation(np.arange(classes) * int(rng.integers(1, 4)) - 2)
+  shares = rng.dirichlet(np.full(classes, rng.uniform(0.5, 3.0)))
+  return codes[rng.choice(classes, int(rng.integers(40, 300)), p=shares)]
+
+
+def test_stratified_folds_are_scikit_learns():
+  rng = np.random.default_rng(11)
+  compared = 0
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UserWarning)   # a class below the folds
+    while compared < 40:
+      labels = random_labels(rng)
+      num_folds, seed = int(rng.integers(2, 11)), int(rng.integers(0, 10**6))
+      fraction = (0.1, 0.0, 0.25)[compared % 3]
+      try:
+        expected = sklearn_folds(labels, num_folds, seed, fraction)
+      except ValueError:
+        with pytest.raises(ValueError):
+          stratified_folds(labels, num_folds, seed, fraction)
+        continue
+      folds = stratified_folds(labels, num_folds, seed, fraction)
+      for (train, validation, test), fold in zip(expected, folds,
+                                                 strict=True):
+        np.testing.assert_array_equal(fold.train, train)
+        np.testing.assert_array_equal(fold.validation, validation)
+        np.testing.assert_array_equal(fold.test, test)
+      compared += 1
+
+
+def test_making_stratified_folds_does_not_import_scikit_learn():
+  code = ("import sys; from diffpool_jax.datasets import stratified_folds; "
+          "stratified_folds([0, 1] * 20, 4); "
+          "print(sorted(m for m in sys.modules if m.startswith('sklearn')))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, check=True).stdout
+  assert out.strip() == "[]"
+
+
+def test_folds_beyond_every_class_size_fail_and_a_small_class_warns():
+  labels = np.repeat([0, 1, 2], [4, 4, 30])
+  with pytest.warns(UserWarning, match="the smallest class has 4 graph.s., "
+                    "fewer than the 5 folds"):
+    assert len(stratified_folds(labels, 5, validation_fraction=0.0)) == 5
+  with pytest.raises(ValueError, match="31 folds but no class has 31 "
+                     "graphs .the largest has 30.; use fewer folds"):
+    stratified_folds(labels, 31, validation_fraction=0.0)
 
 
 def test_too_few_graphs_for_the_folds_fail_clearly():

@@ -3,8 +3,11 @@ reported by the command's exit status; results stay valid JSON."""
 
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from diffpool_jax.engine.trainer import members_finite
 from diffpool_jax.protocols import fair_protocol, nan_best, paper_protocol
 from diffpool_jax.run import Run, RunConfig
 from tests.test_scale import TINY_RUN
@@ -15,6 +18,19 @@ def strict_json(path):
   def refuse(constant):
     raise AssertionError(f"{path} holds {constant}")
   return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_members_finite_flags_each_member_with_a_non_finite_parameter():
+  params = {"w": np.ones((4, 3, 2), np.float32),
+            "b": np.zeros((4, 5), np.float32), "scale": np.ones(4, np.float32)}
+  params["w"][1, 2, 0] = np.nan
+  params["b"][2, 4] = -np.inf
+  params["scale"][3] = np.inf
+  check = lambda tree: members_finite(jax.tree.map(jnp.asarray, tree))
+  assert check(params).tolist() == [True, False, False, False]
+  params = {k: np.nan_to_num(v, nan=1.0, posinf=3e38, neginf=-3e38)
+            for k, v in params.items()}
+  assert check(params).tolist() == [True] * 4
 
 
 def test_nan_best_never_picks_a_diverged_value():

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import List, NamedTuple
+import warnings
+from typing import List, NamedTuple, Tuple
 
 import numpy as np
 
@@ -25,35 +26,110 @@ def stratified_folds(labels: np.ndarray, num_folds: int = 10, seed: int = 0,
   stratified validation holdout of `validation_fraction` (0 for none).
 
   The test parts partition the data set; class ratios of every part are
-  within one graph per class of the data set's.
+  within one graph per class of the data set's. The folds are those of
+  scikit-learn's `StratifiedKFold(num_folds, shuffle=True,
+  random_state=seed)` and each holdout that of `train_test_split(rest,
+  test_size=validation_fraction, stratify=labels[rest],
+  random_state=seed)`, the same graphs (tests/test_datasets.py compares
+  them); they are drawn here because importing scikit-learn's model
+  selection takes 0.7 s of a cold run.
   """
-  from sklearn.model_selection import StratifiedKFold, train_test_split
   labels = np.asarray(labels)
   if num_folds > len(labels):
     raise InputError(f"{num_folds} folds of {len(labels)} graphs: every "
                      "fold needs a test graph; use fewer {folds}", "folds")
-  splitter = StratifiedKFold(n_splits=num_folds, shuffle=True,
-                             random_state=seed)
+  test_fold = dealt_test_folds(labels, num_folds, np.random.RandomState(seed))
   folds = []
-  for number, (rest, test) in enumerate(
-      splitter.split(np.zeros(len(labels)), labels)):
+  for number in range(num_folds):
+    rest = np.flatnonzero(test_fold != number)
     if validation_fraction > 0:
-      try:
-        train, validation = train_test_split(
-            rest, test_size=validation_fraction, stratify=labels[rest],
-            random_state=seed)
-      except ValueError:
-        classes = len(np.unique(labels[rest]))
-        raise InputError(
-            f"fold {number}: its {len(rest)} training graphs of {classes} "
-            f"classes are too few for a stratified {validation_fraction:.0%}"
-            " validation holdout with a graph of every class; use fewer "
-            "{folds}, more graphs, or a split file ({splits})",
-            "folds", "splits") from None
+      train, validation = stratified_holdout(
+          rest, labels[rest], validation_fraction, np.random.RandomState(seed),
+          f"fold {number}")
     else:
       train, validation = rest, np.zeros(0, np.int64)
-    folds.append(Fold(np.sort(train), np.sort(validation), np.sort(test)))
+    folds.append(Fold(np.sort(train), np.sort(validation),
+                      np.flatnonzero(test_fold == number)))
   return folds
+
+
+def dealt_test_folds(labels: np.ndarray, num_folds: int,
+                     rng: np.random.RandomState) -> np.ndarray:
+  """[n] the test fold of each graph: the graphs, sorted by class (classes
+  in the order they first appear), are dealt to the folds in turn, which
+  fixes how many of each class a fold gets; each class's fold numbers
+  are then shuffled over its graphs, one class after another."""
+  _, first, inverse = np.unique(labels, return_index=True,
+                                return_inverse=True)
+  rank = np.empty_like(first)
+  rank[np.argsort(first)] = np.arange(len(first))
+  codes = rank[inverse.ravel()]
+  counts = np.bincount(codes)
+  if np.all(counts < num_folds):
+    raise InputError(f"{num_folds} folds but no class has {num_folds} "
+                     f"graphs (the largest has {counts.max()}); use fewer "
+                     "{folds}", "folds")
+  if counts.min() < num_folds:
+    warnings.warn(f"the smallest class has {counts.min()} graph(s), fewer "
+                  f"than the {num_folds} folds: some test folds lack it",
+                  UserWarning)
+  dealt = np.sort(codes)
+  per_fold = np.stack([np.bincount(dealt[f::num_folds], minlength=len(counts))
+                       for f in range(num_folds)])
+  test_fold = np.empty(len(labels), np.int64)
+  for code in range(len(counts)):
+    slots = np.repeat(np.arange(num_folds), per_fold[:, code])
+    rng.shuffle(slots)
+    test_fold[codes == code] = slots
+  return test_fold
+
+
+def stratified_holdout(indices: np.ndarray, labels: np.ndarray,
+                       fraction: float, rng: np.random.RandomState,
+                       where: str) -> Tuple[np.ndarray, np.ndarray]:
+  """(train, validation) of `indices` [n] with `labels` [n]: ceil(fraction
+  * n) graphs held out, each class's share of both parts apportioned by
+  `apportioned`, and the graphs of each class shuffled before they are
+  cut; InputError (naming `where`) when a class has one graph or a part
+  has fewer graphs than there are classes."""
+  holdout = int(np.ceil(fraction * len(indices)))
+  _, codes, counts = np.unique(labels, return_inverse=True,
+                               return_counts=True)
+  if counts.min() < 2 or min(holdout, len(indices) - holdout) < len(counts):
+    raise InputError(
+        f"{where}: its {len(indices)} training graphs of {len(counts)} "
+        f"classes are too few for a stratified {fraction:.0%} validation "
+        "holdout with a graph of every class; use fewer {folds}, more "
+        "graphs, or a split file ({splits})", "folds", "splits")
+  by_class = np.split(np.argsort(codes.ravel(), kind="stable"),
+                      np.cumsum(counts)[:-1])
+  train_counts = apportioned(counts, len(indices) - holdout, rng)
+  held_counts = apportioned(counts - train_counts, holdout, rng)
+  train, held = [], []
+  for members, kept, held_out in zip(by_class, train_counts, held_counts):
+    shuffled = members[rng.permutation(len(members))]
+    train.append(shuffled[:kept])
+    held.append(shuffled[kept:kept + held_out])
+  return indices[np.concatenate(train)], indices[np.concatenate(held)]
+
+
+def apportioned(counts: np.ndarray, draws: int,
+                rng: np.random.RandomState) -> np.ndarray:
+  """[K] how many of `draws` graphs come from each class of `counts` [K]:
+  the floor of each class's proportional share, then one more for the
+  classes of largest fractional remainder, ties broken at random."""
+  exact = counts / counts.sum() * draws
+  shares = np.floor(exact)
+  missing = int(draws - shares.sum())
+  remainder = exact - shares
+  for value in np.unique(remainder)[::-1]:
+    if missing == 0:
+      break
+    tied = np.flatnonzero(remainder == value)
+    chosen = rng.choice(tied, size=min(len(tied), missing), replace=False)
+    shares[chosen] += 1
+    missing -= len(chosen)
+  return shares.astype(np.int64)
 
 
 def load_split_file(path: str | os.PathLike, num_graphs: int) -> List[Fold]:

@@ -525,10 +525,12 @@ def members_finite(params) -> jax.Array:
 
 @jax.jit
 def _members_finite(params) -> jax.Array:
+  # One [M, P] array and one reduction: a reduction per leaf compiled to a
+  # kernel each, 0.5 s of XLA for a 2-level network on 2 CPU cores.
   leaves = jax.tree_util.tree_leaves(params)
-  per_leaf = [jnp.all(jnp.isfinite(leaf.reshape(leaf.shape[0], -1)), axis=1)
-              for leaf in leaves]
-  return jnp.all(jnp.stack(per_leaf), axis=0)
+  flat = jnp.concatenate([leaf.reshape(leaf.shape[0], -1) for leaf in leaves],
+                         axis=1)
+  return jnp.all(jnp.isfinite(flat), axis=1)
 
 
 def metrics_to_numpy(metrics: StepMetrics) -> dict:
