@@ -240,6 +240,16 @@ def test_making_stratified_folds_does_not_import_scikit_learn():
   assert out.strip() == "[]"
 
 
+@pytest.mark.parametrize("labels, folds, message", [
+    (np.zeros((40, 2), int), 4, r"one class id per graph .* shape \(40, 2\)"),
+    (np.linspace(0, 1, 40), 4, "one class id per graph"),
+    (np.arange(40) % 2, 1, "folds=1: stratified folds need at least 2")])
+def test_stratified_folds_refuse_what_is_not_a_class_per_graph(labels, folds,
+                                                              message):
+  with pytest.raises(ValueError, match=message):
+    stratified_folds(labels, folds)
+
+
 def test_folds_beyond_every_class_size_fail_and_a_small_class_warns():
   labels = np.repeat([0, 1, 2], [4, 4, 30])
   with pytest.warns(UserWarning, match="the smallest class has 4 graph.s., "

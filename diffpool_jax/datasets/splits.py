@@ -22,8 +22,9 @@ class Fold(NamedTuple):
 
 def stratified_folds(labels: np.ndarray, num_folds: int = 10, seed: int = 0,
                      validation_fraction: float = 0.1) -> List[Fold]:
-  """Stratified k-fold; each fold's rest is split into train and a
-  stratified validation holdout of `validation_fraction` (0 for none).
+  """Stratified k-fold of the graphs with class ids `labels` [G] (integers
+  or strings); each fold's rest is split into train and a stratified
+  validation holdout of `validation_fraction` (0 for none).
 
   The test parts partition the data set; class ratios of every part are
   within one graph per class of the data set's. The folds are those of
@@ -32,9 +33,19 @@ def stratified_folds(labels: np.ndarray, num_folds: int = 10, seed: int = 0,
   test_size=validation_fraction, stratify=labels[rest],
   random_state=seed)`, the same graphs (tests/test_datasets.py compares
   them); they are drawn here because importing scikit-learn's model
-  selection takes 0.7 s of a cold run.
+  selection takes 0.7 s of a cold run. The three helpers draw from the
+  random state in scikit-learn's order; changing that order changes the
+  folds.
   """
   labels = np.asarray(labels)
+  if labels.ndim != 1 or (labels.dtype.kind == "f" and
+                          not np.all(labels == np.floor(labels))):
+    raise ValueError(f"stratified folds need one class id per graph ([G] "
+                     f"integers or strings), got {labels.dtype} of shape "
+                     f"{labels.shape}")
+  if num_folds < 2:
+    raise InputError(f"{{folds}}={num_folds}: stratified folds need at "
+                     "least 2", "folds")
   if num_folds > len(labels):
     raise InputError(f"{num_folds} folds of {len(labels)} graphs: every "
                      "fold needs a test graph; use fewer {folds}", "folds")
@@ -55,10 +66,11 @@ def stratified_folds(labels: np.ndarray, num_folds: int = 10, seed: int = 0,
 
 def dealt_test_folds(labels: np.ndarray, num_folds: int,
                      rng: np.random.RandomState) -> np.ndarray:
-  """[n] the test fold of each graph: the graphs, sorted by class (classes
-  in the order they first appear), are dealt to the folds in turn, which
-  fixes how many of each class a fold gets; each class's fold numbers
-  are then shuffled over its graphs, one class after another."""
+  """[G] the test fold of each graph of `labels` [G]: the graphs, sorted
+  by class (classes in the order they first appear), are dealt to the
+  folds in turn, which fixes how many of each class a fold gets; each
+  class's fold numbers are then shuffled over its graphs, one class after
+  another."""
   _, first, inverse = np.unique(labels, return_index=True,
                                 return_inverse=True)
   rank = np.empty_like(first)
@@ -72,7 +84,7 @@ def dealt_test_folds(labels: np.ndarray, num_folds: int,
   if counts.min() < num_folds:
     warnings.warn(f"the smallest class has {counts.min()} graph(s), fewer "
                   f"than the {num_folds} folds: some test folds lack it",
-                  UserWarning)
+                  UserWarning, stacklevel=3)
   dealt = np.sort(codes)
   per_fold = np.stack([np.bincount(dealt[f::num_folds], minlength=len(counts))
                        for f in range(num_folds)])
@@ -90,8 +102,9 @@ def stratified_holdout(indices: np.ndarray, labels: np.ndarray,
   """(train, validation) of `indices` [n] with `labels` [n]: ceil(fraction
   * n) graphs held out, each class's share of both parts apportioned by
   `apportioned`, and the graphs of each class shuffled before they are
-  cut; InputError (naming `where`) when a class has one graph or a part
-  has fewer graphs than there are classes."""
+  cut (both parts come back grouped by class, not sorted); InputError
+  (naming `where`) when a class has one graph or a part has fewer graphs
+  than there are classes."""
   holdout = int(np.ceil(fraction * len(indices)))
   _, codes, counts = np.unique(labels, return_inverse=True,
                                return_counts=True)
@@ -104,12 +117,15 @@ def stratified_holdout(indices: np.ndarray, labels: np.ndarray,
   by_class = np.split(np.argsort(codes.ravel(), kind="stable"),
                       np.cumsum(counts)[:-1])
   train_counts = apportioned(counts, len(indices) - holdout, rng)
-  held_counts = apportioned(counts - train_counts, holdout, rng)
+  # The holdout is the rest of each class, but apportioning it again may
+  # draw from `rng` (on rounding ties), and the shuffles below must see
+  # the state after that draw.
+  apportioned(counts - train_counts, holdout, rng)
   train, held = [], []
-  for members, kept, held_out in zip(by_class, train_counts, held_counts):
+  for members, kept in zip(by_class, train_counts):
     shuffled = members[rng.permutation(len(members))]
     train.append(shuffled[:kept])
-    held.append(shuffled[kept:kept + held_out])
+    held.append(shuffled[kept:])
   return indices[np.concatenate(train)], indices[np.concatenate(held)]
 
 
