@@ -117,8 +117,7 @@ def test_ladder_buckets_pad_their_graph_slots_to_the_ladder():
 def test_a_run_records_its_choice_and_compiles_side_by_side(tmp_path):
   """A tiny two-epoch run compiles fast; its training, evaluation and
   initialisation programs compile at the same time (their intervals
-  overlap), the evaluation program traced once the training program is;
-  `full` compiles at full effort."""
+  overlap); `full` compiles at full effort."""
   from diffpool_jax.run import Run, RunConfig
   # A model no other test builds: nothing of it is compiled yet.
   tiny = {**TINY_RUN, "model": {**TINY_RUN["model"], "hidden_dim": 6,
@@ -132,8 +131,6 @@ def test_a_run_records_its_choice_and_compiles_side_by_side(tmp_path):
   for a, b in (("train", "evaluation"), ("train", "init")):
     assert stages[a]["start"] < stages[b]["end"]
     assert stages[b]["start"] < stages[a]["end"]
-  train_traced = stages["train"]["start"] + stages["train"]["trace"]
-  assert stages["evaluation"]["start"] >= train_traced - 1e-3
   full = Run(RunConfig(**tiny, compile_effort="full"),
              tmp_path / "full").fit(progress=False)
   assert full["compile_effort"]["effort"] == "full"

@@ -233,19 +233,15 @@ def _trace_flat(fun: Callable, args: tuple) -> Tuple[bytes, Any]:
   return bytes(exported.serialize()), out_trees[0]
 
 
-def compile_timed(jitted: Callable, *args,
-                  on_traced: Callable[[], Any] = lambda: None
-                  ) -> Tuple[Any, Dict[str, float]]:
+def compile_timed(jitted: Callable, *args) -> Tuple[Any, Dict[str, float]]:
   """Ahead-of-time compilation of `jitted` for `args` (arrays or
   jax.ShapeDtypeStruct): the compiled program and the seconds of each stage
   ("trace", "lower", "compile"), with when it began and ended ("start",
-  "end": time.perf_counter seconds). `on_traced` is called once the
-  program is traced."""
+  "end": time.perf_counter seconds)."""
   seconds = {}
   start = time.perf_counter()
   traced = jitted.trace(*args)
   seconds["trace"] = time.perf_counter() - start
-  on_traced()
   lowered = traced.lower()
   seconds["lower"] = time.perf_counter() - start - seconds["trace"]
   compiled = lowered.compile()
@@ -257,8 +253,7 @@ def compile_timed(jitted: Callable, *args,
 
 def compile_exported(fun: Callable, args: tuple, key: str,
                      donate_argnums: Sequence[int] = (),
-                     compiler_options: Optional[dict] = None,
-                     on_traced: Callable[[], Any] = lambda: None
+                     compiler_options: Optional[dict] = None
                      ) -> Tuple[FlatProgram, Dict[str, float]]:
   """Compiles `fun` for `args`, reading its traced program from
   `traced_folder()/key` when a run already traced it (tracing and lowering
@@ -267,7 +262,6 @@ def compile_exported(fun: Callable, args: tuple, key: str,
   are identical. Returns the program and the seconds of each stage
   ("trace": tracing and exporting, or reading the traced program;
   "lower"; "compile"; "start" and "end" as in `compile_timed`).
-  `on_traced` is called once the traced program is read or written.
   """
   start = time.perf_counter()
   path = traced_folder() / f"{key}.exported"
@@ -275,7 +269,7 @@ def compile_exported(fun: Callable, args: tuple, key: str,
   if kept is not None:
     try:
       return _compile_flat(kept, args, donate_argnums, compiler_options,
-                           time.perf_counter() - start, on_traced)
+                           time.perf_counter() - start)
     except Exception as error:         # e.g. StableHLO it cannot read
       problem = f"{type(error).__name__}: {error}".splitlines()[0]
   if problem:
@@ -286,18 +280,15 @@ def compile_exported(fun: Callable, args: tuple, key: str,
   # compile the deserialized module, as a warm run will: same results
   return _compile_flat((export.deserialize(serialized), out_tree), args,
                        donate_argnums, compiler_options,
-                       time.perf_counter() - start, on_traced)
+                       time.perf_counter() - start)
 
 
 def _compile_flat(kept: Tuple[export.Exported, Any], args: tuple,
                   donate_argnums: Sequence[int],
-                  compiler_options: Optional[dict], traced_seconds: float,
-                  on_traced: Callable[[], Any]
+                  compiler_options: Optional[dict], traced_seconds: float
                   ) -> Tuple[FlatProgram, Dict[str, float]]:
   """The exported program compiled for the leaves of `args` (the donated
-  arguments' leaves donated), and the seconds of each stage; `on_traced`
-  is called first."""
-  on_traced()
+  arguments' leaves donated), and the seconds of each stage."""
   exported, out_tree = kept
   positions, offset = [], 0           # the donated arguments' leaves
   for i, arg in enumerate(args):

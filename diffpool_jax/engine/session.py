@@ -195,32 +195,29 @@ class Session:
     return trainer.shard_members(mesh, states)
 
   def compile_train(self, schedule: pipeline.Schedule, part: slice,
-                    mesh: Optional[Mesh] = None, buckets=None,
-                    on_traced: Callable[[], Any] = lambda: None):
+                    mesh: Optional[Mesh] = None, buckets=None):
     """The training epoch compiled for the members `part` on `schedule`'s
     shapes, and the seconds of its stages (see
-    trainer.compile_epoch_program, which calls `on_traced`)."""
+    trainer.compile_epoch_program)."""
     buckets = self.data.buckets if buckets is None else buckets
     return trainer.compile_epoch_program(
         self.model, mesh, "train", self.part_states(mesh, part, True),
         buckets,
         schedule.bucket_ids, schedule.indices[part], jnp.int32(0),
         matmul_precision=self.config.matmul_precision,
-        optimizer=self.optimizer, effort=self.effort, on_traced=on_traced)
+        optimizer=self.optimizer, effort=self.effort)
 
-  def compile_train_program(self, size: int, mesh=None, buckets=None,
-                            on_traced: Callable[[], Any] = lambda: None
+  def compile_train_program(self, size: int, mesh=None, buckets=None
                             ) -> Programs:
     """The train program compiled for `size` members per program (no
     evaluators yet: see `with_evaluators`), on `mesh` with the buckets
-    placed for it (default: `trainer.make_mesh`'s); `on_traced` is called
-    once it is traced."""
+    placed for it (default: `trainer.make_mesh`'s)."""
     if buckets is None:
       mesh = trainer.make_mesh(size, self.config.batch_size)
       buckets = trainer.replicate(mesh, self.data.buckets)
     schedule = self.schedule(0)
     train, seconds = self.compile_train(schedule, slice(0, size), mesh,
-                                        buckets, on_traced)
+                                        buckets)
     return Programs(size, mesh, buckets, train, {},
                     schedule.indices.shape[1], memory.program_bytes(train),
                     {"train": seconds})
@@ -305,22 +302,18 @@ class Session:
 
   def compile_side_by_side(self, size: int) -> Tuple[Programs, Tuple]:
     """The training program and `compile_evaluators`'s result for `size`
-    members: the evaluation program is traced on a thread once the
-    training program is traced, and the two compile at once (tracing holds
-    the interpreter lock, so two traces at once would only take turns and
-    delay the longer compile). One after the other with several
-    processes, whose placements must happen in the same order on each."""
+    members, compiled on two threads at once (one after the other with
+    several processes, whose placements must happen in the same order on
+    each)."""
     mesh = trainer.make_mesh(size, self.config.batch_size)
     buckets = trainer.replicate(mesh, self.data.buckets)
     if hosts.count() > 1:
       return (self.compile_train_program(size, mesh, buckets),
               self.compile_evaluators(size, mesh, buckets))
-    evaluators = []
-    programs = self.compile_train_program(
-        size, mesh, buckets, on_traced=lambda: evaluators.append(
-            trainer.BACKGROUND.submit(self.compile_evaluators, size, mesh,
-                                      buckets)))
-    return programs, evaluators[0].result()
+    evaluators = trainer.BACKGROUND.submit(self.compile_evaluators, size,
+                                            mesh, buckets)
+    programs = self.compile_train_program(size, mesh, buckets)
+    return programs, evaluators.result()
 
   def memory_message(self, programs: Programs,
                      budget: memory.Budget) -> str:

@@ -461,8 +461,7 @@ def compile_epochs(model: DiffPool, mesh: Optional[Mesh] = None,
 def compile_epoch_program(model: DiffPool, mesh: Optional[Mesh], kind: str,
                           *args, matmul_precision: Optional[str] = None,
                           optimizer: Optimizer = adam_with_clip,
-                          effort: str = "full",
-                          on_traced: Callable[[], Any] = lambda: None
+                          effort: str = "full"
                           ) -> Tuple[Any, Dict[str, float]]:
   """The compiled "train" or "evaluate" epoch program (see
   `compile_epochs`) for `args` (arrays, or jax.ShapeDtypeStruct leaves),
@@ -475,19 +474,17 @@ def compile_epoch_program(model: DiffPool, mesh: Optional[Mesh], kind: str,
   matmul_precision: the float32 matrix products' precision, one of
   MATMUL_PRECISIONS (None: JAX's current `jax_default_matmul_precision`).
   effort: the compile effort, "fast" or "full" (see compile_effort).
-  on_traced: called once the program is traced, before XLA compiles it.
   """
   with precision_context(matmul_precision):
     if (compile_cache.traced_folder() is None or mesh is not None
         or optimizer is not adam_with_clip):
       return compile_cache.compile_timed(
-          jit_epoch_program(model, mesh, kind, optimizer, effort), *args,
-          on_traced=on_traced)
+          jit_epoch_program(model, mesh, kind, optimizer, effort), *args)
     return compile_cache.compile_exported(
         epoch_function(model, mesh, kind, optimizer), args,
         compile_cache.program_key(kind, model, args),
         donate_argnums=DONATED[kind],
-        compiler_options=compiler_options(effort), on_traced=on_traced)
+        compiler_options=compiler_options(effort))
 
 
 # Precision of float32 matrix products (jax.default_matmul_precision):
