@@ -231,6 +231,17 @@ def test_stratified_folds_are_scikit_learns():
       compared += 1
 
 
+def test_stratified_folds_of_string_labels_are_scikit_learns():
+  labels = np.array(["mutagen", "inert", "toxic"])[
+      np.random.default_rng(5).choice(3, 90, p=[0.5, 0.3, 0.2])]
+  expected = sklearn_folds(labels, 5, 17, 0.1)
+  for (train, validation, test), fold in zip(
+      expected, stratified_folds(labels, 5, 17), strict=True):
+    np.testing.assert_array_equal(fold.train, train)
+    np.testing.assert_array_equal(fold.validation, validation)
+    np.testing.assert_array_equal(fold.test, test)
+
+
 def test_making_stratified_folds_does_not_import_scikit_learn():
   code = ("import sys; from diffpool_jax.datasets import stratified_folds; "
           "stratified_folds([0, 1] * 20, 4); "
