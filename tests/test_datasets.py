@@ -198,6 +198,14 @@ def sklearn_folds(labels, num_folds, seed, fraction):
   return folds
 
 
+def assert_same_folds(folds, expected):
+  """Our Folds equal `sklearn_folds`'s (train, validation, test) triples."""
+  for fold, (train, validation, test) in zip(folds, expected, strict=True):
+    np.testing.assert_array_equal(fold.train, train)
+    np.testing.assert_array_equal(fold.validation, validation)
+    np.testing.assert_array_equal(fold.test, test)
+
+
 def random_labels(rng):
   """[n] labels of 1-6 classes with skewed shares, coded by arbitrary
   integers in an arbitrary order of first appearance."""
@@ -222,24 +230,16 @@ def test_stratified_folds_are_scikit_learns():
         with pytest.raises(ValueError):
           stratified_folds(labels, num_folds, seed, fraction)
         continue
-      folds = stratified_folds(labels, num_folds, seed, fraction)
-      for (train, validation, test), fold in zip(expected, folds,
-                                                 strict=True):
-        np.testing.assert_array_equal(fold.train, train)
-        np.testing.assert_array_equal(fold.validation, validation)
-        np.testing.assert_array_equal(fold.test, test)
+      assert_same_folds(stratified_folds(labels, num_folds, seed, fraction),
+                        expected)
       compared += 1
 
 
 def test_stratified_folds_of_string_labels_are_scikit_learns():
   labels = np.array(["mutagen", "inert", "toxic"])[
       np.random.default_rng(5).choice(3, 90, p=[0.5, 0.3, 0.2])]
-  expected = sklearn_folds(labels, 5, 17, 0.1)
-  for (train, validation, test), fold in zip(
-      expected, stratified_folds(labels, 5, 17), strict=True):
-    np.testing.assert_array_equal(fold.train, train)
-    np.testing.assert_array_equal(fold.validation, validation)
-    np.testing.assert_array_equal(fold.test, test)
+  assert_same_folds(stratified_folds(labels, 5, 17),
+                    sklearn_folds(labels, 5, 17, 0.1))
 
 
 def test_making_stratified_folds_does_not_import_scikit_learn():
