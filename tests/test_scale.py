@@ -14,7 +14,7 @@ import pytest
 from diffpool_jax.datasets import (choose_buckets, padded_graph_cost,
                                    sparse_by_cost)
 from diffpool_jax.datasets.buckets import SPARSE_ENTRY_COST
-from diffpool_jax.engine import memory, trainer
+from diffpool_jax.engine import epoch_runner, memory, trainer
 from diffpool_jax.engine.session import edge_list_buckets
 from diffpool_jax.run import Run, RunConfig
 from tests.test_train_command import TINY, arguments, write_config
@@ -130,6 +130,20 @@ def test_a_session_releases_compile_memory_once_its_programs_exist(
   assert not calls
   run.session.compile()
   assert calls == [True]
+
+
+def test_the_benchmarks_epoch_runner_releases_compile_memory_as_a_run_does(
+    tmp_path, monkeypatch):
+  """The scale benchmark's member-epoch peak is a run's, not the compile
+  residue's: epoch_runner releases it once compiled, before any epoch."""
+  run = Run(RunConfig(**TINY_RUN), tmp_path / "runner")
+  calls = []
+  monkeypatch.setattr(memory, "release_freed_host_memory",
+                      lambda: calls.append("released"))
+  epoch, compiled = epoch_runner(run.session, [np.arange(4)])
+  assert calls == ["released"] and compiled["program_bytes"] > 0
+  epoch()
+  assert calls == ["released"]
 
 
 def run_tiny(tmp_path, name, **changes):

@@ -399,7 +399,8 @@ def epoch_runner(session: Session, member_graphs: Sequence[np.ndarray],
   of the session's first len(member_graphs) members, each on its graphs
   (batches shuffled once with `seed`), on its own copy of their states;
   and what compiling it took: "compile_seconds", "stages" and XLA's
-  estimate "program_bytes"."""
+  estimate "program_bytes". The compile's freed memory goes back to the
+  system before the first epoch, as in a run (`Session.compile`)."""
   count = len(member_graphs)
   schedule = pipeline.make_schedule(
       member_graphs, session.data, session.config.batch_size,
@@ -411,6 +412,7 @@ def epoch_runner(session: Session, member_graphs: Sequence[np.ndarray],
               "stages": stages, "program_bytes": memory.program_bytes(train)}
   states = jax.tree_util.tree_map(jnp.copy,
                                   session.part_states(None, slice(0, count)))
+  memory.release_freed_host_memory()  # as a run does once it has compiled
 
   def epoch():
     nonlocal states
