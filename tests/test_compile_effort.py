@@ -51,8 +51,28 @@ def test_an_accelerator_that_trains_fast_compiles_a_medium_run_cheaply():
   assert "on gpu" in gpu.reason
 
 
-def test_fast_and_full_are_obeyed_and_bad_efforts_named():
+def test_ten_members_for_a_few_epochs_compile_at_medium_on_the_cpu():
+  """Medium saves compile seconds and costs a few percent per epoch: worth
+  it for a short run of ten members, not for 2 members (fast is cheaper
+  still) nor for 150 epochs; on an accelerator, where it is full, a tie
+  goes to full."""
+  def effort(epochs, members, backend="cpu"):
+    return choose("auto", backend, LAYOUTS, 1, epochs, members, 9).effort
+  assert [effort(e, 10) for e in (1, 2, 5, 10, 150)] == [
+      "medium", "medium", "medium", "medium", "full"]
+  assert effort(2, 2) == "fast"
+  costs = compile_effort.COSTS["cpu"]
+  assert costs.base["medium"] < costs.base["full"]
+  assert costs.branch["medium"] < costs.branch["full"]
+  assert costs.slowdown["medium"] > costs.slowdown["full"]
+  for backend in ("gpu", "tpu"):
+    assert "medium" not in {effort(e, 10, backend) for e in (2, 30, 150)}
+
+
+def test_fast_medium_and_full_are_obeyed_and_bad_efforts_named():
   assert choose("fast", "cpu", LAYOUTS, 1, 1000, 10, 9)[:2] == ("fast", 0)
+  assert choose("medium", "cpu", LAYOUTS, 1, 1000, 10, 9)[:2] == (
+      "medium", 1)
   assert choose("full", "cpu", LAYOUTS, 1, 1, 1, 9)[:2] == ("full", 1)
   assert "as asked" in choose("full", "cpu", LAYOUTS, 1, 1, 1, 9).reason
   with pytest.raises(ValueError, match="compile_effort='slow'"):
@@ -69,6 +89,12 @@ def test_xla_options_per_effort_backend_and_program(monkeypatch):
   assert fast["xla_cpu_use_fusion_emitters"] is False
   assert compile_effort.xla_options("full", "cpu") == {
       "xla_backend_optimization_level": 1}
+  # Medium: full's LLVM level with the elemental emitters.
+  assert compile_effort.xla_options("medium", "cpu") == {
+      "xla_backend_optimization_level": 1,
+      "xla_cpu_use_fusion_emitters": False}
+  assert compile_effort.xla_options("medium", "gpu") == (
+      compile_effort.xla_options("full", "gpu"))
   # The initialisation compiles at "fast" whatever the run's effort.
   assert compile_effort.xla_options("full", "cpu", "init") == fast
   assert compile_effort.xla_options("fast", "gpu") == {
@@ -117,7 +143,7 @@ def test_ladder_buckets_pad_their_graph_slots_to_the_ladder():
 def test_a_run_records_its_choice_and_compiles_side_by_side(tmp_path):
   """A tiny two-epoch run compiles fast; its training, evaluation and
   initialisation programs compile at the same time (their intervals
-  overlap); `full` compiles at full effort."""
+  overlap); `full` and `medium` compile at the effort asked."""
   from diffpool_jax.run import Run, RunConfig
   # A model no other test builds: nothing of it is compiled yet.
   tiny = {**TINY_RUN, "model": {**TINY_RUN["model"], "hidden_dim": 6,
@@ -131,9 +157,10 @@ def test_a_run_records_its_choice_and_compiles_side_by_side(tmp_path):
   for a, b in (("train", "evaluation"), ("train", "init")):
     assert stages[a]["start"] < stages[b]["end"]
     assert stages[b]["start"] < stages[a]["end"]
-  full = Run(RunConfig(**tiny, compile_effort="full"),
-             tmp_path / "full").fit(progress=False)
-  assert full["compile_effort"]["effort"] == "full"
+  for effort in ("full", "medium"):
+    asked = Run(RunConfig(**tiny, compile_effort=effort),
+                tmp_path / effort).fit(progress=False)
+    assert asked["compile_effort"]["effort"] == effort
 
 
 def run_python(code: str, env: dict) -> subprocess.CompletedProcess:
@@ -203,9 +230,10 @@ def test_initial_states_are_the_same_at_every_compile_effort(tmp_path):
       f"run = {TINY_RUN!r}\n"
       "states = [Run(RunConfig(**run, compile_effort=effort),\n"
       f"              {str(tmp_path)!r} + '/' + effort).session.states\n"
-      "          for effort in ('fast', 'full')]\n"
+      "          for effort in ('fast', 'medium', 'full')]\n"
       "leaves = [jax.tree_util.tree_leaves(s) for s in states]\n"
-      "print(sum(not np.array_equal(a, b) for a, b in zip(*leaves)),\n"
+      "print(sum(any(not np.array_equal(a, b) for b in rest)\n"
+      "          for a, *rest in zip(*leaves)),\n"
       "      len(leaves[0]))\n")
   differing, total = map(int, run_python(code, env).stdout.split()[-2:])
   assert total > 20 and differing == 0

@@ -3,12 +3,14 @@ work the run plans.
 
 A run's first result costs compile seconds plus training seconds, and two
 choices made before compiling set both: the XLA effort ("fast": the
-compiler's cheapest settings, slower programs; "full": its optimising
-settings) and the number of size buckets (each bucket is one more branch of
+compiler's cheapest settings, slower programs; "medium": its optimising
+settings without the CPU's memory-hungry fusion emitters; "full": all its
+optimising settings) and the number of size buckets (each bucket is one more branch of
 the epoch programs to trace and compile, and less padding to train on).
 `choose` predicts both costs for every pair from one cost model and takes
 the least predicted total over the epochs the run plans, so a two-epoch
-look compiles cheaply and a 150-epoch run spends more to run faster.
+look compiles cheaply, a ten-epoch run at "medium" and a 150-epoch run
+spends more to run faster.
 
 The cost model, per backend (`COSTS`):
 
@@ -36,7 +38,9 @@ from typing import Dict, List, NamedTuple, Sequence
 
 import numpy as np
 
-EFFORTS = ("auto", "fast", "full")
+EFFORTS = ("auto", "fast", "medium", "full")
+# The efforts "auto" weighs, in the order that wins a tie.
+CHOSEN_EFFORTS = ("fast", "full", "medium")
 REFERENCE_CONVOLUTIONS = 9       # the paper preset's, as measured
 
 
@@ -54,34 +58,44 @@ COSTS = {
     # 2-core x86 VM, paper preset (MUTAG, ENZYMES, PROTEINS; 1-2 buckets).
     # Fitted when "full" compiled the initialisation at XLA's defaults
     # (before ffc9bb6), so base["full"] may now overstate a little.
-    "cpu": BackendCosts(base={"fast": 3.5, "full": 6.0},
-                        branch={"fast": 6.0, "full": 12.5},
-                        slowdown={"fast": 4.0, "full": 1.0},
+    # "medium" against "full", measured side by side on the same six
+    # layouts (PERFORMANCE.md, row 25): compile wall 0.67-0.80x, epochs
+    # 0.98-1.16x.
+    "cpu": BackendCosts(base={"fast": 3.5, "medium": 4.5, "full": 6.0},
+                        branch={"fast": 6.0, "medium": 11.8, "full": 12.5},
+                        slowdown={"fast": 4.0, "medium": 1.07, "full": 1.0},
                         step_seconds=3e-3, unit_seconds=3.5e-11),
     # One H200: the ENZYMES epoch program (5 buckets) compiled in 145 s,
     # most of it matmul autotuning, for a 33 ms epoch of 10 members.
-    "gpu": BackendCosts(base={"fast": 5.0, "full": 10.0},
-                        branch={"fast": 6.0, "full": 28.0},
-                        slowdown={"fast": 1.3, "full": 1.0},
+    # "medium" is "full" on accelerators (the fusion emitters it leaves
+    # out are the CPU's), so a tie goes to "full".
+    "gpu": BackendCosts(base={"fast": 5.0, "medium": 10.0, "full": 10.0},
+                        branch={"fast": 6.0, "medium": 28.0, "full": 28.0},
+                        slowdown={"fast": 1.3, "medium": 1.0, "full": 1.0},
                         step_seconds=2e-4, unit_seconds=1e-12),
-    "tpu": BackendCosts(base={"fast": 5.0, "full": 10.0},
-                        branch={"fast": 10.0, "full": 20.0},
-                        slowdown={"fast": 1.2, "full": 1.0},
+    "tpu": BackendCosts(base={"fast": 5.0, "medium": 10.0, "full": 10.0},
+                        branch={"fast": 10.0, "medium": 20.0, "full": 20.0},
+                        slowdown={"fast": 1.2, "medium": 1.0, "full": 1.0},
                         step_seconds=2e-4, unit_seconds=1e-12),
 }
 
 # XLA options of each effort and backend. "full" on the CPU is LLVM level 1
 # (compiles about 17 % faster than the default with the same step time,
-# experiments/benchmarks/PERFORMANCE.md); "fast" on the CPU is the test
-# suite's settings (level 0, the older elemental emitters, no expensive
-# LLVM passes); "fast" on a GPU turns matmul autotuning off.
+# experiments/benchmarks/PERFORMANCE.md); "medium" on the CPU is level 1
+# with the older elemental emitters (the newer fusion emitters take about
+# three times the compile memory and a third more compile time, for
+# epochs up to a sixth faster); "fast" on the CPU is the test suite's
+# settings (level 0, the elemental emitters, no expensive LLVM passes);
+# "fast" on a GPU turns matmul autotuning off.
 XLA_OPTIONS = {
     "cpu": {"fast": {"xla_backend_optimization_level": 0,
                      "xla_cpu_use_fusion_emitters": False,
                      "xla_llvm_disable_expensive_passes": True},
+            "medium": {"xla_backend_optimization_level": 1,
+                       "xla_cpu_use_fusion_emitters": False},
             "full": {"xla_backend_optimization_level": 1}},
-    "gpu": {"fast": {"xla_gpu_autotune_level": 0}, "full": {}},
-    "tpu": {"fast": {}, "full": {}},
+    "gpu": {"fast": {"xla_gpu_autotune_level": 0}, "medium": {}, "full": {}},
+    "tpu": {"fast": {}, "medium": {}, "full": {}},
 }
 
 
@@ -94,7 +108,7 @@ class Candidate(NamedTuple):
 
 class Choice(NamedTuple):
   """What a run compiles, and why."""
-  effort: str                    # "fast" or "full"
+  effort: str                    # "fast", "medium" or "full"
   candidate: int                 # index into the candidates
   compile_seconds: float         # predicted
   train_seconds: float           # predicted, over the planned epochs
@@ -102,11 +116,12 @@ class Choice(NamedTuple):
 
 
 def xla_options(effort: str, backend: str, program: str = "epoch") -> dict:
-  """XLA compiler options of `effort` ("fast" or "full") on `backend` for
-  an "epoch" or "init" program. The initialisation runs once, so it always
-  compiles at "fast": a member's initial states are then the same at every
-  effort (compiled at each effort's own options they would differ by
-  float32 rounding). Options that $XLA_FLAGS sets are left to it."""
+  """XLA compiler options of `effort` ("fast", "medium" or "full") on
+  `backend` for an "epoch" or "init" program. The initialisation runs
+  once, so it always compiles at "fast": a member's initial states are
+  then the same at every effort (compiled at each effort's own options
+  they would differ by float32 rounding). Options that $XLA_FLAGS sets
+  are left to it."""
   if program == "init":
     effort = "fast"
   options = XLA_OPTIONS.get(backend, XLA_OPTIONS["tpu"])[effort]
@@ -132,9 +147,9 @@ def choose(effort: str, backend: str, candidates: Sequence[Candidate],
   """The effort and bucket layout to compile.
 
   Args:
-    effort: "fast" (fast XLA settings, one bucket), "full" (full settings,
-      `full_candidate`: the layout the bucket rule chose) or "auto" (the
-      pair of least predicted compile + training seconds).
+    effort: "fast" (fast XLA settings, one bucket), "medium" or "full"
+      (their settings, `full_candidate`: the layout the bucket rule chose)
+      or "auto" (the pair of least predicted compile + training seconds).
     backend: "cpu", "gpu" or "tpu" (others are costed as "tpu").
     candidates: layouts of 1, 2, ... buckets.
     full_candidate: the index that "full" compiles.
@@ -146,8 +161,8 @@ def choose(effort: str, backend: str, candidates: Sequence[Candidate],
     raise ValueError(f"compile_effort={effort!r}; expected one of {EFFORTS}")
   costs = COSTS.get(backend, COSTS["tpu"])
   pairs = ([("fast", 0)] if effort == "fast" else
-           [("full", full_candidate)] if effort == "full" else
-           [(e, i) for e in ("fast", "full") for i in range(len(candidates))])
+           [(effort, full_candidate)] if effort != "auto" else
+           [(e, i) for e in CHOSEN_EFFORTS for i in range(len(candidates))])
   totals: List = []
   for name, index in pairs:
     seconds = predict(costs, name, candidates[index], epochs, members,

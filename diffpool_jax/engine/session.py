@@ -428,7 +428,7 @@ class Layout(NamedTuple):
   the compile effort (see compile_effort.choose)."""
   buckets: np.ndarray            # [K] padded sizes
   sparse: List[bool]             # per bucket: first level on an EdgeList
-  effort: str                    # "fast" or "full"
+  effort: str                    # "fast", "medium" or "full"
   reason: str                    # one line: what was chosen and why
 
 

@@ -78,8 +78,10 @@ class RunConfig:
     compile_effort: "auto" (the XLA effort and the number of buckets of
       least predicted compile + training seconds over the planned epochs,
       see compile_effort.choose), "fast" (XLA's cheapest settings, one
-      bucket) or "full" (optimising settings, the buckets of
-      max_buckets/min_bucket_gain). Results differ within float32
+      bucket), "medium" (optimising settings without the CPU's fusion
+      emitters: about a third of "full"'s compile memory, epochs up to a
+      sixth slower) or "full" (all optimising settings); "medium" and
+      "full" compile the buckets of max_buckets/min_bucket_gain. Results differ within float32
       rounding between efforts.
     cluster_reference: None keeps the preset's cluster counts (per graph
       for "paper": each graph pools to the ratio of its own nodes, capped

@@ -245,7 +245,7 @@ def main(argv=None) -> int:
   parser.add_argument("--hidden-dim", type=int)
   parser.add_argument("--batch-size", type=int, default=20)
   parser.add_argument("--compile-effort", default="auto",
-                      choices=("auto", "fast", "full"),
+                      choices=("auto", "fast", "medium", "full"),
                       help="auto: what a 1-epoch run picks")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--max-gib", type=float, default=16.0,
