@@ -213,7 +213,7 @@ def calibrate() -> dict:
   rows = []
   for name in ("MUTAG", "ENZYMES", "PROTEINS"):
     for buckets in (1, 2):
-      for effort in ("full", "fast"):
+      for effort in ("full", "medium", "fast"):
         config = RunConfig(dataset=name, data_root=TU, protocol="fair",
                            folds=10, epochs=1, max_buckets=buckets,
                            min_bucket_gain=0.0, compile_effort=effort)
