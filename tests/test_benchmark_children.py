@@ -140,7 +140,7 @@ def test_speed_benchmark_sides(tu, side, capsys, monkeypatch):
   else:
     assert figures["12"]["train_graphs_per_second"] > 0
   if side == "ours":        # the cross-validation compiles as a run would
-    assert figures["12"]["cv_effort"] in ("fast", "full")
+    assert figures["12"]["cv_effort"] in ("fast", "medium", "full")
     assert figures["12"]["cv_buckets"][-1] >= 12
 
 
@@ -162,7 +162,8 @@ def test_compile_time_predicts_each_run_length(tu, tmp_path, capsys):
   rows = json.loads(out.read_text())["schedule"]
   assert [row["epochs"] for row in rows] == [2, 10, 30, 150]
   first, last = rows[0]["predicted"], rows[-1]["predicted"]
-  assert set(first) == set(last) and "fast 1" in first and "full 1" in first
+  assert set(first) == set(last)
+  assert {"fast 1", "medium 1", "full 1"} <= set(first)   # on the CPU
   for pair in first:             # compile once; training grows with epochs
     assert last[pair][0] == pytest.approx(first[pair][0])
     assert last[pair][1] == pytest.approx(75 * first[pair][1])

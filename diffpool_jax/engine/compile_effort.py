@@ -4,13 +4,13 @@ work the run plans.
 A run's first result costs compile seconds plus training seconds, and two
 choices made before compiling set both: the XLA effort ("fast": the
 compiler's cheapest settings, slower programs; "medium": its optimising
-settings without the CPU's memory-hungry fusion emitters; "full": all its
-optimising settings) and the number of size buckets (each bucket is one more branch of
-the epoch programs to trace and compile, and less padding to train on).
-`choose` predicts both costs for every pair from one cost model and takes
-the least predicted total over the epochs the run plans, so a two-epoch
-look compiles cheaply, a ten-epoch run at "medium" and a 150-epoch run
-spends more to run faster.
+settings without the CPU's memory-hungry fusion emitters; "full": all
+its optimising settings) and the number of size buckets (each bucket is
+one more branch of the epoch programs to trace and compile, and less
+padding to train on). `choose` predicts both costs for every pair from
+one cost model and takes the least predicted total over the epochs the
+run plans: a two-epoch look compiles cheaply, a ten-epoch run of ten
+members at "medium", and a 150-epoch run spends more to run faster.
 
 The cost model, per backend (`COSTS`):
 
@@ -39,8 +39,6 @@ from typing import Dict, List, NamedTuple, Sequence
 import numpy as np
 
 EFFORTS = ("auto", "fast", "medium", "full")
-# The efforts "auto" weighs, in the order that wins a tie.
-CHOSEN_EFFORTS = ("fast", "full", "medium")
 REFERENCE_CONVOLUTIONS = 9       # the paper preset's, as measured
 
 
@@ -58,24 +56,24 @@ COSTS = {
     # 2-core x86 VM, paper preset (MUTAG, ENZYMES, PROTEINS; 1-2 buckets).
     # Fitted when "full" compiled the initialisation at XLA's defaults
     # (before ffc9bb6), so base["full"] may now overstate a little.
-    # "medium" against "full", measured side by side on the same six
-    # layouts (PERFORMANCE.md, row 25): compile wall 0.67-0.80x, epochs
-    # 0.98-1.16x.
+    # "medium" is "full" less the compile seconds it saved in whole
+    # sessions of both on six layouts (PERFORMANCE.md, row 25: 2.4-2.8 s
+    # with one bucket, about 1.1 s more per further bucket), with the
+    # median of its measured epoch ratios (0.98-1.16x).
     "cpu": BackendCosts(base={"fast": 3.5, "medium": 4.5, "full": 6.0},
                         branch={"fast": 6.0, "medium": 11.8, "full": 12.5},
-                        slowdown={"fast": 4.0, "medium": 1.07, "full": 1.0},
+                        slowdown={"fast": 4.0, "medium": 1.1, "full": 1.0},
                         step_seconds=3e-3, unit_seconds=3.5e-11),
     # One H200: the ENZYMES epoch program (5 buckets) compiled in 145 s,
     # most of it matmul autotuning, for a 33 ms epoch of 10 members.
-    # "medium" is "full" on accelerators (the fusion emitters it leaves
-    # out are the CPU's), so a tie goes to "full".
-    "gpu": BackendCosts(base={"fast": 5.0, "medium": 10.0, "full": 10.0},
-                        branch={"fast": 6.0, "medium": 28.0, "full": 28.0},
-                        slowdown={"fast": 1.3, "medium": 1.0, "full": 1.0},
+    # No "medium": on accelerators it is "full" (see `weighed_efforts`).
+    "gpu": BackendCosts(base={"fast": 5.0, "full": 10.0},
+                        branch={"fast": 6.0, "full": 28.0},
+                        slowdown={"fast": 1.3, "full": 1.0},
                         step_seconds=2e-4, unit_seconds=1e-12),
-    "tpu": BackendCosts(base={"fast": 5.0, "medium": 10.0, "full": 10.0},
-                        branch={"fast": 10.0, "medium": 20.0, "full": 20.0},
-                        slowdown={"fast": 1.2, "medium": 1.0, "full": 1.0},
+    "tpu": BackendCosts(base={"fast": 5.0, "full": 10.0},
+                        branch={"fast": 10.0, "full": 20.0},
+                        slowdown={"fast": 1.2, "full": 1.0},
                         step_seconds=2e-4, unit_seconds=1e-12),
 }
 
@@ -83,8 +81,9 @@ COSTS = {
 # (compiles about 17 % faster than the default with the same step time,
 # experiments/benchmarks/PERFORMANCE.md); "medium" on the CPU is level 1
 # with the older elemental emitters (the newer fusion emitters take about
-# three times the compile memory and a third more compile time, for
-# epochs up to a sixth faster); "fast" on the CPU is the test suite's
+# three times the compile memory, and in whole sessions more compile
+# time, for epochs up to a sixth faster: row 25); "fast" on the CPU is
+# the test suite's
 # settings (level 0, the elemental emitters, no expensive LLVM passes);
 # "fast" on a GPU turns matmul autotuning off.
 XLA_OPTIONS = {
@@ -94,8 +93,8 @@ XLA_OPTIONS = {
             "medium": {"xla_backend_optimization_level": 1,
                        "xla_cpu_use_fusion_emitters": False},
             "full": {"xla_backend_optimization_level": 1}},
-    "gpu": {"fast": {"xla_gpu_autotune_level": 0}, "medium": {}, "full": {}},
-    "tpu": {"fast": {}, "medium": {}, "full": {}},
+    "gpu": {"fast": {"xla_gpu_autotune_level": 0}, "full": {}},
+    "tpu": {"fast": {}, "full": {}},
 }
 
 
@@ -124,14 +123,24 @@ def xla_options(effort: str, backend: str, program: str = "epoch") -> dict:
   are left to it."""
   if program == "init":
     effort = "fast"
-  options = XLA_OPTIONS.get(backend, XLA_OPTIONS["tpu"])[effort]
+  options = XLA_OPTIONS.get(backend, XLA_OPTIONS["tpu"])
+  options = options.get(effort, options["full"])   # "medium" off the CPU
   flags = os.environ.get("XLA_FLAGS", "")
   return {name: value for name, value in options.items() if name not in flags}
+
+
+def weighed_efforts(backend: str) -> List[str]:
+  """The efforts "auto" weighs on `backend`: "medium" only where it has
+  options of its own (the CPU); elsewhere it is "full"."""
+  options = XLA_OPTIONS.get(backend, XLA_OPTIONS["tpu"])
+  return [e for e in ("fast", "medium", "full") if e in options]
 
 
 def predict(costs: BackendCosts, effort: str, candidate: Candidate,
             epochs: int, members: int, convolutions: int):
   """(compile seconds, training seconds over `epochs`) of a candidate."""
+  if effort not in costs.base:
+    effort = "full"                  # "medium" off the CPU
   scale = convolutions / REFERENCE_CONVOLUTIONS
   compile_seconds = (costs.base[effort] + len(candidate.buckets)
                      * costs.branch[effort] * scale)
@@ -152,7 +161,7 @@ def choose(effort: str, backend: str, candidates: Sequence[Candidate],
       or "auto" (the pair of least predicted compile + training seconds).
     backend: "cpu", "gpu" or "tpu" (others are costed as "tpu").
     candidates: layouts of 1, 2, ... buckets.
-    full_candidate: the index that "full" compiles.
+    full_candidate: the index that "medium" and "full" compile.
     epochs, members: the planned epochs and members (folds x seeds x
       points).
     convolutions: graph convolutions of the model.
@@ -162,7 +171,8 @@ def choose(effort: str, backend: str, candidates: Sequence[Candidate],
   costs = COSTS.get(backend, COSTS["tpu"])
   pairs = ([("fast", 0)] if effort == "fast" else
            [(effort, full_candidate)] if effort != "auto" else
-           [(e, i) for e in CHOSEN_EFFORTS for i in range(len(candidates))])
+           [(e, i) for e in weighed_efforts(backend)
+            for i in range(len(candidates))])
   totals: List = []
   for name, index in pairs:
     seconds = predict(costs, name, candidates[index], epochs, members,

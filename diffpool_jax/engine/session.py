@@ -457,7 +457,7 @@ def layout_candidates(config, model: DiffPool, dataset: GraphDataset,
                       ) -> Tuple[List[compile_effort.Candidate], int]:
   """The bucket layouts of 1 .. max_buckets buckets a run could compile
   (`layout_candidate` of each), and the index of the one the bucket rule
-  picks (compile effort "full": `buckets_worth_compiling`)."""
+  picks (compile efforts "medium" and "full": `buckets_worth_compiling`)."""
   cost = modelled_graph_cost(model, dataset)
   options = bucket_options(dataset.n_node, config.max_buckets, cost,
                            config.bucket_ladder)

@@ -69,7 +69,8 @@ class RunConfig:
     max_buckets: at most this many padded sizes.
     min_bucket_gain: a further size bucket (one more compiled branch) is
       added only while it cuts the modelled epoch cost by at least this
-      fraction (0: always max_buckets); the rule of compile_effort "full".
+      fraction (0: always max_buckets); the rule of compile_effort
+      "medium" and "full".
     bucket_ladder: bucket sizes (and each bucket's graph slots) from the
       fixed size ladder (datasets.size_ladder: multiples of 8 up to 128,
       then steps of about 1.125x rounded up to a multiple of 8), so that
@@ -81,8 +82,8 @@ class RunConfig:
       bucket), "medium" (optimising settings without the CPU's fusion
       emitters: about a third of "full"'s compile memory, epochs up to a
       sixth slower) or "full" (all optimising settings); "medium" and
-      "full" compile the buckets of max_buckets/min_bucket_gain. Results differ within float32
-      rounding between efforts.
+      "full" compile the buckets of max_buckets/min_bucket_gain. Results
+      differ within float32 rounding between efforts.
     cluster_reference: None keeps the preset's cluster counts (per graph
       for "paper": each graph pools to the ratio of its own nodes, capped
       at the model's max_clusters; the largest graph for the fixed counts

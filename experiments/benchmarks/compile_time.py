@@ -285,7 +285,8 @@ def predict_schedule(args) -> dict:
                                    full, epochs, members, scale)
     pairs = {f"{effort} {len(c.buckets)}": compile_effort.predict(
         costs, effort, c, epochs, members, scale)
-        for effort in compile_effort.CHOSEN_EFFORTS for c in candidates}
+        for effort in compile_effort.weighed_efforts(jax.default_backend())
+        for c in candidates}
     rows.append({"epochs": epochs, "choice": choice.reason,
                  "predicted": pairs})
     print(f"{epochs:4d} epochs: {choice.reason}")

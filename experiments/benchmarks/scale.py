@@ -33,6 +33,7 @@ import time
 
 import numpy as np
 
+from diffpool_jax.engine.compile_effort import EFFORTS
 from experiments.benchmarks.harness import (GIB, emit, median_seconds,
                                             peak_rss_gib, run_child,
                                             write_report)
@@ -245,7 +246,7 @@ def main(argv=None) -> int:
   parser.add_argument("--hidden-dim", type=int)
   parser.add_argument("--batch-size", type=int, default=20)
   parser.add_argument("--compile-effort", default="auto",
-                      choices=("auto", "fast", "medium", "full"),
+                      choices=EFFORTS,
                       help="auto: what a 1-epoch run picks")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--max-gib", type=float, default=16.0,
