@@ -474,7 +474,7 @@ def compile_epoch_program(model: DiffPool, mesh: Optional[Mesh], kind: str,
   matmul_precision: the float32 matrix products' precision, one of
   MATMUL_PRECISIONS (None: JAX's current `jax_default_matmul_precision`).
   effort: the compile effort, "fast", "medium" or "full" (see
-    compile_effort).
+  compile_effort).
   """
   with precision_context(matmul_precision):
     if (compile_cache.traced_folder() is None or mesh is not None
