@@ -83,9 +83,8 @@ COSTS = {
 # with the older elemental emitters (the newer fusion emitters take about
 # three times the compile memory, and in whole sessions more compile
 # time, for epochs up to a sixth faster: row 25); "fast" on the CPU is
-# the test suite's
-# settings (level 0, the elemental emitters, no expensive LLVM passes);
-# "fast" on a GPU turns matmul autotuning off.
+# the test suite's settings (level 0, the elemental emitters, no
+# expensive LLVM passes); "fast" on a GPU turns matmul autotuning off.
 XLA_OPTIONS = {
     "cpu": {"fast": {"xla_backend_optimization_level": 0,
                      "xla_cpu_use_fusion_emitters": False,

@@ -412,7 +412,7 @@ def epoch_runner(session: Session, member_graphs: Sequence[np.ndarray],
               "stages": stages, "program_bytes": memory.program_bytes(train)}
   states = jax.tree_util.tree_map(jnp.copy,
                                   session.part_states(None, slice(0, count)))
-  memory.release_freed_host_memory()  # as a run does once it has compiled
+  memory.release_freed_host_memory()
 
   def epoch():
     nonlocal states
