@@ -56,10 +56,11 @@ COSTS = {
     # 2-core x86 VM, paper preset (MUTAG, ENZYMES, PROTEINS; 1-2 buckets).
     # Fitted when "full" compiled the initialisation at XLA's defaults
     # (before ffc9bb6), so base["full"] may now overstate a little.
-    # "medium" is "full" less the compile seconds it saved in whole
-    # sessions of both on six layouts (PERFORMANCE.md, row 25: 2.4-2.8 s
-    # with one bucket, about 1.1 s more per further bucket), with the
-    # median of its measured epoch ratios (0.98-1.16x).
+    # "medium" is "full" less part of the compile seconds it saved in
+    # whole sessions of both on six layouts (PERFORMANCE.md, row 25:
+    # 2.4-2.8 s with one bucket, 0.3-2.1 s more per further bucket; here
+    # 1.5 s, and 0.7 s per bucket of the 9-convolution reference), with
+    # its median epoch ratio (1.07 of 0.98-1.16x) rounded up to 1.1.
     "cpu": BackendCosts(base={"fast": 3.5, "medium": 4.5, "full": 6.0},
                         branch={"fast": 6.0, "medium": 11.8, "full": 12.5},
                         slowdown={"fast": 4.0, "medium": 1.1, "full": 1.0},
