@@ -123,24 +123,32 @@ def xla_options(effort: str, backend: str, program: str = "epoch") -> dict:
   are left to it."""
   if program == "init":
     effort = "fast"
-  options = XLA_OPTIONS.get(backend, XLA_OPTIONS["tpu"])
-  options = options.get(effort, options["full"])   # "medium" off the CPU
+  options = backend_options(backend)[backend_effort(effort, backend)]
   flags = os.environ.get("XLA_FLAGS", "")
   return {name: value for name, value in options.items() if name not in flags}
 
 
+def backend_options(backend: str) -> Dict[str, dict]:
+  """{effort: XLA options} of `backend` (others are treated as "tpu")."""
+  return XLA_OPTIONS.get(backend, XLA_OPTIONS["tpu"])
+
+
+def backend_effort(effort: str, backend: str) -> str:
+  """The effort `backend` compiles for `effort`: "medium" has options of
+  its own only on the CPU; elsewhere it is "full"."""
+  return effort if effort in backend_options(backend) else "full"
+
+
 def weighed_efforts(backend: str) -> List[str]:
-  """The efforts "auto" weighs on `backend`: "medium" only where it has
-  options of its own (the CPU); elsewhere it is "full"."""
-  options = XLA_OPTIONS.get(backend, XLA_OPTIONS["tpu"])
-  return [e for e in ("fast", "medium", "full") if e in options]
+  """The efforts "auto" weighs on `backend`: each that is its own there."""
+  return [e for e in ("fast", "medium", "full")
+          if backend_effort(e, backend) == e]
 
 
 def predict(costs: BackendCosts, effort: str, candidate: Candidate,
             epochs: int, members: int, convolutions: int):
-  """(compile seconds, training seconds over `epochs`) of a candidate."""
-  if effort not in costs.base:
-    effort = "full"                  # "medium" off the CPU
+  """(compile seconds, training seconds over `epochs`) of a candidate
+  (`effort` one that `costs`' backend has: see `backend_effort`)."""
   scale = convolutions / REFERENCE_CONVOLUTIONS
   compile_seconds = (costs.base[effort] + len(candidate.buckets)
                      * costs.branch[effort] * scale)
@@ -175,8 +183,8 @@ def choose(effort: str, backend: str, candidates: Sequence[Candidate],
             for i in range(len(candidates))])
   totals: List = []
   for name, index in pairs:
-    seconds = predict(costs, name, candidates[index], epochs, members,
-                      convolutions)
+    seconds = predict(costs, backend_effort(name, backend), candidates[index],
+                      epochs, members, convolutions)
     totals.append((sum(seconds), name, index, seconds))
   _, name, index, (compile_s, train_s) = min(totals, key=lambda t: t[0])
   reason = (f"compile effort {name}, {len(candidates[index].buckets)} "
