@@ -143,6 +143,72 @@ def test_a_killed_table_continues_to_the_uninterrupted_table(tmp_path):
             == (whole / "synthetic" / cell / "metrics.jsonl").read_text())
 
 
+def write_rings_and_paths(folder: Path, labels) -> None:
+  """A TU set TOY in `folder`: graph g a ring (label 1) or a path (2) of
+  4 + g % 3 nodes, with graph labels `labels`."""
+  edges, indicator = [], []
+  for g in range(len(labels)):
+    first, size = len(indicator) + 1, 4 + g % 3
+    indicator += [g + 1] * size
+    pairs = [(i, i + 1) for i in range(size - 1)]
+    if g % 2 == 0:
+      pairs.append((size - 1, 0))
+    edges += [f"{first + a}, {first + b}\n{first + b}, {first + a}\n"
+              for a, b in pairs]
+  folder.mkdir(parents=True, exist_ok=True)
+  (folder / "TOY_A.txt").write_text("".join(edges))
+  (folder / "TOY_graph_indicator.txt").write_text(
+      "".join(f"{g}\n" for g in indicator))
+  (folder / "TOY_graph_labels.txt").write_text(
+      "".join(f"{label}\n" for label in labels))
+
+
+def test_a_finished_cell_whose_data_changed_is_reported_not_read(tmp_path):
+  """The cell's results.json stands only for the data it was trained on:
+  with the graph labels changed the row says so (nothing retrains, nothing
+  is overwritten); restored, the cell is read again."""
+  labels = [1 + g % 2 for g in range(40)]
+  write_rings_and_paths(tmp_path / "tu" / "TOY", labels)
+  config = write_config(tmp_path)
+  out = tmp_path / "table"
+  flags = [sys.executable, "-m", "experiments.table", "--datasets", "TOY",
+           "--data-root", str(tmp_path / "tu"), "--poolers", "flat",
+           "--config", str(config), "--epochs", "1", "--out", str(out)]
+  run = lambda: subprocess.run(flags, cwd=REPO, capture_output=True,
+                               text=True, timeout=600)
+  first = run()
+  assert first.returncode == 0, first.stderr[-3000:]
+  trained = read_csv(out / "table.csv")
+  assert trained[0]["status"] == "ok"
+  cell = out / "TOY" / "flat"
+  results = (cell / "results.json").read_text()
+  metrics_time = (cell / "metrics.jsonl").stat().st_mtime
+
+  write_rings_and_paths(tmp_path / "tu" / "TOY", labels[::-1])
+  changed = run()
+  assert changed.returncode == 1
+  status = read_csv(out / "table.csv")[0]["status"]
+  assert status.startswith("failed: the class labels or target columns "
+                           "changed since this cell trained (fingerprint ")
+  assert status.endswith(f"restore them, or delete {cell} to train the "
+                         "cell again")
+  assert (cell / "results.json").read_text() == results
+  assert (cell / "metrics.jsonl").stat().st_mtime == metrics_time
+
+  write_rings_and_paths(tmp_path / "tu" / "TOY", labels)
+  restored = run()
+  assert restored.returncode == 0, restored.stderr[-3000:]
+  assert read_csv(out / "table.csv") == trained
+
+  # An edited config.json: the cell's inputs cannot be checked
+  saved = json.loads((cell / "config.json").read_text())
+  saved["run"]["epochs"] += 1
+  (cell / "config.json").write_text(json.dumps(saved))
+  assert table.changed_input(cell).startswith(
+      f"cannot check the cell's inputs: --resume: {cell / 'config.json'} "
+      "was edited or damaged since the run wrote it")
+
+
 def test_unknown_poolers_and_data_roots(tmp_path):
   with pytest.raises(SystemExit, match=r"--poolers: unknown \['nope'\]"):
     table.pooler_names(["nope"])

@@ -8,7 +8,9 @@ Each cell (one pooler on one data set) is an ordinary run folder,
 OUT/DATASET/POOLER, trained by the train command in a child process, so a
 stopped table continues where it stopped (a finished cell is read, a
 started one resumed with --resume) and a cell that fails is reported in
-the table, not fatal to the others. Cells follow the data set's own
+the table, not fatal to the others. A finished cell whose inputs changed
+since it trained (its data set's graphs, labels or features, its split
+file) is reported as failed, not read as if it still stood. Cells follow the data set's own
 protocol (fair on TU sets, with NAME_splits.json from --splits where it
 is there, and a line at the start names each set it is not there for;
 fixed over 10 seeds on OGB sets). A folder, file or count that every
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import csv
 import ctypes
+import functools
 import hashlib
 import io
 import json
@@ -50,7 +53,9 @@ from diffpool_jax import plots
 from diffpool_jax.cli import options
 from diffpool_jax.cli.report import read_results
 from diffpool_jax.datasets.readers import READERS
-from diffpool_jax.run.store import RUN_OUTPUTS, write_text_atomic
+from diffpool_jax.errors import InputError
+from diffpool_jax.run.store import (INPUT_NAMES, RUN_OUTPUTS, read_saved_run,
+                                    write_text_atomic)
 from diffpool_jax.tasks import METRICS, shown
 
 FLAT = "flat"
@@ -61,6 +66,10 @@ COLUMNS = ("dataset", "pooler", "status", "metric", "score", "std",
            "compile_s", "epoch_s", "peak_gib", "epochs_run", "commit",
            "command")
 CELL_FILE = "table_cell.json"
+# The RunConfig fields a cell's input fingerprints depend on: those its
+# data set is read with (run.members.load_dataset) and its split file.
+INPUT_FIELDS = ("dataset", "data_root", "format", "features", "synthetic",
+                "splits")
 GIB = 2**30
 
 
@@ -297,10 +306,45 @@ def input_digests(argv: List[str]) -> Dict[str, str]:
   return digests
 
 
+@functools.lru_cache(maxsize=None)
+def fingerprints_now(fields: str) -> Dict[str, str]:
+  """The input fingerprints (run.members.input_fingerprints) of the data
+  set and split file that `fields`, a JSON object of INPUT_FIELDS, name,
+  read now; once per data set in a table."""
+  from diffpool_jax.run import RunConfig
+  from diffpool_jax.run.members import input_fingerprints, load_dataset
+  config = RunConfig(**json.loads(fields))
+  return input_fingerprints(config, load_dataset(config))
+
+
+def changed_input(folder: Path) -> Optional[str]:
+  """Why a finished cell's results no longer stand, or None: its
+  config.json cannot be read or was edited (store.read_saved_run), its
+  data set cannot be read, or an input it read (store.INPUT_NAMES) has
+  another fingerprint now than the one its run recorded."""
+  from diffpool_jax.run import RunConfig
+  try:
+    saved = read_saved_run(folder, RunConfig)
+    fields = {name: saved["run"][name] for name in INPUT_FIELDS}
+    now = fingerprints_now(json.dumps(fields, sort_keys=True))
+  except (OSError, ValueError) as error:
+    text = (error.spelled(lambda name: "--" + name)
+            if isinstance(error, InputError) else str(error))
+    return f"cannot check the cell's inputs: {text}"
+  recorded = saved.get("inputs") or {}
+  for name, what in INPUT_NAMES.items():
+    if name in recorded and recorded[name] != now.get(name):
+      return (f"the {what} changed since this cell trained (fingerprint "
+              f"{recorded[name][:12]}, now {str(now.get(name))[:12]}); "
+              f"restore them, or delete {folder} to train the cell again")
+  return None
+
+
 def train_cell(args, dataset: str, pooler: str, folder: Path
                ) -> Dict[str, object]:
-  """Trains one cell unless it is done (results.json of this command):
-  fresh, or with --resume where the folder holds a run; then its row."""
+  """Trains one cell unless it is done (results.json of this command,
+  its inputs unchanged: else the row says what changed): fresh, or with
+  --resume where the folder holds a run; then its row."""
   argv = cell_arguments(args, dataset, pooler, folder)
   inputs = input_digests(argv)
   record = folder / CELL_FILE
@@ -308,7 +352,10 @@ def train_cell(args, dataset: str, pooler: str, folder: Path
   done = (folder / "results.json").is_file() and (
       (saved.get("argv"), saved.get("inputs")) == (argv, inputs))
   if done:
-    return cell_row(dataset, pooler, folder, argv, None)
+    changed = changed_input(folder)
+    return cell_row(dataset, pooler, folder, argv,
+                    None if changed is None else {"code": 1,
+                                                  "error": changed})
   started = any((folder / name).exists() for name in RUN_OUTPUTS)
   outcome = run_cell(argv + (["--resume"] if started else []))
   if outcome["code"] in (0, 3):
