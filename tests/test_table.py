@@ -163,19 +163,22 @@ def write_rings_and_paths(folder: Path, labels) -> None:
       "".join(f"{label}\n" for label in labels))
 
 
-def test_a_finished_cell_whose_data_changed_is_reported_not_read(tmp_path):
+def test_a_finished_cell_whose_data_changed_is_reported_not_read(tmp_path,
+                                                                monkeypatch):
   """The cell's results.json stands only for the data it was trained on:
   with the graph labels changed the row says so (nothing retrains, nothing
-  is overwritten); restored, the cell is read again."""
+  is overwritten); restored, the cell is read again; changed while the
+  table runs, the cells trained before the change are reported at the
+  end."""
   labels = [1 + g % 2 for g in range(40)]
   write_rings_and_paths(tmp_path / "tu" / "TOY", labels)
   config = write_config(tmp_path)
   out = tmp_path / "table"
-  flags = [sys.executable, "-m", "experiments.table", "--datasets", "TOY",
-           "--data-root", str(tmp_path / "tu"), "--poolers", "flat",
+  flags = ["--datasets", "TOY", "--data-root", str(tmp_path / "tu"),
            "--config", str(config), "--epochs", "1", "--out", str(out)]
-  run = lambda: subprocess.run(flags, cwd=REPO, capture_output=True,
-                               text=True, timeout=600)
+  run = lambda: subprocess.run(
+      [sys.executable, "-m", "experiments.table", *flags, "--poolers",
+       "flat"], cwd=REPO, capture_output=True, text=True, timeout=600)
   first = run()
   assert first.returncode == 0, first.stderr[-3000:]
   trained = read_csv(out / "table.csv")
@@ -199,6 +202,24 @@ def test_a_finished_cell_whose_data_changed_is_reported_not_read(tmp_path):
   restored = run()
   assert restored.returncode == 0, restored.stderr[-3000:]
   assert read_csv(out / "table.csv") == trained
+
+  # Labels changed while a table runs, after its first cell trained: at
+  # the end that cell is reported too (the done flat cell when read).
+  real_run_cell = table.run_cell
+
+  def run_then_change(argv):
+    outcome = real_run_cell(argv)
+    write_rings_and_paths(tmp_path / "tu" / "TOY", labels[::-1])
+    return outcome
+  monkeypatch.setattr(table, "run_cell", run_then_change)
+  assert table.main(flags + ["--poolers", "mincut", "--quiet"]) == 1
+  rows = read_csv(out / "table.csv")
+  assert [r["pooler"] for r in rows] == ["mincut", "flat"]
+  for row in rows:
+    assert row["status"].startswith("failed: the class labels or target "
+                                    "columns changed since this cell")
+  assert (out / "TOY" / "mincut" / "results.json").is_file()
+  monkeypatch.undo()
 
   # An edited config.json: the cell's inputs cannot be checked
   saved = json.loads((cell / "config.json").read_text())
