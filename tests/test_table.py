@@ -246,6 +246,8 @@ def test_inputs_every_cell_reads_are_checked_before_any_cell(tmp_path):
   with_baseline = write_config(tmp_path, baseline="flat")
   a_file = tmp_path / "a_file"
   a_file.write_text("")
+  for root in ("a", "b"):
+    write_rings_and_paths(tmp_path / root / "TOY", [1, 2])
   for more, message in (
       (["--data-root", str(tmp_path / "nope")],
        f"--data-root {tmp_path / 'nope'} is not a folder (mistyped?)"),
@@ -256,7 +258,15 @@ def test_inputs_every_cell_reads_are_checked_before_any_cell(tmp_path):
       (["--config", str(with_baseline)],
        f"--config {with_baseline}: drop 'baseline'"),
       (["--epochs", "0"], "--epochs: epochs=0; must be >= 1"),
-      (["--patience", "-1"], "--patience: patience=-1; must be >= 0")):
+      (["--patience", "-1"], "--patience: patience=-1; must be >= 0"),
+      (["--datasets", "TOY", "synthetic", "TOY"],
+       "--datasets: TOY named more than once"),
+      (["--poolers", "mincut", "dmon", "mincut"],
+       "--poolers: mincut named more than once"),
+      (["--datasets", "TOY", "--data-root", str(tmp_path / "a"),
+        str(tmp_path / "b")],
+       f"--data-root: TOY is in both {tmp_path / 'a'} and {tmp_path / 'b'}; "
+       "give one root that holds it")):
     with pytest.raises(SystemExit, match=re.escape(message)):
       table.main(base + more)
     assert not out.exists()       # no cell began

@@ -86,7 +86,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       "'all'; the flat baseline is always a row")
   parser.add_argument("--data-root", nargs="+", default=[],
                       help="folders holding the data sets; each set is read "
-                      "from the first that holds it (none: the download "
+                      "from the one that holds it (none: the download "
                       "cache)")
   parser.add_argument("--splits", default=None,
                       help="a folder of split files NAME_splits.json "
@@ -119,10 +119,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def check_inputs(args: argparse.Namespace) -> None:
   """SystemExit naming the flag when a folder or file that every cell
-  would read is not there or not valid, or an epoch count is out of
-  range: every cell would fail the same way (a bad --config, a count) or
-  silently do without it (a --data-root or --splits folder). Keeps the
-  --config file's RunConfig values in `args.config_values`."""
+  would read is not there or not valid, a set is in two --data-root
+  folders, a set or pooler is named twice, or an epoch count is out of
+  range: every cell would fail the same way (a bad --config, a count),
+  silently do without it (a --data-root or --splits folder) or read one
+  copy of two unsaid. Keeps the --config file's RunConfig values in
+  `args.config_values`."""
   from diffpool_jax.cli.train import file_values
   from diffpool_jax.run import RunConfig
   for flag, folders in (("--data-root", args.data_root),
@@ -130,6 +132,17 @@ def check_inputs(args: argparse.Namespace) -> None:
     for folder in folders:
       if not Path(folder).is_dir():
         raise SystemExit(f"{flag} {folder} is not a folder (mistyped?)")
+  for flag, names in (("--datasets", args.datasets),
+                      ("--poolers", args.poolers)):
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+      raise SystemExit(f"{flag}: {', '.join(twice)} named more than once")
+  for name in args.datasets:
+    holding = roots_holding(name, args.data_root)
+    if len(holding) > 1:
+      raise SystemExit(f"--data-root: {name} is in both {holding[0]} and "
+                       f"{holding[1]}; give one root that holds it (which "
+                       "copy the cells should read is not clear)")
   args.config_values = {}
   if args.config is not None:
     args.config_values, baseline = file_values(
@@ -158,13 +171,19 @@ def pooler_names(requested: Sequence[str]) -> List[str]:
   return [n for n in names if n != FLAT] + [FLAT]
 
 
+def roots_holding(name: str, roots: Sequence[str]) -> List[str]:
+  """The folders of `roots` that hold set `name` in some registered
+  format."""
+  return [root for root in roots
+          if any(reader.holds(root, name) for reader in READERS.values())]
+
+
 def data_root(name: str, roots: Sequence[str]) -> Optional[str]:
-  """The first of `roots` holding set `name` in some registered format
-  (None when no root holds it: the reader's download cache)."""
-  for root in roots:
-    if any(reader.holds(root, name) for reader in READERS.values()):
-      return root
-  return None
+  """The folder of `roots` holding set `name` (None when none holds it:
+  the reader's download cache); check_inputs refuses a set that two
+  hold."""
+  holding = roots_holding(name, roots)
+  return holding[0] if holding else None
 
 
 def split_file(name: str, folder: Optional[str]) -> Optional[Path]:
