@@ -248,6 +248,8 @@ def test_inputs_every_cell_reads_are_checked_before_any_cell(tmp_path):
   a_file.write_text("")
   for root in ("a", "b"):
     write_rings_and_paths(tmp_path / root / "TOY", [1, 2])
+  write_rings_and_paths(tmp_path / "c" / "TOY", [1, 2])
+  (tmp_path / "c" / "TOY" / "TOY_A.txt.gz").write_bytes(b"")
   for more, message in (
       (["--data-root", str(tmp_path / "nope")],
        f"--data-root {tmp_path / 'nope'} is not a folder (mistyped?)"),
@@ -266,7 +268,10 @@ def test_inputs_every_cell_reads_are_checked_before_any_cell(tmp_path):
       (["--datasets", "TOY", "--data-root", str(tmp_path / "a"),
         str(tmp_path / "b")],
        f"--data-root: TOY is in both {tmp_path / 'a'} and {tmp_path / 'b'}; "
-       "give one root that holds it")):
+       "give one root that holds it"),
+      (["--datasets", "TOY", "--data-root", str(tmp_path / "c")],
+       f"--data-root: TOY: {tmp_path / 'c' / 'TOY'}: two versions of table "
+       "TOY_A.txt: TOY_A.txt and TOY_A.txt.gz")):
     with pytest.raises(SystemExit, match=re.escape(message)):
       table.main(base + more)
     assert not out.exists()       # no cell began

@@ -138,7 +138,10 @@ def check_inputs(args: argparse.Namespace) -> None:
     if twice:
       raise SystemExit(f"{flag}: {', '.join(twice)} named more than once")
   for name in args.datasets:
-    holding = roots_holding(name, args.data_root)
+    try:
+      holding = roots_holding(name, args.data_root)
+    except ValueError as error:         # e.g. a table there twice
+      raise SystemExit(f"--data-root: {name}: {error}") from None
     if len(holding) > 1:
       raise SystemExit(f"--data-root: {name} is in both {holding[0]} and "
                        f"{holding[1]}; give one root that holds it (which "
