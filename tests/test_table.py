@@ -275,9 +275,12 @@ def test_inputs_every_cell_reads_are_checked_before_any_cell(tmp_path):
     with pytest.raises(SystemExit, match=re.escape(message)):
       table.main(base + more)
     assert not out.exists()       # no cell began
-  args = table.parse_args(base + ["--patience", "0"])
-  table.check_inputs(args)
+  args = table.parse_args(base + ["--patience", "0", "--data-root",
+                                   str(tmp_path / "a"), str(tmp_path / "b")])
+  table.check_inputs(args)        # synthetic is read from no folder
   assert args.patience == 0 and args.config_values == {}
+  assert table.data_root("TOY", [str(tmp_path), str(tmp_path / "b")]) == \
+      str(tmp_path / "b")
 
 
 def test_sets_without_a_split_file_are_named(tmp_path):

@@ -176,9 +176,11 @@ def pooler_names(requested: Sequence[str]) -> List[str]:
 
 def roots_holding(name: str, roots: Sequence[str]) -> List[str]:
   """The folders of `roots` that hold set `name` in some registered
-  format."""
+  format read from a folder (not the built-in synthetic set, which
+  every folder "holds")."""
+  readers = [reader for key, reader in READERS.items() if key != "synthetic"]
   return [root for root in roots
-          if any(reader.holds(root, name) for reader in READERS.values())]
+          if any(reader.holds(root, name) for reader in readers)]
 
 
 def data_root(name: str, roots: Sequence[str]) -> Optional[str]:
