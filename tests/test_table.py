@@ -16,6 +16,7 @@ import pytest
 
 from diffpool_jax.cli import table
 from diffpool_jax.datasets import READERS, Reader, register_reader
+from diffpool_jax.run.store import with_digest
 from tests.test_options import OPERATOR_MODULE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -221,13 +222,29 @@ def test_a_finished_cell_whose_data_changed_is_reported_not_read(tmp_path,
   assert (out / "TOY" / "mincut" / "results.json").is_file()
   monkeypatch.undo()
 
-  # An edited config.json: the cell's inputs cannot be checked
+  # A cell written by an older version (a RunConfig field and an input
+  # name it did not have yet) is checked on what it has
+  write_rings_and_paths(tmp_path / "tu" / "TOY", labels)
   saved = json.loads((cell / "config.json").read_text())
+  older = {key: value for key, value in saved.items() if key != "digest"}
+  older["run"] = {k: v for k, v in saved["run"].items() if k != "format"}
+  older["inputs"] = {k: v for k, v in saved["inputs"].items()
+                     if k != "targets"}
+  (cell / "config.json").write_text(json.dumps(with_digest(older)))
+  assert table.changed_input(cell) is None
+  write_rings_and_paths(tmp_path / "tu" / "TOY", labels[::-1])
+  table.fingerprints_now.cache_clear()
+  assert table.changed_input(cell).startswith(
+      "the data set (graphs, labels or features) changed since this cell")
+
+  # An edited config.json: the cell's inputs cannot be checked
   saved["run"]["epochs"] += 1
   (cell / "config.json").write_text(json.dumps(saved))
-  assert table.changed_input(cell).startswith(
-      f"cannot check the cell's inputs: --resume: {cell / 'config.json'} "
-      "was edited or damaged since the run wrote it")
+  assert table.changed_input(cell) == (
+      f"cannot check the cell's inputs: {cell / 'config.json'} was edited "
+      "or damaged since the run wrote it (its content no longer matches "
+      f"its digest) (RunFolderError); restore them, or delete {cell} to "
+      "train the cell again")
 
 
 def test_unknown_poolers_and_data_roots(tmp_path):
@@ -279,8 +296,11 @@ def test_inputs_every_cell_reads_are_checked_before_any_cell(tmp_path):
                                    str(tmp_path / "a"), str(tmp_path / "b")])
   table.check_inputs(args)        # synthetic is read from no folder
   assert args.patience == 0 and args.config_values == {}
-  assert table.data_root("TOY", [str(tmp_path), str(tmp_path / "b")]) == \
-      str(tmp_path / "b")
+  # the same root twice, spelled two ways
+  with pytest.raises(SystemExit, match=re.escape(
+      f"--data-root: {tmp_path / 'a'} named more than once")):
+    table.main(base + ["--data-root", str(tmp_path / "a"),
+                       str(tmp_path / "b" / ".." / "a")])
 
 
 def test_sets_without_a_split_file_are_named(tmp_path):

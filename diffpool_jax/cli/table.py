@@ -54,9 +54,9 @@ from typing import Dict, List, Optional, Sequence
 from diffpool_jax import plots
 from diffpool_jax.cli import options
 from diffpool_jax.cli.report import read_results
-from diffpool_jax.datasets.readers import READERS
-from diffpool_jax.errors import InputError
-from diffpool_jax.run.store import (INPUT_NAMES, RUN_OUTPUTS, read_saved_run,
+from diffpool_jax.datasets.readers import READERS, find_format
+from diffpool_jax.cli.errors import command_message
+from diffpool_jax.run.store import (INPUT_NAMES, RUN_OUTPUTS, read_intact_run,
                                     write_text_atomic)
 from diffpool_jax.tasks import METRICS, shown
 
@@ -119,11 +119,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def check_inputs(args: argparse.Namespace) -> None:
   """SystemExit naming the flag when a folder or file that every cell
-  would read is not there or not valid, a set is in two --data-root
-  folders, a set or pooler is named twice, or an epoch count is out of
-  range: every cell would fail the same way (a bad --config, a count),
-  silently do without it (a --data-root or --splits folder) or read one
-  copy of two unsaid. Keeps the --config file's RunConfig values in
+  would read is not there or not valid, or an epoch count is out of
+  range: every cell would fail the same way (a bad --config, a count) or
+  silently do without it (a --data-root or --splits folder); then
+  `check_names`. Keeps the --config file's RunConfig values in
   `args.config_values`."""
   from diffpool_jax.cli.train import file_values
   from diffpool_jax.run import RunConfig
@@ -132,20 +131,6 @@ def check_inputs(args: argparse.Namespace) -> None:
     for folder in folders:
       if not Path(folder).is_dir():
         raise SystemExit(f"{flag} {folder} is not a folder (mistyped?)")
-  for flag, names in (("--datasets", args.datasets),
-                      ("--poolers", args.poolers)):
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-      raise SystemExit(f"{flag}: {', '.join(twice)} named more than once")
-  for name in args.datasets:
-    try:
-      holding = roots_holding(name, args.data_root)
-    except ValueError as error:         # e.g. a table there twice
-      raise SystemExit(f"--data-root: {name}: {error}") from None
-    if len(holding) > 1:
-      raise SystemExit(f"--data-root: {name} is in both {holding[0]} and "
-                       f"{holding[1]}; give one root that holds it (which "
-                       "copy the cells should read is not clear)")
   args.config_values = {}
   if args.config is not None:
     args.config_values, baseline = file_values(
@@ -160,6 +145,31 @@ def check_inputs(args: argparse.Namespace) -> None:
         RunConfig(**{flag: getattr(args, flag)})
       except ValueError as error:
         raise SystemExit(f"--{flag}: {error}") from None
+  check_names(args)
+
+
+def check_names(args: argparse.Namespace) -> None:
+  """SystemExit naming the flag when a set, pooler or root is named twice,
+  or a set's copy is not clear: two --data-root folders hold it, or its
+  folder (the download cache where no root holds it) holds one of its
+  tables twice (the reader's message)."""
+  roots = [str(Path(root).resolve()) for root in args.data_root]
+  for flag, names in (("--datasets", args.datasets),
+                      ("--poolers", args.poolers), ("--data-root", roots)):
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+      raise SystemExit(f"{flag}: {', '.join(twice)} named more than once")
+  for name in args.datasets:
+    try:
+      holding = roots_holding(name, args.data_root)
+      if not holding:
+        find_format(name, None, args.config_values.get("format", "auto"))
+    except (OSError, ValueError) as error:
+      raise SystemExit(f"--data-root: {name}: {error}") from None
+    if len(holding) > 1:
+      raise SystemExit(f"--data-root: {name} is in both {holding[0]} and "
+                       f"{holding[1]}; give one root that holds it (which "
+                       "copy the cells should read is not clear)")
 
 
 def pooler_names(requested: Sequence[str]) -> List[str]:
@@ -184,11 +194,13 @@ def roots_holding(name: str, roots: Sequence[str]) -> List[str]:
 
 
 def data_root(name: str, roots: Sequence[str]) -> Optional[str]:
-  """The folder of `roots` holding set `name` (None when none holds it:
-  the reader's download cache); check_inputs refuses a set that two
-  hold."""
-  holding = roots_holding(name, roots)
-  return holding[0] if holding else None
+  """The first of `roots` holding set `name` in some registered format
+  (None when no root holds it: the reader's download cache);
+  check_inputs refuses a set that two hold (`roots_holding`)."""
+  for root in roots:
+    if any(reader.holds(root, name) for reader in READERS.values()):
+      return root
+  return None
 
 
 def split_file(name: str, folder: Optional[str]) -> Optional[Path]:
@@ -205,7 +217,6 @@ def without_split_file(datasets: Sequence[str], roots: Sequence[str],
   split them themselves: the protocol (--config's, else the format's that
   a cell reads them with) is not "fixed", and --config names no split
   file of its own."""
-  from diffpool_jax.datasets.readers import find_format
   if folder is None or config.get("splits"):
     return []
   missing = []
@@ -345,25 +356,28 @@ def fingerprints_now(fields: str) -> Dict[str, str]:
 
 def changed_input(folder: Path) -> Optional[str]:
   """Why a finished cell's results no longer stand, or None: its
-  config.json cannot be read or was edited (store.read_saved_run), its
+  config.json cannot be read or was edited (store.read_intact_run), its
   data set cannot be read, or an input it read (store.INPUT_NAMES) has
-  another fingerprint now than the one its run recorded."""
-  from diffpool_jax.run import RunConfig
+  another fingerprint now than the one its run recorded. A cell written
+  by another version is checked on the INPUT_FIELDS and inputs it has."""
+  from diffpool_jax.run.store import changed_input as changed_name
   try:
-    saved = read_saved_run(folder, RunConfig)
-    fields = {name: saved["run"][name] for name in INPUT_FIELDS}
+    saved = read_intact_run(folder)
+    fields = {name: saved["run"][name] for name in INPUT_FIELDS
+              if name in saved["run"]}
     now = fingerprints_now(json.dumps(fields, sort_keys=True))
-  except (OSError, ValueError) as error:
-    text = (error.spelled(lambda name: "--" + name)
-            if isinstance(error, InputError) else str(error))
-    return f"cannot check the cell's inputs: {text}"
+  except Exception as error:      # noqa: BLE001 (any reader's error)
+    return (f"cannot check the cell's inputs: {command_message(error)} "
+            f"({type(error).__name__}); restore them, or delete {folder} "
+            "to train the cell again")
   recorded = saved.get("inputs") or {}
-  for name, what in INPUT_NAMES.items():
-    if name in recorded and recorded[name] != now.get(name):
-      return (f"the {what} changed since this cell trained (fingerprint "
-              f"{recorded[name][:12]}, now {str(now.get(name))[:12]}); "
-              f"restore them, or delete {folder} to train the cell again")
-  return None
+  name = changed_name(recorded, now)
+  if name is None:
+    return None
+  return (f"the {INPUT_NAMES[name]} changed since this cell trained "
+          f"(fingerprint {str(recorded[name])[:12]}, now "
+          f"{str(now.get(name))[:12]}); restore them, or delete {folder} "
+          "to train the cell again")
 
 
 def train_cell(args, dataset: str, pooler: str, folder: Path
@@ -446,6 +460,7 @@ def csv_text(rows: List[dict]) -> str:
 def main(argv=None) -> int:
   """The table command; returns 0, or 1 when a cell failed."""
   argv = sys.argv[1:] if argv is None else argv
+  fingerprints_now.cache_clear()       # the data as it is now
   args = parse_args(argv)
   check_inputs(args)
   poolers = pooler_names(args.poolers)

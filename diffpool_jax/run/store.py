@@ -171,24 +171,16 @@ def with_digest(description: dict) -> dict:
 
 def read_saved_run(out: Path, config) -> dict:
   """The content of out/config.json, checked before a resume changes
-  anything: readable JSON, its digest matching (files written before
-  digests were recorded have none), and a "run" holding exactly the fields
-  of `config`'s dataclass; RunFolderError naming the fault otherwise."""
+  anything: intact (`read_intact_run`) and a "run" holding exactly the
+  fields of `config`'s dataclass; RunFolderError naming the fault
+  otherwise."""
   path = out / "config.json"
   try:
-    saved = json.loads(path.read_text())
-  except (OSError, ValueError) as error:
-    raise RunFolderError(f"{{resume}}: cannot read {path}: {error}",
-                         "resume") from None
-  if not isinstance(saved, dict) or not isinstance(saved.get("run"), dict):
-    raise RunFolderError(f"{{resume}}: {path} holds no run (no \"run\" "
-                         "object); it was edited or damaged", "resume")
-  if "digest" in saved and saved["digest"] != description_digest(saved):
+    saved = read_intact_run(out)
+  except RunFolderError as error:
     raise RunFolderError(
-        f"{{resume}}: {path} was edited or damaged since the run wrote it "
-        "(its content no longer matches its digest); restore it, or start "
-        "a new run ({overwrite} or another {out})", "resume", "overwrite",
-        "out")
+        f"{{resume}}: {error}; restore it, or start a new run ({{overwrite}} "
+        "or another {out})", "resume", "overwrite", "out") from None
   fields = {f.name for f in dataclasses.fields(config)}
   missing, unknown = fields - set(saved["run"]), set(saved["run"]) - fields
   if missing or unknown:
@@ -197,6 +189,25 @@ def read_saved_run(out: Path, config) -> dict:
         f"{{resume}}: the run in {path} "
         f"{'lacks' if missing else 'has unknown'} field(s) {names}; it was "
         "edited, damaged or written by another version", "resume")
+  return saved
+
+
+def read_intact_run(out: Path) -> dict:
+  """The content of out/config.json as its run wrote it: readable JSON
+  with a "run" object, its digest matching (files written before digests
+  were recorded have none); RunFolderError saying which is not so
+  otherwise (the caller says what to do)."""
+  path = out / "config.json"
+  try:
+    saved = json.loads(path.read_text())
+  except (OSError, ValueError) as error:
+    raise RunFolderError(f"cannot read {path}: {error}") from None
+  if not isinstance(saved, dict) or not isinstance(saved.get("run"), dict):
+    raise RunFolderError(f"{path} holds no run (no \"run\" object); it was "
+                         "edited or damaged")
+  if "digest" in saved and saved["digest"] != description_digest(saved):
+    raise RunFolderError(f"{path} was edited or damaged since the run wrote "
+                         "it (its content no longer matches its digest)")
   return saved
 
 
@@ -271,17 +282,24 @@ INPUT_NAMES = {"targets": "class labels or target columns",
                "data": "data set (graphs, labels or features)"}
 
 
+def changed_input(saved: dict, current: dict) -> Optional[str]:
+  """The first input name (see INPUT_NAMES) whose fingerprint in
+  `current` differs from the one a run recorded (`saved`), else None."""
+  return next((name for name in INPUT_NAMES
+               if name in saved and saved[name] != current.get(name)), None)
+
+
 def check_inputs(out: Path, saved: dict, current: dict) -> None:
   """RunFolderError naming the input (see INPUT_NAMES) whose fingerprint
   differs from the one the run in `out` recorded."""
-  for name, what in INPUT_NAMES.items():
-    if name in saved and saved[name] != current.get(name):
-      raise RunFolderError(
-          f"{{resume}}: the {what} changed since the run in {out} started "
-          f"(fingerprint {str(saved[name])[:12]}, now "
-          f"{str(current.get(name))[:12]}); restore the original inputs to "
-          "resume, or start a new run ({overwrite} or another {out})",
-          "resume", "overwrite", "out")
+  name = changed_input(saved, current)
+  if name is not None:
+    raise RunFolderError(
+        f"{{resume}}: the {INPUT_NAMES[name]} changed since the run in "
+        f"{out} started (fingerprint {str(saved[name])[:12]}, now "
+        f"{str(current.get(name))[:12]}); restore the original inputs to "
+        "resume, or start a new run ({overwrite} or another {out})",
+        "resume", "overwrite", "out")
 
 
 def checkpoint_manager(out: Path) -> ocp.CheckpointManager:
