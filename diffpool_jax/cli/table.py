@@ -186,21 +186,17 @@ def pooler_names(requested: Sequence[str]) -> List[str]:
 
 def roots_holding(name: str, roots: Sequence[str]) -> List[str]:
   """The folders of `roots` that hold set `name` in some registered
-  format read from a folder (not the built-in synthetic set, which
-  every folder "holds")."""
-  readers = [reader for key, reader in READERS.items() if key != "synthetic"]
+  format."""
   return [root for root in roots
-          if any(reader.holds(root, name) for reader in readers)]
+          if any(reader.holds(root, name) for reader in READERS.values())]
 
 
 def data_root(name: str, roots: Sequence[str]) -> Optional[str]:
-  """The first of `roots` holding set `name` in some registered format
-  (None when no root holds it: the reader's download cache);
-  check_inputs refuses a set that two hold (`roots_holding`)."""
-  for root in roots:
-    if any(reader.holds(root, name) for reader in READERS.values()):
-      return root
-  return None
+  """The folder of `roots` holding set `name` (None when none holds it:
+  the reader's download cache, or a set no folder holds, as the built-in
+  synthetic one); check_inputs refuses a set that two hold."""
+  holding = roots_holding(name, roots)
+  return holding[0] if holding else None
 
 
 def split_file(name: str, folder: Optional[str]) -> Optional[Path]:

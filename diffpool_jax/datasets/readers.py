@@ -108,10 +108,12 @@ def tu_holds(root: Optional[str | os.PathLike], name: str) -> bool:
   return find_table(base / name, name, "A") is not None
 
 
+# The built-in set is generated, not read: no folder holds it, its name
+# alone says its format.
 register_reader("synthetic", Reader(
     lambda name, root, features, **options: synthetic_hierarchical(
         **options).with_features(features),
-    lambda root, name: name == "synthetic"))
+    lambda root, name: False, lambda name: name == "synthetic"))
 register_reader("tu", Reader(
     lambda name, root, features, **options: load_tu(
         name, root=root, features=features, **options), tu_holds))
