@@ -56,8 +56,8 @@ from diffpool_jax.cli import options
 from diffpool_jax.cli.report import read_results
 from diffpool_jax.datasets.readers import READERS, find_format
 from diffpool_jax.cli.errors import command_message
-from diffpool_jax.run.store import (INPUT_NAMES, RUN_OUTPUTS, read_intact_run,
-                                    write_text_atomic)
+from diffpool_jax.run.store import (RUN_OUTPUTS, input_change,
+                                    read_intact_run, write_text_atomic)
 from diffpool_jax.tasks import METRICS, shown
 
 FLAT = "flat"
@@ -68,10 +68,6 @@ COLUMNS = ("dataset", "pooler", "status", "metric", "score", "std",
            "compile_s", "epoch_s", "peak_gib", "epochs_run", "commit",
            "command")
 CELL_FILE = "table_cell.json"
-# The RunConfig fields a cell's input fingerprints depend on: those its
-# data set is read with (run.members.load_dataset) and its split file.
-INPUT_FIELDS = ("dataset", "data_root", "format", "features", "synthetic",
-                "splits")
 GIB = 2**30
 
 
@@ -342,8 +338,9 @@ def input_digests(argv: List[str]) -> Dict[str, str]:
 @functools.lru_cache(maxsize=None)
 def fingerprints_now(fields: str) -> Dict[str, str]:
   """The input fingerprints (run.members.input_fingerprints) of the data
-  set and split file that `fields`, a JSON object of INPUT_FIELDS, name,
-  read now; once per data set in a table."""
+  set and split file that `fields`, a JSON object of
+  run.members.INPUT_FIELDS, name, read now; once per data set in a
+  table."""
   from diffpool_jax.run import RunConfig
   from diffpool_jax.run.members import input_fingerprints, load_dataset
   config = RunConfig(**json.loads(fields))
@@ -356,24 +353,20 @@ def changed_input(folder: Path) -> Optional[str]:
   data set cannot be read, or an input it read (store.INPUT_NAMES) has
   another fingerprint now than the one its run recorded. A cell written
   by another version is checked on the INPUT_FIELDS and inputs it has."""
-  from diffpool_jax.run.store import changed_input as changed_name
+  from diffpool_jax.run.members import INPUT_FIELDS
   try:
     saved = read_intact_run(folder)
     fields = {name: saved["run"][name] for name in INPUT_FIELDS
               if name in saved["run"]}
     now = fingerprints_now(json.dumps(fields, sort_keys=True))
+    change = input_change(saved.get("inputs") or {}, now,
+                          "this cell trained")
   except Exception as error:      # noqa: BLE001 (any reader's error)
-    return (f"cannot check the cell's inputs: {command_message(error)} "
-            f"({type(error).__name__}); restore them, or delete {folder} "
-            "to train the cell again")
-  recorded = saved.get("inputs") or {}
-  name = changed_name(recorded, now)
-  if name is None:
+    change = (f"cannot check the cell's inputs: {command_message(error)} "
+              f"({type(error).__name__})")
+  if change is None:
     return None
-  return (f"the {INPUT_NAMES[name]} changed since this cell trained "
-          f"(fingerprint {str(recorded[name])[:12]}, now "
-          f"{str(now.get(name))[:12]}); restore them, or delete {folder} "
-          "to train the cell again")
+  return f"{change}; restore them, or delete {folder} to train the cell again"
 
 
 def train_cell(args, dataset: str, pooler: str, folder: Path

@@ -21,6 +21,12 @@ from diffpool_jax.errors import InputError
 from diffpool_jax.protocols import PROTOCOLS
 
 
+# The RunConfig fields `load_dataset` and `input_fingerprints` read: the
+# data set's and its split file's.
+INPUT_FIELDS = ("dataset", "data_root", "format", "features", "synthetic",
+                "splits")
+
+
 def load_dataset(config) -> GraphDataset:
   """A RunConfig's data set with its node features, read by the reader of
   its format (datasets.readers; the synthetic set takes `config.synthetic`

@@ -282,24 +282,26 @@ INPUT_NAMES = {"targets": "class labels or target columns",
                "data": "data set (graphs, labels or features)"}
 
 
-def changed_input(saved: dict, current: dict) -> Optional[str]:
-  """The first input name (see INPUT_NAMES) whose fingerprint in
-  `current` differs from the one a run recorded (`saved`), else None."""
-  return next((name for name in INPUT_NAMES
-               if name in saved and saved[name] != current.get(name)), None)
+def input_change(saved: dict, current: dict, since: str) -> Optional[str]:
+  """'the WHAT changed since SINCE (fingerprint OLD, now NEW)' for the
+  first input (see INPUT_NAMES) whose fingerprint in `current` differs
+  from the one a run recorded (`saved`); None when none does."""
+  for name, what in INPUT_NAMES.items():
+    if name in saved and saved[name] != current.get(name):
+      return (f"the {what} changed since {since} (fingerprint "
+              f"{str(saved[name])[:12]}, now {str(current.get(name))[:12]})")
+  return None
 
 
 def check_inputs(out: Path, saved: dict, current: dict) -> None:
   """RunFolderError naming the input (see INPUT_NAMES) whose fingerprint
   differs from the one the run in `out` recorded."""
-  name = changed_input(saved, current)
-  if name is not None:
+  change = input_change(saved, current, f"the run in {out} started")
+  if change is not None:
     raise RunFolderError(
-        f"{{resume}}: the {INPUT_NAMES[name]} changed since the run in "
-        f"{out} started (fingerprint {str(saved[name])[:12]}, now "
-        f"{str(current.get(name))[:12]}); restore the original inputs to "
-        "resume, or start a new run ({overwrite} or another {out})",
-        "resume", "overwrite", "out")
+        f"{{resume}}: {change}; restore the original inputs to resume, or "
+        "start a new run ({overwrite} or another {out})", "resume",
+        "overwrite", "out")
 
 
 def checkpoint_manager(out: Path) -> ocp.CheckpointManager:
